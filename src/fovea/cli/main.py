@@ -1,0 +1,88 @@
+"""The `fovea` command. Sub-commands live in their own modules and load lazily, so `fovea --help`
+is fast and one area's import cost (torch, OpenCV) is paid only when that area runs."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from fovea.errors import FoveaError
+
+# name -> "module:attribute" of a click command or group; each area owns its module.
+COMMANDS: dict[str, str] = {
+    "demo": "fovea.cli.demo:demo",
+    "synth": "fovea.cli.synth:synth",
+    "anomaly": "fovea.cli.anomaly:anomaly",
+    "classify": "fovea.cli.classify:classify",
+    "segment": "fovea.cli.segment:segment",
+    "line": "fovea.cli.line:line",
+    "calibrate": "fovea.cli.geometry:calibrate",
+    "stereo": "fovea.cli.geometry:stereo",
+    "measure": "fovea.cli.geometry:measure",
+    "oilspill": "fovea.cli.oilspill:oilspill",
+}
+
+
+def load_command(spec: str) -> click.Command | None:
+    """Import "module:attr"; None when the module is not part of this build."""
+    module, attr = spec.split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+    return getattr(mod, attr)
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported only when used."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx):
+        names = set(super().list_commands(ctx))
+        names.update(n for n, spec in self.lazy.items() if _module_exists(spec))
+        return sorted(names)
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in self.lazy:
+            cmd = load_command(self.lazy[name])
+        return cmd
+
+
+def _module_exists(spec: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(spec.split(":")[0]) is not None
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fovea")
+def cli() -> None:
+    """fovea: computer-vision inspection from a camera or a folder of images to a decision."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: FoveaErrors print their message (which names the fix), exit code 2."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except FoveaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
