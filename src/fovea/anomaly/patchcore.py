@@ -1,0 +1,161 @@
+"""PatchCore (Roth et al., CVPR 2022): a memory bank of locally aware patch features.
+
+Fit: patch features from two mid-level stages, 3x3 neighbourhood average pooling, the coarser map
+upsampled to the finer one and concatenated; a greedy k-center coreset (chosen on a random
+projection) keeps `coreset_ratio` of the patches. Score: distance of each test patch to its
+nearest memory-bank patch; the image score is the largest patch distance, reweighted as in the
+paper by how isolated its nearest bank patch is among that patch's own neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fovea.anomaly.features import FeatureExtractor
+
+
+@dataclass
+class PatchCoreConfig:
+    backbone: str = "efficientnet_lite0"
+    layers: tuple[int, ...] = (2, 3)
+    coreset_ratio: float = 0.1
+    num_neighbors: int = 9
+    projection_dim: int = 128
+    pool_size: int = 3
+    chunk_size: int = 4096  # memory-bank rows per distance block: bounds memory at (patches x chunk)
+    seed: int = 0
+    weights: str | None = "default"
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N, D), (M, D) -> (N, M) squared Euclidean distances via one matmul (export-friendly)."""
+    d = x.pow(2).sum(1, keepdim=True) - 2.0 * (x @ y.T) + y.pow(2).sum(1)[None, :]
+    return d.clamp_min(0.0)
+
+
+def chunked_nearest(x: torch.Tensor, bank: torch.Tensor, k: int, chunk_size: int):
+    """k nearest bank rows of each row of x, computing (N, chunk) distance blocks at a time.
+
+    Returns (distances (N, k), indices (N, k)), Euclidean, ascending.
+    """
+    best_d = None
+    best_i = None
+    for start in range(0, bank.shape[0], chunk_size):
+        block = squared_distances(x, bank[start:start + chunk_size])
+        kk = min(k, block.shape[1])
+        d, i = block.topk(kk, dim=1, largest=False)
+        i = i + start
+        if best_d is None:
+            best_d, best_i = d, i
+        else:
+            cat_d = torch.cat([best_d, d], 1)
+            cat_i = torch.cat([best_i, i], 1)
+            kk = min(k, cat_d.shape[1])
+            best_d, pos = cat_d.topk(kk, dim=1, largest=False)
+            best_i = cat_i.gather(1, pos)
+    return best_d.sqrt(), best_i
+
+
+def greedy_coreset(features: torch.Tensor, n_select: int, projection_dim: int = 128, seed: int = 0,
+                   progress=None) -> torch.Tensor:
+    """Greedy k-center selection (Sener & Savarese) on a Gaussian random projection.
+
+    features (N, D) -> indices (n_select,). Each step adds the point farthest from the chosen set,
+    keeping a running (N,) vector of distances to the nearest chosen point.
+    """
+    n = features.shape[0]
+    n_select = max(1, min(int(n_select), n))
+    gen = torch.Generator().manual_seed(seed)
+    x = features.float()
+    if projection_dim and projection_dim < x.shape[1]:
+        proj = torch.randn(x.shape[1], projection_dim, generator=gen) / projection_dim**0.5
+        x = x @ proj
+    sq = x.pow(2).sum(1)
+    selected = torch.empty(n_select, dtype=torch.long)
+    current = int(torch.randint(n, (1,), generator=gen))
+    min_d = torch.full((n,), float("inf"))
+    for step in range(n_select):
+        selected[step] = current
+        c = x[current]
+        d = sq - 2.0 * (x @ c) + sq[current]
+        torch.minimum(min_d, d, out=min_d)
+        current = int(torch.argmax(min_d))
+        if progress is not None and step % 256 == 0:
+            progress(step, n_select)
+    return selected
+
+
+class PatchCore(nn.Module):
+    """forward(x (B, 3, H, W) normalised) -> (scores (B,), maps (B, 1, H, W)) in raw distance units."""
+
+    def __init__(self, config: PatchCoreConfig | None = None, **overrides):
+        super().__init__()
+        self.config = config or PatchCoreConfig(**overrides)
+        self.extractor = FeatureExtractor(self.config.backbone, self.config.layers, self.config.weights)
+        dim = sum(self.extractor.channels)
+        self.register_buffer("memory_bank", torch.zeros(0, dim))
+
+    @property
+    def embedding_dim(self) -> int:
+        return sum(self.extractor.channels)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C, h, w) locally aware patch features at the finest chosen stage."""
+        feats = self.extractor(x)
+        k = self.config.pool_size
+        feats = [F.avg_pool2d(f, k, stride=1, padding=k // 2, count_include_pad=False) for f in feats]
+        size = feats[0].shape[-2:]
+        feats = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
+        return torch.cat(feats, 1)
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[torch.Tensor | dict], progress=None) -> None:
+        """Build the memory bank from normal images. batches yield (B,3,H,W) or dicts with "image"."""
+        self.eval()
+        chunks = []
+        for batch in batches:
+            x = batch["image"] if isinstance(batch, dict) else batch
+            e = self.embed(x)
+            chunks.append(e.permute(0, 2, 3, 1).reshape(-1, e.shape[1]))
+        if not chunks:
+            raise ValueError("PatchCore.fit got no training images")
+        patches = torch.cat(chunks)
+        n_keep = max(1, int(round(patches.shape[0] * self.config.coreset_ratio)))
+        if n_keep < patches.shape[0]:
+            idx = greedy_coreset(patches, n_keep, self.config.projection_dim, self.config.seed, progress)
+            patches = patches[idx]
+        self.memory_bank = patches.contiguous()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.embed(x)
+        b, c, h, w = emb.shape
+        flat = emb.permute(0, 2, 3, 1).reshape(-1, c)
+        dist, idx = chunked_nearest(flat, self.memory_bank, 1, self.config.chunk_size)
+        patch_scores = dist[:, 0].reshape(b, h * w)
+        nn_index = idx[:, 0].reshape(b, h * w)
+        scores = self._reweighted_scores(flat.reshape(b, h * w, c), patch_scores, nn_index)
+        maps = patch_scores.reshape(b, 1, h, w)
+        maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return scores, maps
+
+    def _reweighted_scores(self, feats, patch_scores, nn_index) -> torch.Tensor:
+        """Paper eq. 7: s = (1 - exp(s*) / sum_{m in N_b(m*)} exp(||m_test - m||)) * s*."""
+        max_scores, max_pos = patch_scores.max(1)  # (B,)
+        b = feats.shape[0]
+        test_patch = feats[torch.arange(b), max_pos]  # (B, C)
+        bank_nn = self.memory_bank[nn_index[torch.arange(b), max_pos]]  # (B, C) = m*
+        k = min(self.config.num_neighbors, self.memory_bank.shape[0])
+        _, support = chunked_nearest(bank_nn, self.memory_bank, k, self.config.chunk_size)  # (B, k), m* first
+        support_feats = self.memory_bank[support]  # (B, k, C)
+        d = (support_feats - test_patch[:, None, :]).pow(2).sum(-1).clamp_min(0).sqrt()  # (B, k)
+        weight = 1.0 - torch.softmax(d, dim=1)[:, 0]
+        return weight * max_scores

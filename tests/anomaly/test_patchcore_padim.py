@@ -1,0 +1,100 @@
+"""PatchCore and PaDiM numerics against slow, obviously-correct references."""
+
+import numpy as np
+import pytest
+import torch
+
+from fovea.anomaly.patchcore import PatchCore, chunked_nearest, greedy_coreset
+
+
+def _slow_k_center(x: np.ndarray, n_select: int, start: int) -> list[int]:
+    chosen = [start]
+    while len(chosen) < n_select:
+        best, best_d = -1, -1.0
+        for i in range(len(x)):
+            d = min(float(((x[i] - x[j]) ** 2).sum()) for j in chosen)
+            if d > best_d:
+                best, best_d = i, d
+        chosen.append(best)
+    return chosen
+
+
+def test_greedy_coreset_matches_slow_k_center():
+    x = torch.randn(120, 6, generator=torch.Generator().manual_seed(3))
+    idx = greedy_coreset(x, 15, projection_dim=0, seed=7)
+    start = int(torch.randint(120, (1,), generator=torch.Generator().manual_seed(7)))
+    assert idx.tolist() == _slow_k_center(x.numpy().astype(np.float64), 15, start)
+
+
+def test_coreset_covers_better_than_random_subset():
+    """k-center minimises the covering radius: it must beat a random subset of the same size."""
+    x = torch.randn(2000, 16, generator=torch.Generator().manual_seed(0))
+    x[:1000] *= 0.1  # a dense cluster and a spread one
+    idx = greedy_coreset(x, 100, projection_dim=8, seed=0)
+    rnd = torch.randperm(2000, generator=torch.Generator().manual_seed(1))[:100]
+    radius = torch.cdist(x, x[idx]).min(1).values.max()
+    radius_random = torch.cdist(x, x[rnd]).min(1).values.max()
+    assert radius < radius_random
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 50, 1000])
+def test_chunked_nearest_equals_brute_force(chunk):
+    g = torch.Generator().manual_seed(0)
+    x, bank = torch.randn(40, 5, generator=g), torch.randn(123, 5, generator=g)
+    d, i = chunked_nearest(x, bank, 4, chunk)
+    ref = torch.cdist(x.double(), bank.double())
+    ref_d, ref_i = ref.topk(4, dim=1, largest=False)
+    torch.testing.assert_close(d.double(), ref_d, atol=1e-4, rtol=1e-4)
+    assert torch.equal(i, ref_i)
+
+
+def test_patchcore_score_is_paper_reweighted_max_patch_distance():
+    torch.manual_seed(0)
+    model = PatchCore(weights="random", coreset_ratio=1.0, num_neighbors=3, chunk_size=64).eval()
+    model.fit([torch.randn(2, 3, 64, 64)])
+    x = torch.randn(2, 3, 64, 64)
+    scores, maps = model(x)
+    assert maps.shape == (2, 1, 64, 64)
+    with torch.no_grad():
+        emb = model.embed(x).permute(0, 2, 3, 1).reshape(2, -1, model.embedding_dim).double()
+    bank = model.memory_bank.double()
+    for b in range(2):
+        d = torch.cdist(emb[b], bank)  # (P, M)
+        patch = d.min(1).values
+        p = int(patch.argmax())
+        m_star = int(d[p].argmin())
+        support = torch.cdist(bank[m_star:m_star + 1], bank)[0].topk(3, largest=False).indices
+        dist_support = torch.cdist(emb[b, p:p + 1], bank[support])[0]
+        w = 1 - torch.exp(dist_support[0]) / torch.exp(dist_support).sum()
+        assert float(scores[b]) == pytest.approx(float(w * patch[p]), rel=1e-3)
+
+
+def test_padim_gaussian_matches_numpy_per_position():
+    from fovea.anomaly.padim import Padim
+
+    torch.manual_seed(0)
+    model = Padim(weights="random", n_features=10).eval()
+    batches = [torch.randn(3, 3, 32, 32), torch.randn(2, 3, 32, 32)]
+    model.fit(batches)
+    with torch.no_grad():
+        emb = torch.cat([model.embed(b) for b in batches]).double().numpy()  # (N, d, h, w)
+    n, d, h, w = emb.shape
+    pos = 5
+    samples = emb.reshape(n, d, h * w)[:, :, pos]
+    cov = np.cov(samples, rowvar=False) + 0.01 * np.eye(d)
+    np.testing.assert_allclose(model.mean[pos].numpy(), samples.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.inv_covariance[pos].numpy(), np.linalg.inv(cov), rtol=2e-3, atol=2e-3)
+    x = torch.randn(1, 3, 32, 32)
+    scores, maps = model(x)
+    with torch.no_grad():
+        e = model.embed(x).double().numpy().reshape(d, h * w)
+    all_samples = emb.reshape(n, d, h * w)
+    ref = np.empty(h * w)
+    for p in range(h * w):  # slow loop: numpy covariance and Mahalanobis distance per position
+        c = np.cov(all_samples[:, :, p], rowvar=False) + 0.01 * np.eye(d)
+        delta = e[:, p] - all_samples[:, :, p].mean(0)
+        ref[p] = np.sqrt(delta @ np.linalg.inv(c) @ delta)
+    ref_map = torch.nn.functional.interpolate(torch.tensor(ref, dtype=torch.float32).reshape(1, 1, h, w),
+                                              size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(maps, ref_map, rtol=2e-3, atol=2e-3)
+    assert float(scores[0]) == pytest.approx(float(maps.max()), rel=1e-6)
