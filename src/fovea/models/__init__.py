@@ -1,0 +1,1 @@
+from fovea.models import vmamba  # noqa: F401
