@@ -74,8 +74,12 @@ def test_pixel_auroc_matches_sklearn_on_flattened_pixels():
     maps = np.round(maps, 1)  # ties
     ref = skm.roc_auc_score(masks.ravel(), maps.astype(np.float32).ravel())
     assert M.pixel_auroc(maps, masks) == pytest.approx(ref, abs=1e-9)
-    with pytest.raises(DataError, match="same size"):
+    with pytest.raises(DataError, match="same"):
         M.pixel_auroc(maps, masks[:, :10])
+    # images of different sizes as lists
+    lm, lg = [maps[0], maps[1, :10]], [masks[0], masks[1, :10]]
+    ref = skm.roc_auc_score(np.r_[lg[0].ravel(), lg[1].ravel()], np.r_[lm[0].ravel(), lm[1].ravel()])
+    assert M.pixel_auroc(lm, lg) == pytest.approx(ref, abs=1e-9)
 
 
 # ---------------------------------------------------------------- AUPRO
@@ -88,11 +92,11 @@ def _slow_pro_curve(maps, masks, thresholds, connectivity=8):
     for k in range(len(masks)):
         lab, n = ndimage.label(masks[k], structure=st)
         comps += [(k, lab == i) for i in range(1, n + 1)]
-    normal = ~masks
+    n_normal = sum((~g).sum() for g in masks)
     fprs, pros = [0.0], [0.0]
     for t in thresholds:
-        pred = maps.astype(np.float64) >= t
-        fprs.append((pred & normal).sum() / normal.sum())
+        pred = [np.asarray(m, np.float64) >= t for m in maps]
+        fprs.append(sum((p & ~g).sum() for p, g in zip(pred, masks)) / n_normal)
         pros.append(np.mean([(pred[k] & c).sum() / c.sum() for k, c in comps]))
     return np.array(fprs), np.array(pros)
 
@@ -129,6 +133,16 @@ def test_pro_curve_matches_slow_reference(connectivity):
     for limit in (0.3, 0.05, 1.0):
         assert M.aupro(maps, masks, limit, connectivity=connectivity) == pytest.approx(
             _slow_area(rf, rp, limit), abs=1e-6)
+
+
+def test_pro_curve_on_images_of_different_sizes():
+    maps, masks = _random_case(2)
+    lm, lg = [maps[0], maps[1, :9, :13], maps[2, 3:]], [masks[0], masks[1, :9, :13], masks[2, 3:]]
+    thr = np.unique(np.concatenate([m.ravel() for m in lm]))[::-1]
+    rf, rp = _slow_pro_curve(lm, lg, thr)
+    fpr, pro, _ = M.pro_curve(lm, lg)
+    np.testing.assert_allclose(fpr, rf, atol=1e-12)
+    np.testing.assert_allclose(pro, rp, atol=1e-12)
 
 
 def test_binned_pro_curve_matches_slow_reference_at_same_thresholds():

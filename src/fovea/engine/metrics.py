@@ -169,47 +169,59 @@ def f1_max(scores, labels) -> float:
     return best_f1_threshold(scores, labels)[1]
 
 
-def _check_maps_masks(maps, masks) -> tuple[np.ndarray, np.ndarray]:
-    m = np.asarray(maps)
-    g = np.asarray(masks)
-    if m.ndim == 2:
-        m = m[None]
-    if g.ndim == 2:
-        g = g[None]
-    if m.ndim != 3 or m.shape != g.shape:
-        raise DataError(f"anomaly maps {np.shape(maps)} and masks {np.shape(masks)} must both be (N, H, W) "
-                        "of the same size. Fix: resize maps to the mask resolution.")
-    return m.astype(np.float32, copy=False), g.astype(bool, copy=False)
+def _check_maps_masks(maps, masks) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Validate maps/masks given as (N, H, W) stacks or lists of (H, W) arrays (sizes may differ).
+
+    Returns flat float32 scores, flat bool labels and the list of (H, W) bool masks.
+    """
+    if isinstance(maps, np.ndarray) and maps.ndim == 2:
+        maps = maps[None]
+    if isinstance(masks, np.ndarray) and masks.ndim == 2:
+        masks = masks[None]
+    if len(maps) != len(masks) or len(maps) == 0:
+        raise DataError(f"got {len(maps)} anomaly maps and {len(masks)} masks; need one mask per map (and >= 1).")
+    flat_m, flat_g, mask_list = [], [], []
+    for i, (m, g) in enumerate(zip(maps, masks)):
+        m = np.asarray(m)
+        g = np.asarray(g)
+        if m.ndim != 2 or m.shape != g.shape:
+            raise DataError(f"anomaly map {i} has shape {m.shape} but its mask has {g.shape}; both must be the "
+                            "same (H, W). Fix: resize maps to the mask resolution.")
+        g = g.astype(bool, copy=False)
+        flat_m.append(m.astype(np.float32, copy=False).ravel())
+        flat_g.append(g.ravel())
+        mask_list.append(g)
+    return np.concatenate(flat_m), np.concatenate(flat_g), mask_list
 
 
 def pixel_auroc(maps, masks) -> float:
-    """Pixel-level AUROC over all pixels of a stack. maps: (N, H, W) float; masks: (N, H, W) bool.
+    """Pixel-level AUROC over all pixels. maps: (N, H, W) float or a list of (H, W); masks: same, bool.
 
     Exact (sort-based, ties handled like sklearn) on the flattened float32 arrays.
     """
-    m, g = _check_maps_masks(maps, masks)
-    return auroc(m.ravel(), g.ravel())
+    m, g, _ = _check_maps_masks(maps, masks)
+    return auroc(m, g)
 
 
-def _component_labels(masks: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    """Label GT components per image, numbered globally from 1; returns ((N, H, W) int32, count)."""
+def _component_labels(masks: list[np.ndarray], connectivity: int) -> tuple[np.ndarray, int]:
+    """Label GT components per image, numbered globally from 1; returns (flat int32 labels, count)."""
     if connectivity not in (4, 8):
         raise DataError(f"connectivity must be 4 or 8, got {connectivity}")
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
-    out = np.zeros(masks.shape, np.int32)
+    out = []
     total = 0
-    for k in range(masks.shape[0]):
-        lab, n = ndimage.label(masks[k], structure=structure)
-        if n:
-            out[k] = np.where(lab > 0, lab + total, 0)
-            total += n
-    return out, total
+    for mask in masks:
+        lab, n = ndimage.label(mask, structure=structure)
+        out.append(np.where(lab > 0, lab + total, 0).astype(np.int32).ravel())
+        total += n
+    return np.concatenate(out), total
 
 
-def _pro_weights(masks: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Per-pixel PRO weight 1/(n_regions * |region|) and the normal-pixel indicator."""
+def _pro_weights(flat_masks: np.ndarray, masks: list[np.ndarray],
+                 connectivity: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Per-pixel PRO weight 1/(n_regions * |region|) and the normal-pixel indicator (flat)."""
     comp, n_regions = _component_labels(masks, connectivity)
-    n_normal = int(masks.size - np.count_nonzero(masks))
+    n_normal = int(flat_masks.size - np.count_nonzero(flat_masks))
     if n_regions == 0:
         raise DataError("AUPRO needs at least one anomalous region in the ground-truth masks; all masks are empty.")
     if n_normal == 0:
@@ -217,7 +229,7 @@ def _pro_weights(masks: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.n
     sizes = np.bincount(comp.ravel(), minlength=n_regions + 1).astype(np.float64)
     inv = np.zeros(n_regions + 1, np.float64)
     inv[1:] = 1.0 / (n_regions * sizes[1:])
-    return inv[comp.ravel()], ~masks.ravel(), n_regions, n_normal
+    return inv[comp], ~flat_masks, n_regions, n_normal
 
 
 def pro_curve(maps, masks, num_thresholds: int | None = None,
@@ -231,9 +243,8 @@ def pro_curve(maps, masks, num_thresholds: int | None = None,
     every distinct map value (exact); an int evaluates that many evenly spaced thresholds from
     the map minimum to its maximum (one pass, O(pixels)).
     """
-    m, g = _check_maps_masks(maps, masks)
-    w_pro, normal, _, n_normal = _pro_weights(g, connectivity)
-    s = m.ravel()
+    s, g, mask_list = _check_maps_masks(maps, masks)
+    w_pro, normal, _, n_normal = _pro_weights(g, mask_list, connectivity)
     if not np.isfinite(s).all():
         raise DataError("anomaly maps hold NaN/inf values. Fix: check the model output.")
     if num_thresholds is None:
@@ -275,7 +286,7 @@ def aupro(maps, masks, fpr_limit: float = 0.3, num_thresholds: int | None = None
           connectivity: int = 8) -> float:
     """Area under the PRO-vs-FPR curve for FPR in [0, fpr_limit], divided by fpr_limit (1.0 = perfect).
 
-    maps: (N, H, W) float; masks: (N, H, W) bool. See `pro_curve` for PRO, connectivity and
+    maps: (N, H, W) float or a list of (H, W); masks: the same, bool. See `pro_curve` for PRO, connectivity and
     num_thresholds. The curve is interpolated linearly at fpr_limit (as in the MVTec AD code).
     """
     if not 0.0 < fpr_limit <= 1.0:
