@@ -44,6 +44,8 @@ class AnomalyCore(nn.Module):
 class AnomalyPipeline(nn.Module):
     """uint8 images (B, H, W, 3) -> (scores (B,), maps (B, H, W), raw_scores (B,)); normalised outputs."""
 
+    __jit_unused_properties__ = ["model"]
+
     def __init__(self, model: nn.Module, input_size: tuple[int, int] = (256, 256), blur_sigma: float = 4.0):
         super().__init__()
         self.core = AnomalyCore(model, blur_sigma)
@@ -59,6 +61,7 @@ class AnomalyPipeline(nn.Module):
         return self.core.model
 
     def set_thresholds(self, t: Thresholds) -> None:
+        self.threshold_rules = (t.image_rule, t.pixel_rule)
         self.thresholds = torch.tensor(
             [t.image_threshold, t.pixel_threshold, t.score_min, t.score_max, t.map_min, t.map_max],
             dtype=torch.float32,
@@ -66,8 +69,9 @@ class AnomalyPipeline(nn.Module):
 
     def get_thresholds(self) -> Thresholds:
         v = [float(a) for a in self.thresholds]
+        rules = getattr(self, "threshold_rules", ("", ""))
         return Thresholds(image_threshold=v[0], pixel_threshold=v[1], score_min=v[2], score_max=v[3],
-                          map_min=v[4], map_max=v[5])
+                          map_min=v[4], map_max=v[5], image_rule=rules[0], pixel_rule=rules[1])
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> float (B, 3, h, w) resized (bilinear, antialiased) and normalised."""
@@ -141,6 +145,8 @@ class AnomalyPipeline(nn.Module):
         for name, shape in recipe.get("buffer_shapes", {}).items():
             _resize_buffer(model, name[len("core.model."):], shape)
         pipe = cls(model, tuple(recipe["input_size"]), recipe.get("blur_sigma", 4.0))
+        saved = recipe.get("thresholds", {})
+        pipe.threshold_rules = (saved.get("image_rule", ""), saved.get("pixel_rule", ""))
         try:
             pipe.load_state_dict(state, strict=True)
         except RuntimeError as exc:
