@@ -106,7 +106,7 @@ def auroc(scores, labels) -> float:
     # integer trapezoid: sum over steps of dFP * (TP_prev + TP) / 2, then normalise once
     fp = np.concatenate([[0], fps]).astype(np.float64)
     tp = np.concatenate([[0], tps]).astype(np.float64)
-    return _trapezoid(fp, tp) / (fps[-1] * float(tps[-1]))
+    return float(_trapezoid(fp, tp) / (fps[-1] * float(tps[-1])))
 
 
 def precision_recall_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
