@@ -1,0 +1,21 @@
+"""Image and video reading/writing: every image becomes (H, W, 3) uint8 RGB the same way."""
+
+from fovea.io.image import (
+    IMAGE_EXTENSIONS,
+    apply_exif_orientation,
+    list_images,
+    read_image,
+    read_mask,
+    to_rgb_uint8,
+    write_image,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "apply_exif_orientation",
+    "list_images",
+    "read_image",
+    "read_mask",
+    "to_rgb_uint8",
+    "write_image",
+]
