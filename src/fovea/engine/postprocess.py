@@ -52,7 +52,8 @@ def gaussian_blur_map(maps: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
         return maps
     b, c, h, w = maps.shape
     radius = int(math.ceil(4.0 * sigma))
-    radius = min(radius, min(h, w) - 1)
+    if not torch.jit.is_tracing():  # traces fix the size anyway; comparing traced sizes only warns
+        radius = min(radius, min(h, w) - 1)
     if radius < 1:
         return maps
     x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
