@@ -1,1 +1,1 @@
-from fovea.models import vmamba  # noqa: F401
+from fovea.models import sparx, vmamba  # noqa: F401  (importing registers the timm entrypoints)
