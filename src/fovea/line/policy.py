@@ -1,0 +1,100 @@
+"""Decision policy: a pure function of (record, neighbours, time, config) -> lane or default.
+
+"Good" (any lane) needs positive, on-time evidence about a single object: enough agreeing votes
+(share >= min_agreement) whose mean probability has enough confidence and margin, no ambiguity flag, no neighbour within the minimum gap, and a
+commit time before the deadline
+
+    t_commit = t_capture + (gate_distance - x_front) / belt_speed - actuation - link_p99 - margin.
+
+Everything else takes the default route (no gate moves; de-energised gates are closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fovea.line.config import LineConfig
+from fovea.line.tracker import ObjectRecord
+
+POLICY_VERSION = "1"
+DEFAULT = "default"
+
+
+@dataclass
+class Decision:
+    """The one committed decision for a record."""
+
+    lane: str                 # a class name routed to `gate`, or "default"
+    gate: int | None
+    reason: str               # "evidence" for a lane; why, for the default route
+    class_name: str = ""
+    confidence: float = float("nan")
+    margin: float = float("nan")
+    votes: int = 0
+    t_commit: float = float("nan")
+    t_open: float = float("nan")
+    hold_s: float = float("nan")
+
+
+def gate_times(rec: ObjectRecord, gate_mm: float, speed: float, cfg: LineConfig, link_p99_s: float):
+    """(t_commit, t_open, hold_s) for sending `rec` through a gate at belt distance gate_mm."""
+    x_front = rec.x_mm + rec.half_len_mm
+    x_back = rec.x_mm - rec.half_len_mm
+    t_front = rec.t_last + (gate_mm - x_front) / speed
+    t_back = rec.t_last + (gate_mm - x_back) / speed
+    t_open = t_front - cfg.actuation_s - cfg.margin_s
+    hold = (t_back + cfg.margin_s) - t_open
+    return t_open - link_p99_s, t_open, hold
+
+
+def deadline(rec: ObjectRecord, speed: float, cfg: LineConfig, link_p99_s: float) -> float:
+    """Earliest commit deadline over the gates (a record must be decided before the first one)."""
+    return min(gate_times(rec, d, speed, cfg, link_p99_s)[0] for d in cfg.gate_distance_mm.values())
+
+
+def combine_votes(votes) -> tuple[str, float, float, float]:
+    """(class_name, mean probability of it, margin of the mean probabilities, share of agreeing votes)."""
+    probs = np.mean([np.asarray(v.probs, np.float64) for v in votes], axis=0)
+    order = np.argsort(probs)[::-1]
+    k = int(order[0])
+    names = votes[0].class_names
+    name = names[k] if names else str(k)
+    margin = float(probs[k] - (probs[order[1]] if len(probs) > 1 else 0.0))
+    agree = sum(v.class_id == k for v in votes) / len(votes)
+    return name, float(probs[k]), margin, float(agree)
+
+
+def decide(rec: ObjectRecord, too_close: list[str], now: float, speed: float, cfg: LineConfig,
+           link_p99_s: float) -> Decision:
+    """The policy. Pure: same inputs, same decision."""
+    t_dead = deadline(rec, speed, cfg, link_p99_s)
+
+    def default(reason: str, **kw) -> Decision:
+        return Decision(DEFAULT, None, reason, t_commit=t_dead, **kw)
+
+    for flag in ("merged", "not_single", "id_switch", "track_gap"):
+        if flag in rec.flags:
+            return default(flag)
+    if now > t_dead:
+        return default("late")
+    if len(rec.votes) < cfg.min_votes:
+        return default("insufficient_evidence", votes=len(rec.votes))
+    name, conf, margin, agree = combine_votes(rec.votes)
+    kw = dict(class_name=name, confidence=conf, margin=margin, votes=len(rec.votes))
+    if name not in cfg.lanes:
+        return default("class_routes_default", **kw)
+    if agree < cfg.min_agreement:
+        return default("votes_disagree", **kw)
+    if conf < cfg.min_confidence:
+        return default("low_confidence", **kw)
+    if margin < cfg.min_margin:
+        return default("low_margin", **kw)
+    if too_close:
+        return default("too_close", **kw)
+    gate = cfg.lanes[name]
+    t_commit, t_open, hold = gate_times(rec, cfg.gate_distance_mm[gate], speed, cfg, link_p99_s)
+    if now > t_commit:
+        return default("late", **kw)
+    return Decision(name, gate, "evidence", t_commit=t_commit, t_open=t_open, hold_s=hold, **kw)

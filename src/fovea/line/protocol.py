@@ -1,0 +1,72 @@
+"""The sorter line protocol: ASCII lines between host and microcontroller (see docs/protocol.md).
+
+Host -> MCU: HELLO | ARM | SAFE | PING <seq> | FIRE <id> gate=<g> (at=+<ms> | enc=<count>) hold=<ms>
+MCU -> host: READY fw= gates= boot= state= | STATE <ARMED|SAFE> reason= | PONG <seq> q= state= t=
+             | ACK <id> due=<ms>|due_enc=<count> | NAK <id> <reason> | DONE <id> t=<ms> | ERR <reason>
+FIRE is idempotent by id: resending a known id repeats its current status instead of firing again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fovea.errors import ProtocolError
+
+MAX_LINE = 63
+NAK_REASONS = ("LATE", "QUEUE_FULL", "BAD_ARG", "SAFE")
+STATES = ("ARMED", "SAFE")
+
+
+@dataclass
+class Message:
+    """One parsed protocol line: verb, positional args and key=value fields (all strings)."""
+
+    verb: str
+    args: list[str] = field(default_factory=list)
+    kv: dict[str, str] = field(default_factory=dict)
+
+    def int_arg(self, i: int) -> int:
+        try:
+            return int(self.args[i])
+        except (IndexError, ValueError) as exc:
+            raise ProtocolError(f"{self.verb} needs an integer argument #{i + 1}, got {self.args}") from exc
+
+    def int_kv(self, key: str) -> int:
+        try:
+            return int(self.kv[key].lstrip("+"))
+        except (KeyError, ValueError) as exc:
+            raise ProtocolError(f"{self.verb} needs integer field {key}=, got {self.kv}") from exc
+
+
+def parse_line(line: str | bytes) -> Message:
+    """Split a protocol line into a Message; raises ProtocolError on an empty or oversized line."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"non-ASCII bytes on the sorter link: {line!r}") from exc
+    line = line.strip()
+    if not line:
+        raise ProtocolError("empty line on the sorter link")
+    if len(line) > MAX_LINE:
+        raise ProtocolError(f"line longer than {MAX_LINE} chars on the sorter link: {line[:80]!r}")
+    verb, *rest = line.split()
+    args, kv = [], {}
+    for tok in rest:
+        if "=" in tok:
+            k, _, v = tok.partition("=")
+            kv[k] = v
+        else:
+            args.append(tok)
+    return Message(verb.upper(), args, kv)
+
+
+def fire_line(cmd_id: int, gate: int, hold_ms: int, at_ms: int | None = None, enc: int | None = None) -> str:
+    """Format a FIRE command scheduled `at_ms` after receipt, or at absolute encoder count `enc`."""
+    if (at_ms is None) == (enc is None):
+        raise ProtocolError("FIRE needs exactly one of at_ms (relative delay) or enc (encoder count)")
+    if at_ms is not None:
+        when = f"at=+{int(at_ms)}" if at_ms >= 0 else f"at={int(at_ms)}"
+    else:
+        when = f"enc={int(enc)}"
+    return f"FIRE {int(cmd_id)} gate={int(gate)} {when} hold={int(hold_ms)}"

@@ -1,0 +1,408 @@
+"""The line runner: capture -> perceive -> decide -> actuate, joined by small bounded queues.
+
+Stages: capture (grab, timestamp, black/frozen check) -> `frames` queue (drop_oldest by default)
+-> perceive (staleness check against the gate deadline, localize, classify crops) -> `results`
+queue -> decide (belt tracker, policy, deadlines, outcomes) -> actuator. A watchdog reports a
+stage busy longer than `stall_timeout_s`. `run_threaded()` runs each stage in its own thread on
+the real clock; `run_simulated()` drives the same stage code from a `SimClock` (capture at the
+frame rate, decide/heartbeat ticks as timers, model latency as simulated time), deterministic and
+as fast as the CPU allows. Every record gets exactly one `outcome` event.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fovea.core import ClassResult, Detections, Frame
+from fovea.errors import LineError
+from fovea.line.actuators import ActuatorEvent, FireCommand
+from fovea.line.clock import BoundedQueue, RealClock
+from fovea.line.config import LineConfig
+from fovea.line.events import EventLog
+from fovea.line.localize import BackgroundSubtractor, as_localizer, crop
+from fovea.line.policy import DEFAULT, decide, deadline
+from fovea.line.tracker import BeltTracker, ObjectRecord
+
+
+def match_truth(xyxy: np.ndarray, truth: list) -> list[int | None]:
+    """Ground-truth uid of each pixel box by best IoU (>= 0.2), for audits and test doubles only."""
+    out: list[int | None] = []
+    for b in np.asarray(xyxy, float).reshape(-1, 4):
+        best, best_iou = None, 0.2
+        for it in truth:
+            t = it.xyxy
+            iw = min(b[2], t[2]) - max(b[0], t[0])
+            ih = min(b[3], t[3]) - max(b[1], t[1])
+            if iw <= 0 or ih <= 0:
+                continue
+            inter = iw * ih
+            iou = inter / ((b[2] - b[0]) * (b[3] - b[1]) + (t[2] - t[0]) * (t[3] - t[1]) - inter)
+            if iou > best_iou:
+                best, best_iou = it.uid, iou
+        out.append(best)
+    return out
+
+
+@dataclass
+class Perception:
+    """What the perceive stage hands to the decide stage for one frame."""
+
+    frame: Frame
+    dets: Detections
+    results: list[ClassResult | None]
+    t_infer_start: float
+    t_done: float
+    valid: bool = True
+    truth_uids: list[int | None] | None = None
+
+
+@dataclass
+class StageBeat:
+    busy_since: float | None = None
+    stalled: bool = False
+    last_done: float = 0.0
+
+
+@dataclass
+class RecordSummary:
+    rid: str
+    lane: str
+    reason: str
+    truth: dict[int, int] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+
+
+class LineRunner:
+    """Wires a source, a localizer, a classifier and an actuator into one sorting line."""
+
+    def __init__(self, source, predictor, actuator, config: LineConfig | None = None, localizer=None,
+                 clock=None, log: EventLog | None = None, annotator=None):
+        self.cfg = cfg = config or LineConfig()
+        self.source, self.predictor, self.actuator = source, predictor, actuator
+        self.clock = clock or RealClock()
+        self.log = log or EventLog()
+        self.localizer = as_localizer(localizer) if localizer is not None else BackgroundSubtractor(
+            threshold=cfg.bg_threshold, min_area_px=cfg.min_area_px, warmup_frames=cfg.warmup_frames)
+        self.tracker = BeltTracker(cfg)
+        self.q_frames = BoundedQueue("frames", cfg.frames_queue, cfg.frames_policy)
+        self.q_results = BoundedQueue("results", cfg.results_queue,
+                                      "drop_newest" if self.clock_simulated and cfg.results_policy == "block"
+                                      else cfg.results_policy)
+        self.beats = {s: StageBeat() for s in ("capture", "perceive", "decide")}
+        self.health = "RUNNING"
+        self.finished: list[RecordSummary] = []
+        self.source_done = False
+        self.annotator = annotator
+        self._prev_img: np.ndarray | None = None
+        self._lock = threading.RLock()
+        self._read_failures = 0
+        self.n_outcomes = 0
+
+    @property
+    def clock_simulated(self) -> bool:
+        return getattr(self.clock, "simulated", False)
+
+    def emit(self, type: str, **kw: Any) -> None:
+        self.log.emit(self.clock.now(), type, **kw)
+
+    @property
+    def link_p99_s(self) -> float:
+        return getattr(self.actuator, "link_p99_s", self.cfg.link_floor_s)
+
+    # ================================================================== capture
+    def capture_once(self) -> bool:
+        """Grab one frame into the `frames` queue; False when the source is exhausted."""
+        if self.source_done:
+            return False
+        beat = self.beats["capture"]
+        try:
+            frame = self.source.read()
+        except LineError as exc:
+            self._read_failures += 1
+            self.emit("fault", kind="read_failed", detail=str(exc))
+            if self._read_failures > 30:
+                self.emit("fault", kind="source_lost", detail="30 consecutive failed reads")
+                self.source_done = True
+            return not self.source_done
+        if frame is None:
+            self.source_done = True
+            return False
+        self._read_failures = 0
+        beat.last_done = self.clock.now()
+        self.emit("frame", frame=frame.index, t_capture=frame.t_capture)
+        img = frame.image
+        reason = None
+        if float(img[::4, ::4].mean()) < self.cfg.black_level:
+            reason = "black_frame"
+        elif self._prev_img is not None and np.array_equal(img, self._prev_img):
+            reason = "frozen_frame"
+        self._prev_img = img
+        if reason:
+            self.emit("fault", kind=reason, frame=frame.index)
+            frame.meta["invalid"] = reason
+        dropped = self.q_frames.put(frame, timeout=None if not self.clock_simulated else 0)
+        if dropped is not None:
+            self.emit("frame_dropped", frame=dropped.index, cause=f"queue_{self.q_frames.policy}")
+        return True
+
+    # ================================================================== perceive
+    def perceive(self, frame: Frame) -> Perception | None:
+        """Localize and classify one frame, unless it is too old to matter (dropped, counted)."""
+        now = self.clock.now()
+        budget = self.cfg.staleness_budget_s(self.link_p99_s, self.tracker.speed_mm_s)
+        if now - frame.t_capture > budget:
+            self.emit("frame_dropped", frame=frame.index, cause="stale", age_s=round(now - frame.t_capture, 4))
+            return None
+        beat = self.beats["perceive"]
+        beat.busy_since = now
+        invalid = frame.meta.get("invalid")
+        if invalid:
+            dets, results, truth_uids = Detections.empty(), [], None
+        else:
+            dets = self.localizer.localize(frame)
+            truth = frame.meta.get("truth")
+            truth_uids = match_truth(dets.xyxy, truth) if truth is not None else None
+            W = frame.image.shape[1]
+            crops, idx = [], []
+            for i, b in enumerate(dets.xyxy):
+                if b[0] <= 0 or b[2] >= W:          # cut by the image edge: position only, no vote
+                    continue
+                meta = {"frame_index": frame.index, "box": b.tolist()}
+                if truth_uids is not None and truth_uids[i] is not None:
+                    meta["truth_uid"] = truth_uids[i]
+                    meta["truth_class"] = next(t.class_name for t in truth if t.uid == truth_uids[i])
+                crops.append(Frame(crop(frame.image, b, self.cfg.crop_pad_px), t_capture=frame.t_capture,
+                                   source_id=frame.source_id, index=frame.index, meta=meta))
+                idx.append(i)
+            results: list[ClassResult | None] = [None] * len(dets)
+            if crops:
+                out = self.predictor.predict(crops)
+                for i, r in zip(idx, out):
+                    results[i] = r
+        t_done = self.clock.now()
+        beat.busy_since = None
+        beat.last_done = t_done
+        self.emit("frame_done", frame=frame.index, t_capture=frame.t_capture, t_infer_start=now, n=len(dets))
+        return Perception(frame, dets, results, now, t_done, valid=not invalid, truth_uids=truth_uids)
+
+    # ================================================================== decide
+    def decide_step(self) -> None:
+        """Drain results and actuator replies, commit due decisions, default-route late records."""
+        with self._lock:
+            beat = self.beats["decide"]
+            beat.busy_since = self.clock.now()
+            while True:
+                p = self.q_results.get(0)
+                if p is None:
+                    break
+                self._on_perception(p)
+            self._drain_actuator()
+            self._deadline_tick()
+            for rec in self.tracker.retire(self.clock.now()):
+                self.finished.append(RecordSummary(rec.rid, rec.outcome, rec.outcome_reason, dict(rec.truth),
+                                                   tuple(sorted(rec.flags))))
+            beat.busy_since = None
+            beat.last_done = self.clock.now()
+
+    def _on_perception(self, p: Perception) -> None:
+        now = self.clock.now()
+        budget = self.cfg.staleness_budget_s(self.link_p99_s, self.tracker.speed_mm_s)
+        if now - p.frame.t_capture > budget:
+            self.emit("frame_dropped", frame=p.frame.index, cause="late_result",
+                      age_s=round(now - p.frame.t_capture, 4))
+            return
+        seen = self.tracker.update(p.frame.t_capture, p.dets, p.frame.image.shape[1], p.results,
+                                   valid=p.valid, truth_uids=p.truth_uids)
+        if len(seen):
+            objs = []
+            for d, rec in enumerate(seen):
+                r = p.results[d] if d < len(p.results) else None
+                objs.append([rec.rid, round(rec.x_mm, 1), round(rec.y_mm, 1),
+                             r.class_name if r is not None else None,
+                             round(r.confidence, 3) if r is not None else None])
+            self.emit("detection", frame=p.frame.index, objects=objs)
+        if self.annotator is not None:
+            self.annotator.add(p, self.tracker)
+        for rec in seen:
+            if rec.state == "TRACKED" and rec.x_mm >= self.cfg.decision_x_mm:
+                self._commit(rec, p.t_done, p.frame.t_capture)
+
+    def _commit(self, rec: ObjectRecord, t_evidence: float, t_capture: float) -> None:
+        now = self.clock.now()
+        v = self.tracker.speed_mm_s
+        too_close = self.tracker.neighbours_too_close(rec, now)
+        d = decide(rec, too_close, now, v, self.cfg, self.link_p99_s)
+        rec.state = "DECIDED"
+        rec.lane, rec.gate = d.lane, d.gate
+        self.emit("decision", record=rec.rid, lane=d.lane, gate=d.gate, reason=d.reason, t_commit=d.t_commit,
+                  class_name=d.class_name, confidence=d.confidence, margin=d.margin, votes=d.votes,
+                  t_evidence=t_evidence, flags=sorted(rec.flags), too_close=too_close[:4],
+                  policy="v1")
+        if d.lane == DEFAULT:
+            self._finalize(rec, DEFAULT, d.reason)
+            return
+        rec.state = "SCHEDULED"
+        self.actuator.submit(FireCommand(rec.rid, d.gate, d.t_open, d.hold_s, t_decision=now, t_capture=t_capture))
+        if self.clock_simulated:
+            self.actuator.poll()
+
+    def _drain_actuator(self) -> None:
+        q = self.actuator.events
+        while not q.empty():
+            ev: ActuatorEvent = q.get()
+            rec = self.tracker.records.get(ev.record)
+            if rec is None or rec.final:
+                if ev.kind != "ack":
+                    self.emit("fault", kind="orphan_reply", record=ev.record, cmd=ev.cmd_id, detail=ev.kind)
+                continue
+            if ev.kind == "done":
+                self._finalize(rec, rec.lane, "done")
+            elif ev.kind == "lost":
+                self._finalize(rec, DEFAULT, ev.reason)
+
+    def _deadline_tick(self) -> None:
+        now = self.clock.now()
+        v = self.tracker.speed_mm_s
+        guard = 2 * self.cfg.tick_s
+        for rec in list(self.tracker.records.values()):
+            if rec.state == "TRACKED" and now >= deadline(rec, v, self.cfg, self.link_p99_s) - guard:
+                self._commit(rec, now, rec.t_last)
+
+    def _finalize(self, rec: ObjectRecord, lane: str, reason: str) -> None:
+        if rec.final:
+            self.emit("fault", kind="duplicate_outcome", record=rec.rid, detail=f"{rec.outcome} then {lane}")
+            return
+        rec.outcome, rec.outcome_reason = lane, reason
+        rec.state = "DONE" if lane != DEFAULT else "DEFAULT"
+        self.n_outcomes += 1
+        self.emit("outcome", record=rec.rid, lane=lane, reason=reason, flags=sorted(rec.flags),
+                  truth=sorted(rec.truth))
+
+    def flush(self) -> None:
+        """End of run: every record still open gets its one outcome."""
+        with self._lock:
+            self.decide_step()
+            for rec in list(self.tracker.records.values()):
+                if rec.state == "TRACKED":
+                    self._commit(rec, self.clock.now(), rec.t_last)
+            self.actuator.close()
+            self._drain_actuator()
+            for rec in list(self.tracker.records.values()):
+                if not rec.final:
+                    self._finalize(rec, DEFAULT, "shutdown")
+                self.finished.append(RecordSummary(rec.rid, rec.outcome, rec.outcome_reason, dict(rec.truth),
+                                                   tuple(sorted(rec.flags))))
+            self.tracker.records.clear()
+
+    # ================================================================== watchdog
+    def watchdog(self) -> None:
+        """Flag a stage busy for longer than stall_timeout_s (once per stall); health follows."""
+        now = self.clock.now()
+        any_stalled = False
+        for name, b in self.beats.items():
+            if b.busy_since is not None and now - b.busy_since > self.cfg.stall_timeout_s:
+                if not b.stalled:
+                    b.stalled = True
+                    self.emit("fault", kind="stage_stalled", stage=name, busy_s=round(now - b.busy_since, 3))
+                any_stalled = True
+            elif b.stalled:
+                b.stalled = False
+                self.emit("fault", kind="stage_recovered", stage=name)
+        health = "DEGRADED" if any_stalled else "RUNNING"
+        if health != self.health:
+            self.health = health
+            self.emit("health", state=health)
+
+    def _settled(self) -> bool:
+        return (self.source_done and len(self.q_frames) == 0 and len(self.q_results) == 0
+                and all(r.final for r in self.tracker.records.values()) and self.actuator.in_flight() == 0)
+
+    # ================================================================== drivers
+    def run_simulated(self, max_time_s: float | None = None) -> None:
+        """Drive every stage from the SimClock; returns when all records are settled."""
+        clock = self.clock
+        if not self.clock_simulated:
+            raise LineError("run_simulated needs a SimClock; use run_threaded on the real clock")
+        fps = getattr(self.source, "fps", self.cfg.fps)
+        start = clock.now()
+        clock.call_every(1.0 / fps, lambda: self.capture_once(), start=start)
+        clock.call_every(self.cfg.tick_s, self.decide_step, start=start)
+        clock.call_every(self.cfg.tick_s, self.actuator.poll, start=start)
+        clock.call_every(self.cfg.stall_timeout_s / 4, self.watchdog, start=start)
+        tail = 0.0
+        while True:
+            frame = self.q_frames.get(0)
+            if frame is not None:
+                p = self.perceive(frame)
+                if p is not None:
+                    dropped = self.q_results.put(p)
+                    if dropped is not None:
+                        self.emit("frame_dropped", frame=dropped.frame.index, cause="results_queue_full")
+                    self.decide_step()
+                continue
+            if self._settled():
+                tail = tail or clock.now()
+                if clock.now() - tail > 0.5:     # let the last DONE replies and retirements land
+                    break
+            if max_time_s is not None and clock.now() - start > max_time_s:
+                self.emit("fault", kind="run_time_limit", detail=f"{max_time_s} s")
+                break
+            clock.advance_to(clock.next_timer())
+        self.flush()
+
+    def run_threaded(self, max_time_s: float | None = None) -> None:
+        """Run stages in threads on the real clock until the source ends and all records settle."""
+        stop = threading.Event()
+        perceive_done = threading.Event()
+
+        def capture():
+            while not stop.is_set() and self.capture_once():
+                pass
+
+        def perceive():
+            while not stop.is_set():
+                frame = self.q_frames.get(timeout=0.05)
+                if frame is None:
+                    if self.source_done:
+                        break
+                    continue
+                p = self.perceive(frame)
+                if p is not None:
+                    dropped = self.q_results.put(p, timeout=self.cfg.stall_timeout_s)
+                    if dropped is not None:
+                        self.emit("frame_dropped", frame=p.frame.index, cause="results_queue_full")
+            perceive_done.set()
+
+        def decide_loop():
+            while not stop.is_set():
+                p = self.q_results.get(timeout=self.cfg.tick_s)
+                if p is not None:
+                    with self._lock:
+                        self._on_perception(p)
+                self.decide_step()
+                if perceive_done.is_set() and self._settled():
+                    break
+
+        def watchdog():
+            while not stop.wait(self.cfg.stall_timeout_s / 4):
+                self.watchdog()
+
+        t0 = self.clock.now()
+        threads = [threading.Thread(target=f, name=f"line-{f.__name__}", daemon=True)
+                   for f in (capture, perceive, decide_loop, watchdog)]
+        act = threading.Thread(target=self.actuator.run_forever, args=(stop,), name="line-actuator", daemon=True)
+        for th in threads + [act]:
+            th.start()
+        while threads[2].is_alive():
+            threads[2].join(0.1)
+            if max_time_s is not None and self.clock.now() - t0 > max_time_s:
+                self.emit("fault", kind="run_time_limit", detail=f"{max_time_s} s")
+                break
+        stop.set()
+        for th in threads + [act]:
+            th.join(2.0)
+        self.flush()

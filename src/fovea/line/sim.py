@@ -1,0 +1,61 @@
+"""One-call simulated line runs on the synthetic conveyor (tests, the 10,000-object run, the CLI).
+
+`simulate()` wires SimClock + ConveyorSource + localizer + predictor + SimulatedActuator (the
+firmware emulator on the same clock) + LineRunner, runs until every record is settled, and
+audits the result physically. Fault hooks are scheduled on the simulated clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fovea.line.actuators import LinkConfig, SimulatedActuator
+from fovea.line.audit import AuditReport, audit
+from fovea.line.clock import SimClock
+from fovea.line.config import LineConfig
+from fovea.line.doubles import OraclePredictor
+from fovea.line.events import EventLog, summarize
+from fovea.line.runner import LineRunner
+from fovea.line.sources import ConveyorSource
+
+
+@dataclass
+class SimResult:
+    runner: LineRunner
+    actuator: SimulatedActuator
+    source: ConveyorSource
+    log: EventLog
+    audit: AuditReport
+    summary: dict[str, Any]
+
+
+def line_config_for(conveyor_config, **overrides) -> LineConfig:
+    """A LineConfig matching a conveyor's camera geometry and nominal belt speed."""
+    kw = dict(mm_per_px=conveyor_config.mm_per_px, fps=conveyor_config.fps,
+              belt_speed_mm_s=conveyor_config.belt_speed_mm_s)
+    kw.update(overrides)
+    return LineConfig(**kw)
+
+
+def simulate(conveyor, config: LineConfig | None = None, predictor=None, localizer=None,
+             source_kw: dict | None = None, faults: list[tuple[float, Callable]] | None = None,
+             link: LinkConfig | None = None, log_path=None, keep_events: bool = True,
+             predictor_kw: dict | None = None, annotator=None, max_time_s: float | None = None) -> SimResult:
+    """Run the whole line on simulated time. faults: [(t, fn(ctx))] with ctx = dict(clock, actuator, runner)."""
+    clock = SimClock()
+    cfg = config or line_config_for(conveyor.config)
+    log = EventLog(log_path, keep=keep_events)
+    source = ConveyorSource(conveyor, clock=clock, x_end_mm=max(cfg.gate_distance_mm.values()) + 200,
+                            **(source_kw or {}))
+    predictor = predictor or OraclePredictor(clock=clock, **(predictor_kw or {}))
+    act = SimulatedActuator(clock=clock, emit=log.emit, config=link)
+    runner = LineRunner(source, predictor, act, cfg, localizer=localizer, clock=clock, log=log, annotator=annotator)
+    ctx = {"clock": clock, "actuator": act, "runner": runner, "source": source}
+    for t, fn in faults or []:
+        clock.call_at(t, lambda fn=fn: fn(ctx))
+    runner.run_simulated(max_time_s=max_time_s)
+    log.close()
+    source.start()
+    rep = audit(conveyor, source.t0, act.emulator.swings, cfg, runner.finished)
+    return SimResult(runner, act, source, log, rep, summarize(log.events) if keep_events else {})

@@ -1,0 +1,297 @@
+"""A synthetic conveyor: apples (good, damaged) and parcels ride a belt under a fixed camera.
+
+Items enter upstream (image left, belt x < 0) at random edge-to-edge gaps and move downstream at
+the belt speed, which may wobble slowly. Belt coordinates: x in mm along the belt from the
+camera's left image edge (downstream positive), y in mm across it. Every frame comes with the
+ground truth of each visible item (uid, class, belt position, pixel box), and
+`crossing_time(uid, x_mm)` says when an item's centre reaches any belt position (e.g. a gate),
+so a run can be audited against physics, not against the pipeline's own view.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+
+from fovea.errors import ConfigError
+
+CLASS_NAMES: tuple[str, ...] = ("good", "damaged", "box")
+
+
+@dataclass
+class ConveyorConfig:
+    """Geometry, timing and population of the synthetic belt (all lengths in mm, times in s)."""
+
+    width_px: int = 160
+    height_px: int = 96
+    mm_per_px: float = 2.5
+    fps: float = 10.0
+    belt_speed_mm_s: float = 400.0
+    speed_wobble: float = 0.0          # relative amplitude of a slow sinusoidal speed change
+    wobble_period_s: float = 7.0
+    n_objects: int = 100
+    gap_mm: tuple[float, float] = (90.0, 240.0)   # edge-to-edge gap, uniform
+    p_damaged: float = 0.35
+    p_box: float = 0.1
+    p_touching: float = 0.0            # chance an item is placed touching the one before it
+    apple_radius_mm: tuple[float, float] = (30.0, 38.0)
+    box_size_mm: tuple[float, float] = (45.0, 65.0)
+    appearance: str = "realistic"      # "realistic" (fovea.synth.apples sprites) | "simple"
+    noise_sigma: float = 2.0
+    lead_in_mm: float = 400.0          # empty belt before the first item (lets a line learn the belt)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.appearance not in ("realistic", "simple"):
+            raise ConfigError(f"ConveyorConfig.appearance={self.appearance!r}; use 'realistic' or 'simple'")
+        if not 0 <= self.speed_wobble < 0.5:
+            raise ConfigError(f"ConveyorConfig.speed_wobble={self.speed_wobble} must be in [0, 0.5)")
+        if self.belt_speed_mm_s <= 0 or self.fps <= 0 or self.mm_per_px <= 0:
+            raise ConfigError("ConveyorConfig: belt_speed_mm_s, fps and mm_per_px must be > 0")
+        if self.gap_mm[0] < 0 or self.gap_mm[1] < self.gap_mm[0]:
+            raise ConfigError(f"ConveyorConfig.gap_mm={self.gap_mm} must be (low >= 0, high >= low)")
+
+    @property
+    def view_mm(self) -> float:
+        """Length of belt seen by the camera along x."""
+        return self.width_px * self.mm_per_px
+
+
+@dataclass
+class Item:
+    """One physical object: it sits at belt offset `s_mm`, so its centre is at x = B(t) - s_mm."""
+
+    uid: int
+    kind: str            # "apple" | "box"
+    class_name: str      # one of CLASS_NAMES
+    s_mm: float
+    y_mm: float
+    half_len_mm: float   # half extent along the belt (radius for apples)
+    half_wid_mm: float
+    touching_prev: bool = False
+
+
+@dataclass
+class ItemTruth:
+    """Ground truth of one item in one frame."""
+
+    uid: int
+    class_name: str
+    x_mm: float
+    y_mm: float
+    xyxy: tuple[float, float, float, float]
+    touching_prev: bool = False
+
+
+class Conveyor:
+    """Deterministic belt scene generator; `render(t)` draws the belt at time t (seconds)."""
+
+    def __init__(self, config: ConveyorConfig | None = None):
+        self.config = cfg = config or ConveyorConfig()
+        rng = np.random.default_rng(cfg.seed)
+        self.items: list[Item] = []
+        s = 0.0
+        prev_half = 0.0
+        for uid in range(cfg.n_objects):
+            kind = "box" if rng.random() < cfg.p_box else "apple"
+            if kind == "apple":
+                r = float(rng.uniform(*cfg.apple_radius_mm))
+                half_len = half_wid = r
+                cls = "damaged" if rng.random() < cfg.p_damaged else "good"
+            else:
+                half_len = float(rng.uniform(*cfg.box_size_mm)) / 2
+                half_wid = float(rng.uniform(*cfg.box_size_mm)) / 2
+                cls = "box"
+            touching = bool(uid > 0 and rng.random() < cfg.p_touching)
+            gap = 0.0 if touching else float(rng.uniform(*cfg.gap_mm))
+            s = (cfg.lead_in_mm + half_len) if uid == 0 else s + prev_half + gap + half_len
+            lateral = cfg.height_px * cfg.mm_per_px / 2 - half_wid - 8
+            y = float(cfg.height_px * cfg.mm_per_px / 2 + rng.uniform(-1, 1) * max(lateral, 0) * 0.6)
+            self.items.append(Item(uid, kind, cls, s, y, half_len, half_wid, touching))
+            prev_half = half_len
+        self._s = np.array([it.s_mm for it in self.items])
+        self._half = np.array([it.half_len_mm for it in self.items])
+        self._bg = self._background(np.random.default_rng([cfg.seed, 1]))
+        self._sprites: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ belt kinematics
+    def belt_travel(self, t: float) -> float:
+        """B(t): mm of belt that passed the camera since t = 0 (integral of the speed)."""
+        c = self.config
+        v, a, T = c.belt_speed_mm_s, c.speed_wobble, c.wobble_period_s
+        return v * t + v * a * T / (2 * math.pi) * (1 - math.cos(2 * math.pi * t / T))
+
+    def speed(self, t: float) -> float:
+        """Belt speed (mm/s) at time t."""
+        c = self.config
+        return c.belt_speed_mm_s * (1 + c.speed_wobble * math.sin(2 * math.pi * t / c.wobble_period_s))
+
+    def time_at_travel(self, b_mm: float) -> float:
+        """Inverse of `belt_travel` (monotonic since speed_wobble < 1), by Newton steps."""
+        t = b_mm / self.config.belt_speed_mm_s
+        for _ in range(30):
+            err = self.belt_travel(t) - b_mm
+            if abs(err) < 1e-6:
+                break
+            t -= err / self.speed(t)
+        return t
+
+    def x_mm(self, uid: int, t: float) -> float:
+        """Belt x of item `uid`'s centre at time t."""
+        return self.belt_travel(t) - self.items[uid].s_mm
+
+    def crossing_time(self, uid: int, x_mm: float) -> float:
+        """Time at which item `uid`'s centre reaches belt position x_mm."""
+        return self.time_at_travel(x_mm + self.items[uid].s_mm)
+
+    def duration_s(self, x_end_mm: float | None = None) -> float:
+        """Time until the last item's tail passes x_end_mm (default: the right image edge)."""
+        x_end = self.config.view_mm if x_end_mm is None else x_end_mm
+        last = self.items[-1]
+        return self.time_at_travel(x_end + last.s_mm + last.half_len_mm)
+
+    # ------------------------------------------------------------------ rendering
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        if c.appearance == "realistic":
+            from fovea.synth.apples import Light, draw_background
+
+            bg, _ = draw_background(rng, c.height_px, c.width_px, light=Light(), kind="belt")
+            return bg
+        bg = np.full((c.height_px, c.width_px, 3), (58, 60, 62), np.uint8)
+        stripes = (8 * np.sin(np.arange(c.height_px) / 2.0)).astype(np.int16)
+        return np.clip(bg.astype(np.int16) + stripes[:, None, None], 0, 255).astype(np.uint8)
+
+    def _sprite(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
+        """(h, w, 3) uint8 RGB and (h, w) bool mask of an item, drawn once and reused every frame."""
+        if item.uid in self._sprites:
+            return self._sprites[item.uid]
+        c = self.config
+        rng = np.random.default_rng([c.seed, 2, item.uid])
+        mmpp = c.mm_per_px
+        if item.kind == "box":
+            w = max(3, int(round(2 * item.half_len_mm / mmpp)))
+            h = max(3, int(round(2 * item.half_wid_mm / mmpp)))
+            rgb = np.zeros((h, w, 3), np.uint8)
+            tone = rng.uniform(0.85, 1.1)
+            rgb[:] = np.clip(np.array([196, 160, 110]) * tone, 0, 255).astype(np.uint8)
+            t = max(1, h // 6)
+            rgb[h // 2 - t // 2:h // 2 - t // 2 + t] = (210, 200, 170)   # tape
+            rgb[:, :max(1, w // 20)] = rgb[:, :max(1, w // 20)] // 2 + 40  # shaded edge
+            mask = np.ones((h, w), bool)
+        else:
+            r_px = item.half_len_mm / mmpp
+            damaged = item.class_name == "damaged"
+            if c.appearance == "realistic":
+                from fovea.synth.apples import paint_apple, sample_apple
+
+                spec = sample_apple(rng, damaged=damaged)
+                pad = int(math.ceil(r_px * 1.5)) + 2
+                canvas = np.zeros((2 * pad + 1, 2 * pad + 1, 3), np.uint8)
+                patch = paint_apple(canvas, (pad, pad), r_px, spec, shadow=False)
+                full = np.zeros(canvas.shape[:2], bool)
+                lh, lw = patch.label.shape
+                y0, x0 = max(patch.y0, 0), max(patch.x0, 0)
+                full[y0:y0 + lh, x0:x0 + lw] = patch.mask[:full.shape[0] - y0, :full.shape[1] - x0]
+                ys, xs = np.nonzero(full)
+                sl = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+                rgb, mask = canvas[sl].copy(), full[sl].copy()
+            else:
+                n = 2 * int(math.ceil(r_px)) + 1
+                rgb = np.zeros((n, n, 3), np.uint8)
+                mask8 = np.zeros((n, n), np.uint8)
+                cv2.circle(mask8, (n // 2, n // 2), int(round(r_px)), 1, -1)
+                rgb[:] = np.array([185, 30, 35]) * rng.uniform(0.85, 1.05)
+                if damaged:
+                    for _ in range(3):
+                        p = rng.uniform(-0.5, 0.5, 2) * r_px + n // 2
+                        cv2.circle(rgb, (int(p[0]), int(p[1])), max(1, int(r_px / 4)), (95, 60, 30), -1)
+                mask = mask8.astype(bool)
+        self._sprites[item.uid] = (rgb, mask)
+        return rgb, mask
+
+    def prepare(self) -> None:
+        """Draw every sprite now (realistic apples cost milliseconds each), e.g. before a timed run."""
+        for it in self.items:
+            self._sprite(it)
+
+    def visible(self, t: float) -> list[int]:
+        """uids of items whose extent overlaps the camera view at time t."""
+        x = self.belt_travel(t) - self._s
+        view = self.config.view_mm
+        hit = (x + self._half > 0) & (x - self._half < view)
+        return [int(i) for i in np.nonzero(hit)[0]]
+
+    def render(self, t: float, noise_rng: np.random.Generator | None = None) -> tuple[np.ndarray, list[ItemTruth]]:
+        """The camera image (H, W, 3) uint8 RGB at time t and the truth of every visible item."""
+        c = self.config
+        img = self._bg.copy()
+        H, W = img.shape[:2]
+        truths: list[ItemTruth] = []
+        for uid in self.visible(t):
+            it = self.items[uid]
+            rgb, mask = self._sprite(it)
+            x = self.x_mm(uid, t)
+            h, w = mask.shape
+            x0 = int(round(x / c.mm_per_px - w / 2))
+            y0 = int(round(it.y_mm / c.mm_per_px - h / 2))
+            ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+            if ix1 <= ix0 or iy1 <= iy0:
+                continue
+            m = mask[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+            region = img[iy0:iy1, ix0:ix1]
+            region[m] = rgb[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0][m]
+            truths.append(ItemTruth(uid, it.class_name, x, it.y_mm, (ix0, iy0, ix1, iy1), it.touching_prev))
+        if c.noise_sigma > 0:
+            rng = noise_rng or np.random.default_rng([c.seed, 3, int(round(t * 1e6))])
+            noise = rng.normal(0, c.noise_sigma, img.shape[:2]).astype(np.int16)[..., None]
+            img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        return img, truths
+
+
+def write_conveyor_video(out_dir: str | Path, config: ConveyorConfig) -> tuple[Path, Path]:
+    """Render a whole run to `out_dir/conveyor.mp4` plus `truth.jsonl` (one line per frame)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    conv = Conveyor(config)
+    n_frames = int(math.ceil(conv.duration_s() * config.fps)) + 1
+    video = out / "conveyor.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), config.fps,
+                             (config.width_px, config.height_px))
+    if not writer.isOpened():
+        raise ConfigError(f"cannot open a video writer for {video}; check OpenCV's codecs (mp4v)")
+    with open(out / "truth.jsonl", "w") as fh:
+        fh.write(json.dumps({"config": asdict(config),
+                             "items": [asdict(i) for i in conv.items]}) + "\n")
+        for k in range(n_frames):
+            t = k / config.fps
+            img, truths = conv.render(t)
+            writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            fh.write(json.dumps({"frame": k, "t": t, "items": [asdict(x) for x in truths]}) + "\n")
+    writer.release()
+    return video, out / "truth.jsonl"
+
+
+@click.command("conveyor")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--n-objects", default=50, show_default=True, type=int)
+@click.option("--width", default=640, show_default=True, type=int)
+@click.option("--height", default=480, show_default=True, type=int)
+@click.option("--fps", default=30.0, show_default=True, type=float)
+@click.option("--belt-speed", default=400.0, show_default=True, type=float, help="mm/s")
+@click.option("--p-touching", default=0.0, show_default=True, type=float)
+@click.option("--appearance", type=click.Choice(["realistic", "simple"]), default="realistic", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+def cli(out, n_objects, width, height, fps, belt_speed, p_touching, appearance, seed) -> None:
+    """Render a synthetic conveyor video (OUT/conveyor.mp4) and its ground truth (OUT/truth.jsonl)."""
+    cfg = ConveyorConfig(width_px=width, height_px=height, mm_per_px=400.0 / width, fps=fps,
+                         belt_speed_mm_s=belt_speed, n_objects=n_objects, p_touching=p_touching,
+                         appearance=appearance, seed=seed)
+    video, truth = write_conveyor_video(out, cfg)
+    click.echo(f"wrote {video} and {truth}")
