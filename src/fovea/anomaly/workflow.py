@@ -66,7 +66,7 @@ def preprocessed_batches(pipe: AnomalyPipeline, paths: Sequence, batch_size: int
         img = _read(path, skip_bad, skipped)
         if img is not None:
             with torch.no_grad():
-                buf.append(pipe.preprocess(torch.from_numpy(img)[None]))
+                buf.append(pipe.preprocess(torch.from_numpy(np.require(img, requirements="W"))[None]))
             idx.append(i)
         if progress:
             progress(stage, i + 1, len(paths))
@@ -108,7 +108,7 @@ def fit_pipeline(train_paths: Sequence, val_samples: Sequence, options: FitOptio
         mk is not None for mk, lb in zip(masks, labels) if lb == 1)
     thresholds = fit_thresholds(
         np.asarray(scores), np.asarray(labels),
-        np.stack(maps) if maps and have_masks else None,
+        np.stack(maps) if maps else None,
         np.stack([mk if mk is not None else np.zeros(maps[0].shape, bool) for mk in masks]) if have_masks else None,
     )
     pipe.set_thresholds(thresholds)
