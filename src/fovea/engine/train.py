@@ -1,0 +1,508 @@
+"""`fit`: train a task's plain torch module with a thin Lightning wrapper.
+
+The task gives a module and two functions (`TaskSpec`); the engine owns optimizer, batching,
+lr schedule, clipping, precision, checkpoints, early stopping, resume, DDP and the curve PNG.
+
+Batching: `batch_size` is the GLOBAL batch (summed over processes). 1 = stochastic gradient
+descent, 0 or >= len(train) = full-batch gradient descent, between = mini-batch; the last
+partial batch is kept (drop_last=False). Each epoch visits a permutation drawn from
+(seed + epoch) (or the given sampler, drawn under that seed); with `devices=N` process r takes
+positions r, r+N, ... of it, so global batch k is the same set of samples as in one process and
+DDP's gradient average equals the one-process gradient whenever each global batch splits evenly.
+
+Files in `out_dir`: best.safetensors (+ best.json), best.ckpt/last.ckpt (Lightning state, loaded
+with `weights_only=True`), history.json, curves.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from fovea.engine.curves import plot_history
+from fovea.engine.schedules import SCHEDULES, build_scheduler
+from fovea.errors import CheckpointError, ConfigError, DataError, HardwareError
+
+OPTIMIZERS = ("sgd", "adamw")
+_PRECISION = {"32": "32-true", "32-true": "32-true", "fp32": "32-true",
+              "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything `fit` needs besides the task and data. Loadable from YAML via `from_dict`."""
+
+    optimizer: str = "adamw"          # "sgd" | "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9             # sgd only
+    nesterov: bool = False            # sgd only
+    weight_decay: float = 0.0
+    batch_size: int = 32              # global; 1 = stochastic, 0 or >= len(train) = full batch, else mini-batch
+    max_epochs: int = 10
+    schedule: str = "none"            # "none" | "cosine" | "step" (evaluated per optimizer step)
+    warmup_epochs: int = 0            # linear warm-up, per step, over this many epochs
+    step_size: int = 10               # step schedule: decay every step_size epochs
+    gamma: float = 0.1                # step schedule: decay factor
+    grad_clip: float | None = None    # max global grad L2 norm
+    monitor: str | None = None        # validation metric name, e.g. "val_acc", "val_loss"
+    mode: str = "max"                 # "max" | "min" for monitor
+    early_stopping_patience: int | None = None
+    precision: str = "32"             # "32" | "bf16" (CPU autocast; HardwareError if unsupported)
+    seed: int = 0
+    devices: int = 1                  # > 1 = Lightning DDP on CPU (gloo, forked processes)
+    num_workers: int = 0
+    out_dir: str = "runs/train"
+    resume_from: str | None = None
+    # additions beyond the agreed API
+    shuffle: bool = True              # False: epochs visit the data in index order
+    val_batch_size: int | None = None  # None: max(batch_size, 64)
+    progress: bool = False            # rich progress bar
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict (e.g. parsed YAML); unknown keys are an error naming the valid ones."""
+        names = {f.name for f in fields(cls)}
+        bad = sorted(set(d) - names)
+        if bad:
+            raise ConfigError(f"unknown TrainConfig keys {bad}. Fix: use only {sorted(names)}.")
+        return cls(**d)
+
+
+class TaskSpec(Protocol):
+    """What a task gives the engine: a plain torch module and two functions."""
+
+    model: torch.nn.Module
+
+    def training_loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor: ...
+
+    def validation_metrics(self, model: torch.nn.Module, loader: DataLoader) -> dict[str, float]: ...
+
+
+@dataclass
+class TrainResult:
+    """Where the run's files are and what it reached."""
+
+    best_checkpoint: Path | None
+    last_checkpoint: Path
+    best_metric: float | None
+    best_epoch: int | None
+    history: list[dict] = field(default_factory=list)
+    curve_png: Path | None = None
+
+
+# ----------------------------------------------------------------------------------- hardware
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (x86 avx512_bf16 / amx_bf16, Arm bf16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def _check_precision(precision: str) -> str:
+    if precision not in _PRECISION:
+        raise ConfigError(f"precision {precision!r} is not supported. Fix: use '32' or 'bf16'.")
+    lightning_precision = _PRECISION[precision]
+    if lightning_precision == "bf16-mixed" and not cpu_supports_bf16():
+        cap = torch.backends.cpu.get_cpu_capability()
+        raise HardwareError(
+            f"precision='bf16' needs a CPU with native bf16 (cpuinfo flag avx512_bf16 or amx_bf16); this "
+            f"CPU has neither (torch CPU capability {cap}), so bf16 would be emulated and slower than fp32. "
+            "Fix: train with precision='32', or run on a CPU with AVX512-BF16/AMX (Cooper Lake, Sapphire "
+            "Rapids, Zen 4 or newer)."
+        )
+    return lightning_precision
+
+
+# ----------------------------------------------------------------------------------- data order
+
+class EpochSampler(Sampler[int]):
+    """Per-epoch sample order shared by all processes; process `rank` takes positions rank::world.
+
+    The global order is a permutation seeded by (seed + epoch), the identity when shuffle=False,
+    or the draw of `base` (e.g. WeightedRandomSampler) under torch seed (seed + epoch). It is
+    padded by wrapping around to a multiple of `world` so every process runs the same number of steps.
+    """
+
+    def __init__(self, n: int, *, shuffle: bool = True, seed: int = 0, rank: int = 0, world: int = 1,
+                 base: Sampler | None = None):
+        self.n, self.shuffle, self.seed, self.rank, self.world, self.base = n, shuffle, seed, rank, world, base
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def global_order(self) -> list[int]:
+        if self.base is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed + self.epoch)
+                order = [int(i) for i in self.base]
+        elif self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        pad = (-len(order)) % self.world
+        return order + order[:pad]
+
+    def __iter__(self):
+        return iter(self.global_order()[self.rank::self.world])
+
+    def __len__(self) -> int:
+        total = len(self.base) if self.base is not None else self.n
+        return math.ceil(total / self.world)
+
+
+def resolve_batch_size(batch_size: int, n_train: int) -> int:
+    """Global batch size: 0 or >= n_train means the whole set (batch gradient descent)."""
+    if batch_size < 0:
+        raise ConfigError(f"batch_size={batch_size} is negative. Fix: 1 (stochastic), 0 (full batch) or more.")
+    return n_train if batch_size == 0 or batch_size >= n_train else batch_size
+
+
+def _batch_len(batch: Any) -> int:
+    """Number of samples in a collated batch (first tensor's leading size)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    if isinstance(batch, dict):
+        for v in batch.values():
+            n = _batch_len(v)
+            if n:
+                return n
+    if isinstance(batch, (list, tuple)):
+        for v in batch:
+            n = _batch_len(v)
+            if n:
+                return n
+    return 0
+
+
+# ----------------------------------------------------------------------------------- Lightning glue
+
+def _lightning_module_class():
+    import lightning as L
+
+    class TaskModule(L.LightningModule):
+        """Training glue: the task's module is `self.model`; validation runs at train-epoch end."""
+
+        def __init__(self, task, config: TrainConfig, train_data, val_data, collate_fn, sampler,
+                     global_batch: int, steps_per_epoch: int):
+            super().__init__()
+            self.__dict__["_task"] = task  # not registered: the task may itself be a Module
+            self.model = task.model
+            self.cfg = config
+            self._train_data, self._val_data = train_data, val_data
+            self._collate, self._base_sampler = collate_fn, sampler
+            self._global_batch, self._steps_per_epoch = global_batch, steps_per_epoch
+            self.history: list[dict] = []
+            self._loss_sum = torch.zeros((), dtype=torch.float64)
+            self._count = 0
+            self._last_lr = float(config.lr)
+            self._val_loader = None
+
+        # data
+        def train_dataloader(self):
+            world, rank = self.trainer.world_size, self.global_rank
+            n = len(self._train_data)
+            order = EpochSampler(n, shuffle=self.cfg.shuffle, seed=self.cfg.seed, rank=rank, world=world,
+                                 base=self._base_sampler)
+            return DataLoader(self._train_data, batch_size=math.ceil(self._global_batch / world), sampler=order,
+                              drop_last=False, collate_fn=self._collate, num_workers=self.cfg.num_workers,
+                              persistent_workers=self.cfg.num_workers > 0)
+
+        def _val(self):
+            if self._val_data is None:
+                return None
+            if self._val_loader is None:
+                bs = self.cfg.val_batch_size or max(self._global_batch, 64)
+                self._val_loader = DataLoader(self._val_data, batch_size=min(bs, max(len(self._val_data), 1)),
+                                              shuffle=False, collate_fn=self._collate,
+                                              num_workers=self.cfg.num_workers)
+            return self._val_loader
+
+        # optimisation
+        def configure_optimizers(self):
+            c = self.cfg
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            if not params:
+                raise ConfigError("the model has no trainable parameters (all requires_grad=False). "
+                                  "Fix: unfreeze at least the head before calling fit.")
+            if c.optimizer == "sgd":
+                opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                                      weight_decay=c.weight_decay)
+            else:
+                opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+            if c.schedule == "none" and c.warmup_epochs == 0:
+                return opt
+            sched = build_scheduler(opt, schedule=c.schedule, steps_per_epoch=self._steps_per_epoch,
+                                    max_epochs=c.max_epochs, warmup_epochs=c.warmup_epochs,
+                                    step_size=c.step_size, gamma=c.gamma)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+        def training_step(self, batch, batch_idx):
+            loss = self._task.training_loss(self.model, batch)
+            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+                raise ConfigError(f"training_loss must return a scalar tensor, got {type(loss).__name__} "
+                                  f"{getattr(loss, 'shape', '')}. Fix: reduce the loss with .mean().")
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise ConfigError(
+                    f"training loss is {value} at epoch {self.current_epoch}, batch {batch_idx} "
+                    f"(lr {self._current_lr():.3g}). Fix: lower lr, set grad_clip, or check the data.")
+            n = _batch_len(batch) or 1
+            self._last_lr = self._current_lr()  # the lr this batch's update uses (scheduler steps after it)
+            self._loss_sum += value * n
+            self._count += n
+            return loss
+
+        def _current_lr(self) -> float:
+            opts = self.trainer.optimizers if self._trainer is not None else []
+            return float(opts[0].param_groups[0]["lr"]) if opts else float(self.cfg.lr)
+
+        # epoch end: train loss, validation, history
+        def on_train_epoch_start(self):
+            self._loss_sum = torch.zeros((), dtype=torch.float64)
+            self._count = 0
+
+        def on_train_epoch_end(self):
+            totals = torch.tensor([float(self._loss_sum), float(self._count)], dtype=torch.float64)
+            if self.trainer.world_size > 1:
+                totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+            row: dict[str, Any] = {"epoch": int(self.current_epoch),
+                                   "train_loss": float(totals[0] / max(float(totals[1]), 1.0)),
+                                   "lr": self._last_lr}
+            loader = self._val()
+            if loader is not None:
+                was_training = self.model.training
+                self.model.eval()
+                with torch.no_grad():
+                    metrics = self._task.validation_metrics(self.model, loader)
+                self.model.train(was_training)
+                row.update({k: float(v) for k, v in metrics.items()})
+            if self.cfg.monitor and self.cfg.monitor not in row:
+                raise ConfigError(
+                    f"monitor={self.cfg.monitor!r} is not among the epoch metrics {sorted(row)}. Fix: "
+                    "monitor one of those (validation metrics need val_data).")
+            self.history.append(row)
+            for k, v in row.items():
+                if k != "epoch":
+                    self.log(k, float(v), on_step=False, on_epoch=True, sync_dist=self.trainer.world_size > 1,
+                             batch_size=1)
+            if self.global_rank == 0:
+                out = Path(self.cfg.out_dir)
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "history.json").write_text(json.dumps(self.history, indent=1))
+
+        # resumable extras (plain data + tensors only, so weights_only=True loading works)
+        def on_save_checkpoint(self, checkpoint):
+            np_state = np.random.get_state()
+            checkpoint["fovea"] = {
+                "history": self.history,
+                "config": asdict(self.cfg),
+                "rng_torch": torch.get_rng_state(),
+                "rng_python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+                "rng_numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                              int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            }
+
+        def on_load_checkpoint(self, checkpoint):
+            extra = checkpoint.get("fovea")
+            if not extra:
+                return
+            self.history = [dict(h) for h in extra["history"]]
+            torch.set_rng_state(extra["rng_torch"])
+            v, state, gauss = extra["rng_python"]
+            random.setstate((v, tuple(state), gauss))
+            name, keys, pos, has_gauss, cached = extra["rng_numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+    return TaskModule
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Silence Lightning's banners and advice warnings for the duration of a run."""
+    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric",
+                                              "pytorch_lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for pattern in (".*does not have many workers.*", ".*Checkpoint directory.*exists and is not empty.*",
+                        ".*is smaller than the logging interval.*", ".*sync_dist=True.*",
+                        ".*`training_step` returned `None`.*", ".*torch.cuda.amp.*", ".*PossibleUserWarning.*",
+                        ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*"):
+            warnings.filterwarnings("ignore", message=pattern)
+        try:
+            yield
+        finally:
+            for lg, lv in zip(loggers, levels):
+                lg.setLevel(lv)
+
+
+def _validate(config: TrainConfig, train_data) -> None:
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer {config.optimizer!r} is unknown. Fix: use one of {OPTIMIZERS}.")
+    if config.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule {config.schedule!r} is unknown. Fix: use one of {SCHEDULES}.")
+    if config.nesterov and (config.optimizer != "sgd" or config.momentum <= 0):
+        raise ConfigError("nesterov=True needs optimizer='sgd' with momentum > 0. Fix: set momentum, e.g. 0.9.")
+    if config.mode not in ("max", "min"):
+        raise ConfigError(f"mode={config.mode!r}. Fix: 'max' (accuracy-like) or 'min' (loss-like).")
+    if config.early_stopping_patience is not None and not config.monitor:
+        raise ConfigError("early_stopping_patience needs monitor (e.g. 'val_loss'). Fix: set monitor.")
+    if config.max_epochs < 1 or config.lr <= 0 or config.devices < 1:
+        raise ConfigError(f"need max_epochs >= 1, lr > 0, devices >= 1; got {config.max_epochs}, {config.lr}, "
+                          f"{config.devices}.")
+    if config.grad_clip is not None and config.grad_clip <= 0:
+        raise ConfigError(f"grad_clip={config.grad_clip} must be > 0 (or None for no clipping).")
+    if len(train_data) == 0:
+        raise DataError("the training set is empty. Fix: point the task at a folder with images.")
+
+
+def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: TrainConfig,
+        collate_fn: Callable | None = None, sampler: Sampler | None = None, *,
+        callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train `task.model` on `train_data`; returns the checkpoints, best metric and per-epoch history.
+
+    After fit, `task.model` holds the best weights when `config.monitor` is set, else the last.
+    `callbacks` are extra Lightning callbacks (e.g. to inspect every step).
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    _validate(config, train_data)
+    precision = _check_precision(config.precision)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.resume_from is not None and not Path(config.resume_from).is_file():
+        raise CheckpointError(f"resume_from={config.resume_from!r} does not exist. Fix: pass the last.ckpt "
+                              "written by an earlier run (in its out_dir).")
+
+    n = len(sampler) if sampler is not None else len(train_data)
+    global_batch = resolve_batch_size(config.batch_size, n)
+    if config.devices > 1 and global_batch != n and global_batch % config.devices:
+        raise ConfigError(
+            f"batch_size={global_batch} is the global batch and must split evenly over devices={config.devices}. "
+            f"Fix: use a multiple of {config.devices} (e.g. {global_batch - global_batch % config.devices or config.devices}).")
+    per_rank = math.ceil(n / config.devices)
+    steps_per_epoch = math.ceil(per_rank / math.ceil(global_batch / config.devices))
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = _lightning_module_class()(task, config, train_data, val_data, collate_fn, sampler,
+                                       global_batch, steps_per_epoch)
+    cbs: list[Any] = []
+    if config.monitor:
+        cbs.append(ModelCheckpoint(dirpath=out, filename="best", monitor=config.monitor, mode=config.mode,
+                                   save_top_k=1, save_last=True, enable_version_counter=False,
+                                   auto_insert_metric_name=False, save_on_train_epoch_end=True))
+        if config.early_stopping_patience is not None:
+            cbs.append(EarlyStopping(monitor=config.monitor, mode=config.mode,
+                                     patience=config.early_stopping_patience, check_on_train_epoch_end=True))
+    else:
+        cbs.append(ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=0, save_last=True,
+                                   enable_version_counter=False, save_on_train_epoch_end=True))
+    if config.progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        cbs.append(RichProgressBar())
+    cbs.extend(callbacks)
+
+    strategy: Any = "auto"
+    if config.devices > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(start_method="fork", process_group_backend="gloo")
+    with _quiet_lightning():
+        trainer = L.Trainer(accelerator="cpu", devices=config.devices, strategy=strategy, precision=precision,
+                            max_epochs=config.max_epochs, gradient_clip_val=config.grad_clip,
+                            gradient_clip_algorithm="norm", callbacks=cbs, logger=False,
+                            enable_progress_bar=config.progress, enable_model_summary=False,
+                            num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=out,
+                            use_distributed_sampler=False, log_every_n_steps=max(steps_per_epoch, 1))
+        try:
+            trainer.fit(module, ckpt_path=config.resume_from, weights_only=True)
+        except Exception as exc:  # a checkpoint that is not plain data, or not ours
+            if config.resume_from is not None and "weights_only" in str(exc):
+                raise CheckpointError(f"cannot resume from {config.resume_from}: {exc}. Fix: resume only "
+                                      "from a last.ckpt written by fovea's engine.") from exc
+            raise
+    return _collect(task, config, module, out)
+
+
+def _load_ckpt(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot load checkpoint {path}: {exc}. Fix: re-run training.") from exc
+
+
+def _model_state(ckpt: dict) -> dict[str, torch.Tensor]:
+    return {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+
+
+def _collect(task, config: TrainConfig, module, out: Path) -> TrainResult:
+    """Turn the run's files into a TrainResult; put best (or last) weights into task.model."""
+    from safetensors.torch import save_file
+
+    last = out / "last.ckpt"
+    history = module.history
+    if config.devices > 1:  # the work happened in child processes: read what rank 0 wrote
+        history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+        if last.is_file() and not config.monitor:
+            task.model.load_state_dict(_model_state(_load_ckpt(last)))
+    best_path = best_metric = best_epoch = None
+    if config.monitor and (out / "best.ckpt").is_file():
+        ckpt = _load_ckpt(out / "best.ckpt")
+        state = _model_state(ckpt)
+        task.model.load_state_dict(state)
+        rows = ckpt.get("fovea", {}).get("history") or history
+        best_row = rows[-1] if rows else {}
+        best_epoch = int(best_row.get("epoch", ckpt.get("epoch", 0)))
+        best_metric = float(best_row[config.monitor]) if config.monitor in best_row else None
+        best_path = out / "best.safetensors"
+        save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(best_path))
+        meta = {"config": asdict(config), "epoch": best_epoch, "monitor": config.monitor,
+                "value": best_metric, "metrics": best_row}
+        (out / "best.json").write_text(json.dumps(meta, indent=1))
+    curve = plot_history(history, out / "curves.png", monitor=config.monitor, best_epoch=best_epoch) \
+        if history else None
+    return TrainResult(best_checkpoint=best_path, last_checkpoint=last, best_metric=best_metric,
+                       best_epoch=best_epoch, history=history, curve_png=curve)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) -> torch.nn.Module:
+    """Load best.safetensors (or a last.ckpt) written by `fit` into `model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist. Fix: pass the best.safetensors from fit's out_dir.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = _model_state(_load_ckpt(path))
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {exc}. Fix: build the model with "
+                              "the same architecture and number of classes as in training.") from exc
+    return model
