@@ -389,9 +389,9 @@ class SimulatedActuator(ProtocolActuator):
     """
 
     def __init__(self, clock=None, emit=None, config: LinkConfig | None = None, n_gates: int = 2,
-                 watchdog_ms: int = 500, seed: int = 0, encoder=None):
+                 watchdog_ms: int = 500, seed: int = 0):
         clock = clock or RealClock()
-        self.emulator = FirmwareEmulator(n_gates=n_gates, watchdog_ms=watchdog_ms, seed=seed, encoder=encoder,
+        self.emulator = FirmwareEmulator(n_gates=n_gates, watchdog_ms=watchdog_ms, seed=seed,
                                          t0=clock.now())
         self.link_port = EmulatorLink(self.emulator, clock.now)
         super().__init__(lambda: self.link_port, clock=clock, emit=emit, config=config)

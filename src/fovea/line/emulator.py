@@ -32,29 +32,31 @@ class GateSwing:
     gate: int
     t_open: float
     t_close: float
-    cmd_id: int
+    cmd_ids: list[int]
 
 
 @dataclass
 class _Fire:
     cmd_id: int
     gate: int
-    due: float        # host seconds (for enc commands: computed from the encoder)
+    due: float        # host seconds; inf for encoder-scheduled commands
     hold: float
+    enc: int | None = None
 
 
 class FirmwareEmulator:
     """The sorter firmware's logic; every entry point takes the current time `t` in seconds."""
 
     def __init__(self, n_gates: int = 2, watchdog_ms: int = 500, queue_size: int = 16, ring_size: int = 32,
-                 seed: int = 0, encoder: "Encoder | None" = None, t0: float = 0.0):
+                 seed: int = 0, t0: float = 0.0):
         self.n_gates, self.watchdog_s, self.queue_size, self.ring_size = n_gates, watchdog_ms / 1000, queue_size, ring_size
-        self.encoder = encoder
+        self.encoder_count = 0
         self._rng = np.random.default_rng(seed)
         self.out: list[tuple[float, str]] = []
         self.swings: list[GateSwing] = []
         self.n_resets = 0
         self._rx = b""
+        self._overflow = False
         self._boot(t0)
 
     # ------------------------------------------------------------------ state
@@ -73,10 +75,14 @@ class FirmwareEmulator:
     def reset(self, t: float) -> None:
         """Power-cycle / DTR reset: gates drop closed, schedule and id ring are lost, new boot id."""
         self.advance(t)
-        for g in list(self._open_swing):
-            self._close(g, t)
+        for g in list(self._open_swing):       # power loss: gates drop closed, nothing is reported
+            sw = self._open_swing.pop(g)
+            sw.t_close = t
+            self.swings.append(sw)
+        self.open_until.clear()
         self.n_resets += 1
         self._rx = b""
+        self._overflow = False
         self._boot(t)
 
     def _ms(self, t: float) -> int:
@@ -102,7 +108,7 @@ class FirmwareEmulator:
         if self.open_until:
             cands.append((min(self.open_until.values()), "close"))
         if self.state == "ARMED":
-            cands.append((self.last_rx + self.watchdog_s, "watchdog"))
+            cands.append((round(self.last_rx + self.watchdog_s, 9), "watchdog"))
         return min(cands) if cands else None
 
     def advance(self, t: float) -> None:
@@ -126,18 +132,21 @@ class FirmwareEmulator:
 
     def _open(self, f: _Fire, t: float) -> None:
         if f.gate in self._open_swing:
-            self.open_until[f.gate] = max(self.open_until[f.gate], t + f.hold)
+            self.open_until[f.gate] = max(self.open_until[f.gate], round(t + f.hold, 9))
+            self._open_swing[f.gate].cmd_ids.append(f.cmd_id)
         else:
-            self._open_swing[f.gate] = GateSwing(f.gate, t, float("nan"), f.cmd_id)
-            self.open_until[f.gate] = t + f.hold
-        self._status(f.cmd_id, f"DONE {f.cmd_id} t={self._ms(t)}")
-        self._emit(t, self.ring[f.cmd_id])
+            self._open_swing[f.gate] = GateSwing(f.gate, t, float("nan"), [f.cmd_id])
+            self.open_until[f.gate] = round(t + f.hold, 9)
 
-    def _close(self, gate: int, t: float) -> None:
+    def _close(self, gate: int, t: float, completed: bool = True) -> None:
+        """Release a gate; DONE for its commands when the hold ran its course, NAK ABORTED if cut."""
         sw = self._open_swing.pop(gate)
         self.open_until.pop(gate, None)
         sw.t_close = t
         self.swings.append(sw)
+        for cid in sw.cmd_ids:
+            self._status(cid, f"DONE {cid} t={self._ms(t)}" if completed else f"NAK {cid} ABORTED")
+            self._emit(t, self.ring[cid])
 
     def _latch_safe(self, t: float, reason: str) -> None:
         for f in self.queue:
@@ -145,7 +154,7 @@ class FirmwareEmulator:
             self._emit(t, self.ring[f.cmd_id])
         self.queue.clear()
         for g in list(self._open_swing):
-            self._close(g, t)
+            self._close(g, t, completed=False)
         self.state, self.reason = "SAFE", reason
         self._emit(t, f"STATE SAFE reason={reason}")
 
@@ -155,6 +164,14 @@ class FirmwareEmulator:
         while len(self.ring) > self.ring_size:
             self.ring.popitem(last=False)
 
+    def set_encoder(self, count: int, t: float) -> None:
+        """Belt encoder pulses counted up to `count` at time t: encoder-scheduled fires due now open."""
+        self.advance(t)
+        self.encoder_count = count
+        for f in sorted([f for f in self.queue if f.enc is not None and f.enc <= count], key=lambda f: f.enc):
+            self.queue.remove(f)
+            self._open(f, t)
+
     # ------------------------------------------------------------------ input
     def feed(self, data: bytes, t: float) -> None:
         """Bytes from the host arriving at time t."""
@@ -162,11 +179,14 @@ class FirmwareEmulator:
         self._rx += data
         while b"\n" in self._rx:
             raw, self._rx = self._rx.split(b"\n", 1)
-            if raw.strip():
+            if self._overflow:                       # the firmware drops an over-long line whole
+                self._overflow = False
+                self._emit(t, "ERR TOO_LONG")
+            elif raw.strip():
                 self.handle(raw, t)
         if len(self._rx) > MAX_LINE:
             self._rx = b""
-            self._emit(t, "ERR TOO_LONG")
+            self._overflow = True
 
     def handle(self, raw: bytes | str, t: float) -> None:
         """Execute one host line at time t."""
@@ -209,31 +229,24 @@ class FirmwareEmulator:
             self._emit(t, f"NAK {cmd_id} BAD_ARG")
             return
         bad = not (1 <= gate <= self.n_gates) or not (0 < hold <= 5000) or (at is None) == (enc is None)
-        bad = bad or (at is not None and at > 60000) or (enc is not None and self.encoder is None)
+        bad = bad or (at is not None and at > 60000)
         if bad:
             self._status(cmd_id, f"NAK {cmd_id} BAD_ARG")
         elif self.state != "ARMED":
             self._status(cmd_id, f"NAK {cmd_id} SAFE")
-        elif (at is not None and at < 0) or (enc is not None and enc <= self.encoder.count(t)):
+        elif (at is not None and at < 0) or (enc is not None and enc <= self.encoder_count):
             self._status(cmd_id, f"NAK {cmd_id} LATE")
         elif len(self.queue) >= self.queue_size:
             self._status(cmd_id, f"NAK {cmd_id} QUEUE_FULL")
         else:
             if at is not None:
-                due = t + at / 1000
+                due = round(t + at / 1000, 9)
                 self._status(cmd_id, f"ACK {cmd_id} due={self._ms(due)}")
             else:
-                due = self.encoder.time_of(enc)
+                due = float("inf")
                 self._status(cmd_id, f"ACK {cmd_id} due_enc={enc}")
-            self.queue.append(_Fire(cmd_id, gate, due, hold / 1000))
+            self.queue.append(_Fire(cmd_id, gate, due, hold / 1000, enc))
         self._emit(t, self.ring[cmd_id])
-
-
-class Encoder:
-    """A belt encoder for the emulator: count(t) and its inverse time_of(count)."""
-
-    def __init__(self, count: Callable[[float], int], time_of: Callable[[int], float]):
-        self.count, self.time_of = count, time_of
 
 
 # ---------------------------------------------------------------------- transports
@@ -401,3 +414,61 @@ def run_pty(emulator: FirmwareEmulator | None = None, stop: threading.Event | No
 
     threading.Thread(target=loop, name="emulator-pty", daemon=True).start()
     return path
+
+
+# ---------------------------------------------------------------------- shared test table
+class EmulatorCaseDriver:
+    """Runs protocol-case steps on the emulator: each action returns the MCU lines it produced."""
+
+    def __init__(self, seed: int = 0):
+        self.emu = FirmwareEmulator(seed=seed, t0=0.0)
+        self.t = 0.0
+
+    def boot_lines(self) -> list[str]:
+        return self.emu.read_lines()
+
+    def at(self, ms: int) -> list[str]:
+        self.t = ms / 1000
+        self.emu.advance(self.t)
+        return self.emu.read_lines()
+
+    def send(self, line: str) -> list[str]:
+        self.emu.feed((line + "\n").encode(), self.t)
+        return self.emu.read_lines()
+
+    def reset(self) -> list[str]:
+        self.emu.reset(self.t)
+        return self.emu.read_lines()
+
+    def encoder(self, count: int) -> list[str]:
+        self.emu.set_encoder(count, self.t)
+        return self.emu.read_lines()
+
+
+def check_protocol_case(case: dict, driver) -> None:
+    """Play one case of docs/protocol_cases.json on a driver; raises AssertionError on a mismatch."""
+    import re
+
+    pending = list(driver.boot_lines())
+    for i, step in enumerate(case["steps"]):
+        kind, arg = step[0], (step[1] if len(step) > 1 else None)
+        where = f"case {case['name']!r} step {i} {step}"
+        if kind == "expect":
+            if not pending:
+                raise AssertionError(f"{where}: expected a line, the MCU said nothing")
+            got = pending.pop(0)
+            if not re.fullmatch(arg, got):
+                raise AssertionError(f"{where}: got {got!r}")
+        elif kind == "expect_none":
+            if pending:
+                raise AssertionError(f"{where}: unexpected MCU lines {pending}")
+        elif kind == "at":
+            pending += driver.at(int(arg))
+        elif kind == "send":
+            pending += driver.send(arg)
+        elif kind == "reset":
+            pending += driver.reset()
+        elif kind == "encoder":
+            pending += driver.encoder(int(arg))
+        else:
+            raise AssertionError(f"{where}: unknown step kind {kind!r}")

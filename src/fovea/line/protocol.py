@@ -4,6 +4,7 @@ Host -> MCU: HELLO | ARM | SAFE | PING <seq> | FIRE <id> gate=<g> (at=+<ms> | en
 MCU -> host: READY fw= gates= boot= state= | STATE <ARMED|SAFE> reason= | PONG <seq> q= state= t=
              | ACK <id> due=<ms>|due_enc=<count> | NAK <id> <reason> | DONE <id> t=<ms> | ERR <reason>
 FIRE is idempotent by id: resending a known id repeats its current status instead of firing again.
+DONE is sent when the gate's hold ran its full course; a swing cut short by SAFE gets NAK <id> ABORTED.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from fovea.errors import ProtocolError
 
 MAX_LINE = 63
-NAK_REASONS = ("LATE", "QUEUE_FULL", "BAD_ARG", "SAFE")
+NAK_REASONS = ("LATE", "QUEUE_FULL", "BAD_ARG", "SAFE", "ABORTED")
 STATES = ("ARMED", "SAFE")
 
 

@@ -100,6 +100,7 @@ class LineRunner:
         self._prev_img: np.ndarray | None = None
         self._lock = threading.RLock()
         self._read_failures = 0
+        self._last_seen_capture: float | None = None
         self.n_outcomes = 0
 
     @property
@@ -215,6 +216,14 @@ class LineRunner:
             self.emit("frame_dropped", frame=p.frame.index, cause="late_result",
                       age_s=round(now - p.frame.t_capture, 4))
             return
+        last = self._last_seen_capture
+        if p.valid and last is not None and p.frame.t_capture - last > 1.5 / self.cfg.fps:
+            v = self.tracker.speed_mm_s
+            self.emit("fault", kind="blind_interval", t_from=last, t_to=p.frame.t_capture,
+                      belt_mm=round((p.frame.t_capture - last) * v, 1),
+                      detail="no usable frame: objects passing unseen take the default route")
+        if p.valid:
+            self._last_seen_capture = max(p.frame.t_capture, last or p.frame.t_capture)
         seen = self.tracker.update(p.frame.t_capture, p.dets, p.frame.image.shape[1], p.results,
                                    valid=p.valid, truth_uids=p.truth_uids)
         if len(seen):
