@@ -1,1 +1,1 @@
-from fovea.models import sparx, vmamba  # noqa: F401  (importing registers the timm entrypoints)
+from fovea.models import sparx, sparx_swin, vmamba  # noqa: F401  (importing registers the timm entrypoints)

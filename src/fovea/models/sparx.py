@@ -25,7 +25,7 @@ from fovea.nn.dmca import build_dmca, dmca_forward
 from fovea.nn.layers import ConvFFN, GroupNorm1, LayerScale2d
 from fovea.nn.ss2d import SS2DCore
 
-__all__ = ["SPARX_CONFIGS", "SparXConfig", "SparXMamba", "ganglion_indices", "load_official"]
+__all__ = ["SPARX_CONFIGS", "SparXConfig", "SparXMamba", "ganglion_indices", "load_official", "sparse_route"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,20 @@ def ganglion_in_channels(depth: int, step: int, start: int, window: int, dim: in
         else:
             inner += 1
     return out
+
+
+def sparse_route(blocks, ganglion: list[int], window: int, x: torch.Tensor) -> torch.Tensor:
+    """Run a stage's blocks with SparX routing; ganglion blocks get cat(normal since last, last M ganglions)."""
+    inner, cross = [x], []  # normal outputs since the last ganglion (seeded by the stage input)
+    for j, block in enumerate(blocks):
+        if j in ganglion:
+            x = block(x, torch.cat(inner + cross, dim=1))
+            cross = (cross + [x])[-window:]
+            inner = []
+        else:
+            x = block(x)
+            inner.append(x)
+    return x
 
 
 class SparXSS2D(SS2DCore):
@@ -139,16 +153,7 @@ class SparXStage(nn.Module):
         self.downsample = downsample
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        inner, cross = [x], []  # normal outputs since the last ganglion (seeded by the stage input)
-        for j, block in enumerate(self.blocks):
-            if j in self.ganglion:
-                x = block(x, torch.cat(inner + cross, dim=1))
-                cross = (cross + [x])[-self.window:]
-                inner = []
-            else:
-                x = block(x)
-                inner.append(x)
-        return x
+        return sparse_route(self.blocks, self.ganglion, self.window, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.downsample(self.forward_blocks(x))
@@ -344,8 +349,9 @@ def _cfg(**kwargs):
 def _create(variant: str, pretrained: bool = False, **kwargs) -> SparXMamba:
     from timm.models import build_model_with_cfg
 
+    cfg = kwargs.pop("cfg", None) or SPARX_CONFIGS[variant]  # cfg=... overrides the architecture (tests, ablations)
     return build_model_with_cfg(
-        SparXMamba, variant, pretrained, cfg=SPARX_CONFIGS[variant],
+        SparXMamba, variant, pretrained, cfg=cfg,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
         **kwargs,

@@ -376,8 +376,9 @@ def _cfg(**kwargs):
 def _create(variant: str, pretrained: bool = False, **kwargs) -> VMamba:
     from timm.models import build_model_with_cfg
 
+    cfg = kwargs.pop("cfg", None) or VMAMBA_CONFIGS[variant]  # cfg=... overrides the architecture (tests, ablations)
     return build_model_with_cfg(
-        VMamba, variant, pretrained, cfg=VMAMBA_CONFIGS[variant],
+        VMamba, variant, pretrained, cfg=cfg,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
         **kwargs,
