@@ -11,8 +11,8 @@ from fovea.errors import ConfigError
 from fovea.io import read_image, read_mask
 from fovea.synth.bricks import CATEGORIES, DEFECTS, Jitter, cli, generate_bricks, render_bricks_scene
 
-NO_JITTER = Jitter(place_shift=0, place_rot_deg=0, cam_shift=0, cam_rot_deg=0, cam_scale=0, gain=0, gradient=0,
-                   noise_sigma=0)
+NO_JITTER = Jitter(place_shift=0, place_rot_deg=0, cam_shift=0, cam_rot_deg=0, cam_scale=0, gain=0,
+                   gradient=0, noise_sigma=0)
 
 
 def _axis_deg(mask: np.ndarray) -> float:
@@ -56,7 +56,8 @@ def test_mask_is_the_turned_brick_exact_geometry(category, defect):
         img, mask = render_bricks_scene(category, defect, seed, size, jitter=NO_JITTER)
         i = _brick_index(mask)
         expected = 90.0 if i < k else 0.0
-        assert min(_ang_diff(_axis_deg(mask), expected + turn), _ang_diff(_axis_deg(mask), expected - turn)) < 1.0
+        axis = _axis_deg(mask)
+        assert min(_ang_diff(axis, expected + turn), _ang_diff(axis, expected - turn)) < 1.0
         # area of a 0.27 s x 0.12 s rectangle, within rasterisation error
         assert abs(mask.sum() / (0.27 * 0.12 * size * size) - 1) < 0.02
         # centroid at the brick's corner position (centre +- 0.215 s)

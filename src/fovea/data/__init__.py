@@ -5,7 +5,9 @@
 
 from fovea.data.folder import SAME_AS_TEST, AnomalySplits, FolderSpec, Sample, load_folder, load_mvtec
 
-__all__ = ["SAME_AS_TEST", "AnomalyDataset", "AnomalySplits", "FolderSpec", "Sample", "load_folder", "load_mvtec"]
+__all__ = [
+    "SAME_AS_TEST", "AnomalyDataset", "AnomalySplits", "FolderSpec", "Sample", "load_folder", "load_mvtec",
+]
 
 
 def __getattr__(name: str):

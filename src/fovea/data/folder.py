@@ -204,7 +204,8 @@ def _pair_masks(images: list[Path], masks: list[Path], where: str) -> dict[Path,
     if unmatched_images or unmatched_masks:
         parts = []
         if unmatched_images:
-            parts.append(f"{len(unmatched_images)} anomalous image(s) without a mask: {_fmt_list(unmatched_images)}")
+            parts.append(f"{len(unmatched_images)} anomalous image(s) without a mask: "
+                         f"{_fmt_list(unmatched_images)}")
         if unmatched_masks:
             parts.append(f"{len(unmatched_masks)} mask(s) without an image: {_fmt_list(unmatched_masks)}")
         raise MaskMismatchError(
@@ -217,8 +218,8 @@ def _pair_masks(images: list[Path], masks: list[Path], where: str) -> dict[Path,
 def _match_masks(abnormal: dict[str, list[Path]], mask_root: Path, exts: tuple[str, ...]) -> dict[Path, Path]:
     """Masks for every anomalous image: per-defect sub-folders of `mask_root`, or one flat folder."""
     if not mask_root.is_dir():
-        raise DataError(f"mask folder {mask_root} does not exist. Fix: check the path or leave mask_dir unset "
-                        "(pixel metrics are then skipped).")
+        raise DataError(f"mask folder {mask_root} does not exist. Fix: check the path or leave mask_dir "
+                        "unset (pixel metrics are then skipped).")
     subdirs = {p.name for p in mask_root.iterdir() if p.is_dir()}
     if subdirs & set(abnormal):
         missing = [d for d in abnormal if d not in subdirs]
@@ -237,7 +238,8 @@ def _match_masks(abnormal: dict[str, list[Path]], mask_root: Path, exts: tuple[s
     if dup:
         raise MaskMismatchError(
             f"one flat mask folder {mask_root} cannot tell apart anomalous images with the same stem: "
-            f"{_fmt_list(dup)}. Fix: use per-defect mask sub-folders ({mask_root}/<defect>/) or unique names.")
+            f"{_fmt_list(dup)}. Fix: use per-defect mask sub-folders ({mask_root}/<defect>/) or unique "
+            "names.")
     masks = _list_dir(mask_root, exts, "mask", required=False)
     return _pair_masks(all_images, masks, str(mask_root))
 
@@ -298,7 +300,8 @@ def load_folder(spec: FolderSpec) -> AnomalySplits:
     """Build train/val/test `Sample` lists from a `FolderSpec`; errors name files and the fix."""
     root = Path(spec.root).expanduser() if spec.root is not None else None
     if root is not None and not root.is_dir():
-        raise DataError(f"data root {root} is not a folder. Fix: pass the folder that holds the image folders.")
+        raise DataError(f"data root {root} is not a folder. "
+                        "Fix: pass the folder that holds the image folders.")
     exts = _exts(spec.extensions)
     normal_split = _check_ratio("normal_split_ratio", spec.normal_split_ratio)
     same_as_test = spec.val_split_ratio == SAME_AS_TEST or (
@@ -328,7 +331,8 @@ def load_folder(spec: FolderSpec) -> AnomalySplits:
         train_paths = [normals[i] for i in order[n_test:]]
 
     # anomalous images, one folder per defect type
-    dirs = [spec.abnormal_dirs] if isinstance(spec.abnormal_dirs, (str, os.PathLike)) else list(spec.abnormal_dirs)
+    single = isinstance(spec.abnormal_dirs, (str, os.PathLike))
+    dirs = [spec.abnormal_dirs] if single else list(spec.abnormal_dirs)
     abnormal: dict[str, list[Path]] = {}
     for d in dirs:
         path = _resolve(root, d)

@@ -157,7 +157,8 @@ def _static_scene(h: int, w: int) -> np.ndarray:
     half = TRAY_HALF * s
     tray = _fill((h, w), np.array([[cx - half, cy - half], [cx + half, cy - half],
                                    [cx + half, cy + half], [cx - half, cy + half]]))
-    lowfreq = cv2.resize(rng.standard_normal((8, 8)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    lowfreq = cv2.resize(rng.standard_normal((8, 8)).astype(np.float32), (w, h),
+                         interpolation=cv2.INTER_CUBIC)
     tray_col = np.array([0.70, 0.72, 0.73], np.float32) * (1 + 0.03 * lowfreq[..., None])
     tray_col = tray_col + 0.015 * rng.standard_normal((h, w, 1)).astype(np.float32)
     _blend(img, tray, tray_col)
@@ -200,7 +201,8 @@ def scene_poses(category: str, defect: str | None, rng: np.random.Generator, siz
     wrong = None
     if defect is not None:
         if defect not in DEFECT_ANGLE_DEG:
-            raise ConfigError(f"unknown bricks defect {defect!r}. Fix: use one of {', '.join(DEFECTS)} or None.")
+            raise ConfigError(f"unknown bricks defect {defect!r}. "
+                              f"Fix: use one of {', '.join(DEFECTS)} or None.")
         wrong = int(rng.integers(4))
         sign = 1.0 if rng.random() < 0.5 else -1.0
     poses = []
@@ -361,7 +363,8 @@ def generate_bricks(out_dir, category: str = "one_up", n_train: int = 60, n_test
     records = []
     for split, code, n in (("train", 0, n_train), ("test", 1, n_test_good)):
         for i in range(n):
-            img, _ = render_bricks_scene(category, None, np.random.default_rng([seed, cat, code, i]), (h, w), jitter)
+            rng = np.random.default_rng([seed, cat, code, i])
+            img, _ = render_bricks_scene(category, None, rng, (h, w), jitter)
             _png(root / split / "good" / f"{i:03d}.png", img)
     counters = dict.fromkeys(defects, 0)
     for i in range(n_test_bad):
@@ -382,16 +385,19 @@ def generate_bricks(out_dir, category: str = "one_up", n_train: int = 60, n_test
 @click.command("bricks")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--category", type=click.Choice([*CATEGORIES, "all"]), default="one_up", show_default=True,
-              help="k_up: the first k bricks are turned 90 degrees in the correct configuration; 'all' writes all four.")
+              help="k_up: the first k bricks are turned 90 degrees in the correct configuration; "
+                   "'all' writes all four.")
 @click.option("--n-train", type=int, default=60, show_default=True, help="Normal training images.")
 @click.option("--n-test-good", type=int, default=20, show_default=True, help="Normal test images.")
 @click.option("--n-test-bad", type=int, default=30, show_default=True,
               help="Anomalous test images, cycling through rot30, rot45, rot60 (with masks).")
 @click.option("--size", type=int, default=256, show_default=True, help="Square image side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed; same seed -> identical files.")
-def cli(out: Path, category: str, n_train: int, n_test_good: int, n_test_bad: int, size: int, seed: int) -> None:
+def cli(out: Path, category: str, n_train: int, n_test_good: int, n_test_bad: int, size: int,
+        seed: int) -> None:
     """Write the bricks inspection data set to OUT/<category>/ in the MVTec AD layout."""
     cats = CATEGORIES if category == "all" else (category,)
     for c in cats:
         path = generate_bricks(out, c, n_train, n_test_good, n_test_bad, size, seed)
-        click.echo(f"wrote {n_train} train, {n_test_good} good + {n_test_bad} anomalous test images -> {path}")
+        click.echo(f"wrote {n_train} train, {n_test_good} good + {n_test_bad} anomalous test images "
+                   f"-> {path}")

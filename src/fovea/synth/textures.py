@@ -119,8 +119,9 @@ def _patch(img: np.ndarray, texture: str, rng: np.random.Generator) -> np.ndarra
     alpha = np.zeros((n, n), np.uint8)
     axes = (rng.uniform(0.1, 0.2, 2) * n * 16).astype(int)
     centre = (rng.uniform(0.3, 0.7, 2) * n * 16).astype(int)
-    cv2.ellipse(alpha, tuple(int(v) for v in centre), tuple(int(v) for v in axes), float(rng.uniform(0, 180)), 0,
-                360, 255, -1, cv2.LINE_AA, 4)
+    angle = float(rng.uniform(0, 180))
+    cv2.ellipse(alpha, (int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])), angle, 0, 360, 255, -1,
+                cv2.LINE_AA, 4)
     a = alpha.astype(np.float32) / 255.0
     inside = a > 0.5
     # match the local brightness and contrast so the patch differs in structure only
@@ -184,7 +185,8 @@ def generate_textures(out_dir, texture: str = "brick", n_train: int = 60, n_test
     root = Path(out_dir) / texture
     for split, code, n in (("train", 0, n_train), ("test", 1, n_test_good)):
         for i in range(n):
-            img, _ = render_texture_sample(texture, None, np.random.default_rng([seed, t, code, i]), size, split)
+            rng = np.random.default_rng([seed, t, code, i])
+            img, _ = render_texture_sample(texture, None, rng, size, split)
             _png(root / split / "good" / f"{i:03d}.png", img)
     counters = dict.fromkeys(defects, 0)
     records = []
@@ -213,7 +215,8 @@ def generate_textures(out_dir, texture: str = "brick", n_train: int = 60, n_test
               help="Anomalous test crops, cycling through scratch, stain, patch (with masks).")
 @click.option("--size", type=int, default=256, show_default=True, help="Square image side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed; same seed -> identical files.")
-def cli(out: Path, texture: str, n_train: int, n_test_good: int, n_test_bad: int, size: int, seed: int) -> None:
+def cli(out: Path, texture: str, n_train: int, n_test_good: int, n_test_bad: int, size: int,
+        seed: int) -> None:
     """Write texture anomaly data (real scikit-image photographs, synthetic defects) to OUT/<texture>/."""
     for tex in TEXTURES if texture == "all" else (texture,):
         path = generate_textures(out, tex, n_train, n_test_good, n_test_bad, size, seed)
