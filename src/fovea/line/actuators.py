@@ -93,11 +93,13 @@ class ProtocolActuator:
         self._ping_seq = 0
         self._pings: dict[int, float] = {}
         self._rtts: deque[float] = deque(maxlen=200)
+        self._rtt_p99 = 0.0
         self._last_pong = 0.0
         self._last_ping = -1e9
         self._next_attempt = 0.0
         self._backoff = self.cfg.backoff_s[0]
         self._t_hello = -1e9
+        self._t_arm = -1e9
         self._t_open = 0.0
         self.n_reconnects = 0
 
@@ -109,9 +111,7 @@ class ProtocolActuator:
     @property
     def link_p99_s(self) -> float:
         """Link latency budget: max(configured floor, p99 of recent PING round trips / 2)."""
-        if len(self._rtts) < 5:
-            return self.cfg.link_p99_floor_s
-        return max(self.cfg.link_p99_floor_s, float(np.percentile(list(self._rtts), 99)) / 2)
+        return max(self.cfg.link_p99_floor_s, self._rtt_p99 / 2)
 
     def submit(self, cmd: FireCommand) -> int:
         """Queue a command (thread-safe); returns its wire id. Its fate arrives on `events`."""
@@ -258,7 +258,7 @@ class ProtocolActuator:
             self._backoff = self.cfg.backoff_s[0]
             self._last_pong = now
             if self.mcu_state != "ARMED" and self.cfg.auto_arm:
-                self._safe_write("ARM", now)
+                self._arm(now)
             for p in self._pending.values():           # resolve in-doubt commands by id
                 if p.state == "sent":
                     p.t_sent = -1e9
@@ -267,13 +267,17 @@ class ProtocolActuator:
             if state == "SAFE" and self.mcu_state == "ARMED":
                 self._emit(now, "fault", kind="mcu_safe", detail=msg.kv.get("reason", ""))
             self.mcu_state = state
+            if state == "ARMED":
+                self._t_arm = -1e9
             if state == "SAFE" and self.cfg.auto_arm and self.link == "ready":
-                self._safe_write("ARM", now)
+                self._arm(now)
         elif v == "PONG":
             seq = msg.int_arg(0)
             t0 = self._pings.pop(seq, None)
             if t0 is not None:
                 self._rtts.append(now - t0)
+                if len(self._rtts) >= 5 and len(self._rtts) % 5 == 0:   # refresh the p99 now and then
+                    self._rtt_p99 = float(np.percentile(np.fromiter(self._rtts, float), 99))
             self._last_pong = now
             self.mcu_state = msg.kv.get("state", self.mcu_state)
         elif v in ("ACK", "NAK", "DONE"):
@@ -299,6 +303,14 @@ class ProtocolActuator:
             self._emit(now, "fault", kind="protocol", detail=" ".join(msg.args))
 
     # ------------------------------------------------------------------ writing
+    def _arm(self, now: float) -> None:
+        """Explicit ARM after READY/SAFE (host policy `auto_arm`); one outstanding ARM at a time."""
+        if now - self._t_arm < self.cfg.ack_timeout_s:
+            return
+        self._t_arm = now
+        self._emit(now, "fault", kind="arm", detail=f"host re-arms MCU boot {self.boot_id}")
+        self._safe_write("ARM", now)
+
     def _heartbeat(self, now: float) -> None:
         if self.link != "ready":
             return

@@ -38,35 +38,39 @@ class SimClock:
 
     def __init__(self, t0: float = 0.0):
         self._t = t0
-        self._heap: list[tuple[float, int, Callable[[], Any], float | None]] = []
+        self._heap: list[tuple[float, int, Callable[[], Any], tuple | None]] = []
         self._seq = 0
         self._running_timer = False
 
     def now(self) -> float:
         return self._t
 
-    def call_at(self, t: float, fn: Callable[[], Any], period: float | None = None) -> None:
-        """Run fn at simulated time t (and every `period` seconds after, if given)."""
+    def call_at(self, t: float, fn: Callable[[], Any], period: tuple[float, float, int] | None = None) -> None:
+        """Run fn at simulated time t (periodic timers carry (start, period, n))."""
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, fn, period))
 
     def call_every(self, period: float, fn: Callable[[], Any], start: float | None = None) -> None:
+        """Run fn at start + n * period for n = 0, 1, ... (no accumulated rounding)."""
         if period <= 0:
             raise ConfigError(f"SimClock.call_every period must be > 0, got {period}")
-        self.call_at(self._t if start is None else start, fn, period)
+        t0 = self._t if start is None else start
+        self.call_at(t0, fn, (t0, period, 0))
 
     def next_timer(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
     def advance_to(self, t: float) -> None:
         """Move time to t, running due timers in time order (timers must not sleep)."""
+        if self._running_timer and t > self._t:
+            raise ConfigError("a SimClock timer tried to sleep; timers must return without sleeping "
+                              "(a stage that waits belongs in the main loop of run_simulated)")
         while self._heap and self._heap[0][0] <= t:
             te, _, fn, period = heapq.heappop(self._heap)
             self._t = max(self._t, te)
             if period is not None:
-                self.call_at(te + period, fn, period)
-            if self._running_timer:
-                raise ConfigError("a SimClock timer slept; timers must return without sleeping")
+                t0, dt, n = period
+                self.call_at(t0 + (n + 1) * dt, fn, (t0, dt, n + 1))
             self._running_timer = True
             try:
                 fn()

@@ -38,7 +38,10 @@ class BackgroundSubtractor:
         self.learn_rate = learn_rate
         self.kernel = np.ones((open_px, open_px), np.uint8) if open_px > 1 else None
         self.bg = None if background is None else background.astype(np.float32)
+        self._bg_u8 = None if background is None else np.clip(self.bg + 0.5, 0, 255).astype(np.uint8)
         self._warm: list[np.ndarray] = []
+        self.learn_every = 5
+        self._n = 0
 
     @property
     def ready(self) -> bool:
@@ -49,8 +52,9 @@ class BackgroundSubtractor:
         if self.bg.shape != image.shape:
             raise DataError(f"frame shape {image.shape} differs from the learned belt {self.bg.shape}; "
                             "a source must not change resolution mid-run")
-        diff = np.abs(cv2.GaussianBlur(image, (3, 3), 0).astype(np.float32) - self.bg).max(axis=2)
-        fg = (diff > self.threshold).astype(np.uint8) * 255
+        b, g, r = cv2.split(cv2.absdiff(cv2.GaussianBlur(image, (3, 3), 0), self._bg_u8))
+        diff = cv2.max(cv2.max(b, g), r)
+        _, fg = cv2.threshold(diff, self.threshold, 255, cv2.THRESH_BINARY)
         if self.kernel is not None:
             fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self.kernel)
         return fg
@@ -61,6 +65,7 @@ class BackgroundSubtractor:
             self._warm.append(cv2.GaussianBlur(img, (3, 3), 0))
             if len(self._warm) >= self.warmup_frames:
                 self.bg = np.median(np.stack(self._warm), axis=0).astype(np.float32)
+                self._bg_u8 = np.clip(self.bg + 0.5, 0, 255).astype(np.uint8)
                 self._warm = []
             return Detections.empty()
         fg = self.foreground(img)
@@ -76,10 +81,12 @@ class BackgroundSubtractor:
             boxes.append((x, y, x + w, y + h))
             solidity.append(area / hull if hull > 0 else 0.0)
             areas.append(area)
-        if self.learn_rate > 0:
-            bgmask = cv2.dilate(fg, np.ones((5, 5), np.uint8)) == 0
-            upd = self.bg + self.learn_rate * (img.astype(np.float32) - self.bg)
-            self.bg[bgmask] = upd[bgmask]
+        self._n += 1
+        if self.learn_rate > 0 and self._n % self.learn_every == 0:
+            # slow adaptation on belt pixels only (objects and their surroundings excluded)
+            bgmask = cv2.bitwise_not(cv2.dilate(fg, np.ones((5, 5), np.uint8)))
+            cv2.accumulateWeighted(img.astype(np.float32), self.bg, self.learn_rate * self.learn_every, mask=bgmask)
+            self._bg_u8 = np.clip(self.bg + 0.5, 0, 255).astype(np.uint8)
         if not boxes:
             return Detections.empty()
         return Detections(xyxy=np.asarray(boxes, np.float32), confidence=np.ones(len(boxes), np.float32),

@@ -57,7 +57,7 @@ class ConveyorSource:
         if self.next_k >= self.n_frames:
             return None
         now = self.clock.now()
-        latest = math.floor((now - self.t0) * self.fps + 1e-9)
+        latest = math.floor((now - self.t0) * self.fps + 1e-6)
         if latest < self.next_k:
             self.clock.sleep(self.t0 + self.next_k / self.fps - now)
             latest = self.next_k

@@ -109,16 +109,21 @@ class Conveyor:
                 half_wid = float(rng.uniform(*cfg.box_size_mm)) / 2
                 cls = "box"
             touching = bool(uid > 0 and rng.random() < cfg.p_touching)
-            gap = 0.0 if touching else float(rng.uniform(*cfg.gap_mm))
+            gap = -1.5 if touching else float(rng.uniform(*cfg.gap_mm))   # touching: pressed together
             s = (cfg.lead_in_mm + half_len) if uid == 0 else s + prev_half + gap + half_len
             lateral = cfg.height_px * cfg.mm_per_px / 2 - half_wid - 8
             y = float(cfg.height_px * cfg.mm_per_px / 2 + rng.uniform(-1, 1) * max(lateral, 0) * 0.6)
+            if touching:
+                y = self.items[-1].y_mm          # same track across the belt, so they really touch
             self.items.append(Item(uid, kind, cls, s, y, half_len, half_wid, touching))
             prev_half = half_len
         self._s = np.array([it.s_mm for it in self.items])
         self._half = np.array([it.half_len_mm for it in self.items])
         self._bg = self._background(np.random.default_rng([cfg.seed, 1]))
         self._sprites: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        nrng = np.random.default_rng([cfg.seed, 3])
+        self._noise = [np.round(nrng.normal(0, cfg.noise_sigma, (cfg.height_px, cfg.width_px))).astype(np.int16)
+                       for _ in range(16)] if cfg.noise_sigma > 0 else []
 
     # ------------------------------------------------------------------ belt kinematics
     def belt_travel(self, t: float) -> float:
@@ -228,7 +233,7 @@ class Conveyor:
         hit = (x + self._half > 0) & (x - self._half < view)
         return [int(i) for i in np.nonzero(hit)[0]]
 
-    def render(self, t: float, noise_rng: np.random.Generator | None = None) -> tuple[np.ndarray, list[ItemTruth]]:
+    def render(self, t: float) -> tuple[np.ndarray, list[ItemTruth]]:
         """The camera image (H, W, 3) uint8 RGB at time t and the truth of every visible item."""
         c = self.config
         img = self._bg.copy()
@@ -248,11 +253,17 @@ class Conveyor:
             region = img[iy0:iy1, ix0:ix1]
             region[m] = rgb[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0][m]
             truths.append(ItemTruth(uid, it.class_name, x, it.y_mm, (ix0, iy0, ix1, iy1), it.touching_prev))
-        if c.noise_sigma > 0:
-            rng = noise_rng or np.random.default_rng([c.seed, 3, int(round(t * 1e6))])
-            noise = rng.normal(0, c.noise_sigma, img.shape[:2]).astype(np.int16)[..., None]
-            img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        if c.noise_sigma > 0:       # sensor noise: one of 16 fixed fields, shifted per frame
+            k = int(round(t * 1e6))
+            field = self._noise[k % len(self._noise)]
+            shift = (k // 7) % H
+            noise = np.roll(field, shift, axis=0)
+            img = _add_noise(img, noise)
         return img, truths
+
+
+def _add_noise(img: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    return np.clip(img.astype(np.int16) + noise[..., None], 0, 255).astype(np.uint8)
 
 
 def write_conveyor_video(out_dir: str | Path, config: ConveyorConfig) -> tuple[Path, Path]:
