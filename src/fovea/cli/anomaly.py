@@ -174,6 +174,7 @@ def predict(model, inputs, out, no_overlays, skip_bad):
     out = Path(out)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     skipped = Skipped()
+    seen: set[str] = set()
     n_anomalous = 0
     with (out / "predictions.jsonl").open("w") as fh, progress_bar() as progress:
         for i, path in enumerate(paths):
@@ -185,10 +186,22 @@ def predict(model, inputs, out, no_overlays, skip_bad):
             n_anomalous += res.label
             fh.write(json.dumps(res.to_dict()) + "\n")
             if not no_overlays:
-                write_image(out / "overlays" / f"{Path(path).stem}.png", overlay_png(img, res))
+                write_image(out / "overlays" / _overlay_name(Path(path), seen), overlay_png(img, res))
     click.echo(f"{len(paths) - len(skipped.items)} image(s) predicted with {predictor.kind} model, "
                f"{n_anomalous} anomalous -> {out / 'predictions.jsonl'}")
     _echo_skipped(skipped.items)
+
+
+def _overlay_name(path: Path, seen: set[str]) -> str:
+    """STEM.png, or PARENT_STEM.png (then a counter) when two inputs share a stem: nothing is overwritten."""
+    name = f"{path.stem}.png"
+    if name in seen:
+        name = f"{path.parent.name}_{path.stem}.png"
+    i = 1
+    while name in seen:
+        name, i = f"{path.parent.name}_{path.stem}_{i}.png", i + 1
+    seen.add(name)
+    return name
 
 
 @anomaly.command()

@@ -64,7 +64,7 @@ def demo(out, category, size, n_train, seed):
     for s in picks:
         res = onnx.predict_one(read_image(s.path), str(s.path))
         results.append(res)
-        write_image(out / "predictions" / f"{Path(s.path).stem}.png", overlay_png(read_image(s.path), res))
+        write_image(out / "predictions" / f"{Path(s.path).parent.name}_{Path(s.path).stem}.png", overlay_png(read_image(s.path), res))
         truth = "anomalous" if s.label else "normal"
         click.echo(f"      {Path(s.path).parent.name}/{Path(s.path).name}: score {res.score:.3f} "
                    f"-> {'ANOMALOUS' if res.label else 'normal'} (truth: {truth}), {len(res.boxes)} box(es)")
