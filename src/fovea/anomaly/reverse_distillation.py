@@ -209,6 +209,7 @@ class ReverseDistillation(nn.Module):
             raise DataError("reverse distillation got no training images. Fix: give it normal images.")
         data = _ImageSet(torch.cat(images))
         cfg = self.config
+        self.train()  # bottleneck + student train; the teacher stays in eval mode (FeatureExtractor)
         with tempfile.TemporaryDirectory() as tmp:
             tc = TrainConfig(optimizer="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
                              batch_size=min(cfg.batch_size, len(data)), max_epochs=cfg.epochs,

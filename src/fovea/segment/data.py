@@ -99,7 +99,7 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         img, mask = self.load(i)
         self._check(i, img, mask)
-        x = preprocess_images(torch.from_numpy(np.ascontiguousarray(img))[None], self.size)[0]
+        x = preprocess_images(torch.from_numpy(np.array(img, np.uint8, copy=True))[None], self.size)[0]
         t = torch.from_numpy(resize_mask(mask, self.size))
         if self.augment:
             if torch.rand(()) < 0.5:

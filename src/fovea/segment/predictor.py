@@ -27,7 +27,7 @@ SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 def _torch_backend(module) -> Backend:
     def run(image: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return module(torch.from_numpy(np.ascontiguousarray(image))).numpy()
+            return module(torch.from_numpy(np.array(image, copy=True))).numpy()
 
     return run
 

@@ -146,7 +146,7 @@ def _sample_damage(rng: np.random.Generator, kind: str) -> dict[str, Any]:
         pts = pts[(pts ** 2).sum(1) < 0.72 ** 2]
         if len(pts) == 0:
             pts = np.array([[u, v]])
-        radii = rng.uniform(0.045, 0.09, len(pts))
+        radii = rng.uniform(0.06, 0.11, len(pts))
         return {"type": kind, "spots": np.concatenate([pts, radii[:, None]], 1).astype(np.float32),
                 "phases": rng.uniform(0, 2 * np.pi, len(pts)).astype(np.float32),
                 "color": _jitter(rng, (0.13, 0.11, 0.06), 0.04).tolist()}
@@ -157,7 +157,7 @@ def _sample_damage(rng: np.random.Generator, kind: str) -> dict[str, Any]:
     mid = np.array([u, v]) * 0.6
     bend = rng.normal(0, 0.15, 2)
     ctrl = np.stack([mid - d, mid + bend, mid + d]).astype(np.float32)
-    return {"type": kind, "ctrl": ctrl, "width": float(rng.uniform(0.045, 0.08)),
+    return {"type": kind, "ctrl": ctrl, "width": float(rng.uniform(0.05, 0.09)),
             "flesh": _jitter(rng, (0.93, 0.87, 0.62), 0.05).tolist(), "bright": bool(rng.random() < 0.6)}
 
 
@@ -435,9 +435,12 @@ def render_apple(rng: np.random.Generator, size: int = 128, damaged: bool | None
 
 
 def render_scene(rng: np.random.Generator, size: int = 256, n_apples: tuple[int, int] = (1, 4),
-                 p_damaged: float = 0.5, damage_types: Sequence[str] = DAMAGE_TYPES
-                 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Several apples on a belt or tray: ((size, size, 3) uint8, (size, size) int64 labels, meta)."""
+                 p_damaged: float = 0.5, damage_types: Sequence[str] = DAMAGE_TYPES,
+                 radius_frac: tuple[float, float] = (0.14, 0.24)) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Several apples on a belt or tray: ((size, size, 3) uint8, (size, size) int64 labels, meta).
+
+    radius_frac: range of apple radii as fractions of `size` (larger = closer camera).
+    """
     light = random_light(rng)
     img, bg = draw_background(rng, size, size, light)
     labels = np.zeros((size, size), np.int64)
@@ -445,7 +448,7 @@ def render_scene(rng: np.random.Generator, size: int = 256, n_apples: tuple[int,
     apples = []
     for _ in range(int(rng.integers(n_apples[0], n_apples[1] + 1))):
         for _try in range(30):
-            r = size * rng.uniform(0.14, 0.24)
+            r = size * rng.uniform(*radius_frac)
             x, y = rng.uniform(0.15 * size, 0.85 * size, 2)
             if all(np.hypot(x - px, y - py) > 0.9 * (r + pr) for px, py, pr in placed):
                 break
@@ -500,7 +503,8 @@ def generate_apple_crops(out_dir: str | Path, n_per_class: int = 100, size: int 
 
 
 def generate_apple_scenes(out_dir: str | Path, n: int = 100, size: int = 256, seed: int = 0,
-                          n_apples: tuple[int, int] = (1, 4), p_damaged: float = 0.5) -> Path:
+                          n_apples: tuple[int, int] = (1, 4), p_damaged: float = 0.5,
+                          radius_frac: tuple[float, float] = (0.14, 0.24)) -> Path:
     """Write `out/images/*.png`, `out/masks/*.png` (class index per pixel) and `out/classes.json`."""
     if n < 1 or size < 32:
         raise ConfigError(f"need n >= 1 and size >= 32, got n={n}, size={size}")
@@ -508,7 +512,8 @@ def generate_apple_scenes(out_dir: str | Path, n: int = 100, size: int = 256, se
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        img, labels, _ = render_scene(_item_rng(seed, 7, i), size, n_apples=n_apples, p_damaged=p_damaged)
+        img, labels, _ = render_scene(_item_rng(seed, 7, i), size, n_apples=n_apples, p_damaged=p_damaged,
+                                      radius_frac=radius_frac)
         _write_png(out / "images" / f"{i:05d}.png", img)
         _write_png(out / "masks" / f"{i:05d}.png", labels.astype(np.uint8))
     (out / "classes.json").write_text(json.dumps(
