@@ -68,6 +68,7 @@ class TrainConfig:
     shuffle: bool = True              # False: epochs visit the data in index order
     val_batch_size: int | None = None  # None: max(batch_size, 64)
     progress: bool = False            # rich progress bar
+    max_time_s: float | None = None   # wall-clock cap on training (Lightning max_time); best epoch so far is kept
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -433,7 +434,9 @@ def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: T
         strategy = DDPStrategy(start_method="fork", process_group_backend="gloo")
     with _quiet_lightning():
         trainer = L.Trainer(accelerator="cpu", devices=config.devices, strategy=strategy, precision=precision,
-                            max_epochs=config.max_epochs, gradient_clip_val=config.grad_clip,
+                            max_epochs=config.max_epochs,
+                            max_time={"seconds": config.max_time_s} if config.max_time_s else None,
+                            gradient_clip_val=config.grad_clip,
                             gradient_clip_algorithm="norm", callbacks=cbs, logger=False,
                             enable_progress_bar=config.progress, enable_model_summary=False,
                             num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=out,
