@@ -93,7 +93,9 @@ def test_model_stall_longer_than_the_deadline():
     assert 1.0 > budget
     check_invariants(r)
     f = faults(r)
-    assert f["stage_stalled"] == 1 and f["stage_recovered"] == 1 and f["blind_interval"] == 1
+    assert f["stage_stalled"] == 1 and f["stage_recovered"] == 1 and f["blind_interval"] >= 1
+    blind = [e for e in r.log.of_type("fault") if e["kind"] == "blind_interval"]
+    assert sum(e["t_to"] - e["t_from"] for e in blind) >= 1.0      # the log accounts for the unseen belt
     drops = Counter(e["cause"] for e in r.log.of_type("frame_dropped"))
     assert drops["queue_drop_oldest"] > 0
     # items in view during the stall lack on-time evidence: default route, with the reason logged

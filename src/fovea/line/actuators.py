@@ -411,3 +411,9 @@ class SimulatedActuator(ProtocolActuator):
     def poll(self) -> None:
         self.link_port.advance()
         super().poll()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Real-time thread body: the in-process link never blocks, so pace the polls (2 ms)."""
+        while not stop.is_set():
+            self.poll()
+            stop.wait(0.002)

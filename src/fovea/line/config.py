@@ -36,7 +36,7 @@ class LineConfig:
     min_margin: float = 0.3               # top-1 minus top-2 of the mean vote probabilities
     min_agreement: float = 0.75           # share of votes whose own top class is the combined one
     max_object_len_mm: float = 95.0
-    min_solidity: float = 0.92
+    min_solidity: float = 0.85
     min_gap_mm: float | None = None        # None: belt_speed * (actuation + 2 margin)
     max_missed_frames: int = 1
     assoc_gate_mm: float = 45.0

@@ -235,7 +235,7 @@ class LineRunner:
                              round(r.confidence, 3) if r is not None else None])
             self.emit("detection", frame=p.frame.index, objects=objs)
         if self.annotator is not None:
-            self.annotator.add(p, self.tracker)
+            self.annotator.add(p, seen if p.valid else [])
         for rec in seen:
             if rec.state == "TRACKED" and rec.x_mm >= self.cfg.decision_x_mm:
                 self._commit(rec, p.t_done, p.frame.t_capture)
@@ -306,6 +306,8 @@ class LineRunner:
                 self.finished.append(RecordSummary(rec.rid, rec.outcome, rec.outcome_reason, dict(rec.truth),
                                                    tuple(sorted(rec.flags))))
             self.tracker.records.clear()
+            if self.annotator is not None:
+                self.annotator.close()
 
     # ================================================================== watchdog
     def watchdog(self) -> None:

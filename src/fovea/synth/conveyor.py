@@ -122,8 +122,11 @@ class Conveyor:
         self._bg = self._background(np.random.default_rng([cfg.seed, 1]))
         self._sprites: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         nrng = np.random.default_rng([cfg.seed, 3])
-        self._noise = [np.round(nrng.normal(0, cfg.noise_sigma, (cfg.height_px, cfg.width_px))).astype(np.int16)
-                       for _ in range(16)] if cfg.noise_sigma > 0 else []
+        self._noise = []
+        for _ in range(16 if cfg.noise_sigma > 0 else 0):
+            n = np.round(nrng.normal(0, cfg.noise_sigma, (cfg.height_px, cfg.width_px)))
+            n = np.repeat(n[..., None], 3, axis=2)
+            self._noise.append((np.clip(n, 0, 255).astype(np.uint8), np.clip(-n, 0, 255).astype(np.uint8)))
 
     # ------------------------------------------------------------------ belt kinematics
     def belt_travel(self, t: float) -> float:
@@ -253,17 +256,10 @@ class Conveyor:
             region = img[iy0:iy1, ix0:ix1]
             region[m] = rgb[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0][m]
             truths.append(ItemTruth(uid, it.class_name, x, it.y_mm, (ix0, iy0, ix1, iy1), it.touching_prev))
-        if c.noise_sigma > 0:       # sensor noise: one of 16 fixed fields, shifted per frame
-            k = int(round(t * 1e6))
-            field = self._noise[k % len(self._noise)]
-            shift = (k // 7) % H
-            noise = np.roll(field, shift, axis=0)
-            img = _add_noise(img, noise)
+        if c.noise_sigma > 0:       # sensor noise: one of 16 fixed fields, cycling with the frame number
+            pos, neg = self._noise[int(round(t * c.fps)) % 16]
+            img = cv2.subtract(cv2.add(img, pos), neg)
         return img, truths
-
-
-def _add_noise(img: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    return np.clip(img.astype(np.int16) + noise[..., None], 0, 255).astype(np.uint8)
 
 
 def write_conveyor_video(out_dir: str | Path, config: ConveyorConfig) -> tuple[Path, Path]:
