@@ -1,0 +1,320 @@
+"""Native CPU selective-scan kernel: C source compiled on first use, loaded with ctypes.
+
+Why this route (measured in benchmarks/scan.py): the S6 recurrence is cheap arithmetic
+(O(L*D*N)) but strictly sequential in L, so PyTorch pays its per-op overhead on every step or
+reorganises the work into larger vectorised passes (`_scan_torch`); a compiled loop does neither.
+A plain C shared library needs no PyTorch headers, so it compiles in about a second with the
+system compiler (`CC`, else gcc/cc/clang), unlike a `torch.utils.cpp_extension` build. The .so is
+cached under `$FOVEA_CACHE_DIR` (default `~/.cache/fovea/scan`), keyed by source, flags,
+compiler and CPU; when no compiler works, `selective_scan` falls back to the chunked PyTorch scan.
+
+Threads: ctypes releases the GIL, so channel (forward) or direction-group (backward) ranges run
+on a small thread pool of `torch.get_num_threads()` workers. Inputs must be finite (the kernel is
+built with -ffast-math so expf/log1pf vectorise through the C library's vector math).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+C_SOURCE = r"""/* fovea selective scan: native CPU kernel (fp32), loaded through ctypes by _scan_native.py.
+ *
+ * Per channel c (of Bt*K*Dg) and state n:
+ *   dt_t = softplus(delta_t + bias_c)                    (or delta_t + bias_c)
+ *   h_t[n] = exp(dt_t * A[c,n]) * h_{t-1}[n] + dt_t * u_t * B_t[n]
+ *   y_t    = sum_n C_t[n] * h_t[n] + D_c * u_t
+ * B and C come transposed to (Bt, K, L, N) so the N states of one step are contiguous.
+ * The transcendental functions are evaluated in separate, dependency-free loops (vectorised
+ * with -ffast-math through the compiler's vector math library); the recurrence itself is a
+ * multiply-add chain. Every step multiplies by exp(dt*A) in (0, 1] for dt >= 0 and A <= 0, so
+ * nothing overflows and nothing is divided.
+ *
+ * Backward (same channel, reverse time), gy = dLoss/dy:
+ *   gh_t = C_t gy_t + a_{t+1} gh_{t+1}
+ *   dL/d(dt_t A_n) = gh_t[n] a_t[n] h_{t-1}[n],  dB_t += gh_t dt_t u_t,  dC_t += gy_t h_t
+ *   du_t = dt_t sum_n gh_t[n] B_t[n] + D gy_t, d dt_t = sum_n (A_n dla_t[n] + gh_t[n] B_t[n] u_t)
+ * The forward states of the channel are recomputed into an (L, N) scratch buffer first.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef int64_t i64;
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float softplus1(float z) {
+    /* log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)) */
+    float e = expf(-fabsf(z));
+    return fmaxf(z, 0.0f) + log1pf(e);
+}
+
+/* dt (L) and a = exp(dt * A) (L, N) of one channel: loops without dependencies (vectorised). */
+INLINE void prepare(const float *delta, float bias, int softplus, const float *A, i64 L, i64 N,
+                    float *dt, float *a) {
+    if (softplus) {
+        for (i64 t = 0; t < L; t++) dt[t] = softplus1(delta[t] + bias);
+    } else {
+        for (i64 t = 0; t < L; t++) dt[t] = delta[t] + bias;
+    }
+    if (N == 1) {
+        float A0 = A[0];
+        for (i64 t = 0; t < L; t++) a[t] = expf(dt[t] * A0);
+    } else {
+        for (i64 t = 0; t < L; t++)
+            for (i64 n = 0; n < N; n++) a[t * N + n] = expf(dt[t] * A[n]);
+    }
+}
+
+/* Forward recurrence of one channel; writes y (L) and, if hs != NULL, all states (L, N). */
+INLINE void recur(const float *u, const float *dt, const float *a, const float *Bg, const float *Cg,
+                  float Dc, i64 L, const i64 N, float *h, float *y, float *hs) {
+    for (i64 n = 0; n < N; n++) h[n] = 0.0f;
+    for (i64 t = 0; t < L; t++) {
+        float ut = u[t], dtu = dt[t] * ut, acc = 0.0f;
+        const float *at = a + t * N, *bt = Bg + t * N, *ct = Cg + t * N;
+        for (i64 n = 0; n < N; n++) {
+            h[n] = at[n] * h[n] + dtu * bt[n];
+            acc += ct[n] * h[n];
+        }
+        if (hs)
+            for (i64 n = 0; n < N; n++) hs[t * N + n] = h[n];
+        if (y) y[t] = acc + Dc * ut;
+    }
+}
+
+static void recur_any(const float *u, const float *dt, const float *a, const float *Bg,
+                      const float *Cg, float Dc, i64 L, i64 N, float *h, float *y, float *hs) {
+    /* constant N lets the compiler unroll/vectorise the state loop for the common sizes */
+    if (N == 1) recur(u, dt, a, Bg, Cg, Dc, L, 1, h, y, hs);
+    else if (N == 4) recur(u, dt, a, Bg, Cg, Dc, L, 4, h, y, hs);
+    else if (N == 16) recur(u, dt, a, Bg, Cg, Dc, L, 16, h, y, hs);
+    else recur(u, dt, a, Bg, Cg, Dc, L, N, h, y, hs);
+}
+
+/* Channels [c0, c1) of the flat (Bt * KD) range. Returns 0, or 1 when out of memory. */
+int fovea_scan_fwd(const float *u, const float *delta, const float *A, const float *B,
+                   const float *C, const float *D, const float *bias, float *y, i64 Bt, i64 K,
+                   i64 Dg, i64 N, i64 L, int softplus, i64 c0, i64 c1) {
+    (void)Bt;
+    i64 KD = K * Dg;
+    float *dt = malloc(sizeof(float) * L), *a = malloc(sizeof(float) * L * N),
+          *h = malloc(sizeof(float) * N);
+    if (!dt || !a || !h) { free(dt); free(a); free(h); return 1; }
+    for (i64 idx = c0; idx < c1; idx++) {
+        i64 b = idx / KD, c = idx % KD, k = c / Dg;
+        const float *Bg = B + (b * K + k) * L * N, *Cg = C + (b * K + k) * L * N;
+        prepare(delta + idx * L, bias[c], softplus, A + c * N, L, N, dt, a);
+        recur_any(u + idx * L, dt, a, Bg, Cg, D[c], L, N, h, y + idx * L, NULL);
+    }
+    free(dt); free(a); free(h);
+    return 0;
+}
+
+INLINE void reverse(const float *u, const float *delta, const float *gy, const float *dt,
+                    const float *a, const float *hs, const float *Bg, const float *Cg,
+                    const float *Ac, float Dc, float bias, int softplus, i64 L, const i64 N,
+                    float *gh, float *du, float *ddelta, float *dAc, float *dBg, float *dCg,
+                    float *dDc, float *dbc) {
+    float dD = 0.0f;
+    for (i64 n = 0; n < N; n++) gh[n] = 0.0f;
+    for (i64 t = L - 1; t >= 0; t--) {
+        const float g = gy[t], ut = u[t], dtt = dt[t], dtu = dtt * ut;
+        const float *at = a + t * N, *bt = Bg + t * N, *ct = Cg + t * N, *ht = hs + t * N;
+        const float *hp = t > 0 ? hs + (t - 1) * N : NULL;
+        float *dbt = dBg + t * N, *dct = dCg + t * N;
+        float sB = 0.0f, sA = 0.0f;
+        for (i64 n = 0; n < N; n++) {
+            float ghn = gh[n] + ct[n] * g;
+            float dla = hp ? ghn * at[n] * hp[n] : 0.0f;
+            dct[n] += g * ht[n];
+            dbt[n] += ghn * dtu;
+            sB += ghn * bt[n];
+            sA += dla * Ac[n];
+            dAc[n] += dla * dtt;
+            gh[n] = ghn * at[n];
+        }
+        dD += g * ut;
+        du[t] = dtt * sB + Dc * g;
+        ddelta[t] = sA + sB * ut; /* d loss / d dt_t; chain through softplus below */
+    }
+    if (softplus) {
+        for (i64 t = 0; t < L; t++) ddelta[t] *= 1.0f / (1.0f + expf(-(delta[t] + bias)));
+    }
+    float sb = 0.0f;
+    for (i64 t = 0; t < L; t++) sb += ddelta[t];
+    *dDc += dD;
+    *dbc += sb;
+}
+
+/* Groups [g0, g1) of the flat (Bt * K) range; each group owns its dB, dC slices, so groups can
+ * run in parallel. dA, dD, dbias are per batch element: (Bt, KD, N), (Bt, KD), (Bt, KD), zeroed
+ * by the caller, as are dB, dC. */
+int fovea_scan_bwd(const float *gy, const float *u, const float *delta, const float *A,
+                   const float *B, const float *C, const float *D, const float *bias, float *du,
+                   float *ddelta, float *dA, float *dB, float *dC, float *dD, float *dbias, i64 Bt,
+                   i64 K, i64 Dg, i64 N, i64 L, int softplus, i64 g0, i64 g1) {
+    (void)Bt;
+    i64 KD = K * Dg;
+    float *dt = malloc(sizeof(float) * L), *a = malloc(sizeof(float) * L * N),
+          *hs = malloc(sizeof(float) * L * N), *h = malloc(sizeof(float) * N),
+          *gh = malloc(sizeof(float) * N);
+    if (!dt || !a || !hs || !h || !gh) { free(dt); free(a); free(hs); free(h); free(gh); return 1; }
+    for (i64 grp = g0; grp < g1; grp++) {
+        i64 b = grp / K, k = grp % K;
+        const float *Bg = B + grp * L * N, *Cg = C + grp * L * N;
+        float *dBg = dB + grp * L * N, *dCg = dC + grp * L * N;
+        for (i64 c = k * Dg; c < (k + 1) * Dg; c++) {
+            i64 idx = b * KD + c;
+            prepare(delta + idx * L, bias[c], softplus, A + c * N, L, N, dt, a);
+            recur_any(u + idx * L, dt, a, Bg, Cg, D[c], L, N, h, NULL, hs);
+#define REV(NN) reverse(u + idx * L, delta + idx * L, gy + idx * L, dt, a, hs, Bg, Cg, A + c * N, \
+                        D[c], bias[c], softplus, L, NN, gh, du + idx * L, ddelta + idx * L,     \
+                        dA + idx * N, dBg, dCg, dD + idx, dbias + idx)
+            if (N == 1) REV(1);
+            else if (N == 4) REV(4);
+            else if (N == 16) REV(16);
+            else REV(N);
+#undef REV
+        }
+    }
+    free(dt); free(a); free(hs); free(h); free(gh);
+    return 0;
+}
+"""
+
+FLAGS = ["-O3", "-ffast-math", "-march=native", "-shared", "-fPIC", "-std=c99"]
+FALLBACK_FLAGS = ["-O3", "-ffast-math", "-shared", "-fPIC", "-std=c99"]
+
+_LIB = None
+_POOL = None
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+
+
+def _compiler() -> str:
+    for cand in (os.environ.get("CC"), "gcc", "cc", "clang"):
+        if cand and shutil.which(cand):
+            return shutil.which(cand)
+    raise RuntimeError("no C compiler found (tried $CC, gcc, cc, clang)")
+
+
+def _cpu_key() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return platform.machine() + platform.system() + flags
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("FOVEA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fovea"
+    )
+    path = Path(root) / "scan"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    path = Path(tempfile.gettempdir()) / f"fovea-scan-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _build() -> Path:
+    """Compile C_SOURCE (once per source/flags/compiler/CPU) and return the .so path."""
+    cc = _compiler()
+    errors = []
+    for flags in (FLAGS, FALLBACK_FLAGS):
+        key = hashlib.sha256("\0".join([C_SOURCE, " ".join(flags), cc, _cpu_key()]).encode()).hexdigest()[:16]
+        out = _cache_dir() / f"fovea_scan_{key}.so"
+        if out.exists():
+            return out
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "fovea_scan.c"
+            src.write_text(C_SOURCE)
+            tmp_so = Path(tmp) / "fovea_scan.so"
+            proc = subprocess.run([cc, *flags, str(src), "-o", str(tmp_so), "-lm"], capture_output=True, text=True)
+            if proc.returncode == 0:
+                staged = out.with_suffix(f".{os.getpid()}.tmp")
+                shutil.copyfile(tmp_so, staged)
+                os.replace(staged, out)  # atomic: concurrent builders never see a partial file
+                return out
+            errors.append(f"{cc} {' '.join(flags)}: {proc.stderr.strip()[-400:]}")
+    raise RuntimeError("compiling the scan kernel failed: " + " | ".join(errors))
+
+
+def load():
+    """Build (if needed) and load the kernel library; raises RuntimeError when impossible."""
+    global _LIB
+    if _LIB is None:
+        lib = ctypes.CDLL(str(_build()))
+        lib.fovea_scan_fwd.argtypes = [_P] * 8 + [_I] * 5 + [ctypes.c_int, _I, _I]
+        lib.fovea_scan_fwd.restype = ctypes.c_int
+        lib.fovea_scan_bwd.argtypes = [_P] * 15 + [_I] * 5 + [ctypes.c_int, _I, _I]
+        lib.fovea_scan_bwd.restype = ctypes.c_int
+        _LIB = lib
+    return _LIB
+
+
+def _run(fn, total: int, args) -> None:
+    """Call fn(*args, start, stop) over [0, total) split across the thread pool."""
+    global _POOL
+    parts = max(1, min(total, torch.get_num_threads()))
+    bounds = [total * i // parts for i in range(parts + 1)]
+    if parts == 1:
+        codes = [fn(*args, 0, total)]
+    else:
+        if _POOL is None or _POOL._max_workers < parts:
+            _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="fovea-scan")
+        futures = [_POOL.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(parts)]
+        codes = [f.result() for f in futures]
+    if any(codes):
+        raise MemoryError("fovea scan kernel: out of memory for its scratch buffers")
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+def forward(u, delta, A, B, C, D, bias, softplus: bool) -> torch.Tensor:
+    """y (Bt, KD, L) fp32; inputs contiguous fp32 CPU tensors as in `selective_scan`."""
+    lib = load()
+    Bt, KD, L = u.shape
+    K, N = B.shape[1], A.shape[1]
+    Bn = B.transpose(-1, -2).contiguous()  # (Bt, K, L, N)
+    Cn = C.transpose(-1, -2).contiguous()
+    y = torch.empty_like(u)
+    args = [_ptr(t) for t in (u, delta, A, Bn, Cn, D, bias, y)] + [Bt, K, KD // K, N, L, int(softplus)]
+    _run(lib.fovea_scan_fwd, Bt * KD, args)
+    return y
+
+
+def backward(gy, u, delta, A, B, C, D, bias, softplus: bool):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dbias) of `forward` given gy (Bt, KD, L)."""
+    lib = load()
+    Bt, KD, L = u.shape
+    K, N = B.shape[1], A.shape[1]
+    Bn = B.transpose(-1, -2).contiguous()
+    Cn = C.transpose(-1, -2).contiguous()
+    du, ddelta = torch.empty_like(u), torch.empty_like(u)
+    dA = u.new_zeros(Bt, KD, N)
+    dB, dC = torch.zeros_like(Bn), torch.zeros_like(Cn)
+    dD, dbias = u.new_zeros(Bt, KD), u.new_zeros(Bt, KD)
+    tensors = (gy, u, delta, A, Bn, Cn, D, bias, du, ddelta, dA, dB, dC, dD, dbias)
+    args = [_ptr(t) for t in tensors] + [Bt, K, KD // K, N, L, int(softplus)]
+    _run(lib.fovea_scan_bwd, Bt * K, args)
+    return du, ddelta, dA.sum(0), dB.transpose(-1, -2), dC.transpose(-1, -2), dD.sum(0), dbias.sum(0)
