@@ -61,13 +61,13 @@ class ClassifierPipeline(nn.Module):
             for p in backbone.parameters():
                 p.requires_grad_(id(p) in head)
 
-    def train(self, mode: bool = True) -> "ClassifierPipeline":
-        """A linear probe keeps the frozen backbone in eval mode (batch-norm statistics fixed)."""
-        super().train(mode)
-        if self.linear_probe and mode:
-            self.backbone.eval()
-            self.backbone.get_classifier().train(True)
-        return self
+    def _freeze_backbone_modes(self) -> None:
+        """A linear probe runs the frozen backbone in eval mode (batch-norm statistics fixed, no dropout).
+
+        Done at forward time because trainers may set each submodule's mode directly.
+        """
+        self.backbone.eval()
+        self.backbone.get_classifier().train(self.training)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> float (B, 3, h, w): resized (bilinear, antialiased) and normalised."""
@@ -77,6 +77,8 @@ class ClassifierPipeline(nn.Module):
         return ((x - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.linear_probe and self.training and self.backbone.training:
+            self._freeze_backbone_modes()
         return self.backbone(self.preprocess(images))
 
 

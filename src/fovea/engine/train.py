@@ -69,6 +69,7 @@ class TrainConfig:
     val_batch_size: int | None = None  # None: max(batch_size, 64)
     progress: bool = False            # rich progress bar
     max_time_s: float | None = None   # wall-clock cap on training (Lightning max_time); best epoch so far is kept
+    max_cpu_time_s: float | None = None  # cap on this process's CPU seconds (fair on a shared machine)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -197,6 +198,26 @@ def _batch_len(batch: Any) -> int:
 
 
 # ----------------------------------------------------------------------------------- Lightning glue
+
+def _cpu_time_limit_callback(seconds: float):
+    """Stop after the batch at which this process has used `seconds` of CPU time since fit began."""
+    import time
+
+    from lightning.pytorch.callbacks import Callback
+
+    class CpuTimeLimit(Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.start = time.process_time()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            used = torch.tensor(float(time.process_time() - self.start))
+            if trainer.world_size > 1:  # every process must agree to stop
+                used = trainer.strategy.reduce(used, reduce_op="max")
+            if float(used) >= seconds:
+                trainer.should_stop = True
+
+    return CpuTimeLimit()
+
 
 def _lightning_module_class():
     import lightning as L
@@ -421,6 +442,8 @@ def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: T
     else:
         cbs.append(ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=0, save_last=True,
                                    enable_version_counter=False, save_on_train_epoch_end=True))
+    if config.max_cpu_time_s:
+        cbs.append(_cpu_time_limit_callback(config.max_cpu_time_s))
     if config.progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
