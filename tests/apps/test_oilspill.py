@@ -104,20 +104,47 @@ def test_cli_assess_and_compare(survey, tmp_path, capsys):
     assert "recalibrate" in capsys.readouterr().err
 
 
+def test_training_path_runs_and_gives_areas(tmp_path):
+    """Fast version of the slow test: 1 epoch on tiny images through the engine; checks the pipeline
+    (train -> checkpoint -> predictor -> class maps -> areas), not accuracy."""
+    from fovea.apps.oilspill.assess import segment_images
+    from fovea.apps.oilspill.train import train_oilspill_segmenter
+    from fovea.segment.predictor import SegmentationPredictor
+
+    cam = DroneCamera.default(64, 48)
+    pred, val_ds = train_oilspill_segmenter(tmp_path, n_train_surveys=1, n_val_surveys=1, epochs=1, camera=cam,
+                                            images_per_survey=2, weights="random", batch_size=2)
+    assert len(val_ds) == 2 and pred.class_names == CLASS_NAMES
+    views = render_survey(2, seed=5, altitude_m=100.0, camera=cam)
+    maps = segment_images([v.image for v in views], pred)
+    assert all(m.shape == (48, 64) and m.min() >= 0 and m.max() < 4 for m in maps)
+    model = CameraModel.from_dict(cam.to_dict())
+    a = assess_class_maps(maps, model, 100.0)
+    # whatever the (untrained) model says, the class areas partition the true footprint of the images
+    assert sum(a.area_m2.values()) == pytest.approx(sum(v.truth["footprint_m2"] for v in views), rel=0.01)
+    reloaded = SegmentationPredictor.load(tmp_path / "model")
+    assert all(np.array_equal(m, r) for m, r in zip(maps, segment_images([v.image for v in views], reloaded)))
+
+
 @pytest.mark.slow
 def test_trained_model_areas_within_5_percent(tmp_path):
-    """Trains the engine segmenter on synthetic surveys (minutes on CPU), then assesses a new survey."""
+    """Trains the engine segmenter on synthetic surveys (minutes on CPU), then assesses a new survey.
+
+    Training surveys have seeds >= 2**20 (drawn from seeds 0 and 1000); the evaluation survey is seed
+    123 and was not used to choose the recipe (that was done on surveys 901 and 902)."""
     from fovea.apps.oilspill.assess import segment_images
     from fovea.apps.oilspill.train import train_oilspill_segmenter
 
-    pred, _ = train_oilspill_segmenter(tmp_path, n_train_surveys=6, n_val_surveys=1, epochs=8, seed=0)
+    pred, _ = train_oilspill_segmenter(tmp_path, seed=0)
     cam = DroneCamera.default()
     model = CameraModel.from_dict(cam.to_dict())
     views = render_survey(4, seed=123, altitude_m=120.0, camera=cam)
     maps = segment_images([v.image for v in views], pred)
     a = assess_class_maps(maps, model, 120.0)
     truth = _truth_area(views)
+    errors = {k: 100 * (a.area_m2[k] / truth[k] - 1) for k in CLASS_NAMES}
+    print("area error %:", {k: round(v, 2) for k, v in errors.items()})
     for k in CLASS_NAMES:
-        assert a.area_m2[k] == pytest.approx(truth[k], rel=0.05), k
+        assert a.area_m2[k] == pytest.approx(truth[k], rel=0.05), (k, errors)
     true_volume = sum(v.truth["total_volume_m3"] for v in views)
     assert a.volume_range_m3[0] <= true_volume <= a.volume_range_m3[1]

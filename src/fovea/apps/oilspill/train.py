@@ -1,5 +1,10 @@
 """Train the oil-film segmenter (water / sheen / rainbow / true colour) on synthetic sea surveys
-with `fovea.segment.train_segmenter` (which runs `fovea.engine.train.fit`)."""
+with `fovea.segment.train_segmenter` (which runs `fovea.engine.train.fit`).
+
+Choices that matter for areas (not only for mIoU): no class weights (they move boundaries
+towards the up-weighted class and inflate its area) and enough optimizer steps (batch 4,
+12 epochs: 72 steps instead of 24) for the film colours to be separated cleanly.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,20 @@ import numpy as np
 from fovea.errors import ConfigError
 from fovea.synth.sea import CLASS_NAMES, DroneCamera, render_survey
 
+# seeds of training surveys are drawn from this stream; evaluation surveys should use small explicit seeds
+TRAIN_SEED_OFFSET = 0
+VAL_SEED_OFFSET = 1000
+
 
 def sea_arrays(n_surveys: int, seed: int, images_per_survey: int = 4, camera: DroneCamera | None = None):
     """Lists of (H, W, 3) uint8 images and (H, W) class masks from `n_surveys` random surveys,
-    at random altitudes 80-160 m and spreads 0.8-1.6 (seeded)."""
+    at random altitudes 80-160 m and spreads 0.8-1.6 (seeded). The survey seeds are >= 2**20,
+    so they never coincide with the small seeds (0, 123, ...) used for evaluation surveys."""
     rng = np.random.default_rng(seed)
     imgs, masks = [], []
-    for k in range(n_surveys):
-        views = render_survey(images_per_survey, seed=int(rng.integers(1 << 30)), altitude_m=float(rng.uniform(80, 160)),
-                              camera=camera, spread=float(rng.uniform(0.8, 1.6)))
+    for _ in range(n_surveys):
+        views = render_survey(images_per_survey, seed=int(rng.integers(1 << 20, 1 << 30)),
+                              altitude_m=float(rng.uniform(80, 160)), camera=camera, spread=float(rng.uniform(0.8, 1.6)))
         imgs += [v.image for v in views]
         masks += [v.mask.astype(np.int64) for v in views]
     return imgs, masks
@@ -43,21 +53,31 @@ def _dataset(images, masks, size, augment):
     return _SeaDataset(size, augment)
 
 
-def train_oilspill_segmenter(out_dir, n_train_surveys: int = 6, n_val_surveys: int = 2, epochs: int = 8,
-                             seed: int = 0, size=(240, 320), weights: str = "default", batch_size: int = 8):
-    """Render data, train with the engine, return (predictor, val dataset). Needs fovea.segment + engine."""
+def train_oilspill_segmenter(out_dir, n_train_surveys: int = 6, n_val_surveys: int = 1, epochs: int = 12,
+                             seed: int = 0, size=None, weights: str = "default", batch_size: int = 4,
+                             lr: float = 2e-3, camera: DroneCamera | None = None, images_per_survey: int = 4,
+                             low_index: int = 1, class_weights=None):
+    """Render data, train with the engine, return (predictor, val dataset).
+
+    size: network input (h, w); default the camera's image size, so nothing is resampled.
+    low_index: LRASPP low-branch feature (1: stride 4; 0: stride 2, slower and no better here).
+    class_weights: None = plain cross-entropy, whose argmax is not biased towards any class;
+    "auto" (inverse-frequency) weights gave true colour +6 % area (water pixels called oil).
+    """
     try:
         from fovea.engine.train import TrainConfig
         from fovea.segment.train import train_segmenter
     except ImportError as exc:
         raise ConfigError(f"segmentation training is unavailable in this build ({exc}). Fix: install a fovea "
                           "with fovea.engine.train and fovea.segment.") from None
-    tr = sea_arrays(n_train_surveys, seed)
-    va = sea_arrays(n_val_surveys, seed + 1000)
+    camera = camera or DroneCamera.default()
+    size = tuple(size) if size is not None else (camera.image_size[1], camera.image_size[0])
+    tr = sea_arrays(n_train_surveys, seed + TRAIN_SEED_OFFSET, images_per_survey, camera)
+    va = sea_arrays(n_val_surveys, seed + VAL_SEED_OFFSET, images_per_survey, camera)
     train_ds = _dataset(*tr, size, True)
     val_ds = _dataset(*va, size, False)
-    cfg = TrainConfig(lr=2e-3, batch_size=batch_size, max_epochs=epochs, schedule="cosine", seed=seed,
+    cfg = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=epochs, schedule="cosine", seed=seed,
                       out_dir=str(Path(out_dir)), monitor="val_miou", mode="max")
     pred = train_segmenter(train_ds, val_ds, len(CLASS_NAMES), CLASS_NAMES, config=cfg, weights=weights,
-                           input_size=tuple(size), class_weights="auto")
+                           input_size=size, class_weights=class_weights, low_index=low_index)
     return pred, val_ds
