@@ -47,7 +47,7 @@ class LineConfig:
     crop_pad_px: int = 3
     black_level: float = 12.0
     # runner
-    frames_queue: int = 2
+    frames_queue: int = 1                  # live camera: keep only the freshest frame
     frames_policy: str = "drop_oldest"
     results_queue: int = 8
     results_policy: str = "block"

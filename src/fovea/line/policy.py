@@ -67,8 +67,9 @@ def combine_votes(votes) -> tuple[str, float, float, float]:
 
 
 def decide(rec: ObjectRecord, too_close: list[str], now: float, speed: float, cfg: LineConfig,
-           link_p99_s: float) -> Decision:
-    """The policy. Pure: same inputs, same decision."""
+           link_p99_s: float, speed_known: bool = True) -> Decision:
+    """The policy. Pure: same inputs, same decision. speed_known=False (belt speed still being
+    measured) allows no lane: gate timing would rest on a guess."""
     t_dead = deadline(rec, speed, cfg, link_p99_s)
 
     def default(reason: str, **kw) -> Decision:
@@ -79,6 +80,8 @@ def decide(rec: ObjectRecord, too_close: list[str], now: float, speed: float, cf
             return default(flag)
     if now > t_dead:
         return default("late")
+    if not speed_known:
+        return default("speed_unmeasured")
     if len(rec.votes) < cfg.min_votes:
         return default("insufficient_evidence", votes=len(rec.votes))
     name, conf, margin, agree = combine_votes(rec.votes)

@@ -134,7 +134,8 @@ class LineRunner:
             return False
         self._read_failures = 0
         beat.last_done = self.clock.now()
-        self.emit("frame", frame=frame.index, t_capture=frame.t_capture)
+        self.emit("frame", frame=frame.index, t_capture=frame.t_capture,
+                  **({"t_exposure": frame.meta["t_exposure"]} if "t_exposure" in frame.meta else {}))
         img = frame.image
         reason = None
         if float(img[::4, ::4].mean()) < self.cfg.black_level:
@@ -244,7 +245,7 @@ class LineRunner:
         now = self.clock.now()
         v = self.tracker.speed_mm_s
         too_close = self.tracker.neighbours_too_close(rec, now)
-        d = decide(rec, too_close, now, v, self.cfg, self.link_p99_s)
+        d = decide(rec, too_close, now, v, self.cfg, self.link_p99_s, self.tracker.speed_known)
         rec.state = "DECIDED"
         rec.lane, rec.gate = d.lane, d.gate
         self.emit("decision", record=rec.rid, lane=d.lane, gate=d.gate, reason=d.reason, t_commit=d.t_commit,
@@ -363,6 +364,30 @@ class LineRunner:
                 self.emit("fault", kind="run_time_limit", detail=f"{max_time_s} s")
                 break
             clock.advance_to(clock.next_timer())
+        self.flush()
+
+    def run_naive(self, max_time_s: float | None = None) -> None:
+        """Baseline for benchmarks: read, infer, decide and send in one loop, as in a typical script.
+
+        Same stage code, no queues between stages and no concurrency: while the model runs,
+        nobody drains the camera, decides deadlines or answers the link.
+        """
+        t0 = self.clock.now()
+        while self.capture_once():
+            frame = self.q_frames.get(0)
+            if frame is not None:
+                p = self.perceive(frame)
+                if p is not None:
+                    self.q_results.put(p)
+            self.decide_step()
+            self.actuator.poll()
+            if max_time_s is not None and self.clock.now() - t0 > max_time_s:
+                break
+        t_end = self.clock.now() + 3.0
+        while not self._settled() and self.clock.now() < t_end:
+            self.decide_step()
+            self.actuator.poll()
+            self.clock.sleep(0.005)
         self.flush()
 
     def run_threaded(self, max_time_s: float | None = None) -> None:

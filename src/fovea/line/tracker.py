@@ -45,6 +45,7 @@ class ObjectRecord:
     outcome_reason: str = ""
     t_capture_last: float = 0.0
     truth: Counter = field(default_factory=Counter)   # ground-truth uids seen (audits only)
+    anchor: tuple[float, float] | None = None         # first uncut sighting (t, x), for speed
 
     def x_at(self, t: float, v: float) -> float:
         return self.x_mm + v * (t - self.t_last)
@@ -70,6 +71,11 @@ class BeltTracker:
     def to_belt(self, xyxy: np.ndarray) -> np.ndarray:
         """(N, 4) pixel boxes -> (N, 4) belt boxes in mm (x0, y0, x1, y1)."""
         return xyxy.astype(np.float64) * self.cfg.mm_per_px + np.array([self.cfg.x0_mm, 0, self.cfg.x0_mm, 0])
+
+    @property
+    def speed_known(self) -> bool:
+        """True unless the speed is to be measured and fewer than 8 samples arrived yet."""
+        return not self.cfg.measure_speed or len(self._speed_samples) >= 8
 
     def active(self) -> list[ObjectRecord]:
         return list(self.records.values())
@@ -167,11 +173,15 @@ class BeltTracker:
             x = x0 + rec.half_len_mm          # back edge is exact, the front already left
         else:
             x = (x0 + x1) / 2
-        if self.cfg.measure_speed and rec.sightings > 0 and t > rec.t_last and not (cut_left or cut_right):
-            self._speed_samples.append((x - rec.x_mm) / (t - rec.t_last))
-            if len(self._speed_samples) >= 8:
-                self.speed_mm_s = float(np.median(self._speed_samples[-32:]))
-                self._speed_samples = self._speed_samples[-32:]
+        if self.cfg.measure_speed and not (cut_left or cut_right):
+            # displacement over a long baseline (>= 0.25 s) beats pixel quantization frame to frame
+            if rec.anchor is None:
+                rec.anchor = (t, x)
+            elif t - rec.anchor[0] >= 0.25:
+                self._speed_samples.append((x - rec.anchor[1]) / (t - rec.anchor[0]))
+                if len(self._speed_samples) >= 8:
+                    self._speed_samples = self._speed_samples[-64:]
+                    self.speed_mm_s = float(np.median(self._speed_samples))
         rec.misses = 0
         rec.t_last, rec.x_mm, rec.y_mm = t, float(x), float(y)
         rec.sightings += 1
