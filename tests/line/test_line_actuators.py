@@ -127,3 +127,24 @@ def test_serial_actuator_over_socket_link(server):
 def test_serial_actuator_needs_a_port():
     with pytest.raises(ConfigError):
         SerialActuator("")
+
+
+def test_serial_actuator_over_a_pty():
+    from fovea.line.emulator import run_pty
+
+    stop_emu = threading.Event()
+    path = run_pty(stop=stop_emu)
+    log = EventLog()
+    act = SerialActuator(path, emit=log.emit)
+    stop = threading.Event()
+    th = threading.Thread(target=act.run_forever, args=(stop,), daemon=True)
+    th.start()
+    try:
+        assert wait_for(lambda: act.ready)
+        act.submit(FireCommand("p", gate=2, t_open=time.monotonic() + 0.4, hold_s=0.05))
+        assert wait_for(lambda: any(e["type"] == "done" for e in log.events))
+    finally:
+        stop.set()
+        th.join(2)
+        act.close()
+        stop_emu.set()
