@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from click.testing import CliRunner
 
 from fovea.cli.line import line
@@ -66,3 +68,28 @@ def test_cli_run_and_replay(tmp_path):
     assert res.exit_code != 0 and "does not exist" in str(res.exception)
     res = CliRunner().invoke(line, ["run", "--source", "0", "--clock", "sim"])
     assert res.exit_code != 0
+
+
+def colour_backend(images):
+    """(N, H, W, 3) uint8 crops -> (N, 3) probs over (good, damaged, box) from pixel colours only."""
+    x = images.astype(np.float32)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    fg = (r > 80) | (g > 80)
+    n = np.maximum(fg.reshape(len(x), -1).sum(1), 1)
+    tan = ((g > 120) & (r > 150)).reshape(len(x), -1).sum(1) / n
+    brown = ((r > 70) & (r < 130) & (g > 40) & (g < 90)).reshape(len(x), -1).sum(1) / n
+    logits = np.stack([np.full(len(x), 3.0), 80 * brown, 10 * tan], 1)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+def test_a_pixel_based_classifier_predictor_drives_the_line():
+    """The line with fovea.classify's ClassifierPredictor (colour backend, no ground truth used)."""
+    from fovea.classify.predictor import ClassifierPredictor
+
+    conv = Conveyor(ConveyorConfig(n_objects=30, appearance="simple", seed=4))
+    pred = ClassifierPredictor(colour_backend, ("good", "damaged", "box"), kind="numpy")
+    r = simulate(conv, predictor=pred)
+    a = r.audit
+    assert a.wrong_in_lane == {} and a.host_vs_physical_mismatch == 0 and a.items_without_record == 0
+    assert a.accuracy > 0.9, a.lines()
