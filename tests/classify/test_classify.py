@@ -39,7 +39,7 @@ def colour_image(rgb, rng, size=(40, 48)):
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("colours")
     rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("val", 6), ("test", 6)):
+    for split, n in (("train", 12), ("val", 6), ("test", 6)):
         for name, rgb in COLOURS.items():
             for i in range(n):
                 write_image(root / split / name / f"{i:03d}.png", colour_image(rgb, rng))
@@ -48,7 +48,7 @@ def folders(tmp_path_factory):
 
 def test_csv_and_folder_layouts_agree(folders, tmp_path):
     samples, names = load_samples(folders / "train")
-    assert names == sorted(COLOURS) and len(samples) == 48
+    assert names == sorted(COLOURS) and len(samples) == 36
     csv = folders / "labels.csv"
     csv.write_text("path,label\n" + "".join(f"{s.path.relative_to(folders)},{names[s.label]}\n" for s in samples))
     from_csv, csv_names = load_samples(csv)
@@ -66,7 +66,7 @@ def test_csv_and_folder_layouts_agree(folders, tmp_path):
 def test_stratified_split_keeps_every_class(folders):
     samples, _ = load_samples(folders / "train")
     keep, held = stratified_split(samples, 0.25, seed=3)
-    assert sorted(np.bincount([s.label for s in held])) == [4, 4, 4]
+    assert sorted(np.bincount([s.label for s in held])) == [3, 3, 3]
     assert not {s.path for s in keep} & {s.path for s in held}
     assert [s.path for s in held] == [s.path for s in stratified_split(samples, 0.25, seed=3)[1]]
 
@@ -129,7 +129,7 @@ def test_predictor_torchscript_and_onnx_agree(tmp_path):
 
 
 def test_train_learns_and_writes_outputs(folders, tmp_path):
-    cfg = TrainConfig(optimizer="adamw", lr=3e-3, batch_size=16, max_epochs=5, seed=0)
+    cfg = TrainConfig(optimizer="adamw", lr=3e-3, batch_size=12, max_epochs=4, seed=0)
     res = train_classifier(folders / "train", tmp_path / "run", val_source=folders / "val", backbone=TINY,
                            weights="random", input_size=32, config=cfg)
     out = res.out_dir
@@ -148,7 +148,7 @@ def test_linear_probe_trains_only_the_head(folders, tmp_path):
                               weights="random")
     torch.manual_seed(0)
     before = {k: v.clone() for k, v in build_classifier(recipe).state_dict().items()}
-    cfg = TrainConfig(lr=1e-2, batch_size=16, max_epochs=2, seed=0)
+    cfg = TrainConfig(lr=1e-2, batch_size=12, max_epochs=1, seed=0)
     res = train_classifier(folders / "train", tmp_path / "probe", val_source=folders / "val", backbone=TINY,
                            weights="random", input_size=32, linear_probe=True, config=cfg)
     from safetensors.torch import load_file
@@ -166,7 +166,7 @@ def test_cli_train_test_predict_export(folders, tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"
     r = runner.invoke(classify, ["train", str(folders), "--out", str(out), "--backbone", TINY, "--weights", "random",
-                                 "--input-size", "32", "--epochs", "2", "--batch-size", "16", "--quiet"])
+                                 "--input-size", "32", "--epochs", "1", "--batch-size", "12", "--quiet"])
     assert r.exit_code == 0, r.output
     assert (out / "metrics.json").is_file() and (out / "curves.png").is_file()
     r = runner.invoke(classify, ["test", str(out), str(folders)])
