@@ -405,6 +405,28 @@ def weights_check_text(rows: list[dict]) -> str:
             f"the reference image: {worst_feat:.2e}; largest pre-processing difference: {worst_pre:.2e}")
 
 
+def data_text(names: list[str]) -> str:
+    parts = []
+    if any(n in BRICKS for n in names):
+        parts.append(f"bricks categories {', '.join(n for n in names if n in BRICKS)} (`fovea.synth.bricks`)")
+    if any(n in TEXTURES for n in names):
+        parts.append(f"textures {', '.join(n for n in names if n in TEXTURES)} (`fovea.synth.textures`: real "
+                     "scikit-image photographs with synthetic scratch / stain / patch defects and masks)")
+    return "; ".join(parts)
+
+
+def fit_split_text(rows: list[dict]) -> str:
+    """How much of fovea's fit time is the model's own fit (features + coreset / Gaussians)."""
+    parts = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["side"] == "fovea" and r["model"] == model and "model_fit_s" in r]
+        if rs:
+            parts.append(f"{model} features + {'coreset' if model == 'patchcore' else 'Gaussians'} "
+                         f"{np.median([r['model_fit_s'] for r in rs]):.1f} s of {np.median([r['fit_s'] for r in rs]):.1f} s "
+                         "(the rest: backbone construction with weights, validation pass, thresholds)")
+    return "; ".join(parts)
+
+
 def markdown(result: dict) -> str:
     meta, rows = result["meta"], result["rows"]
     pairs = pair_rows(rows)
@@ -423,10 +445,7 @@ runs made back to back). Per-job logs, JSON and the raw score/map arrays are wri
 
 ## Protocol
 
-- Data: bricks categories ({', '.join(n for n in meta['datasets'] if n in BRICKS)}) from
-  `fovea.synth.bricks` and textures ({', '.join(n for n in meta['datasets'] if n in TEXTURES)}) from
-  `fovea.synth.textures` (real scikit-image photographs with synthetic scratch / stain / patch defects),
-  256 x 256, seed {meta['seed']}: {sz['n_train']} normal training images; {sz['n_test_good']} normal +
+- Data: {data_text(meta['datasets'])}, 256 x 256, seed {meta['seed']}: {sz['n_train']} normal training images; {sz['n_test_good']} normal +
   {sz['n_test_bad']} anomalous test images, split 50/50 (stratified, `load_mvtec(val_split_ratio=0.5)`)
   into validation (thresholds) and test (all metrics). Anomalib reads the identical files through
   symlinked folders (`Folder(normal_dir=train/good, abnormal_dir=val/bad, normal_test_dir=val/good,
@@ -442,20 +461,28 @@ runs made back to back). Per-job logs, JSON and the raw score/map arrays are wri
   Anomalib runs with `PostProcessor(enable_normalization=False)` and `visualizer=False`, otherwise
   its defaults.
 - Metrics: computed by this script with `fovea.engine.metrics` (`auroc`, `pixel_auroc`,
-  `aupro` with FPR <= 0.3, exact) on both sides' raw, unclamped scores and maps (fovea: 
+  `aupro` with FPR <= 0.3, exact) on both sides' raw, unclamped scores and maps (fovea:
   `AnomalyPipeline.raw`, Anomalib: `Engine.predict` outputs), at 256 x 256.
+- Anomalib {versions.get('anomalib', ANOMALIB_VERSION)} (torch {versions.get('torch', '?')}, timm
+  {versions.get('timm', '?')}) lives in `benchmarks/.venv-anomalib`, which the script creates and
+  fills with pinned versions when Anomalib is missing there.
 - Fit s: wall time of `fit_pipeline` (fovea) / model construction + weight loading + `Engine.fit`
   (Anomalib); both build the backbone with the ImageNet weights, read the images, extract features,
   build the memory bank or Gaussians and run the validation pass for thresholds.
 - Latency: per test image, one image at a time, image already decoded in memory, after 3 warm-up
   images: fovea `AnomalyPredictor.predict_one` (pre-processing, model, smoothing, normalisation,
   mask and boxes), Anomalib `model(image)` (pre-processor, model, post-processor: its export
-  path). p50 / p95 over the {sz['n_test_good'] // 2 + sz['n_test_bad'] // 2}-ish test images.
+  path). p50 / p95 over the {rows[0]['n_test']} test images of each data set.
 - Peak MB: `ru_maxrss` of the process that fitted and predicted that one model (one fresh process
   per data set, model and implementation; includes the interpreter and imports: Anomalib's process
   holds Lightning and its other imports).
 - Order: for each data set and model the two implementations run back to back, alternating which
-  goes first.
+  goes first. Both run with `MALLOC_MMAP_THRESHOLD_=1048576`: with glibc's default dynamic
+  threshold, Anomalib's k-center-greedy (a fresh 15 MB `features - center` tensor per step) grew
+  its process by ~12 MB per step on the brick texture (18 GB before we stopped it); a fixed
+  threshold keeps it at ~1 GB. fovea's greedy step is a matrix-vector product and does not allocate
+  per-point differences.
+- fovea's fit time split (median over data sets): {fit_split_text(rows)}.
 
 ## Goals (issue 2, part 11)
 
