@@ -76,10 +76,13 @@ INLINE void prepare(const float *delta, float bias, int softplus, const float *A
     }
 }
 
-/* Forward recurrence of one channel; writes y (L) and, if hs != NULL, all states (L, N). */
-INLINE void recur(const float *u, const float *dt, const float *a, const float *Bg, const float *Cg,
-                  float Dc, i64 L, const i64 N, float *h, float *y, float *hs) {
+/* Forward recurrence of one channel; writes y (L) and, if hs != NULL, all states (L + 1, N). */
+INLINE void recur(const float *restrict u, const float *restrict dt, const float *restrict a,
+                  const float *restrict Bg, const float *restrict Cg, float Dc, i64 L, const i64 N,
+                  float *restrict h, float *restrict y, float *restrict hs) {
     for (i64 n = 0; n < N; n++) h[n] = 0.0f;
+    if (hs)
+        for (i64 n = 0; n < N; n++) hs[n] = 0.0f; /* row 0 = h_{-1}; h_t goes to row t + 1 */
     for (i64 t = 0; t < L; t++) {
         float ut = u[t], dtu = dt[t] * ut, acc = 0.0f;
         const float *at = a + t * N, *bt = Bg + t * N, *ct = Cg + t * N;
@@ -88,7 +91,7 @@ INLINE void recur(const float *u, const float *dt, const float *a, const float *
             acc += ct[n] * h[n];
         }
         if (hs)
-            for (i64 n = 0; n < N; n++) hs[t * N + n] = h[n];
+            for (i64 n = 0; n < N; n++) hs[(t + 1) * N + n] = h[n];
         if (y) y[t] = acc + Dc * ut;
     }
 }
@@ -102,15 +105,98 @@ static void recur_any(const float *u, const float *dt, const float *a, const flo
     else recur(u, dt, a, Bg, Cg, Dc, L, N, h, y, hs);
 }
 
+
+/* d_state 1 (VMamba v2, SparX): one state per channel makes the recurrence a single latency-bound
+ * multiply-add chain, so CB channels of one direction group run interleaved (independent chains,
+ * B_t and C_t shared). Scratch: dt, a, x = dt*u per channel, (CB, L) each; hs (CB, L + 1). */
+#define CB 8
+
+INLINE void fwd1_block(const float *restrict *u, float *restrict *y, const float *restrict dt,
+                       const float *restrict a, const float *restrict Bg, const float *restrict Cg,
+                       const float *restrict Dc, i64 L, const int nb) {
+    float h[CB] = {0};
+    (void)dt;
+    for (i64 t = 0; t < L; t++) {
+        const float bt = Bg[t], ct = Cg[t];
+        for (int j = 0; j < nb; j++) {
+            h[j] = a[j * L + t] * h[j] + dt[j * L + t] * u[j][t] * bt;
+            y[j][t] = ct * h[j] + Dc[j] * u[j][t];
+        }
+    }
+}
+
+INLINE void hs1_block(const float *restrict *u, const float *restrict dt, const float *restrict a,
+                      const float *restrict Bg, float *restrict hs, i64 L, const int nb) {
+    float h[CB] = {0};
+    for (int j = 0; j < nb; j++) hs[j * (L + 1)] = 0.0f;
+    for (i64 t = 0; t < L; t++) {
+        const float bt = Bg[t];
+        for (int j = 0; j < nb; j++) {
+            h[j] = a[j * L + t] * h[j] + dt[j * L + t] * u[j][t] * bt;
+            hs[j * (L + 1) + t + 1] = h[j];
+        }
+    }
+}
+
+INLINE void bwd1_block(const float *restrict *u, const float *restrict *gy, float *restrict *du,
+                       float *restrict *dd, const float *restrict dt, const float *restrict a,
+                       const float *restrict hs, const float *restrict Bg, const float *restrict Cg,
+                       const float *restrict Ac, const float *restrict Dc, float *restrict dBg,
+                       float *restrict dCg, float *restrict dAc, float *restrict dDc, i64 L,
+                       const int nb) {
+    float gh[CB] = {0}, dA[CB] = {0}, dD[CB] = {0};
+    for (i64 t = L - 1; t >= 0; t--) {
+        const float bt = Bg[t], ct = Cg[t];
+        float sC = 0.0f, sB = 0.0f;
+        for (int j = 0; j < nb; j++) {
+            const float g = gy[j][t], ut = u[j][t], dtt = dt[j * L + t], at = a[j * L + t];
+            const float ghn = gh[j] + ct * g;
+            const float dla = ghn * at * hs[j * (L + 1) + t];
+            const float gb = ghn * bt;
+            sC += g * hs[j * (L + 1) + t + 1];
+            sB += ghn * dtt * ut;
+            du[j][t] = dtt * gb + Dc[j] * g;
+            dd[j][t] = dla * Ac[j] + gb * ut;
+            dA[j] += dla * dtt;
+            dD[j] += g * ut;
+            gh[j] = ghn * at;
+        }
+        dCg[t] += sC;
+        dBg[t] += sB;
+    }
+    for (int j = 0; j < nb; j++) { dAc[j] += dA[j]; dDc[j] += dD[j]; }
+}
+
 /* Channels [c0, c1) of the flat (Bt * KD) range. Returns 0, or 1 when out of memory. */
 int fovea_scan_fwd(const float *u, const float *delta, const float *A, const float *B,
                    const float *C, const float *D, const float *bias, float *y, i64 Bt, i64 K,
                    i64 Dg, i64 N, i64 L, int softplus, i64 c0, i64 c1) {
     (void)Bt;
     i64 KD = K * Dg;
-    float *dt = malloc(sizeof(float) * L), *a = malloc(sizeof(float) * L * N),
+    i64 S = N == 1 ? CB : 1; /* channels per block */
+    float *dt = malloc(sizeof(float) * L * S), *a = malloc(sizeof(float) * L * N * S),
           *h = malloc(sizeof(float) * N);
     if (!dt || !a || !h) { free(dt); free(a); free(h); return 1; }
+    if (N == 1) {
+        for (i64 idx = c0; idx < c1;) {
+            i64 b = idx / KD, c = idx % KD, k = c / Dg;
+            int nb = (int)(c1 - idx < CB ? c1 - idx : CB);
+            if ((k + 1) * Dg - c < nb) nb = (int)((k + 1) * Dg - c); /* stay inside the group */
+            const float *us[CB], *Bg = B + (b * K + k) * L, *Cg = C + (b * K + k) * L;
+            float *ys[CB], Ds[CB];
+            for (int j = 0; j < nb; j++) {
+                us[j] = u + (idx + j) * L;
+                ys[j] = y + (idx + j) * L;
+                Ds[j] = D[c + j];
+                prepare(delta + (idx + j) * L, bias[c + j], softplus, A + c + j, L, 1, dt + j * L, a + j * L);
+            }
+            if (nb == CB) fwd1_block(us, ys, dt, a, Bg, Cg, Ds, L, CB);
+            else fwd1_block(us, ys, dt, a, Bg, Cg, Ds, L, nb);
+            idx += nb;
+        }
+        free(dt); free(a); free(h);
+        return 0;
+    }
     for (i64 idx = c0; idx < c1; idx++) {
         i64 b = idx / KD, c = idx % KD, k = c / Dg;
         const float *Bg = B + (b * K + k) * L * N, *Cg = C + (b * K + k) * L * N;
@@ -121,22 +207,24 @@ int fovea_scan_fwd(const float *u, const float *delta, const float *A, const flo
     return 0;
 }
 
-INLINE void reverse(const float *u, const float *delta, const float *gy, const float *dt,
-                    const float *a, const float *hs, const float *Bg, const float *Cg,
-                    const float *Ac, float Dc, float bias, int softplus, i64 L, const i64 N,
-                    float *gh, float *du, float *ddelta, float *dAc, float *dBg, float *dCg,
-                    float *dDc, float *dbc) {
+INLINE void reverse(const float *restrict u, const float *restrict delta, const float *restrict gy,
+                    const float *restrict dt, const float *restrict a, const float *restrict hs,
+                    const float *restrict Bg, const float *restrict Cg, const float *restrict Ac,
+                    float Dc, float bias, int softplus, i64 L, const i64 N, float *restrict gh,
+                    float *restrict du, float *restrict ddelta, float *restrict dAc,
+                    float *restrict dBg, float *restrict dCg, float *restrict dDc,
+                    float *restrict dbc) {
     float dD = 0.0f;
     for (i64 n = 0; n < N; n++) gh[n] = 0.0f;
     for (i64 t = L - 1; t >= 0; t--) {
         const float g = gy[t], ut = u[t], dtt = dt[t], dtu = dtt * ut;
-        const float *at = a + t * N, *bt = Bg + t * N, *ct = Cg + t * N, *ht = hs + t * N;
-        const float *hp = t > 0 ? hs + (t - 1) * N : NULL;
+        const float *at = a + t * N, *bt = Bg + t * N, *ct = Cg + t * N;
+        const float *ht = hs + (t + 1) * N, *hp = hs + t * N; /* h_t, h_{t-1} */
         float *dbt = dBg + t * N, *dct = dCg + t * N;
         float sB = 0.0f, sA = 0.0f;
         for (i64 n = 0; n < N; n++) {
             float ghn = gh[n] + ct[n] * g;
-            float dla = hp ? ghn * at[n] * hp[n] : 0.0f;
+            float dla = ghn * at[n] * hp[n];
             dct[n] += g * ht[n];
             dbt[n] += ghn * dtu;
             sB += ghn * bt[n];
@@ -166,11 +254,43 @@ int fovea_scan_bwd(const float *gy, const float *u, const float *delta, const fl
                    i64 K, i64 Dg, i64 N, i64 L, int softplus, i64 g0, i64 g1) {
     (void)Bt;
     i64 KD = K * Dg;
-    float *dt = malloc(sizeof(float) * L), *a = malloc(sizeof(float) * L * N),
-          *hs = malloc(sizeof(float) * L * N), *h = malloc(sizeof(float) * N),
+    i64 S = N == 1 ? CB : 1; /* channels per block */
+    float *dt = malloc(sizeof(float) * L * S), *a = malloc(sizeof(float) * L * N * S),
+          *hs = malloc(sizeof(float) * (L + 1) * N * S), *h = malloc(sizeof(float) * N),
           *gh = malloc(sizeof(float) * N);
     if (!dt || !a || !hs || !h || !gh) { free(dt); free(a); free(hs); free(h); free(gh); return 1; }
-    for (i64 grp = g0; grp < g1; grp++) {
+    for (i64 grp = g0; grp < g1 && N == 1; grp++) {
+        i64 b = grp / K, k = grp % K;
+        for (i64 c = k * Dg; c < (k + 1) * Dg;) {
+            int nb = (int)((k + 1) * Dg - c < CB ? (k + 1) * Dg - c : CB);
+            i64 idx = b * KD + c;
+            const float *us[CB], *gys[CB];
+            float *dus[CB], *dds[CB], Ds[CB];
+            for (int j = 0; j < nb; j++) {
+                us[j] = u + (idx + j) * L;
+                gys[j] = gy + (idx + j) * L;
+                dus[j] = du + (idx + j) * L;
+                dds[j] = ddelta + (idx + j) * L;
+                Ds[j] = D[c + j];
+                prepare(delta + (idx + j) * L, bias[c + j], softplus, A + c + j, L, 1, dt + j * L, a + j * L);
+            }
+#define BLK(NB) hs1_block(us, dt, a, B + grp * L, hs, L, NB); \
+            bwd1_block(us, gys, dus, dds, dt, a, hs, B + grp * L, C + grp * L, A + c, Ds, dB + grp * L, \
+                       dC + grp * L, dA + idx, dD + idx, L, NB)
+            if (nb == CB) { BLK(CB); } else { BLK(nb); }
+#undef BLK
+            for (int j = 0; j < nb; j++) {
+                float *ddj = dds[j], sb = 0.0f;
+                const float *dj = delta + (idx + j) * L, bj = bias[c + j];
+                if (softplus)
+                    for (i64 t = 0; t < L; t++) ddj[t] *= 1.0f / (1.0f + expf(-(dj[t] + bj)));
+                for (i64 t = 0; t < L; t++) sb += ddj[t];
+                dbias[idx + j] += sb;
+            }
+            c += nb;
+        }
+    }
+    for (i64 grp = g0; grp < g1 && N != 1; grp++) {
         i64 b = grp / K, k = grp % K;
         const float *Bg = B + grp * L * N, *Cg = C + grp * L * N;
         float *dBg = dB + grp * L * N, *dCg = dC + grp * L * N;
