@@ -89,6 +89,7 @@ class ProtocolActuator:
         self._pending: dict[int, _Pending] = {}
         self._outbox: deque[FireCommand] = deque()
         self._lock = threading.RLock()
+        self._wake = threading.Event()
         self._next_id = 1
         self._ping_seq = 0
         self._pings: dict[int, float] = {}
@@ -119,7 +120,8 @@ class ProtocolActuator:
             cmd.cmd_id = self._next_id
             self._next_id += 1
             self._outbox.append(cmd)
-            return cmd.cmd_id
+        self._wake.set()
+        return cmd.cmd_id
 
     def in_flight(self) -> int:
         with self._lock:
@@ -141,11 +143,11 @@ class ProtocolActuator:
             self._expire_outbox(now)
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Thread body for real-time use: poll until `stop` is set."""
+        """Thread body for real-time use: poll until `stop` is set; a submit wakes it at once."""
         while not stop.is_set():
             self.poll()
-            if self.port is None:
-                stop.wait(0.005)
+            self._wake.wait(0.002)
+            self._wake.clear()
 
     def close(self) -> None:
         """Give up on everything still in flight (reported as lost) and close the port."""
@@ -229,6 +231,8 @@ class ProtocolActuator:
                     return
         for _ in range(256):
             try:
+                if getattr(self.port, "in_waiting", 1) <= 0:     # never block the loop on an idle link
+                    return
                 raw = self.port.readline()
             except Exception as exc:
                 self._link_lost(now, f"read failed: {exc}")
@@ -411,9 +415,3 @@ class SimulatedActuator(ProtocolActuator):
     def poll(self) -> None:
         self.link_port.advance()
         super().poll()
-
-    def run_forever(self, stop: threading.Event) -> None:
-        """Real-time thread body: the in-process link never blocks, so pace the polls (2 ms)."""
-        while not stop.is_set():
-            self.poll()
-            stop.wait(0.002)

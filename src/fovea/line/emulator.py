@@ -279,6 +279,18 @@ class EmulatorLink:
         self.emulator.feed(data, self.now())
         return len(data)
 
+    @property
+    def in_waiting(self) -> int:
+        """Bytes the MCU has written and the host has not read (pyserial's name)."""
+        import serial
+
+        if self.down or not self.is_open:
+            raise serial.SerialException("emulated link is down")
+        if not self._lines:
+            self.emulator.advance(self.now())
+            self._lines = self.emulator.read_lines()
+        return sum(len(s) + 1 for s in self._lines)
+
     def readline(self) -> bytes:
         import serial
 
