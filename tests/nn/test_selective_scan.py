@@ -37,6 +37,16 @@ def value_and_grads(fn, xs, w, **kw):
     return y.detach(), grads
 
 
+_REF_CACHE = {}
+
+
+def reference(key, xs, w):
+    """Reference values and gradients, computed once per case and shared by the backends."""
+    if key not in _REF_CACHE:
+        _REF_CACHE[key] = value_and_grads(selective_scan_ref, xs, w)
+    return _REF_CACHE[key]
+
+
 def rel_err(a, b):
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
@@ -45,14 +55,16 @@ NAMES = ["u", "delta", "A", "B", "C", "D", "delta_bias"]
 
 
 @pytest.mark.parametrize("backend", FAST)
-@pytest.mark.parametrize("N,L", [(1, 1), (1, 197), (16, 64), (16, 301)])
+@pytest.mark.parametrize("N,L", [(1, 1), (1, 197), (16, 64), (16, 150)])
 def test_fast_equals_reference_fp32(backend, N, L):
+    """d_state 1 and 16, L not a multiple of the chunk; 2 batch x 4 groups x 10 channels (d_state 1
+    uses blocks of 8 channels in the native kernel, so 10 also covers a partial block)."""
     _skip_unless(backend)
-    xs = make_inputs(2, 4, 3, N, L, seed=N + L)
-    w = torch.randn(2, 12, L, generator=torch.Generator().manual_seed(7))
-    y_ref, g_ref = value_and_grads(selective_scan_ref, xs, w)
+    xs = make_inputs(2, 4, 10 if N == 1 else 3, N, L, seed=N + L)
+    w = torch.randn(xs[0].shape, generator=torch.Generator().manual_seed(7))
+    y_ref, g_ref = reference(("fp32", N, L), xs, w)
     y, g = value_and_grads(selective_scan, xs, w, backend=backend)
-    assert y.dtype == torch.float32 and y.shape == (2, 12, L)
+    assert y.dtype == torch.float32 and y.shape == xs[0].shape
     assert rel_err(y, y_ref) < 1e-5
     for name, a, b in zip(NAMES, g, g_ref):
         assert rel_err(a, b) < 1e-5, name
@@ -63,7 +75,7 @@ def test_stage1_length_3136_d_state_1(backend):
     _skip_unless(backend)
     xs = make_inputs(1, 4, 2, 1, 3136, seed=3)
     w = torch.randn(1, 8, 3136, generator=torch.Generator().manual_seed(8))
-    y_ref, g_ref = value_and_grads(selective_scan_ref, xs, w)
+    y_ref, g_ref = reference("3136", xs, w)
     y, g = value_and_grads(selective_scan, xs, w, backend=backend)
     assert rel_err(y, y_ref) < 1e-5
     for name, a, b in zip(NAMES, g, g_ref):
@@ -72,15 +84,15 @@ def test_stage1_length_3136_d_state_1(backend):
 
 @pytest.mark.parametrize("backend", FAST)
 def test_strongly_negative_A_stays_finite_and_exact(backend):
-    """|A| up to ~300 and dt up to ~3 over 1024 steps: cumulative decays underflow to 0, which a
+    """|A| up to ~500 and dt up to ~3 over 512 steps: cumulative decays underflow to 0, which a
     cumprod-and-divide scan turns into NaN; here every factor stays in [0, 1]."""
     _skip_unless(backend)
-    xs = make_inputs(1, 2, 2, 16, 1024, seed=5, a_scale=20.0)
+    xs = make_inputs(1, 2, 2, 16, 512, seed=5, a_scale=20.0)
     xs[6] = torch.full_like(xs[6], 1.0)  # softplus(1 + 0.5 N(0,1)) ~ 0.5 .. 3
-    w = torch.randn(1, 4, 1024, generator=torch.Generator().manual_seed(9))
+    w = torch.randn(1, 4, 512, generator=torch.Generator().manual_seed(9))
     cum = (torch.nn.functional.softplus(xs[1] + 1.0)[:, :, None, :] * xs[2][None, :, :, None]).cumsum(-1)
     assert (cum.exp() == 0).any()  # the naive exp(A * cumsum(dt)) underflows here
-    y_ref, g_ref = value_and_grads(selective_scan_ref, xs, w)
+    y_ref, g_ref = reference("stiff", xs, w)
     y, g = value_and_grads(selective_scan, xs, w, backend=backend)
     assert torch.isfinite(y).all() and all(torch.isfinite(t).all() for t in g)
     assert rel_err(y, y_ref) < 1e-5
@@ -90,7 +102,7 @@ def test_strongly_negative_A_stays_finite_and_exact(backend):
 
 @pytest.mark.parametrize("softplus", [True, False])
 def test_gradcheck_fp64_chunked_and_reference(softplus):
-    xs = make_inputs(1, 2, 2, 3, 11, dtype=torch.float64, seed=11)
+    xs = make_inputs(1, 2, 1, 2, 9, dtype=torch.float64, seed=11)
     if not softplus:
         xs[1] = xs[1].abs() + 0.1  # raw dt = delta + bias must stay positive without softplus
         xs[6] = xs[6].abs()
