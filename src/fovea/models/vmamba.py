@@ -313,7 +313,7 @@ def _infer_variant(sd: dict[str, torch.Tensor]) -> str:
     for i in range(4):
         blocks = {k.split(".")[3] for k in sd if k.startswith(f"layers.{i}.blocks.")}
         depths.append(len(blocks))
-    dim = next((v.shape[0] for k, v in sd.items() if official_key(k) in ("patch_embed.0.weight",)), None)
+    dim = next((v.shape[0] for k, v in sd.items() if official_key(k) == "layers.0.blocks.0.norm.weight"), None)
     a_logs = next((v for k, v in sd.items() if k.endswith("op.A_logs") or k.endswith("self_attention.A_logs")), None)
     d_state = a_logs.shape[1] if a_logs is not None else None
     in_proj = next((v for k, v in sd.items() if k.startswith("layers.0.blocks.0.") and "in_proj.weight" in k), None)
@@ -326,7 +326,7 @@ def _infer_variant(sd: dict[str, torch.Tensor]) -> str:
         ):
             return name
     raise ConfigError(
-        f"checkpoint matches no VMamba variant (depths {depths}, stem dim {dim}, d_state {d_state}, "
+        f"checkpoint matches no VMamba variant (depths {depths}, stage-1 width {dim}, d_state {d_state}, "
         f"in_proj ratio {ratio}). Fix: build the model yourself and pass it as model=..."
     )
 

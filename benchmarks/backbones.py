@@ -1,0 +1,116 @@
+"""Batch-1 224x224 CPU forward latency of VMamba-T / SparX-Mamba-T next to ConvNeXt-T and Swin-T.
+
+    .venv/bin/python benchmarks/backbones.py [--repeats 5] [--threads 2] [--scan] [--out docs/benchmarks/backbones.md]
+
+All models are built with random weights in one process and timed round-robin (one forward of
+each model per round, so load spikes hit every model alike); the table reports the median per
+model and its ratio to ConvNeXt-T measured in the same run. `--scan` also runs
+benchmarks/scan.py's `bench_scan` (fast scan vs the reference loop at VMamba-T stage-1 size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+MODELS = ("convnext_tiny", "swin_tiny_patch4_window7_224", "vmamba_tiny_s1l8", "sparx_mamba_t")
+BASELINE = "convnext_tiny"
+
+
+def bench_backbones(names=MODELS, repeats: int = 5, size: int = 224) -> dict[str, dict]:
+    """Median forward seconds per model (no_grad, eval), timed round-robin; plus params and GFLOPs."""
+    import timm
+
+    import fovea.models  # noqa: F401  (registers vmamba_* / sparx_*)
+    from fovea.models.flops import count_flops
+
+    x = torch.randn(1, 3, size, size)
+    models = {n: timm.create_model(n, pretrained=False).eval() for n in names}
+    times: dict[str, list[float]] = {n: [] for n in names}
+    with torch.no_grad():
+        for m in models.values():  # warm-up (native scan kernel build, allocator)
+            m(x)
+        for _ in range(repeats):
+            for n, m in models.items():
+                t0 = time.perf_counter()
+                m(x)
+                times[n].append(time.perf_counter() - t0)
+    out = {}
+    for n, m in models.items():
+        flops = count_flops(m, (1, 3, size, size)) if n.startswith(("vmamba", "sparx")) else None
+        out[n] = {
+            "median_s": statistics.median(times[n]),
+            "min_s": min(times[n]),
+            "params_M": sum(p.numel() for p in m.parameters()) / 1e6,
+            "gflops": flops / 1e9 if flops else None,
+        }
+    base = out[BASELINE]["median_s"] if BASELINE in out else None
+    for r in out.values():
+        r["ratio_vs_convnext"] = r["median_s"] / base if base else None
+    return out
+
+
+def markdown(res: dict, repeats: int, scan: dict | None) -> str:
+    lines = [
+        "# Backbones: CPU forward latency",
+        "",
+        f"`python benchmarks/backbones.py --repeats {repeats}`: batch 1, 3x224x224, no_grad, random weights, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()} "
+        "(a shared 2-core machine with other jobs running: absolute times are noisy, ratios were measured "
+        "round-robin in one run).",
+        "",
+        "| model | params (M) | GFLOPs (ours) | median forward (ms) | best (ms) | vs ConvNeXt-T |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, r in res.items():
+        g = f"{r['gflops']:.2f}" if r["gflops"] else "-"
+        ratio = f"{r['ratio_vs_convnext']:.2f}x" if r["ratio_vs_convnext"] else "-"
+        lines.append(f"| {n} | {r['params_M']:.2f} | {g} | {r['median_s'] * 1e3:.0f} | {r['min_s'] * 1e3:.0f} | {ratio} |")
+    if scan:
+        lines += ["", "## Selective scan at VMamba-T stage-1 size (benchmarks/scan.py `bench_scan`)", "",
+                  "| case | K*D | N | ref fwd (ms) | fast fwd (ms) | fwd speed-up | ref fwd+bwd (ms) | fast fwd+bwd (ms) "
+                  "| fwd+bwd speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in scan.items():
+            b = "native" if "native_fwd_s" in r else "chunked"
+            lines.append(
+                f"| {name} ({b}) | {r['K*D']} | {r['N']} | {r['ref_fwd_s'] * 1e3:.1f} | {r[f'{b}_fwd_s'] * 1e3:.2f} "
+                f"| {r[f'{b}_fwd_speedup']:.1f}x | {r['ref_fwdbwd_s'] * 1e3:.0f} | {r[f'{b}_fwdbwd_s'] * 1e3:.2f} "
+                f"| {r[f'{b}_fwdbwd_speedup']:.1f}x |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--scan", action="store_true", help="also run benchmarks/scan.py bench_scan")
+    parser.add_argument("--out", default=None, help="write the markdown table here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    res = bench_backbones(repeats=args.repeats)
+    scan = None
+    if args.scan:
+        sys.path.insert(0, str(Path(__file__).parent))
+        try:
+            from scan import CASES, bench_scan
+        except ImportError:
+            print("benchmarks/scan.py not found: scan benchmark skipped")
+        else:
+            scan = bench_scan(cases=CASES[:2], repeats=3, ref_repeats=1)
+    text = markdown(res, args.repeats, scan)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
