@@ -154,3 +154,26 @@ def test_bad_shapes_raise_config_error():
         selective_scan(u, delta, A, B, C, D=D[:2])
     with pytest.raises(ConfigError, match="backend"):
         selective_scan(u, delta, A, B, C, backend="cuda")
+
+
+def test_falls_back_to_chunked_when_native_is_unavailable(monkeypatch):
+    from fovea.nn import selective_scan as mod
+
+    monkeypatch.setattr(mod, "_NATIVE", {"tried": True, "impl": None, "error": RuntimeError("no cc")})
+    xs = make_inputs(1, 2, 2, 2, 30, seed=23)
+    assert rel_err(selective_scan(*xs), selective_scan_ref(*xs)) < 1e-5
+    with pytest.raises(ConfigError, match="no cc"):
+        selective_scan(*xs, backend="native")
+
+
+def test_native_kernel_builds_from_scratch_and_is_cached(monkeypatch, tmp_path):
+    from fovea.nn import _scan_native
+
+    try:
+        _scan_native._compiler()
+    except RuntimeError:
+        pytest.skip("no C compiler on this machine; the chunked fallback is tested above")
+    monkeypatch.setenv("FOVEA_CACHE_DIR", str(tmp_path))
+    so = _scan_native._build()
+    assert so.parent == tmp_path / "scan" and so.stat().st_size > 0
+    assert _scan_native._build() == so  # second call reuses the cached library
