@@ -177,3 +177,27 @@ def test_native_kernel_builds_from_scratch_and_is_cached(monkeypatch, tmp_path):
     so = _scan_native._build()
     assert so.parent == tmp_path / "scan" and so.stat().st_size > 0
     assert _scan_native._build() == so  # second call reuses the cached library
+
+
+def _child_scan(queue):
+    xs = make_inputs(1, 4, 4, 1, 40, seed=29)
+    queue.put(rel_err(selective_scan(*xs, backend="native"), selective_scan_ref(*xs)))
+
+
+def test_native_threads_work_in_a_forked_child():
+    """DataLoader workers fork: the kernel's thread pool must be rebuilt in the child, not hang."""
+    import multiprocessing as mp
+
+    _skip_unless("native")
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("platform has no fork()")
+    torch.set_num_threads(2)
+    xs = make_inputs(1, 4, 4, 1, 40, seed=29)
+    selective_scan(*xs, backend="native")  # parent creates its pool
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_scan, args=(queue,))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert queue.get(timeout=5) < 1e-5
