@@ -42,6 +42,7 @@ MODELS = {
 }
 BRICKS = ("one_up", "two_up", "three_up", "four_up")
 TEXTURES = ("brick", "grass", "gravel")
+FULL_ORDER = ("one_up", "brick", "two_up", "grass", "three_up", "gravel", "four_up")  # kinds interleaved
 
 
 @dataclass
@@ -220,13 +221,25 @@ def _rss_mb() -> float:
 
 
 # ----------------------------------------------------------------------------- running jobs
-def run_job(side: str, job: dict, work: Path, anomalib_py: Path | None) -> dict:
-    """Run one side's job in a fresh process; returns its result JSON plus load averages."""
+def run_job(side: str, job: dict, work: Path, anomalib_py: Path | None, resume: bool = False) -> dict:
+    """Run one side's job in a fresh process; returns its result JSON plus load averages.
+
+    resume: reuse a finished job of an earlier (interrupted) run when its job file is identical.
+    """
     tag = f"{job['name']}_{job['model']}_{side}"
     job = dict(job, out_json=str(work / f"{tag}.json"), out_npz=str(work / f"{tag}.npz"),
                work_dir=str(work / f"{tag}_results"))
     job_file = work / f"{tag}_job.json"
-    job_file.write_text(json.dumps(job, indent=1))
+    text = json.dumps(job, indent=1)
+    sidecar = work / f"{tag}.run.json"
+    if (resume and job_file.is_file() and job_file.read_text() == text and Path(job["out_json"]).is_file()
+            and Path(job["out_npz"]).is_file()):
+        res = json.loads(Path(job["out_json"]).read_text())
+        run = json.loads(sidecar.read_text()) if sidecar.is_file() else {
+            "process_s": None, "load_start": float("nan"), "load_end": float("nan")}
+        res.update(run, out_npz=job["out_npz"], resumed=True)
+        return res
+    job_file.write_text(text)
     threads = str(job["threads"])
     # MALLOC_MMAP_THRESHOLD_: without a fixed threshold, glibc served Anomalib's per-step 15 MB
     # k-center-greedy temporaries from a fragmenting heap and the process grew ~12 MB per coreset step
@@ -245,8 +258,9 @@ def run_job(side: str, job: dict, work: Path, anomalib_py: Path | None) -> dict:
         tail = (work / f"{tag}.log").read_text()[-3000:]
         raise SystemExit(f"{side} job {tag} failed (exit {proc.returncode}); log {work / f'{tag}.log'}:\n{tail}")
     res = json.loads(Path(job["out_json"]).read_text())
-    res.update(process_s=time.perf_counter() - t0, load_start=load0, load_end=os.getloadavg()[0],
-               out_npz=job["out_npz"])
+    run = {"process_s": time.perf_counter() - t0, "load_start": load0, "load_end": os.getloadavg()[0]}
+    sidecar.write_text(json.dumps(run))
+    res.update(run, out_npz=job["out_npz"])
     return res
 
 
@@ -274,7 +288,7 @@ def run_benchmark(args) -> dict:
     work = out / "jobs"
     work.mkdir(parents=True, exist_ok=True)
     sizes = QUICK if args.quick else FULL
-    names = args.datasets or (["one_up", "brick"] if args.quick else [*BRICKS, *TEXTURES])
+    names = args.datasets or (["one_up", "brick"] if args.quick else list(FULL_ORDER))
     anomalib_py = None if args.skip_anomalib else anomalib_python(install=not args.no_install)
     t_start = time.perf_counter()
     print(f"data: {names} ({sizes.n_train} train, {sizes.n_test_good} good + {sizes.n_test_bad} bad test, "
@@ -299,7 +313,7 @@ def run_benchmark(args) -> dict:
                 sides = ["fovea"]
             for side in sides:
                 print(f"[{time.perf_counter() - t_start:6.0f}s] {ds['name']:9s} {model:9s} {side} ...", flush=True)
-                res = run_job(side, job, work, anomalib_py)
+                res = run_job(side, job, work, anomalib_py, args.resume)
                 res.update(evaluate(res["out_npz"], ds["test"]))
                 res["p50_ms"], res["p95_ms"] = latency_stats(res["latency_ms"])
                 res.update(kind=ds["kind"], n_train=len(ds["train"]), n_val=len(ds["val"]))
@@ -307,13 +321,22 @@ def run_benchmark(args) -> dict:
                 print(f"    fit {res['fit_s']:.1f}s  p50 {res['p50_ms']:.0f}ms  image AUROC "
                       f"{res['image_auroc']:.3f}  pixel AUROC {res['pixel_auroc']:.3f}  AUPRO {res['aupro']:.3f}  "
                       f"peak {res['peak_rss_mb']:.0f}MB  load {res['load_start']:.1f}", flush=True)
-    meta = {"sizes": sizes.__dict__, "datasets": names, "models": list(args.models), "threads": args.threads,
+                write_results(out, _meta(args, sizes, names, t_start, complete=False), rows)
+    meta = _meta(args, sizes, names, t_start, complete=True)
+    write_results(out, meta, rows)
+    return {"meta": meta, "rows": rows}
+
+
+def _meta(args, sizes: Sizes, names: list[str], t_start: float, complete: bool) -> dict:
+    return {"sizes": sizes.__dict__, "datasets": names, "models": list(args.models), "threads": args.threads,
             "seed": args.seed, "quick": bool(args.quick), "total_s": time.perf_counter() - t_start,
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
-            "command": "benchmarks/anomaly.py " + " ".join(sys.argv[1:])}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": [
-        dict(r) for r in rows]}, indent=1))
-    return {"meta": meta, "rows": rows}
+            "command": "benchmarks/anomaly.py " + " ".join(sys.argv[1:]), "complete": complete}
+
+
+def write_results(out: Path, meta: dict, rows: list[dict]) -> None:
+    """results.json after every job, so an interrupted run can still be reported (--report-only)."""
+    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
 # ----------------------------------------------------------------------------- report
@@ -434,7 +457,12 @@ def markdown(result: dict) -> str:
     sz = meta["sizes"]
     anomalib_rows = [r for r in rows if r["side"] == "anomalib"]
     versions = anomalib_rows[0]["versions"] if anomalib_rows else {}
-    loads = [r["load_start"] for r in rows]
+    loads = [r["load_start"] for r in rows if r.get("load_start") == r.get("load_start")] or [float("nan")]
+    done = sorted({(r["dataset"], r["model"]) for r in rows}, key=str)
+    partial = "" if meta.get("complete", True) else (
+        f"\n**Partial run**: stopped after {len(pair_rows(rows))} of {len(meta['datasets']) * len(meta['models'])} "
+        f"(data set, model) pairs ({len(done)} started); rows below are what was measured. Complete it with "
+        "the same command plus `--resume`.\n")
     return f"""# Anomaly benchmark: fovea vs Anomalib {versions.get('anomalib', ANOMALIB_VERSION)}
 
 Produced by `.venv/bin/python {meta['command']}` (total {meta['total_s'] / 60:.1f} min;
@@ -442,7 +470,7 @@ machine: {meta['cpu_count']} CPU cores shared with other jobs, 1-minute load ave
 {min(loads):.1f}-{max(loads):.1f} during the run, so absolute times are noisy; ratios compare
 runs made back to back). Per-job logs, JSON and the raw score/map arrays are written under
 `--out` (default `runs/bench_anomaly/`, `results.json` holds every number below).
-
+{partial}
 ## Protocol
 
 - Data: {data_text(meta['datasets'])}, 256 x 256, seed {meta['seed']}: {sz['n_train']} normal training images; {sz['n_test_good']} normal +
@@ -511,6 +539,7 @@ def main(argv=None) -> None:
                                                 "full run, OUT/anomaly.md with --quick or --datasets)")
     ap.add_argument("--skip-anomalib", action="store_true", help="fovea only (no comparison)")
     ap.add_argument("--no-install", action="store_true", help="fail instead of installing Anomalib")
+    ap.add_argument("--resume", action="store_true", help="reuse finished jobs of an interrupted run in OUT")
     ap.add_argument("--report-only", action="store_true", help="re-render the markdown from OUT/results.json")
     ap.add_argument("--fovea-job", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
