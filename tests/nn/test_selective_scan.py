@@ -132,6 +132,7 @@ def test_low_precision_inputs_computed_in_fp32(dtype):
     torch.testing.assert_close(y.float(), y_ref.to(dtype).float())
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
 def test_plain_forward_for_export_equals_reference():
     xs = make_inputs(1, 4, 2, 3, 70, seed=19)
     y = _scan_torch.plain_forward(*xs[:5], xs[5], xs[6], True)
@@ -201,3 +202,23 @@ def test_native_threads_work_in_a_forked_child():
     proc.join(60)
     assert proc.exitcode == 0
     assert queue.get(timeout=5) < 1e-5
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning", "ignore::UserWarning")
+def test_onnx_export_matches_reference():
+    """Exporting switches to the plain chunked graph (no custom autograd Function)."""
+    import io
+
+    ort = pytest.importorskip("onnxruntime")
+    xs = make_inputs(1, 4, 2, 2, 49, seed=31)
+
+    class Scan(torch.nn.Module):
+        def forward(self, u, delta, B, C):
+            return selective_scan(u, delta, xs[2], B, C, xs[5], xs[6])
+
+    feed = (xs[0], xs[1], xs[3], xs[4])
+    buf = io.BytesIO()
+    torch.onnx.export(Scan(), feed, buf, dynamo=False)
+    sess = ort.InferenceSession(buf.getvalue())
+    out = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), feed)})[0]
+    assert rel_err(torch.from_numpy(out), selective_scan_ref(*xs)) < 1e-5
