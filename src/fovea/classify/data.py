@@ -117,9 +117,13 @@ def resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @dataclass
 class Augment:
-    """Light augmentation: random resized crop (area scale, aspect ratio), flips, brightness/contrast."""
+    """Light augmentation: random resized crop (area scale, aspect ratio), flips, brightness/contrast.
 
-    scale: tuple[float, float] = (0.75, 1.0)
+    The crop keeps >= 85 % of the area by default: in inspection a defect near the border must not
+    be cropped away while its label still says "damaged".
+    """
+
+    scale: tuple[float, float] = (0.85, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = True
     vflip: bool = False

@@ -235,9 +235,7 @@ def _lightning_module_class():
             self._collate, self._base_sampler = collate_fn, sampler
             self._global_batch, self._steps_per_epoch = global_batch, steps_per_epoch
             self.history: list[dict] = []
-            self._loss_sum = torch.zeros((), dtype=torch.float64)
-            self._count = 0
-            self._last_lr = float(config.lr)
+            self.__dict__["_acc"] = {"loss_sum": 0.0, "count": 0, "lr": float(config.lr)}
             self._val_loader = None
 
         # data
@@ -290,9 +288,10 @@ def _lightning_module_class():
                     f"training loss is {value} at epoch {self.current_epoch}, batch {batch_idx} "
                     f"(lr {self._current_lr():.3g}). Fix: lower lr, set grad_clip, or check the data.")
             n = _batch_len(batch) or 1
-            self._last_lr = self._current_lr()  # the lr this batch's update uses (scheduler steps after it)
-            self._loss_sum += value * n
-            self._count += n
+            acc = self.__dict__["_acc"]  # a plain dict: nn.Module.__setattr__ costs per step
+            acc["lr"] = self._current_lr()  # the lr this batch's update uses (scheduler steps after it)
+            acc["loss_sum"] += value * n
+            acc["count"] += n
             return loss
 
         def _current_lr(self) -> float:
@@ -301,16 +300,16 @@ def _lightning_module_class():
 
         # epoch end: train loss, validation, history
         def on_train_epoch_start(self):
-            self._loss_sum = torch.zeros((), dtype=torch.float64)
-            self._count = 0
+            self.__dict__["_acc"].update(loss_sum=0.0, count=0)
 
         def on_train_epoch_end(self):
-            totals = torch.tensor([float(self._loss_sum), float(self._count)], dtype=torch.float64)
+            acc = self.__dict__["_acc"]
+            totals = torch.tensor([acc["loss_sum"], float(acc["count"])], dtype=torch.float64)
             if self.trainer.world_size > 1:
                 totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
             row: dict[str, Any] = {"epoch": int(self.current_epoch),
                                    "train_loss": float(totals[0] / max(float(totals[1]), 1.0)),
-                                   "lr": self._last_lr}
+                                   "lr": acc["lr"]}
             loader = self._val()
             if loader is not None:
                 was_training = self.model.training
