@@ -1,6 +1,7 @@
 """Model tests: use fovea.nn's scan kernels, or the slow reference until they exist."""
 
 import pytest
+import torch
 
 import _models_reference as _reference
 
@@ -21,3 +22,12 @@ def scan_kernels():
         )
         yield "reference"
         ss2d._IMPL.clear()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread; two threads on a loaded 2-core box spin for seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
