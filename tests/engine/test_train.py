@@ -329,3 +329,21 @@ def test_unknown_monitor_lists_available_metrics(tmp_path):
     x, y = data(8)
     with pytest.raises(ConfigError, match="val_loss"):
         fit(LinearTask(), TensorDataset(x, y), TensorDataset(x, y), cfg(tmp_path, monitor="val_acc"))
+
+
+def test_given_sampler_is_drawn_under_the_epoch_seed(tmp_path):
+    """A WeightedRandomSampler's draw for epoch e is the one torch makes under seed + e (resumable, DDP-safe)."""
+    from torch.utils.data import WeightedRandomSampler
+
+    x, y = data(8)
+    weights = torch.tensor([8.0, 1, 1, 1, 1, 1, 1, 1], dtype=torch.double)
+    sampler = WeightedRandomSampler(weights, num_samples=8, replacement=True)
+    task = LinearTask()
+    fit(task, TensorDataset(x, y), None, cfg(tmp_path, batch_size=1, max_epochs=2, seed=11), sampler=sampler)
+    order = []
+    for epoch in range(2):
+        torch.manual_seed(11 + epoch)
+        order += [[int(i)] for i in WeightedRandomSampler(weights, num_samples=8, replacement=True)]
+    assert sum(o == [0] for o in order) > 4  # the weighting shows
+    w, b = sgd_reference(x, y, order, lr=0.05)
+    assert torch.allclose(params(task.model)[0], w, atol=1e-5)
