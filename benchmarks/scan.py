@@ -35,8 +35,8 @@ def make_inputs(Bt=1, K=4, Dg=96, N=1, L=3136, seed=0):
     """u ~ N(0,1), delta ~ 0.5 N(0,1), bias = inverse-softplus of dt in [1e-3, 0.1], A = -(1..N)."""
     g = torch.Generator().manual_seed(seed)
     KD = K * Dg
-    dt = torch.exp(torch.rand(KD, generator=g) * (torch.log(torch.tensor(0.1)) - torch.log(torch.tensor(1e-3)))
-                   + torch.log(torch.tensor(1e-3)))
+    lo, hi = torch.log(torch.tensor(1e-3)), torch.log(torch.tensor(0.1))
+    dt = torch.exp(torch.rand(KD, generator=g) * (hi - lo) + lo)
     return dict(
         u=torch.randn(Bt, KD, L, generator=g),
         delta=0.5 * torch.randn(Bt, KD, L, generator=g),
@@ -163,14 +163,16 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native kernel: {native_available()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"native kernel: {native_available()}")
     res = bench_scan(repeats=args.repeats, ref_repeats=args.ref_repeats,
                      official_style=not args.no_official_style)
     for name, r in res.items():
         print(f"\n{name}: K*D={r['K*D']} N={r['N']} L={r['L']}   (wall median, cpu median)")
         print(f"  reference loop  fwd {_fmt(r['ref_fwd_s'])}  fwd+bwd {_fmt(r['ref_fwdbwd_s'])}")
         if "official_fwd_s" in r:
-            print(f"  official-style  fwd {_fmt(r['official_fwd_s'])}  fwd+bwd {_fmt(r['official_fwdbwd_s'])}")
+            print(f"  official-style  fwd {_fmt(r['official_fwd_s'])}  "
+                  f"fwd+bwd {_fmt(r['official_fwdbwd_s'])}")
         for b in ("native", "chunked"):
             if f"{b}_fwd_s" not in r:
                 continue

@@ -22,7 +22,8 @@ def make_inputs(Bt, K, Dg, N, L, dtype=torch.float32, seed=0, a_scale=1.0):
     KD = K * Dg
     u = torch.randn(Bt, KD, L, generator=g, dtype=dtype)
     delta = 0.5 * torch.randn(Bt, KD, L, generator=g, dtype=dtype)
-    A = -a_scale * torch.arange(1, N + 1, dtype=dtype).repeat(KD, 1) * torch.rand(KD, 1, generator=g, dtype=dtype).add(0.5)
+    scale = torch.rand(KD, 1, generator=g, dtype=dtype).add(0.5)
+    A = -a_scale * torch.arange(1, N + 1, dtype=dtype).repeat(KD, 1) * scale
     B = torch.randn(Bt, K, N, L, generator=g, dtype=dtype)
     C = torch.randn(Bt, K, N, L, generator=g, dtype=dtype)
     D = torch.randn(KD, generator=g, dtype=dtype)

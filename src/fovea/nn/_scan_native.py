@@ -368,7 +368,8 @@ def _build() -> Path:
             src = Path(tmp) / "fovea_scan.c"
             src.write_text(C_SOURCE)
             tmp_so = Path(tmp) / "fovea_scan.so"
-            proc = subprocess.run([cc, *flags, str(src), "-o", str(tmp_so), "-lm"], capture_output=True, text=True)
+            cmd = [cc, *flags, str(src), "-o", str(tmp_so), "-lm"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode == 0:
                 staged = out.with_suffix(f".{os.getpid()}.tmp")
                 shutil.copyfile(tmp_so, staged)

@@ -176,7 +176,9 @@ def native_available() -> bool:
 
 def _check(u, delta, A, B, C, D, delta_bias) -> None:
     def bad(msg):
-        raise ConfigError(f"selective_scan: {msg}. Fix: follow the shapes in fovea.nn.selective_scan's docstring.")
+        raise ConfigError(
+            f"selective_scan: {msg}. Fix: follow the shapes in fovea.nn.selective_scan's docstring."
+        )
 
     if u.dim() != 3 or delta.shape != u.shape:
         bad(f"u and delta must both be (Bt, K*D, L), got {tuple(u.shape)} and {tuple(delta.shape)}")
