@@ -96,3 +96,19 @@ def test_config_errors():
         ReverseDistillationConfig(map_mode="max")
     with pytest.raises(ConfigError, match=">= 2 teacher layers"):
         ReverseDistillationConfig(layers=(3,))
+
+
+def test_fit_trains_student_with_the_engine_and_keeps_teacher_frozen(tmp_path):
+    torch.manual_seed(0)
+    m = ReverseDistillation(ReverseDistillationConfig(weights="random", embed_dim=16, decoder_blocks=1,
+                                                      decoder_width=1.0, epochs=3, batch_size=4, lr=0.005,
+                                                      out_dir=str(tmp_path)))
+    teacher = {k: v.clone() for k, v in m.extractor.state_dict().items()}
+    student = {k: v.clone() for k, v in m.decoder.state_dict().items()}
+    x = torch.randn(4, 3, 32, 32)
+    m.fit([x[:2], {"image": x[2:]}])  # tensors or dicts, as the anomaly workflow and loaders give them
+    assert len(m.history) == 3 and all(np.isfinite(h["train_loss"]) for h in m.history)
+    assert m.history[-1]["train_loss"] < m.history[0]["train_loss"]
+    assert not m.training
+    assert all(torch.equal(v, m.extractor.state_dict()[k]) for k, v in teacher.items())
+    assert any(not torch.equal(v, m.decoder.state_dict()[k]) for k, v in student.items())

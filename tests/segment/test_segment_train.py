@@ -17,15 +17,15 @@ from fovea.synth.apples import CLASS_NAMES, generate_apple_scenes
 
 def test_train_segmenter_learns_and_evaluates(tmp_path):
     torch.manual_seed(0)
-    data = generate_apple_scenes(tmp_path / "d", n=4, size=64, seed=0, n_apples=(1, 2))
-    ds = MaskFolderDataset(data / "images", data / "masks", size=(64, 64))
+    data = generate_apple_scenes(tmp_path / "d", n=4, size=48, seed=0, n_apples=(1, 2), radius_frac=(0.25, 0.35))
+    ds = MaskFolderDataset(data / "images", data / "masks", size=(48, 48))
     assert ds.class_names == CLASS_NAMES
     w = class_weights_from_frequency(ds, len(CLASS_NAMES))
     assert w[0] < w[1] or w[0] == w[1]  # background is the most frequent class -> smallest weight
-    cfg = TrainConfig(lr=3e-3, batch_size=4, max_epochs=4, seed=0, out_dir=str(tmp_path / "run"))
+    cfg = TrainConfig(lr=3e-3, batch_size=4, max_epochs=3, seed=0, out_dir=str(tmp_path / "run"))
     pred = train_segmenter(ds, ds, len(CLASS_NAMES), CLASS_NAMES, config=cfg, weights="random")
     hist = pred.train_result.history
-    assert len(hist) == 4 and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert len(hist) == 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert pred.train_result.best_epoch is not None and (tmp_path / "run" / "model" / "config.json").is_file()
     m = evaluate_segmenter(pred, ds, overlay_dir=tmp_path / "ov", max_overlays=1)
     assert set(m["iou"]) == set(CLASS_NAMES) and 0 <= m["pixel_accuracy"] <= 1
@@ -37,9 +37,9 @@ def test_train_segmenter_learns_and_evaluates(tmp_path):
 
 
 def test_cli_train_test_predict(tmp_path):
-    data = generate_apple_scenes(tmp_path / "d", n=4, size=48, seed=1, n_apples=(1, 1))
+    data = generate_apple_scenes(tmp_path / "d", n=4, size=32, seed=1, n_apples=(1, 1))
     run = CliRunner()
-    res = run.invoke(segment, ["train", str(data), "--out", str(tmp_path / "r"), "--size", "48", "48", "--epochs",
+    res = run.invoke(segment, ["train", str(data), "--out", str(tmp_path / "r"), "--size", "32", "32", "--epochs",
                                "1", "--batch-size", "4", "--weights", "random", "--val-fraction", "0.25"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "mean IoU" in res.output and json.loads((tmp_path / "r" / "metrics.json").read_text())["n_images"] == 1
