@@ -324,7 +324,7 @@ def load_official(path_or_state_dict, model: SparXMamba | None = None) -> SparXM
     if model is None:
         head = sd.get("classifier.3.weight")
         model = SparXMamba(SPARX_CONFIGS[_infer_variant(sd)], num_classes=head.shape[0] if head is not None else 0)
-    source = path_or_state_dict if isinstance(path_or_state_dict, str) else "official SparX state dict"
+    source = path_or_state_dict if not isinstance(path_or_state_dict, dict) else "official SparX state dict"
     return load_mapped(model.eval(), sd, _rename, source=str(source))
 
 

@@ -344,7 +344,7 @@ def load_official(path_or_state_dict, model: VMamba | None = None) -> VMamba:
         name = _infer_variant(sd)
         head = next((v for k, v in sd.items() if official_key(k) == "classifier.head.weight"), None)
         model = VMamba(VMAMBA_CONFIGS[name], num_classes=head.shape[0] if head is not None else 0)
-    source = path_or_state_dict if isinstance(path_or_state_dict, (str,)) else "official VMamba state dict"
+    source = path_or_state_dict if not isinstance(path_or_state_dict, dict) else "official VMamba state dict"
     return load_mapped(model.eval(), sd, _rename, source=str(source))
 
 
