@@ -55,17 +55,17 @@ def model():
 
 
 def test_forward_shapes_and_student_mirrors_teacher(model):
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     model.eval()
     teacher, student = model.teacher_student(x)
     assert [t.shape for t in teacher] == [s.shape for s in student]
     scores, maps = model(x)
-    assert scores.shape == (2,) and maps.shape == (2, 1, 64, 64) and bool((maps >= 0).all())
+    assert scores.shape == (2,) and maps.shape == (2, 1, 32, 32) and bool((maps >= 0).all())
 
 
 def test_a_training_step_lowers_the_loss(model):
     torch.manual_seed(1)
-    x = torch.randn(4, 3, 64, 64)
+    x = torch.randn(4, 3, 32, 32)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     assert all(not p.requires_grad for p in model.extractor.parameters())
@@ -82,7 +82,7 @@ def test_a_training_step_lowers_the_loss(model):
 
 
 def test_eval_forward_traces_and_matches(model):
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 32, 32)
     model.eval()
     with torch.no_grad():
         traced = torch.jit.trace(model, x, check_trace=False)
