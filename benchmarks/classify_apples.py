@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-per-class", type=int, default=300)
     ap.add_argument("--crop-size", type=int, default=128)
-    ap.add_argument("--input-size", type=int, default=128)
+    ap.add_argument("--input-size", type=int, default=160)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
