@@ -276,7 +276,22 @@ def test_resume_refuses_a_pickled_module(tmp_path):
 
 
 def test_ddp_two_processes_equals_one(tmp_path):
-    """Same global batch (8 of 32, shuffled, momentum): gloo DDP with 2 forked processes == 1 process."""
+    """Same global batch (8 of 32, shuffled, momentum): gloo DDP with 2 forked processes == 1 process.
+
+    Runs in a fresh interpreter: fork-based DDP cannot start once autograd has run multithreaded in
+    the parent (PyTorch wiki "Autograd and Fork"), which earlier tests in this pytest process may do.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"import test_train as t; from pathlib import Path; t._ddp_equals_one(Path({str(tmp_path)!r}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _ddp_equals_one(tmp_path):
     x, y = data(32)
     ds = TensorDataset(x, y)
     kw = dict(batch_size=8, max_epochs=3, momentum=0.9, shuffle=True, seed=5)
