@@ -25,7 +25,7 @@ Backend = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 def _torch_backend(module) -> Backend:
     def run(image: np.ndarray):
         with torch.no_grad():
-            s, m, r = module(torch.from_numpy(np.ascontiguousarray(image)))
+            s, m, r = module(torch.from_numpy(np.require(image, requirements=["C", "W"])))
         return s.numpy(), m.numpy(), r.numpy()
 
     return run
