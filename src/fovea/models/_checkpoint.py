@@ -1,17 +1,13 @@
 """Reading authors' released checkpoints without unpickling code, and strict key matching.
 
-Official training scripts save `{"model": state_dict, "config": <yacs CfgNode>, ...}`; plain
-`torch.load(weights_only=True)` refuses the config object. `read_checkpoint` first tries
-weights_only, then a restricted unpickler that rebuilds tensors with torch's own allow-list and
-turns every other class into an inert placeholder (nothing outside the allow-list is imported
-or called).
+Files are read with safetensors or `torch.load(weights_only=True)` only. Official training
+checkpoints that also pickle a config object (`{"model": ..., "config": <CfgNode>}`) are refused
+with the one-line command that extracts their tensors, run by the user on a file they trust.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Mapping
 
 import torch
@@ -20,32 +16,6 @@ from torch import nn
 from fovea.errors import CheckpointError
 
 _WRAPPER_KEYS = ("model", "state_dict", "model_ema", "state_dict_ema", "module")
-
-
-class _Inert:
-    """Stand-in for a pickled object of a class outside the allow-list; keeps no behaviour."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-
-def _restricted_pickle_module():
-    allowed = {}
-    from torch import _weights_only_unpickler as wou
-
-    allowed.update(wou._get_allowed_globals())
-
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            obj = allowed.get(f"{module}.{name}")
-            if obj is not None:
-                return obj
-            return type(name, (_Inert,), {"__module__": "fovea.inert." + module})
-
-    return SimpleNamespace(Unpickler=Unpickler, load=pickle.load, __name__="fovea_restricted_pickle")
 
 
 def read_checkpoint(path_or_state_dict) -> dict[str, torch.Tensor]:
@@ -66,14 +36,13 @@ def read_checkpoint(path_or_state_dict) -> dict[str, torch.Tensor]:
         else:
             try:
                 sd = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:
-                try:
-                    sd = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle_module())
-                except Exception as exc:
-                    raise CheckpointError(
-                        f"cannot read checkpoint {path}: {exc}. Fix: re-download the file or save it as "
-                        "safetensors (safetensors.torch.save_file(state_dict, ...))."
-                    ) from exc
+            except Exception as exc:
+                raise CheckpointError(
+                    f"cannot read checkpoint {path} with weights_only=True ({str(exc)[:300]}). fovea never "
+                    "unpickles objects. Fix: if the file is corrupt, re-download it; if it also pickles a config "
+                    "object (official training checkpoints do) and you trust it, extract the tensors once: load it "
+                    "with weights_only=False in your own session and save only its ['model'] state dict."
+                ) from exc
     for key in _WRAPPER_KEYS:
         if isinstance(sd.get(key), Mapping) and any(isinstance(v, torch.Tensor) for v in sd[key].values()):
             sd = dict(sd[key])
