@@ -17,6 +17,7 @@ import torch
 from fovea.anomaly.pipeline import CONFIG_FILE, AnomalyPipeline
 from fovea.core import AnomalyResult, ImageLike, frame_image
 from fovea.engine.postprocess import Thresholds, anomaly_result_from_normalized
+from fovea.engine.runtime import onnx_session
 from fovea.errors import CheckpointError, DataError, ExportError
 
 Backend = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -32,15 +33,7 @@ def _torch_backend(module) -> Backend:
 
 
 def _onnx_backend(path: Path) -> Backend:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ExportError(f"onnxruntime cannot load {path}: {exc}. Fix: re-export with `fovea anomaly export`.") from exc
-    name = session.get_inputs()[0].name
+    session, name = onnx_session(path, "fovea anomaly export")
 
     def run(image: np.ndarray):
         s, m, r = session.run(None, {name: np.ascontiguousarray(image)})

@@ -18,6 +18,7 @@ import torch
 
 from fovea.classify.model import ClassifierPipeline, ClassifierProbs, ClassifierRecipe, load_classifier
 from fovea.core import ClassResult, ImageLike, frame_image
+from fovea.engine.runtime import onnx_session
 from fovea.errors import DataError, ExportError
 
 Backend = Callable[[np.ndarray], np.ndarray]
@@ -35,15 +36,7 @@ def _torch_backend(module: torch.nn.Module) -> Backend:
 
 
 def _onnx_backend(path: Path) -> Backend:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ExportError(f"onnxruntime cannot load {path}: {exc}. Fix: re-export with `fovea classify export`.") from exc
-    name = session.get_inputs()[0].name
+    session, name = onnx_session(path, "fovea classify export")
 
     def run(images: np.ndarray) -> np.ndarray:
         return session.run(None, {name: np.ascontiguousarray(images)})[0]

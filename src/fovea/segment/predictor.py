@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from fovea.core import ImageLike, SegResult, frame_image
+from fovea.engine.runtime import onnx_session
 from fovea.errors import CheckpointError, DataError, ExportError
 from fovea.segment.model import CONFIG_FILE, SegmentationPipeline
 
@@ -33,15 +34,7 @@ def _torch_backend(module) -> Backend:
 
 
 def _onnx_backend(path: Path) -> Backend:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ExportError(f"onnxruntime cannot load {path}: {exc}. Fix: re-export with `fovea segment export`.") from exc
-    name = session.get_inputs()[0].name
+    session, name = onnx_session(path, "fovea segment export")
     return lambda image: session.run(None, {name: np.ascontiguousarray(image)})[0]
 
 
