@@ -275,26 +275,49 @@ def test_resume_refuses_a_pickled_module(tmp_path):
         fit(LinearTask(), TensorDataset(x, y), None, cfg(tmp_path, resume_from=str(bad)))
 
 
-def test_ddp_two_processes_equals_one(tmp_path):
+def test_ddp_spawned_processes_equal_one(tmp_path, monkeypatch):
+    """The default start method ("auto" -> spawn, the tasks here pickle) inside this pytest process,
+    after earlier tests have run multi-threaded torch ops in it: 2 spawned gloo processes == 1 process."""
+    chosen = []
+    real = train_mod.resolve_start_method
+    monkeypatch.setattr(train_mod, "resolve_start_method", lambda m, p: chosen.append(real(m, p)) or chosen[-1])
+    _ddp_equals_one(tmp_path, "auto")
+    assert chosen == ["spawn"]
+
+
+def test_ddp_start_method_resolution():
+    assert train_mod.resolve_start_method("auto", LinearTask()) == "spawn"
+    assert train_mod.resolve_start_method("fork", LinearTask()) == "fork"
+    local = LinearTask()
+    local.loss_fn = lambda a, b: (a - b).pow(2).mean()  # a lambda cannot be pickled for spawn
+    with pytest.warns(RuntimeWarning, match="cannot be pickled.*module level"):
+        assert train_mod.resolve_start_method("auto", local) == "fork"
+    x, y = data(8)
+    with pytest.raises(ConfigError, match="ddp_start_method='forkserver'.*spawn"):
+        fit(LinearTask(), TensorDataset(x, y), None, cfg("unused", ddp_start_method="forkserver"))
+
+
+def test_ddp_forked_processes_equal_one(tmp_path):
     """Same global batch (8 of 32, shuffled, momentum): gloo DDP with 2 forked processes == 1 process.
 
-    Runs in a fresh interpreter: fork-based DDP cannot start once autograd has run multithreaded in
-    the parent (PyTorch wiki "Autograd and Fork"), which earlier tests in this pytest process may do.
+    Runs in a fresh interpreter: a forked child inherits the parent's OpenMP / autograd thread state,
+    and after earlier tests in this pytest process it can hang or refuse (PyTorch wiki "Autograd and
+    Fork") - the reason "auto" spawns.
     """
     import subprocess
     import sys
     from pathlib import Path
 
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import test_train as t; from pathlib import Path; t._ddp_equals_one(Path({str(tmp_path)!r}))")
+            f"import test_train as t; from pathlib import Path; t._ddp_equals_one(Path({str(tmp_path)!r}), 'fork')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def _ddp_equals_one(tmp_path):
+def _ddp_equals_one(tmp_path, start_method):
     x, y = data(32)
     ds = TensorDataset(x, y)
-    kw = dict(batch_size=8, max_epochs=3, momentum=0.9, shuffle=True, seed=5)
+    kw = dict(batch_size=8, max_epochs=3, momentum=0.9, shuffle=True, seed=5, ddp_start_method=start_method)
     one, two = dropout_task(), dropout_task()
     one.model[1].p = two.model[1].p = 0.0  # dropout masks differ per process; the update must not
     r1 = fit(one, ds, None, cfg(tmp_path / "one", **kw))

@@ -20,13 +20,11 @@ import contextlib
 import json
 import logging
 import math
-import random
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -35,6 +33,7 @@ from fovea.engine.schedules import SCHEDULES, build_scheduler
 from fovea.errors import CheckpointError, ConfigError, DataError, HardwareError
 
 OPTIMIZERS = ("sgd", "adamw")
+START_METHODS = ("auto", "spawn", "fork")
 _PRECISION = {"32": "32-true", "32-true": "32-true", "fp32": "32-true",
               "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed"}
 
@@ -60,7 +59,8 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     precision: str = "32"             # "32" | "bf16" (CPU autocast; HardwareError if unsupported)
     seed: int = 0
-    devices: int = 1                  # > 1 = Lightning DDP on CPU (gloo, forked processes)
+    devices: int = 1                  # > 1 = Lightning DDP on CPU (gloo)
+    ddp_start_method: str = "auto"    # "auto" | "spawn" | "fork": how DDP processes start (see fit)
     num_workers: int = 0
     out_dir: str = "runs/train"
     resume_from: str | None = None
@@ -198,164 +198,44 @@ def _batch_len(batch: Any) -> int:
 
 
 # ----------------------------------------------------------------------------------- Lightning glue
+# The LightningModule and callbacks live in fovea.engine._lightning (module level, so spawned DDP
+# processes can unpickle them); imported lazily so `import fovea.engine.train` stays light.
 
 def _cpu_time_limit_callback(seconds: float):
-    """Stop after the batch at which this process has used `seconds` of CPU time since fit began."""
-    import time
+    from fovea.engine._lightning import CpuTimeLimit
 
-    from lightning.pytorch.callbacks import Callback
-
-    class CpuTimeLimit(Callback):
-        def on_train_start(self, trainer, pl_module):
-            self.start = time.process_time()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            used = torch.tensor(float(time.process_time() - self.start))
-            if trainer.world_size > 1:  # every process must agree to stop
-                used = trainer.strategy.reduce(used, reduce_op="max")
-            if float(used) >= seconds:
-                trainer.should_stop = True
-
-    return CpuTimeLimit()
+    return CpuTimeLimit(seconds)
 
 
 def _lightning_module_class():
-    import lightning as L
-
-    class TaskModule(L.LightningModule):
-        """Training glue: the task's module is `self.model`; validation runs at train-epoch end."""
-
-        def __init__(self, task, config: TrainConfig, train_data, val_data, collate_fn, sampler,
-                     global_batch: int, steps_per_epoch: int):
-            super().__init__()
-            self.__dict__["_task"] = task  # not registered: the task may itself be a Module
-            self.model = task.model
-            self.cfg = config
-            self._train_data, self._val_data = train_data, val_data
-            self._collate, self._base_sampler = collate_fn, sampler
-            self._global_batch, self._steps_per_epoch = global_batch, steps_per_epoch
-            self.history: list[dict] = []
-            self.__dict__["_acc"] = {"loss_sum": 0.0, "count": 0, "lr": float(config.lr)}
-            self._val_loader = None
-
-        # data
-        def train_dataloader(self):
-            world, rank = self.trainer.world_size, self.global_rank
-            n = len(self._train_data)
-            order = EpochSampler(n, shuffle=self.cfg.shuffle, seed=self.cfg.seed, rank=rank, world=world,
-                                 base=self._base_sampler)
-            return DataLoader(self._train_data, batch_size=math.ceil(self._global_batch / world), sampler=order,
-                              drop_last=False, collate_fn=self._collate, num_workers=self.cfg.num_workers,
-                              persistent_workers=self.cfg.num_workers > 0)
-
-        def _val(self):
-            if self._val_data is None:
-                return None
-            if self._val_loader is None:
-                bs = self.cfg.val_batch_size or max(self._global_batch, 64)
-                self._val_loader = DataLoader(self._val_data, batch_size=min(bs, max(len(self._val_data), 1)),
-                                              shuffle=False, collate_fn=self._collate,
-                                              num_workers=self.cfg.num_workers)
-            return self._val_loader
-
-        # optimisation
-        def configure_optimizers(self):
-            c = self.cfg
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            if not params:
-                raise ConfigError("the model has no trainable parameters (all requires_grad=False). "
-                                  "Fix: unfreeze at least the head before calling fit.")
-            if c.optimizer == "sgd":
-                opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
-                                      weight_decay=c.weight_decay)
-            else:
-                opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-            if c.schedule == "none" and c.warmup_epochs == 0:
-                return opt
-            sched = build_scheduler(opt, schedule=c.schedule, steps_per_epoch=self._steps_per_epoch,
-                                    max_epochs=c.max_epochs, warmup_epochs=c.warmup_epochs,
-                                    step_size=c.step_size, gamma=c.gamma)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
-
-        def training_step(self, batch, batch_idx):
-            loss = self._task.training_loss(self.model, batch)
-            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-                raise ConfigError(f"training_loss must return a scalar tensor, got {type(loss).__name__} "
-                                  f"{getattr(loss, 'shape', '')}. Fix: reduce the loss with .mean().")
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise ConfigError(
-                    f"training loss is {value} at epoch {self.current_epoch}, batch {batch_idx} "
-                    f"(lr {self._current_lr():.3g}). Fix: lower lr, set grad_clip, or check the data.")
-            n = _batch_len(batch) or 1
-            acc = self.__dict__["_acc"]  # a plain dict: nn.Module.__setattr__ costs per step
-            acc["lr"] = self._current_lr()  # the lr this batch's update uses (scheduler steps after it)
-            acc["loss_sum"] += value * n
-            acc["count"] += n
-            return loss
-
-        def _current_lr(self) -> float:
-            opts = self.trainer.optimizers if self._trainer is not None else []
-            return float(opts[0].param_groups[0]["lr"]) if opts else float(self.cfg.lr)
-
-        # epoch end: train loss, validation, history
-        def on_train_epoch_start(self):
-            self.__dict__["_acc"].update(loss_sum=0.0, count=0)
-
-        def on_train_epoch_end(self):
-            acc = self.__dict__["_acc"]
-            totals = torch.tensor([acc["loss_sum"], float(acc["count"])], dtype=torch.float64)
-            if self.trainer.world_size > 1:
-                totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-            row: dict[str, Any] = {"epoch": int(self.current_epoch),
-                                   "train_loss": float(totals[0] / max(float(totals[1]), 1.0)),
-                                   "lr": acc["lr"]}
-            loader = self._val()
-            if loader is not None:
-                was_training = self.model.training
-                self.model.eval()
-                with torch.no_grad():
-                    metrics = self._task.validation_metrics(self.model, loader)
-                self.model.train(was_training)
-                row.update({k: float(v) for k, v in metrics.items()})
-            if self.cfg.monitor and self.cfg.monitor not in row:
-                raise ConfigError(
-                    f"monitor={self.cfg.monitor!r} is not among the epoch metrics {sorted(row)}. Fix: "
-                    "monitor one of those (validation metrics need val_data).")
-            self.history.append(row)
-            for k, v in row.items():
-                if k != "epoch":
-                    self.log(k, float(v), on_step=False, on_epoch=True, sync_dist=self.trainer.world_size > 1,
-                             batch_size=1)
-            if self.global_rank == 0:
-                out = Path(self.cfg.out_dir)
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "history.json").write_text(json.dumps(self.history, indent=1))
-
-        # resumable extras (plain data + tensors only, so weights_only=True loading works)
-        def on_save_checkpoint(self, checkpoint):
-            np_state = np.random.get_state()
-            checkpoint["fovea"] = {
-                "history": self.history,
-                "config": asdict(self.cfg),
-                "rng_torch": torch.get_rng_state(),
-                "rng_python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-                "rng_numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
-                              int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            }
-
-        def on_load_checkpoint(self, checkpoint):
-            extra = checkpoint.get("fovea")
-            if not extra:
-                return
-            self.history = [dict(h) for h in extra["history"]]
-            torch.set_rng_state(extra["rng_torch"])
-            v, state, gauss = extra["rng_python"]
-            random.setstate((v, tuple(state), gauss))
-            name, keys, pos, has_gauss, cached = extra["rng_numpy"]
-            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    from fovea.engine._lightning import TaskModule
 
     return TaskModule
+
+
+def resolve_start_method(method: str, payload: Any) -> str:
+    """How DDP worker processes start. "auto" = "spawn" when the task and data pickle, else "fork".
+
+    A forked child inherits the parent's OpenMP state: once the parent's main thread has run a
+    parallel torch op (any training or inference before `fit`), a child that runs its own
+    multi-threaded ops can hang, and autograd refuses to run in a child forked after autograd
+    threads started (PyTorch wiki "Autograd and Fork"). Spawned children start clean but must
+    unpickle the task, data and collate function (module-level classes, no lambdas).
+    """
+    if method in ("spawn", "fork"):
+        return method
+    import pickle
+
+    try:
+        pickle.dumps(payload)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means: cannot spawn
+        warnings.warn(f"DDP starts its processes with fork because the task or data cannot be pickled for "
+                      f"spawn ({type(exc).__name__}: {exc}). Forked children can hang if this process ran "
+                      "multi-threaded torch ops before fit. Fix: define tasks, datasets and collate functions "
+                      "at module level (no lambdas or local classes), or set ddp_start_method='fork' to "
+                      "silence this.", RuntimeWarning, stacklevel=3)
+        return "fork"
+    return "spawn"
 
 
 @contextlib.contextmanager
@@ -390,6 +270,8 @@ def _validate(config: TrainConfig, train_data) -> None:
         raise ConfigError(f"mode={config.mode!r}. Fix: 'max' (accuracy-like) or 'min' (loss-like).")
     if config.early_stopping_patience is not None and not config.monitor:
         raise ConfigError("early_stopping_patience needs monitor (e.g. 'val_loss'). Fix: set monitor.")
+    if config.ddp_start_method not in START_METHODS:
+        raise ConfigError(f"ddp_start_method={config.ddp_start_method!r}. Fix: one of {START_METHODS}.")
     if config.max_epochs < 1 or config.lr <= 0 or config.devices < 1:
         raise ConfigError(f"need max_epochs >= 1, lr > 0, devices >= 1; got {config.max_epochs}, {config.lr}, "
                           f"{config.devices}.")
@@ -453,7 +335,8 @@ def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: T
     if config.devices > 1:
         from lightning.pytorch.strategies import DDPStrategy
 
-        strategy = DDPStrategy(start_method="fork", process_group_backend="gloo")
+        method = resolve_start_method(config.ddp_start_method, module)
+        strategy = DDPStrategy(start_method=method, process_group_backend="gloo")
     with _quiet_lightning():
         trainer = L.Trainer(accelerator="cpu", devices=config.devices, strategy=strategy, precision=precision,
                             max_epochs=config.max_epochs,
