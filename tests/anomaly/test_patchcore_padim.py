@@ -37,14 +37,19 @@ def test_coreset_covers_better_than_random_subset():
     assert radius < radius_random
 
 
+@pytest.mark.parametrize("k", [1, 4])
 @pytest.mark.parametrize("chunk", [1, 7, 50, 1000])
-def test_chunked_nearest_equals_brute_force(chunk):
+def test_chunked_nearest_equals_brute_force(chunk, k):
     g = torch.Generator().manual_seed(0)
     x, bank = torch.randn(40, 5, generator=g), torch.randn(123, 5, generator=g)
-    d, i = chunked_nearest(x, bank, 4, chunk)
+    x[3] = bank[17]  # an exact match: distance 0, not the NaN of a rounded-negative square
+    d, i = chunked_nearest(x, bank, k, chunk)
     ref = torch.cdist(x.double(), bank.double())
-    ref_d, ref_i = ref.topk(4, dim=1, largest=False)
-    torch.testing.assert_close(d.double(), ref_d, atol=1e-4, rtol=1e-4)
+    ref_d, ref_i = ref.topk(k, dim=1, largest=False)
+    assert i[3, 0] == 17 and torch.isfinite(d).all()
+    assert d[3, 0] < 5e-3  # float32 |x|^2 - 2x.y + |y|^2 of equal rows: ~1e-6 of rounding, square-rooted
+    rest = torch.arange(40) != 3
+    torch.testing.assert_close(d[rest].double(), ref_d[rest], atol=1e-4, rtol=1e-4)
     assert torch.equal(i, ref_i)
 
 

@@ -36,33 +36,44 @@ class PatchCoreConfig:
         return asdict(self)
 
 
-def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(N, D), (M, D) -> (N, M) squared Euclidean distances via one matmul (export-friendly)."""
-    d = x.pow(2).sum(1, keepdim=True) - 2.0 * (x @ y.T) + y.pow(2).sum(1)[None, :]
-    return d.clamp_min(0.0)
+def squared_distances(x: torch.Tensor, y: torch.Tensor, y_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, D), (M, D) -> (N, M) squared Euclidean distances via one matmul (export-friendly).
+
+    Not clamped: rounding can make an entry slightly negative; callers clamp what they keep.
+    y_sq: precomputed (M,) squared norms of y.
+    """
+    y_sq = y.pow(2).sum(1) if y_sq is None else y_sq
+    d = torch.addmm(y_sq[None, :], x, y.T, beta=1.0, alpha=-2.0)  # |y|^2 - 2 x.y in one pass
+    return d + x.pow(2).sum(1, keepdim=True)
 
 
 def chunked_nearest(x: torch.Tensor, bank: torch.Tensor, k: int, chunk_size: int):
     """k nearest bank rows of each row of x, computing (N, chunk) distance blocks at a time.
 
-    Returns (distances (N, k), indices (N, k)), Euclidean, ascending.
+    Returns (distances (N, k), indices (N, k)), Euclidean, ascending. k = 1 uses min (one pass)
+    instead of a top-k selection; only the kept distances are clamped at 0 and square-rooted.
     """
     best_d = None
     best_i = None
     for start in range(0, bank.shape[0], chunk_size):
         block = squared_distances(x, bank[start:start + chunk_size])
-        kk = min(k, block.shape[1])
-        d, i = block.topk(kk, dim=1, largest=False)
+        if k == 1:
+            d, i = block.min(dim=1, keepdim=True)
+        else:
+            d, i = block.topk(min(k, block.shape[1]), dim=1, largest=False)
         i = i + start
         if best_d is None:
             best_d, best_i = d, i
+        elif k == 1:
+            closer = d < best_d
+            best_d, best_i = torch.where(closer, d, best_d), torch.where(closer, i, best_i)
         else:
             cat_d = torch.cat([best_d, d], 1)
             cat_i = torch.cat([best_i, i], 1)
             kk = min(k, cat_d.shape[1])
             best_d, pos = cat_d.topk(kk, dim=1, largest=False)
             best_i = cat_i.gather(1, pos)
-    return best_d.sqrt(), best_i
+    return best_d.clamp_min(0.0).sqrt(), best_i
 
 
 def greedy_coreset(features: torch.Tensor, n_select: int, projection_dim: int = 128, seed: int = 0,

@@ -21,3 +21,121 @@ def onnx_session(path: str | Path, export_command: str):
     except Exception as exc:
         raise ExportError(f"onnxruntime cannot load {path}: {exc}. Fix: re-export with `{export_command}`.") from exc
     return session, session.get_inputs()[0].name
+
+
+class FrozenGraph:
+    """A faster stand-in for a frozen module in inference: TorchScript `freeze` +
+    `optimize_for_inference` (batch norm folded into the convolutions, oneDNN-prepacked
+    convolutions, fused activations), about 2.5x faster than eager for EfficientNet-Lite0 on CPU.
+
+    `__call__(module, x)` returns what `module(x)` returns (tensors, or a list of them); the module
+    is passed at each call and not held, so an owner can keep a FrozenGraph as a plain attribute
+    and still pickle and deep-copy. The graph is traced once; the first input of
+    every new shape is also run eagerly and compared (relative error <= `rtol` of the output's
+    largest magnitude): a shape that does not match, or a graph that cannot be built, runs
+    eagerly from then on and says so once in a warning. Never pickled (dropped and rebuilt).
+    Call `clear()` whenever the module's weights change.
+    """
+
+    def __init__(self, rtol: float = 1e-4):
+        self.rtol = float(rtol)
+        self.clear()
+
+    def clear(self) -> None:
+        self._graph = None
+        self._failed = False
+        self._checked: dict[tuple, bool] = {}
+
+    def __getstate__(self):
+        return {"rtol": self.rtol}
+
+    def __setstate__(self, state):
+        self.rtol = state["rtol"]
+        self.clear()
+
+    def __call__(self, module: "torch.nn.Module", x: "torch.Tensor"):
+        import torch
+
+        key = (tuple(x.shape), x.dtype)
+        ok = self._checked.get(key)
+        if self._failed or ok is False:
+            return module(x)
+        try:
+            if self._graph is None:
+                self._graph = _freeze(module, x)
+            out = self._graph(x)
+        except Exception as exc:  # noqa: BLE001 - any TorchScript failure: run eagerly, say why once
+            self._failed = True
+            _warn_once(f"frozen inference graph unavailable for {type(module).__name__} ({type(exc).__name__}: "
+                       f"{str(exc)[:200]}); running eagerly (correct, slower).")
+            return module(x)
+        if ok is None:
+            ref = module(x)
+            ok = _same(out, ref, self.rtol)
+            self._checked[key] = ok
+            if not ok:
+                _warn_once(f"frozen inference graph of {type(module).__name__} differs from eager for input "
+                           f"{list(x.shape)}; that shape runs eagerly (correct, slower).")
+                return ref
+            del ref
+        return out if isinstance(out, torch.Tensor) else list(out)
+
+
+def inference_graph_allowed(x: "torch.Tensor") -> bool:
+    """True when a FrozenGraph may replace eager code: CPU float32 input, no autograd, and no
+    tracing, scripting, export or compilation in progress (those must see the plain modules)."""
+    import torch
+
+    if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return False
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and (compiler.is_compiling() or getattr(compiler, "is_exporting", lambda: False)()):
+        return False
+    return _accel_enabled()
+
+
+def _accel_enabled() -> bool:
+    import os
+
+    return os.environ.get("FOVEA_FROZEN_GRAPH", "1") != "0"
+
+
+def _freeze(module, x):
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch.jit.* announce their deprecation in favour of torch.export
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            traced = torch.jit.trace(module.eval(), x, strict=False, check_trace=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+
+def _same(a, b, rtol: float) -> bool:
+    import torch
+
+    a = [a] if isinstance(a, torch.Tensor) else list(a)
+    b = [b] if isinstance(b, torch.Tensor) else list(b)
+    if len(a) != len(b):
+        return False
+    for p, q in zip(a, b):
+        if p.shape != q.shape:
+            return False
+        scale = float(q.abs().max()) or 1.0
+        if not float((p - q).abs().max()) <= rtol * scale:
+            return False
+    return True
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    import warnings
+
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
