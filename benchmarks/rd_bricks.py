@@ -1,4 +1,4 @@
-"""Reverse Distillation on bricks `one_up`: image / pixel AUROC after a bounded CPU training run.
+"""Reverse Distillation on a bricks category: image / pixel AUROC after a bounded CPU training run.
 
 Generates the bricks data set (`fovea.synth.bricks`, MVTec layout), fits Reverse Distillation
 through the same `AnomalyPipeline` the `fovea anomaly` workflow uses (resize, ImageNet
@@ -30,7 +30,7 @@ from fovea.synth.bricks import generate_bricks
 def batches(pipe: AnomalyPipeline, paths: list[Path], batch_size: int):
     for i in range(0, len(paths), batch_size):
         with torch.no_grad():
-            yield torch.cat([pipe.preprocess(torch.from_numpy(read_image(p))[None]) for p in paths[i:i + batch_size]])
+            yield torch.cat([pipe.preprocess(torch.from_numpy(read_image(p).copy())[None]) for p in paths[i:i + batch_size]])
 
 
 def run(name: str, options: dict, size: int, train: list[Path], test: list[tuple[Path, int, Path | None]]) -> dict:
@@ -43,7 +43,7 @@ def run(name: str, options: dict, size: int, train: list[Path], test: list[tuple
     scores, labels, maps, masks = [], [], [], []
     for path, label, mask_path in test:
         with torch.no_grad():
-            s, m = pipe.raw(torch.from_numpy(read_image(path))[None])
+            s, m = pipe.raw(torch.from_numpy(read_image(path).copy())[None])
         scores.append(float(s[0]))
         labels.append(label)
         maps.append(m[0, 0].numpy())
@@ -58,6 +58,7 @@ def run(name: str, options: dict, size: int, train: list[Path], test: list[tuple
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--category", default="one_up", choices=["one_up", "two_up", "three_up", "four_up"])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -69,7 +70,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_rd_bricks")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    root = generate_bricks(Path(args.out) / "data", "one_up", n_train=args.n_train, n_test_good=20, n_test_bad=30,
+    root = generate_bricks(Path(args.out) / "data", args.category, n_train=args.n_train, n_test_good=20, n_test_bad=30,
                            size=args.size, seed=args.seed)
     train = sorted((root / "train" / "good").glob("*.png"))
     test = [(p, 0, None) for p in sorted((root / "test" / "good").glob("*.png"))]
@@ -78,7 +79,7 @@ def main() -> None:
     rd = run("reverse_distillation", {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                                       "seed": args.seed, "weights": args.weights}, args.size, train, test)
     padim = run("padim", {"weights": args.weights}, args.size, train, test)
-    print(f"bricks one_up, {args.size} px, {len(train)} train / {len(test)} test images, {args.threads} threads")
+    print(f"bricks {args.category}, {args.size} px, {len(train)} train / {len(test)} test images, {args.threads} threads")
     print(f"{'model':<22}{'image AUROC':>12}{'(sklearn)':>10}{'pixel AUROC':>13}{'fit wall s':>12}{'fit CPU s':>11}")
     for r in (rd, padim):
         print(f"{r['model']:<22}{r['image_auroc']:>12.4f}{r['image_auroc_sklearn']:>10.4f}{r['pixel_auroc']:>13.4f}"
