@@ -2,8 +2,10 @@
 
 Features of three stages are upsampled to the finest one and concatenated; a random subset of
 `n_features` channels is kept; at each position a mean and a covariance (+ eps * I) are fitted on
-normal images. The map is the Mahalanobis distance of each test patch to its position's Gaussian;
-the image score is the map's maximum.
+normal images. The map is the Mahalanobis distance of each test patch to its position's Gaussian,
+upsampled to the input; the image score is the maximum of that map after Gaussian smoothing
+(sigma 4, as the paper smooths its maps; Anomalib scores the same way). The unsmoothed maximum
+is a single noisy patch on textures: on the grass/gravel/brick benchmarks it cost 0.04-0.08 AUROC.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fovea.anomaly.features import FeatureExtractor
+from fovea.engine.postprocess import gaussian_blur_map
 
 
 @dataclass
@@ -24,6 +27,7 @@ class PadimConfig:
     layers: tuple[int, ...] = (1, 2, 3)
     n_features: int = 100
     covariance_eps: float = 0.01
+    score_sigma: float = 4.0   # Gaussian smoothing of the map before its max = image score (0 = raw max)
     seed: int = 0
     weights: str | None = "default"
 
@@ -54,7 +58,12 @@ class Padim(nn.Module):
 
     @torch.no_grad()
     def fit(self, batches: Iterable[torch.Tensor | dict], progress=None) -> None:
-        """Per-position mean and inverse covariance from normal images, accumulated in float64."""
+        """Per-position mean and inverse covariance from normal images, accumulated in float64.
+
+        Memory: one float64 (P, d, d) accumulator updated in place (batched matmul), turned into the
+        covariance in place, inverted in blocks of positions into the float32 result; no (P, d, d)
+        temporaries beyond those two.
+        """
         self.eval()
         total = None
         outer = None
@@ -63,18 +72,25 @@ class Padim(nn.Module):
             x = batch["image"] if isinstance(batch, dict) else batch
             e = self.embed(x).double()  # (B, d, h, w)
             b, d, h, w = e.shape
-            e = e.permute(2, 3, 0, 1).reshape(h * w, b, d)  # (P, B, d)
-            total = e.sum(1) if total is None else total + e.sum(1)
-            o = torch.einsum("pbi,pbj->pij", e, e)
-            outer = o if outer is None else outer + o
+            e = e.permute(2, 3, 1, 0).reshape(h * w, d, b)  # (P, d, B)
+            if outer is None:
+                total = torch.zeros(h * w, d, dtype=torch.float64)
+                outer = torch.zeros(h * w, d, d, dtype=torch.float64)
+            total += e.sum(2)
+            outer.baddbmm_(e, e.transpose(1, 2))  # += sum over the batch of x x^T, per position
             count += b
         if count < 2:
             raise ValueError(f"PaDiM.fit needs at least 2 training images, got {count}")
         mean = total / count
-        cov = (outer - count * torch.einsum("pi,pj->pij", mean, mean)) / (count - 1)
-        cov = cov + self.config.covariance_eps * torch.eye(cov.shape[-1], dtype=cov.dtype)
+        # covariance in place: (sum x x^T - n mean mean^T) / (n - 1) + eps I
+        cov = outer.baddbmm_(mean[:, :, None], mean[:, None, :], alpha=-float(count)).div_(count - 1)
+        cov.diagonal(dim1=-2, dim2=-1).add_(self.config.covariance_eps)
+        inv = torch.empty(cov.shape, dtype=torch.float32)
+        block = 256
+        for start in range(0, cov.shape[0], block):
+            inv[start:start + block] = torch.linalg.inv(cov[start:start + block])
         self.mean = mean.float()
-        self.inv_covariance = torch.linalg.inv(cov).float()
+        self.inv_covariance = inv
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         e = self.embed(x)
@@ -82,4 +98,5 @@ class Padim(nn.Module):
         delta = e.permute(0, 2, 3, 1).reshape(b, h * w, d) - self.mean[None]  # (B, P, d)
         m = torch.einsum("bpi,pij,bpj->bp", delta, self.inv_covariance, delta).clamp_min(0).sqrt()
         maps = F.interpolate(m.reshape(b, 1, h, w), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return maps.amax(dim=(1, 2, 3)), maps
+        smooth = gaussian_blur_map(maps, self.config.score_sigma)
+        return smooth.amax(dim=(1, 2, 3)), maps

@@ -141,6 +141,8 @@ class AnomalyPipeline(nn.Module):
         if recipe.get("format") != "fovea.anomaly/1":
             raise CheckpointError(f"{cfg_file}: unknown format {recipe.get('format')!r}")
         model_cfg = dict(recipe["model_config"], weights="random")  # every tensor comes from the file
+        if recipe["model"] == "padim" and "score_sigma" not in model_cfg:
+            model_cfg["score_sigma"] = 0.0  # saved before PaDiM scored the smoothed map: keep its thresholds valid
         model = build_model(recipe["model"], **model_cfg)
         for name, shape in recipe.get("buffer_shapes", {}).items():
             _resize_buffer(model, name[len("core.model."):], shape)
