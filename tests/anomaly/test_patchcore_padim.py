@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fovea.anomaly.patchcore import PatchCore, chunked_nearest, greedy_coreset
+from fovea.anomaly.patchcore import PatchCore, chunked_min_distance, chunked_nearest, greedy_coreset
 
 
 def _slow_k_center(x: np.ndarray, n_select: int, start: int) -> list[int]:
@@ -51,6 +51,14 @@ def test_chunked_nearest_equals_brute_force(chunk, k):
     rest = torch.arange(40) != 3
     torch.testing.assert_close(d[rest].double(), ref_d[rest], atol=1e-4, rtol=1e-4)
     assert torch.equal(i, ref_i)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_chunked_min_distance_equals_brute_force(chunk):
+    g = torch.Generator().manual_seed(1)
+    x, bank = torch.randn(40, 5, generator=g) * 3, torch.randn(123, 5, generator=g) * 3
+    ref = torch.cdist(x.double(), bank.double()).min(1).values
+    torch.testing.assert_close(chunked_min_distance(x, bank, chunk).double(), ref, atol=1e-4, rtol=1e-4)
 
 
 def test_patchcore_score_is_paper_reweighted_max_patch_distance():

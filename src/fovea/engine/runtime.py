@@ -31,9 +31,10 @@ class FrozenGraph:
     `__call__(module, x)` returns what `module(x)` returns (tensors, or a list of them); the module
     is passed at each call and not held, so an owner can keep a FrozenGraph as a plain attribute
     and still pickle and deep-copy. The graph is traced once; the first input of
-    every new shape is also run eagerly and compared (relative error <= `rtol` of the output's
+    every new per-sample shape (C, H, W) is also run eagerly and compared (relative error <= `rtol` of the output's
     largest magnitude): a shape that does not match, or a graph that cannot be built, runs
-    eagerly from then on and says so once in a warning. Never pickled (dropped and rebuilt).
+    eagerly from then on and says so once in a warning. (A batch size baked into a trace would
+    make the graph fail on another batch size; a failure also falls back to eager.) Never pickled (dropped and rebuilt).
     Call `clear()` whenever the module's weights change.
     """
 
@@ -56,13 +57,13 @@ class FrozenGraph:
     def __call__(self, module: "torch.nn.Module", x: "torch.Tensor"):
         import torch
 
-        key = (tuple(x.shape), x.dtype)
+        key = (tuple(x.shape[1:]), x.dtype)  # batch size is not baked into a trace of a backbone
         ok = self._checked.get(key)
         if self._failed or ok is False:
             return module(x)
         try:
-            if self._graph is None:
-                self._graph = _freeze(module, x)
+            if self._graph is None:  # traced on one sample (cheaper); every shape is checked below
+                self._graph = _freeze(module, x[:1])
             out = self._graph(x)
         except Exception as exc:  # noqa: BLE001 - any TorchScript failure: run eagerly, say why once
             self._failed = True
