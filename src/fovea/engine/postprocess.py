@@ -43,10 +43,12 @@ def gaussian_kernel_size(sigma: float) -> int:
 
 
 def gaussian_blur_map(maps: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
-    """Gaussian smoothing of anomaly maps (B, C, H, W) -> same shape; separable conv2d, reflect padding.
+    """Gaussian smoothing of anomaly maps (B, C, H, W) -> same shape; separable, reflect padding.
 
     Kernel size 2 * ceil(4 * sigma) + 1 (radius capped at min(H, W) - 1 so reflect padding stays
-    valid on tiny maps), weights normalised to sum 1. Scriptable and ONNX-exportable.
+    valid on tiny maps), weights normalised to sum 1. Eagerly on CPU it multiplies by two cached
+    dense (H, H) and (W, W) blur matrices (built by running the convolution on an identity);
+    while scripting, tracing or exporting it is two 1-D convolutions. Scriptable and ONNX-exportable.
     """
     if sigma <= 0.0:
         return maps
@@ -56,11 +58,50 @@ def gaussian_blur_map(maps: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
         radius = min(radius, min(h, w) - 1)
     if radius < 1:
         return maps
+    if not torch.jit.is_scripting():  # TorchScript skips this block; it compiles only the conv path
+        if _eager(maps):  # the same operator as two dense matrices: ~4x faster than 1-D convolutions
+            gh = _blur_matrix(h, float(sigma), radius, maps.dtype)
+            gw = gh if w == h else _blur_matrix(w, float(sigma), radius, maps.dtype)
+            return torch.matmul(torch.matmul(gh, maps), gw.T)
+    return _blur_conv(maps, sigma, radius)
+
+
+def _eager(x: torch.Tensor) -> bool:
+    """Plain eager CPU execution (not tracing, scripting, exporting or compiling)."""
+    if x.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    if torch.onnx.is_in_onnx_export():
+        return False
+    compiler = getattr(torch, "compiler", None)
+    return not (compiler is not None and (compiler.is_compiling() or getattr(compiler, "is_exporting",
+                                                                             lambda: False)()))
+
+
+_BLUR_MATRICES: dict[tuple, torch.Tensor] = {}
+
+
+def _blur_matrix(n: int, sigma: float, radius: int, dtype: torch.dtype) -> torch.Tensor:
+    """(n, n) matrix of the 1-D blur below (reflect padding included): the conv applied to the identity."""
+    key = (n, sigma, radius, dtype)
+    m = _BLUR_MATRICES.get(key)
+    if m is None:
+        eye = torch.eye(n, dtype=torch.float64).reshape(1, 1, n, n)  # column j = unit impulse at j
+        m = _blur_conv(eye, sigma, radius, rows_only=True)[0, 0].to(dtype)
+        if len(_BLUR_MATRICES) > 32:
+            _BLUR_MATRICES.clear()
+        _BLUR_MATRICES[key] = m
+    return m
+
+
+def _blur_conv(maps: torch.Tensor, sigma: float, radius: int, rows_only: bool = False) -> torch.Tensor:
+    """Separable Gaussian as two 1-D convolutions with reflect padding (the export path)."""
+    b, c, h, w = maps.shape
     x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
     k = torch.exp(-(x * x) / (2.0 * sigma * sigma))
     k = k / k.sum()
     y = maps.reshape(b * c, 1, h, w)
-    y = F.conv2d(F.pad(y, [radius, radius, 0, 0], mode="reflect"), k.view(1, 1, 1, -1))
+    if not rows_only:
+        y = F.conv2d(F.pad(y, [radius, radius, 0, 0], mode="reflect"), k.view(1, 1, 1, -1))
     y = F.conv2d(F.pad(y, [0, 0, radius, radius], mode="reflect"), k.view(1, 1, -1, 1))
     return y.reshape(b, c, h, w)
 
