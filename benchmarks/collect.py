@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = ["anomaly", "data", "engine", "rd", "classify", "train", "segment", "line", "stereo", "scan", "backbones"]
+ORDER = ["anomaly", "padim_seeds", "data", "engine", "rd", "classify", "train", "segment", "line", "stereo", "scan", "backbones"]
 
 
 def main() -> None:

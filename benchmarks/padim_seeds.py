@@ -35,18 +35,26 @@ def main() -> None:
     ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks" / "padim_seeds.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from fovea.anomaly.models import build_model
     from fovea.anomaly.workflow import FitOptions, fit_pipeline
     from fovea.io import read_image
 
     jobs = Path(args.bench_out) / "jobs"
     results = json.loads((Path(args.bench_out) / "results.json").read_text())
-    rows = []
+    rows, same_subset = [], []
     for ds in args.datasets:
         job = json.loads((jobs / f"{ds}_padim_fovea_job.json").read_text())
         val = [SimpleNamespace(path=Path(p), label=int(lb), mask_path=Path(m) if m else None) for p, lb, m in job["val"]]
         images = [np.array(read_image(p)) for p in job["test_paths"]]
         labels = np.array([0 if Path(p).parent.name == "good" else 1 for p in job["test_paths"]])
         anomalib = _anomalib_auroc(results, ds)
+        subset = _anomalib_subset(jobs, ds)
+        if subset is not None:  # fovea's PaDiM with exactly the channels Anomalib drew
+            model = build_model("padim", backbone=job["backbone"], seed=0, n_features=job["n_features"])
+            model.channel_index = subset
+            value = _fit_and_score(model, job, val, images, labels)
+            same_subset.append((ds, value, anomalib))
+            print(f"{ds:<8} fovea with Anomalib's channel subset: {value:.3f}  (Anomalib {anomalib:.3f})", flush=True)
         for sigma in (4.0, 0.0):
             values = []
             for seed in range(args.seeds):
@@ -60,7 +68,30 @@ def main() -> None:
             rows.append((ds, sigma, values, anomalib))
             print(f"{ds:<8} score sigma {sigma:>3}: " + " ".join(f"{v:.3f}" for v in values)
                   + f"  mean {np.mean(values):.3f}  (Anomalib {anomalib:.3f})", flush=True)
-    _write_doc(Path(args.doc), args, rows, labels)
+    _write_doc(Path(args.doc), args, rows, labels, same_subset)
+
+
+def _anomalib_subset(jobs: Path, ds: str):
+    """The `idx` buffer (Anomalib's random channel subset) of the Anomalib PaDiM run on `ds`, if saved."""
+    ckpts = sorted((jobs / f"{ds}_padim_anomalib_results").rglob("model.ckpt"))
+    if not ckpts:
+        return None
+    state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)["state_dict"]
+    return state["model.idx"].clone()
+
+
+def _fit_and_score(model, job, val, images, labels) -> float:
+    from fovea.anomaly.pipeline import AnomalyPipeline
+    from fovea.io import read_image
+
+    pipe = AnomalyPipeline(model, tuple(job["input_size"])).eval()
+    bs = int(job["batch_size"])
+    paths = job["train_paths"]
+    with torch.no_grad():
+        model.fit([torch.cat([pipe.preprocess(torch.from_numpy(np.array(read_image(p)))[None])
+                              for p in paths[i:i + bs]]) for i in range(0, len(paths), bs)])
+        scores = np.array([float(pipe.raw(torch.from_numpy(im)[None])[0][0]) for im in images])
+    return auroc(scores, labels)
 
 
 def _anomalib_auroc(results, ds: str) -> float:
@@ -71,7 +102,7 @@ def _anomalib_auroc(results, ds: str) -> float:
     return float("nan")
 
 
-def _write_doc(path: Path, args, rows, labels) -> None:
+def _write_doc(path: Path, args, rows, labels, same_subset) -> None:
     n_bad = int(labels.sum())
     lines = ["# PaDiM: spread over the random channel subset", "",
              f"Produced by `.venv/bin/python benchmarks/padim_seeds.py --bench-out {args.bench_out}` on the splits of "
@@ -84,6 +115,10 @@ def _write_doc(path: Path, args, rows, labels) -> None:
         rule = "max of sigma-4 smoothed map (default)" if sigma else "max of unsmoothed map"
         lines.append(f"| {ds} | {rule} | {' '.join(f'{v:.3f}' for v in values)} | {np.mean(values):.3f} | "
                      f"{min(values):.3f}-{max(values):.3f} | {anomalib:.3f} |")
+    if same_subset:
+        lines += ["", "Same subset: fovea's PaDiM fitted with the channel indices Anomalib drew (its checkpoint's `idx` "
+                  "buffer), sigma-4 smoothed score:", "", "| data set | fovea, Anomalib's subset | Anomalib |", "|---|---|---|"]
+        lines += [f"| {ds} | {v:.3f} | {a:.3f} |" for ds, v, a in same_subset]
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
 
