@@ -15,7 +15,7 @@ from fovea.errors import DataError
 def test_gaussian_blur_matches_scipy_mirror(sigma, path, monkeypatch):
     """Both implementations: dense blur matrices (eager) and the 1-D convolutions (traced/exported)."""
     if path == "export":
-        monkeypatch.setattr(P, "_eager", lambda x: False)
+        monkeypatch.setattr(P, "plain_eager", lambda x: False)
     rng = np.random.default_rng(0)
     x = rng.random((2, 1, 40, 36)).astype(np.float32)
     out = P.gaussian_blur_map(torch.from_numpy(x), sigma).numpy()

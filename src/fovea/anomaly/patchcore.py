@@ -36,15 +36,17 @@ class PatchCoreConfig:
         return asdict(self)
 
 
-def squared_distances(x: torch.Tensor, y: torch.Tensor, y_sq: torch.Tensor | None = None) -> torch.Tensor:
+def _cross_term(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N, D), (M, D) -> (N, M) |y|^2 - 2 x.y in one addmm: squared distance minus the row constant |x|^2."""
+    return torch.addmm(y.pow(2).sum(1)[None, :], x, y.T, beta=1.0, alpha=-2.0)
+
+
+def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(N, D), (M, D) -> (N, M) squared Euclidean distances via one matmul (export-friendly).
 
     Not clamped: rounding can make an entry slightly negative; callers clamp what they keep.
-    y_sq: precomputed (M,) squared norms of y.
     """
-    y_sq = y.pow(2).sum(1) if y_sq is None else y_sq
-    d = torch.addmm(y_sq[None, :], x, y.T, beta=1.0, alpha=-2.0)  # |y|^2 - 2 x.y in one pass
-    return d + x.pow(2).sum(1, keepdim=True)
+    return _cross_term(x, y) + x.pow(2).sum(1, keepdim=True)
 
 
 def chunked_nearest(x: torch.Tensor, bank: torch.Tensor, k: int, chunk_size: int):
@@ -84,9 +86,7 @@ def chunked_min_distance(x: torch.Tensor, bank: torch.Tensor, chunk_size: int) -
     """
     best = None
     for start in range(0, bank.shape[0], chunk_size):
-        y = bank[start:start + chunk_size]
-        block = torch.addmm(y.pow(2).sum(1)[None, :], x, y.T, beta=1.0, alpha=-2.0)  # |y|^2 - 2 x.y
-        m = block.amin(dim=1)
+        m = _cross_term(x, bank[start:start + chunk_size]).amin(dim=1)
         best = m if best is None else torch.minimum(best, m)
     return (best + x.pow(2).sum(1)).clamp_min(0.0).sqrt()
 

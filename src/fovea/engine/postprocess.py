@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from fovea.core import AnomalyResult
 from fovea.engine.metrics import best_f1_threshold
+from fovea.engine.runtime import plain_eager
 from fovea.errors import ConfigError, DataError
 
 __all__ = [
@@ -59,22 +60,11 @@ def gaussian_blur_map(maps: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
     if radius < 1:
         return maps
     if not torch.jit.is_scripting():  # TorchScript skips this block; it compiles only the conv path
-        if _eager(maps):  # the same operator as two dense matrices: ~4x faster than 1-D convolutions
+        if plain_eager(maps):  # the same operator as two dense matrices: ~4x faster than 1-D convolutions
             gh = _blur_matrix(h, float(sigma), radius, maps.dtype)
             gw = gh if w == h else _blur_matrix(w, float(sigma), radius, maps.dtype)
             return torch.matmul(torch.matmul(gh, maps), gw.T)
     return _blur_conv(maps, sigma, radius)
-
-
-def _eager(x: torch.Tensor) -> bool:
-    """Plain eager CPU execution (not tracing, scripting, exporting or compiling)."""
-    if x.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return False
-    if torch.onnx.is_in_onnx_export():
-        return False
-    compiler = getattr(torch, "compiler", None)
-    return not (compiler is not None and (compiler.is_compiling() or getattr(compiler, "is_exporting",
-                                                                             lambda: False)()))
 
 
 _BLUR_MATRICES: dict[tuple, torch.Tensor] = {}

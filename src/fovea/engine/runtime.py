@@ -1,8 +1,14 @@
-"""Loading exported models for inference, shared by every task's Predictor."""
+"""Inference runtime shared by every task: loading exported models (`onnx_session`), the frozen
+graph that stands in for frozen backbones (`FrozenGraph`), and the test of whether code runs
+plainly eagerly (`plain_eager`) or is being traced, scripted, exported or compiled."""
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
+
+import torch
 
 from fovea.errors import ExportError
 
@@ -28,13 +34,13 @@ class FrozenGraph:
     `optimize_for_inference` (batch norm folded into the convolutions, oneDNN-prepacked
     convolutions, fused activations), about 2.5x faster than eager for EfficientNet-Lite0 on CPU.
 
-    `__call__(module, x)` returns what `module(x)` returns (tensors, or a list of them); the module
-    is passed at each call and not held, so an owner can keep a FrozenGraph as a plain attribute
-    and still pickle and deep-copy. The graph is traced once; the first input of
-    every new per-sample shape (C, H, W) is also run eagerly and compared (relative error <= `rtol` of the output's
-    largest magnitude): a shape that does not match, or a graph that cannot be built, runs
-    eagerly from then on and says so once in a warning. (A batch size baked into a trace would
-    make the graph fail on another batch size; a failure also falls back to eager.) Never pickled (dropped and rebuilt).
+    `__call__(module, x)` returns what `module(x)` returns (tensors, or a list of them). The module
+    is passed at each call, not held, so an owner can keep a FrozenGraph as a plain attribute and
+    still pickle and deep-copy it (the graph itself is never pickled; it is rebuilt on first use).
+    The graph is traced once, on one sample; the first input of every new per-sample shape
+    (C, H, W) is also run eagerly and compared (error <= `rtol` x the output's largest magnitude).
+    A shape that does not match runs eagerly from then on; a graph that cannot be built or run
+    (e.g. a batch size baked into the trace) turns the graph off. Either says so once in a warning.
     Call `clear()` whenever the module's weights change.
     """
 
@@ -54,9 +60,7 @@ class FrozenGraph:
         self.rtol = state["rtol"]
         self.clear()
 
-    def __call__(self, module: "torch.nn.Module", x: "torch.Tensor"):
-        import torch
-
+    def __call__(self, module: torch.nn.Module, x: torch.Tensor):
         key = (tuple(x.shape[1:]), x.dtype)  # batch size is not baked into a trace of a backbone
         ok = self._checked.get(key)
         if self._failed or ok is False:
@@ -82,32 +86,29 @@ class FrozenGraph:
         return out if isinstance(out, torch.Tensor) else list(out)
 
 
-def inference_graph_allowed(x: "torch.Tensor") -> bool:
-    """True when a FrozenGraph may replace eager code: CPU float32 input, no autograd, and no
-    tracing, scripting, export or compilation in progress (those must see the plain modules)."""
-    import torch
-
-    if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
+def plain_eager(x: torch.Tensor) -> bool:
+    """True for plain eager CPU execution: not tracing, scripting, exporting or compiling (code that
+    those see must stay the plain, exportable version)."""
+    if x.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+    if torch.onnx.is_in_onnx_export():
         return False
     compiler = getattr(torch, "compiler", None)
-    if compiler is not None and (compiler.is_compiling() or getattr(compiler, "is_exporting", lambda: False)()):
+    if compiler is None:
+        return True
+    exporting = getattr(compiler, "is_exporting", None)
+    return not (compiler.is_compiling() or (exporting is not None and exporting()))
+
+
+def inference_graph_allowed(x: torch.Tensor) -> bool:
+    """True when a FrozenGraph may replace eager code: plain eager CPU float32 input without
+    autograd, and FOVEA_FROZEN_GRAPH is not "0"."""
+    if torch.is_grad_enabled() or x.dtype != torch.float32 or not plain_eager(x):
         return False
-    return _accel_enabled()
-
-
-def _accel_enabled() -> bool:
-    import os
-
     return os.environ.get("FOVEA_FROZEN_GRAPH", "1") != "0"
 
 
-def _freeze(module, x):
-    import warnings
-
-    import torch
-
+def _freeze(module: torch.nn.Module, x: torch.Tensor):
     with warnings.catch_warnings():  # torch.jit.* announce their deprecation in favour of torch.export
         warnings.simplefilter("ignore")
         with torch.no_grad():
@@ -116,8 +117,6 @@ def _freeze(module, x):
 
 
 def _same(a, b, rtol: float) -> bool:
-    import torch
-
     a = [a] if isinstance(a, torch.Tensor) else list(a)
     b = [b] if isinstance(b, torch.Tensor) else list(b)
     if len(a) != len(b):
@@ -135,8 +134,6 @@ _WARNED: set[str] = set()
 
 
 def _warn_once(message: str) -> None:
-    import warnings
-
     if message not in _WARNED:
         _WARNED.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
