@@ -119,3 +119,26 @@ def test_padim_gaussian_matches_numpy_per_position():
     assert float(scores[0]) < float(maps.max())  # smoothing lowers the single-patch peak
     model.config.score_sigma = 0.0  # checkpoints saved before the smoothed score load this way
     assert float(model(x)[0][0]) == pytest.approx(float(maps.max()), rel=1e-6)
+
+
+def test_padim_checkpoint_saved_before_smoothed_scores_keeps_the_raw_max(tmp_path):
+    import json
+
+    from fovea.anomaly.models import build_model
+    from fovea.anomaly.pipeline import CONFIG_FILE, AnomalyPipeline
+
+    torch.manual_seed(0)
+    model = build_model("padim", weights="random", n_features=10)
+    pipe = AnomalyPipeline(model, (32, 32)).eval()
+    model.fit([torch.randn(3, 3, 32, 32)])
+    pipe.save(tmp_path)
+    assert AnomalyPipeline.load(tmp_path).model.config.score_sigma == 4.0
+    recipe = json.loads((tmp_path / CONFIG_FILE).read_text())
+    del recipe["model_config"]["score_sigma"]  # as written before the option existed
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(recipe))
+    old = AnomalyPipeline.load(tmp_path)
+    assert old.model.config.score_sigma == 0.0
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        scores, maps = old.model(x)
+    assert float(scores[0]) == pytest.approx(float(maps.max()), rel=1e-6)

@@ -26,6 +26,16 @@ def available_models() -> list[str]:
     return sorted(n for n, (mod, _, _) in MODELS.items() if importlib.util.find_spec(mod) is not None)
 
 
+def saved_config(name: str, config: dict) -> dict:
+    """A model config read from a checkpoint, with the config class's `SAVED_DEFAULTS` filled in for
+    keys that checkpoints written before those options existed lack (they keep their old behaviour)."""
+    if name not in MODELS:
+        return dict(config)
+    mod_name, _, cfg_name = MODELS[name]
+    legacy = getattr(getattr(importlib.import_module(mod_name), cfg_name), "SAVED_DEFAULTS", {})
+    return {**legacy, **config}
+
+
 def build_model(name: str, **config) -> nn.Module:
     """Build model `name` from config keyword arguments (unknown keys are an error naming them)."""
     if name not in MODELS:

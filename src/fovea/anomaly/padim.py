@@ -12,7 +12,7 @@ brick and gravel texture sets and lower on grass (`benchmarks/padim_seeds.py`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,9 @@ class PadimConfig:
     score_sigma: float = 4.0   # Gaussian smoothing of the map before its max = image score (0 = raw max)
     seed: int = 0
     weights: str | None = "default"
+
+    # options missing from older checkpoints: they were fitted (and thresholded) on the raw max
+    SAVED_DEFAULTS: ClassVar[dict] = {"score_sigma": 0.0}
 
     def to_dict(self) -> dict:
         return asdict(self)

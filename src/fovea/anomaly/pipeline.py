@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fovea.anomaly.models import build_model
+from fovea.anomaly.models import build_model, saved_config
 from fovea.engine.postprocess import Thresholds, gaussian_blur_map, normalize_torch
 from fovea.errors import CheckpointError
 from fovea.weights import IMAGENET_MEAN, IMAGENET_STD
@@ -140,9 +140,8 @@ class AnomalyPipeline(nn.Module):
             raise CheckpointError(f"cannot read checkpoint {folder}: {exc}") from exc
         if recipe.get("format") != "fovea.anomaly/1":
             raise CheckpointError(f"{cfg_file}: unknown format {recipe.get('format')!r}")
-        model_cfg = dict(recipe["model_config"], weights="random")  # every tensor comes from the file
-        if recipe["model"] == "padim" and "score_sigma" not in model_cfg:
-            model_cfg["score_sigma"] = 0.0  # saved before PaDiM scored the smoothed map: keep its thresholds valid
+        # every tensor comes from the file; options older checkpoints lack keep their old behaviour
+        model_cfg = dict(saved_config(recipe["model"], recipe["model_config"]), weights="random")
         model = build_model(recipe["model"], **model_cfg)
         for name, shape in recipe.get("buffer_shapes", {}).items():
             _resize_buffer(model, name[len("core.model."):], shape)

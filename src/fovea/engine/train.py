@@ -199,19 +199,7 @@ def _batch_len(batch: Any) -> int:
 
 # ----------------------------------------------------------------------------------- Lightning glue
 # The LightningModule and callbacks live in fovea.engine._lightning (module level, so spawned DDP
-# processes can unpickle them); imported lazily so `import fovea.engine.train` stays light.
-
-def _cpu_time_limit_callback(seconds: float):
-    from fovea.engine._lightning import CpuTimeLimit
-
-    return CpuTimeLimit(seconds)
-
-
-def _lightning_module_class():
-    from fovea.engine._lightning import TaskModule
-
-    return TaskModule
-
+# processes can unpickle them); `fit` imports them lazily so `import fovea.engine.train` stays light.
 
 def resolve_start_method(method: str, payload: Any) -> str:
     """How DDP worker processes start. "auto" = "spawn" when the task and data pickle, else "fork".
@@ -292,6 +280,8 @@ def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: T
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+    from fovea.engine._lightning import CpuTimeLimit, TaskModule
+
     _validate(config, train_data)
     precision = _check_precision(config.precision)
     out = Path(config.out_dir)
@@ -310,7 +300,7 @@ def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: T
     steps_per_epoch = math.ceil(per_rank / math.ceil(global_batch / config.devices))
 
     L.seed_everything(config.seed, workers=True, verbose=False)
-    module = _lightning_module_class()(task, config, train_data, val_data, collate_fn, sampler,
+    module = TaskModule(task, config, train_data, val_data, collate_fn, sampler,
                                        global_batch, steps_per_epoch)
     cbs: list[Any] = []
     if config.monitor:
@@ -324,7 +314,7 @@ def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: T
         cbs.append(ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=0, save_last=True,
                                    enable_version_counter=False, save_on_train_epoch_end=True))
     if config.max_cpu_time_s:
-        cbs.append(_cpu_time_limit_callback(config.max_cpu_time_s))
+        cbs.append(CpuTimeLimit(config.max_cpu_time_s))
     if config.progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
