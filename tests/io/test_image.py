@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
 from fovea.errors import DataError, ImageReadError
-from fovea.io import IMAGE_EXTENSIONS, list_images, read_image, read_mask, to_rgb_uint8, write_image
+from fovea.io import (IMAGE_EXTENSIONS, image_header_size, list_images, read_image, read_mask, to_rgb_uint8,
+                      write_image)
 
 
 def _rng_rgb(h=12, w=20, seed=0):
@@ -183,16 +186,25 @@ def test_to_rgb_uint8_arrays():
         to_rgb_uint8(np.full((2, 2, 3), 200.0))
 
 
+def _png(path: Path, h: int = 4, w: int = 6) -> Path:
+    from PIL import Image as PILImage
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(np.zeros((h, w, 3), np.uint8)).save(path, format="PNG")
+    return path
+
+
 def test_list_images(tmp_path):
-    for name in ("b.png", "a.JPG", "c.txt", "d.tiff"):
-        (tmp_path / name).write_bytes(b"x")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "e.png").write_bytes(b"x")
+    for name in ("b.png", "a.JPG", "d.tiff"):
+        _png(tmp_path / name)  # PIL reads by content, so a PNG named .JPG/.tiff is still readable
+    (tmp_path / "c.txt").write_text("not an image")
+    _png(tmp_path / "sub" / "e.png")
     assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png", "d.tiff"]
     assert [p.name for p in list_images(tmp_path, recursive=True)] == ["a.JPG", "b.png", "d.tiff", "e.png"]
     assert [p.name for p in list_images(str(tmp_path / "*.png"))] == ["b.png"]
     assert [p.name for p in list_images(str(tmp_path / "**" / "*.png"))] == ["b.png", "e.png"]
     assert list_images(tmp_path / "b.png") == [tmp_path / "b.png"]
+    assert list_images(tmp_path).skipped == []
     pattern = str(tmp_path / "*.bmp")
     with pytest.raises(DataError) as info:
         list_images(pattern)
@@ -202,7 +214,44 @@ def test_list_images(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images in folder"):
         list_images(tmp_path / "empty")
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "x.txt").write_text("x")
+    with pytest.raises(DataError, match=r"other extensions: \.txt"):
+        list_images(tmp_path / "texts")
     assert ".png" in IMAGE_EXTENSIONS
+
+
+def test_list_images_bad_files_raise_or_are_skipped_and_listed(tmp_path):
+    _png(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"")  # empty
+    (tmp_path / "c.jpg").write_bytes(b"this is text, not a JPEG")
+    _png(tmp_path / "d.png")
+    with pytest.raises(ImageReadError) as info:
+        list_images(tmp_path)
+    assert str(tmp_path / "b.png") in str(info.value) and "--skip-bad" in str(info.value)
+    found = list_images(tmp_path, skip_bad=True)
+    assert [p.name for p in found] == ["a.png", "d.png"]
+    assert [(p.name, "empty" in r or "not a recognised" in r) for p, r in found.skipped] == \
+        [("b.png", True), ("c.jpg", True)]
+    joined = found + list_images(tmp_path / "a.png")
+    assert [p.name for p in joined] == ["a.png", "d.png", "a.png"] and len(joined.skipped) == 2
+    assert len(list_images(tmp_path, check=False)) == 4  # no header check: every candidate is listed
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(DataError, match="every one of the 1 image file"):
+        list_images(tmp_path / "bad", skip_bad=True)
+
+
+def test_image_header_size_is_upright_and_matches_read_image(tmp_path):
+    from PIL import Image as PILImage
+
+    im = PILImage.fromarray(np.zeros((4, 7, 3), np.uint8))
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees: the upright image is 7 high, 4 wide
+    im.save(tmp_path / "r.jpg", exif=exif)
+    assert image_header_size(tmp_path / "r.jpg") == read_image(tmp_path / "r.jpg").shape[:2] == (7, 4)
+    with pytest.raises(ImageReadError, match="file not found"):
+        image_header_size(tmp_path / "nope.png")
 
 
 def test_write_image_mask_and_bad_extension(tmp_path):

@@ -2,7 +2,9 @@
 
 from fovea.io.image import (
     IMAGE_EXTENSIONS,
+    ImageList,
     apply_exif_orientation,
+    image_header_size,
     list_images,
     read_image,
     read_mask,
@@ -12,7 +14,9 @@ from fovea.io.image import (
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "ImageList",
     "apply_exif_orientation",
+    "image_header_size",
     "list_images",
     "read_image",
     "read_mask",

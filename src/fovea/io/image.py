@@ -258,33 +258,107 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 
 # ----------------------------------------------------------------------------------- listing
-def _is_image(p: Path, extensions: Iterable[str]) -> bool:
-    return p.is_file() and p.suffix.lower() in extensions
+class ImageList(list):
+    """A sorted list of image paths plus `skipped`: (path, reason) of files left out by skip_bad=True."""
+
+    def __init__(self, paths: Iterable[Path] = (), skipped: Iterable[tuple[Path, str]] = ()):
+        super().__init__(paths)
+        self.skipped: list[tuple[Path, str]] = list(skipped)
+
+    def __add__(self, other):  # keep the skipped files of both sides when listings are joined
+        return ImageList(list(self) + list(other), self.skipped + list(getattr(other, "skipped", [])))
+
+    def __iadd__(self, other):
+        self.extend(other)
+        self.skipped += list(getattr(other, "skipped", []))
+        return self
 
 
-def list_images(source: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS,
-                recursive: bool = False) -> list[Path]:
-    """Sorted image paths from an image file, a folder (its image files) or a glob pattern.
+def image_header_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file, upright (EXIF orientation applied), from its header only.
 
-    Raises DataError naming the path or pattern when it does not exist or nothing matches.
+    Cheap (no pixel decoding), so it catches empty, non-image and header-corrupt files but not
+    truncated pixel data; raises ImageReadError(path, reason) for an unreadable file.
     """
-    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    p = Path(path)
+    if not p.is_file():
+        raise ImageReadError(p, "file not found" if not p.exists() else "it is not a regular file")
+    if p.stat().st_size == 0:
+        raise ImageReadError(p, "the file is empty (0 bytes)")
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            try:
+                orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+            except Exception:  # noqa: BLE001 - a broken EXIF block must not hide good pixels
+                orientation = 1
+    except UnidentifiedImageError:
+        arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED) if cv2.haveImageReader(str(p)) else None
+        if arr is None:
+            raise ImageReadError(p, f"not a recognised image format ({p.stat().st_size} bytes)") from None
+        return int(arr.shape[0]), int(arr.shape[1])
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(p, f"corrupt image header ({exc})") from exc
+    return (w, h) if orientation >= 5 else (h, w)
+
+
+def _norm_exts(extensions: Iterable[str]) -> tuple[str, ...]:
+    return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+
+
+def _candidates(source: str | os.PathLike, exts: tuple[str, ...], recursive: bool) -> list[Path]:
+    """Files with an image extension named by a file, a folder or a glob; DataError when none."""
     s = os.fspath(source)
     p = Path(s)
     if p.is_file():
         return [p]
     if p.is_dir():
         it = p.rglob("*") if recursive else p.iterdir()
-        found = sorted(q for q in it if _is_image(q, exts))
+        found = sorted(q for q in it if q.is_file() and q.suffix.lower() in exts)
         if not found:
+            others = sorted({q.suffix.lower() or "(no extension)" for q in p.iterdir() if q.is_file()})
+            hint = f" It holds files with other extensions: {', '.join(others)}." if others else ""
             raise DataError(f"no images in folder {p} (looked for {', '.join(exts)}"
-                            f"{', recursively' if recursive else ''}). Fix: point at a folder of images or "
-                            "pass a glob such as 'photos/**/*.jpg'.")
+                            f"{', recursively' if recursive else ''}).{hint} Fix: point at a folder of images "
+                            "or pass a glob such as 'photos/**/*.jpg'.")
         return found
     if _GLOB_CHARS & set(s):
-        found = sorted(Path(q) for q in glob.glob(s, recursive=True) if _is_image(Path(q), exts))
+        found = sorted(Path(q) for q in glob.glob(s, recursive=True)
+                       if Path(q).is_file() and Path(q).suffix.lower() in exts)
         if not found:
             raise DataError(f"no image files match the pattern {s!r} (extensions {', '.join(exts)}). "
                             "Fix: check the pattern; quote it so the shell does not expand it.")
         return found
     raise DataError(f"{s} does not exist. Fix: pass an image file, a folder of images or a glob pattern.")
+
+
+def list_images(source: str | os.PathLike, *, recursive: bool = False, skip_bad: bool = False,
+                check: bool = True, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> ImageList:
+    """Sorted image paths from an image file, a folder (its image files) or a glob pattern.
+
+    The one place fovea lists images: files with an extension in IMAGE_EXTENSIONS (case-insensitive),
+    sorted by path; `recursive` descends into sub-folders. With `check`, every file's header is
+    opened (cheap, see `image_header_size`): an unreadable file raises ImageReadError naming it, or
+    with `skip_bad=True` is left out and recorded in the result's `.skipped` as (path, reason).
+    A missing path, an empty folder, a pattern that matches nothing, or a source whose every file
+    is unreadable raises DataError naming the path and the fix.
+    """
+    exts = _norm_exts(extensions)
+    candidates = _candidates(source, exts, recursive)
+    if not check:
+        return ImageList(candidates)
+    kept, skipped = [], []
+    for q in candidates:
+        try:
+            image_header_size(q)
+        except ImageReadError as exc:
+            if not skip_bad:
+                raise
+            skipped.append((q, exc.reason))
+            continue
+        kept.append(q)
+    if not kept:
+        raise DataError(f"every one of the {len(candidates)} image file(s) in {os.fspath(source)} is unreadable, "
+                        f"e.g. {skipped[0][0]}: {skipped[0][1]}. Fix: replace the files or point at another "
+                        "folder.")
+    return ImageList(kept, skipped)
