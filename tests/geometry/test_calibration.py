@@ -13,7 +13,7 @@ from fovea.geometry.calibration import (
 )
 from fovea.geometry.camera import CameraModel, projection_difference
 from fovea.synth.chessboard import TrueCamera, image_texture, pixel_rays, render_plane, finish_image
-from fovea.synth.lens import project_points, rotation_matrix
+from fovea.geometry.lens import project_points, rotation_matrix
 
 
 @pytest.fixture(scope="module")

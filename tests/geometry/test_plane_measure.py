@@ -8,7 +8,7 @@ from fovea.geometry.calibration import bootstrap_uncertainty, calibrate_images
 from fovea.geometry.camera import CameraModel
 from fovea.geometry.measure import PlaneMeasurer, undistort_image, undistort_points
 from fovea.synth.chessboard import BoardSpec, TrueCamera, chessboard_texture, finish_image, pixel_rays, render_plane
-from fovea.synth.lens import project_points, rotation_matrix
+from fovea.geometry.lens import project_points, rotation_matrix
 
 RECT = dict(cx=60.0, cy=60.0, L=110.0, W=45.0, ang=np.deg2rad(25))
 DISC = dict(cx=190.0, cy=70.0, r=35.0)

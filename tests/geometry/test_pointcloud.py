@@ -7,7 +7,7 @@ from fovea.errors import DataError
 from fovea.geometry.pointcloud import (
     backproject, fit_plane_ransac, gravity_frame, oriented_box, oriented_boxes, transform,
 )
-from fovea.synth.lens import rotation_matrix
+from fovea.geometry.lens import rotation_matrix
 
 
 def test_backproject_matches_pinhole_closed_form():

@@ -10,7 +10,7 @@ from fovea.geometry.stereo import (
     fill_holes, lr_consistency, opencv_default_sgbm, rectify, save_ply,
 )
 from fovea.synth.chessboard import TrueCamera, image_texture, pixel_rays, render_plane, finish_image
-from fovea.synth.lens import rotation_matrix
+from fovea.geometry.lens import rotation_matrix
 
 
 def test_evaluate_disparity_matches_slow_loop():

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 
 from fovea.synth.chessboard import BoardSpec, TrueCamera, render_calibration_views
-from fovea.synth.lens import distort_normalized, pixels_to_normalized, project_points
+from fovea.geometry.lens import distort_normalized, pixels_to_normalized, project_points
 
 
 def test_lens_matches_opencv_projectpoints_and_inverts():

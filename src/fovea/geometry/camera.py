@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from fovea.errors import CalibrationError, ConfigError
-from fovea.synth.lens import pixels_to_normalized, project_points
+from fovea.geometry.lens import pixels_to_normalized, project_points
 
 
 @dataclass

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from fovea.errors import ConfigError
-from fovea.synth.lens import pixels_to_normalized, project_points, rotation_matrix
+from fovea.geometry.lens import pixels_to_normalized, project_points, rotation_matrix
 
 Texture = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (u_mm, v_mm) -> intensity in [0, 1]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fovea.errors import ConfigError
-from fovea.synth.lens import pixels_to_normalized, project_points
+from fovea.geometry.lens import pixels_to_normalized, project_points
 
 CLASS_NAMES = ("water", "sheen", "rainbow", "true_colour")
 # thickness (um) drawn inside these sub-bands of the Bonn codes 1, 2 and 4 (see apps/oilspill/rules.yaml)

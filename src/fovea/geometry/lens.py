@@ -1,7 +1,8 @@
 """Pinhole + Brown-Conrady lens model in plain numpy (OpenCV's 5-coefficient convention).
 
-Lives in `synth` (the lowest layer that needs it) so the renderers can cast exact rays and
-`fovea.geometry` can reuse the same maths; tests check it against `cv2.projectPoints`.
+Lives in `geometry` (a bottom layer): `fovea.geometry.camera` projects with it and the `synth`
+renderers cast exact rays through it (synth may import geometry, never the reverse); tests check
+it against `cv2.projectPoints`.
 Conventions: pixel centres at integer coordinates (OpenCV), dist = (k1, k2, p1, p2, k3).
 """
 
