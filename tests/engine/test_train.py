@@ -219,14 +219,27 @@ def test_best_checkpoint_is_the_best_epoch(tmp_path, mode, seq, best):
     res = fit(task, TensorDataset(x, y), TensorDataset(x, y),
               cfg(tmp_path, batch_size=4, max_epochs=4, monitor="val_score", mode=mode), callbacks=[snap])
     assert res.best_epoch == best and res.best_metric == pytest.approx(seq[best])
-    saved = load_file(str(res.best_checkpoint))
+    saved = load_file(str(res.checkpoint))
     for k, v in snap.states[best].items():
         assert torch.equal(saved[k], v), k
         assert torch.equal(task.model.state_dict()[k], v)  # task.model holds the best weights
     assert not torch.equal(snap.states[best]["weight"], snap.states[-1]["weight"])
     meta = json.loads((tmp_path / "best.json").read_text())
     assert meta["epoch"] == best and meta["monitor"] == "val_score"
-    assert res.curve_png.is_file() and res.curve_png.stat().st_size > 1000
+    assert res.curves_png.is_file() and res.curves_png.stat().st_size > 1000
+    assert res.metrics == {"val_score": pytest.approx(seq[best])}  # the kept epoch's row, not the last
+    assert res.task == "LinearTask" and res.monitor == "val_score" and res.last_checkpoint.is_file()
+    assert res.timings_s["fit"] > 0
+
+
+def test_progress_callback_counts_steps_and_epochs(tmp_path):
+    x, y = data(10)
+    calls = []
+    fit(LinearTask(), TensorDataset(x, y), None, cfg(tmp_path, batch_size=4, max_epochs=3),
+        progress=lambda stage, done, total: calls.append((stage, done, total)))
+    # 10 samples in batches of 4 -> 3 steps per epoch (last batch partial), 3 epochs
+    assert [c for c in calls if c[0] == "epochs"] == [("epochs", 1, 3), ("epochs", 2, 3), ("epochs", 3, 3)]
+    assert [c for c in calls if c[0] == "batches"] == [("batches", i, 3) for i in (1, 2, 3)] * 3
 
 
 class Crash(Callback):

@@ -1,8 +1,9 @@
-"""Lightning glue for `fovea.engine.train.fit`: the LightningModule that wraps a task and the
-CPU-time callback.
+"""Lightning glue for `fovea.engine.train.fit`: the LightningModule that wraps a task, the
+CPU-time callback and the progress callback.
 
 Kept at module level (not built inside `fit`) so that DDP processes started with "spawn" can
-unpickle them; imported lazily by `fovea.engine.train` so importing the engine stays light.
+unpickle them; imported lazily by `fovea.engine.train` so importing the engine stays light. It
+imports the engine's config and sampling modules, never `fovea.engine.train` (no cycle).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
+from fovea.engine.progress import Progress
+from fovea.engine.sampling import EpochSampler, batch_len
 from fovea.engine.schedules import build_scheduler
-from fovea.engine.train import EpochSampler, TrainConfig, _batch_len
+from fovea.engine.train_config import TrainConfig
 from fovea.errors import ConfigError
 
 
@@ -42,6 +45,21 @@ class CpuTimeLimit(Callback):
             used = trainer.strategy.reduce(used, reduce_op="max")
         if float(used) >= self.seconds:
             trainer.should_stop = True
+
+
+class ProgressCallback(Callback):
+    """Drive a `progress(stage, done, total)` callback: "batches" per step, "epochs" per epoch (rank 0)."""
+
+    def __init__(self, progress: Progress, max_epochs: int):
+        self.progress, self.max_epochs = progress, int(max_epochs)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_rank == 0:
+            self.progress("batches", batch_idx + 1, int(trainer.num_training_batches))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            self.progress("epochs", trainer.current_epoch + 1, self.max_epochs)
 
 
 class TaskModule(L.LightningModule):
@@ -109,7 +127,7 @@ class TaskModule(L.LightningModule):
             raise ConfigError(
                 f"training loss is {value} at epoch {self.current_epoch}, batch {batch_idx} "
                 f"(lr {self._current_lr():.3g}). Fix: lower lr, set grad_clip, or check the data.")
-        n = _batch_len(batch) or 1
+        n = batch_len(batch) or 1
         acc = self.__dict__["_acc"]  # a plain dict: nn.Module.__setattr__ costs per step
         acc["lr"] = self._current_lr()  # the lr this batch's update uses (scheduler steps after it)
         acc["loss_sum"] += value * n

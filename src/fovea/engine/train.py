@@ -20,8 +20,9 @@ import contextlib
 import json
 import logging
 import math
+import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -29,8 +30,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fovea.engine.curves import plot_history
-from fovea.engine.schedules import SCHEDULES, build_scheduler
+from fovea.engine.progress import Progress
+from fovea.engine.results import TrainResult
+from fovea.engine.sampling import EpochSampler, batch_len, resolve_batch_size
+from fovea.engine.schedules import SCHEDULES
+from fovea.engine.train_config import TrainConfig
 from fovea.errors import CheckpointError, ConfigError, DataError, HardwareError
+
+__all__ = ["EpochSampler", "TaskSpec", "TrainConfig", "TrainResult", "batch_len", "cpu_supports_bf16", "fit",
+           "load_weights", "resolve_batch_size", "resolve_start_method"]
 
 OPTIMIZERS = ("sgd", "adamw")
 START_METHODS = ("auto", "spawn", "fork")
@@ -38,69 +46,17 @@ _PRECISION = {"32": "32-true", "32-true": "32-true", "fp32": "32-true",
               "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed"}
 
 
-@dataclass
-class TrainConfig:
-    """Everything `fit` needs besides the task and data. Loadable from YAML via `from_dict`."""
-
-    optimizer: str = "adamw"          # "sgd" | "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9             # sgd only
-    nesterov: bool = False            # sgd only
-    weight_decay: float = 0.0
-    batch_size: int = 32              # global; 1 = stochastic, 0 or >= len(train) = full batch, else mini-batch
-    max_epochs: int = 10
-    schedule: str = "none"            # "none" | "cosine" | "step" (evaluated per optimizer step)
-    warmup_epochs: int = 0            # linear warm-up, per step, over this many epochs
-    step_size: int = 10               # step schedule: decay every step_size epochs
-    gamma: float = 0.1                # step schedule: decay factor
-    grad_clip: float | None = None    # max global grad L2 norm
-    monitor: str | None = None        # validation metric name, e.g. "val_acc", "val_loss"
-    mode: str = "max"                 # "max" | "min" for monitor
-    early_stopping_patience: int | None = None
-    precision: str = "32"             # "32" | "bf16" (CPU autocast; HardwareError if unsupported)
-    seed: int = 0
-    devices: int = 1                  # > 1 = Lightning DDP on CPU (gloo)
-    ddp_start_method: str = "auto"    # "auto" | "spawn" | "fork": how DDP processes start (see fit)
-    num_workers: int = 0
-    out_dir: str = "runs/train"
-    resume_from: str | None = None
-    # additions beyond the agreed API
-    shuffle: bool = True              # False: epochs visit the data in index order
-    val_batch_size: int | None = None  # None: max(batch_size, 64)
-    progress: bool = False            # rich progress bar
-    max_time_s: float | None = None   # wall-clock cap on training (Lightning max_time); best epoch so far is kept
-    max_cpu_time_s: float | None = None  # cap on this process's CPU seconds (fair on a shared machine)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Build from a dict (e.g. parsed YAML); unknown keys are an error naming the valid ones."""
-        names = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - names)
-        if bad:
-            raise ConfigError(f"unknown TrainConfig keys {bad}. Fix: use only {sorted(names)}.")
-        return cls(**d)
-
-
 class TaskSpec(Protocol):
-    """What a task gives the engine: a plain torch module and two functions."""
+    """What a task gives the engine: a plain torch module and two functions.
+
+    An optional `name` attribute ("classify", "segment", ...) becomes `TrainResult.task`.
+    """
 
     model: torch.nn.Module
 
     def training_loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor: ...
 
     def validation_metrics(self, model: torch.nn.Module, loader: DataLoader) -> dict[str, float]: ...
-
-
-@dataclass
-class TrainResult:
-    """Where the run's files are and what it reached."""
-
-    best_checkpoint: Path | None
-    last_checkpoint: Path
-    best_metric: float | None
-    best_epoch: int | None
-    history: list[dict] = field(default_factory=list)
-    curve_png: Path | None = None
 
 
 # ----------------------------------------------------------------------------------- hardware
@@ -134,72 +90,10 @@ def _check_precision(precision: str) -> str:
     return lightning_precision
 
 
-# ----------------------------------------------------------------------------------- data order
-
-class EpochSampler(Sampler[int]):
-    """Per-epoch sample order shared by all processes; process `rank` takes positions rank::world.
-
-    The global order is a permutation seeded by (seed + epoch), the identity when shuffle=False,
-    or the draw of `base` (e.g. WeightedRandomSampler) under torch seed (seed + epoch). It is
-    padded by wrapping around to a multiple of `world` so every process runs the same number of steps.
-    """
-
-    def __init__(self, n: int, *, shuffle: bool = True, seed: int = 0, rank: int = 0, world: int = 1,
-                 base: Sampler | None = None):
-        self.n, self.shuffle, self.seed, self.rank, self.world, self.base = n, shuffle, seed, rank, world, base
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def global_order(self) -> list[int]:
-        if self.base is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed + self.epoch)
-                order = [int(i) for i in self.base]
-        elif self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        pad = (-len(order)) % self.world
-        return order + order[:pad]
-
-    def __iter__(self):
-        return iter(self.global_order()[self.rank::self.world])
-
-    def __len__(self) -> int:
-        total = len(self.base) if self.base is not None else self.n
-        return math.ceil(total / self.world)
-
-
-def resolve_batch_size(batch_size: int, n_train: int) -> int:
-    """Global batch size: 0 or >= n_train means the whole set (batch gradient descent)."""
-    if batch_size < 0:
-        raise ConfigError(f"batch_size={batch_size} is negative. Fix: 1 (stochastic), 0 (full batch) or more.")
-    return n_train if batch_size == 0 or batch_size >= n_train else batch_size
-
-
-def _batch_len(batch: Any) -> int:
-    """Number of samples in a collated batch (first tensor's leading size)."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.ndim else 1
-    if isinstance(batch, dict):
-        for v in batch.values():
-            n = _batch_len(v)
-            if n:
-                return n
-    if isinstance(batch, (list, tuple)):
-        for v in batch:
-            n = _batch_len(v)
-            if n:
-                return n
-    return 0
-
-
 # ----------------------------------------------------------------------------------- Lightning glue
 # The LightningModule and callbacks live in fovea.engine._lightning (module level, so spawned DDP
-# processes can unpickle them); `fit` imports them lazily so `import fovea.engine.train` stays light.
+# processes can unpickle them). `_lightning` imports only train_config/sampling, never this module;
+# `fit` imports it lazily so `import fovea.engine.train` stays light (no Lightning import).
 
 def resolve_start_method(method: str, payload: Any) -> str:
     """How DDP worker processes start. "auto" = "spawn" when the task and data pickle, else "fork".
@@ -271,16 +165,17 @@ def _validate(config: TrainConfig, train_data) -> None:
 
 def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: TrainConfig,
         collate_fn: Callable | None = None, sampler: Sampler | None = None, *,
-        callbacks: Sequence[Any] = ()) -> TrainResult:
+        callbacks: Sequence[Any] = (), progress: Progress | None = None) -> TrainResult:
     """Train `task.model` on `train_data`; returns the checkpoints, best metric and per-epoch history.
 
     After fit, `task.model` holds the best weights when `config.monitor` is set, else the last.
-    `callbacks` are extra Lightning callbacks (e.g. to inspect every step).
+    `callbacks` are extra Lightning callbacks (e.g. to inspect every step); `progress(stage, done,
+    total)` is called after every optimizer step ("batches" of the epoch) and epoch ("epochs").
     """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from fovea.engine._lightning import CpuTimeLimit, TaskModule
+    from fovea.engine._lightning import CpuTimeLimit, ProgressCallback, TaskModule
 
     _validate(config, train_data)
     precision = _check_precision(config.precision)
@@ -300,8 +195,7 @@ def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: T
     steps_per_epoch = math.ceil(per_rank / math.ceil(global_batch / config.devices))
 
     L.seed_everything(config.seed, workers=True, verbose=False)
-    module = TaskModule(task, config, train_data, val_data, collate_fn, sampler,
-                                       global_batch, steps_per_epoch)
+    module = TaskModule(task, config, train_data, val_data, collate_fn, sampler, global_batch, steps_per_epoch)
     cbs: list[Any] = []
     if config.monitor:
         cbs.append(ModelCheckpoint(dirpath=out, filename="best", monitor=config.monitor, mode=config.mode,
@@ -319,6 +213,8 @@ def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: T
         from lightning.pytorch.callbacks import RichProgressBar
 
         cbs.append(RichProgressBar())
+    if progress is not None:
+        cbs.append(ProgressCallback(progress, config.max_epochs))
     cbs.extend(callbacks)
 
     strategy: Any = "auto"
@@ -327,6 +223,7 @@ def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: T
 
         method = resolve_start_method(config.ddp_start_method, module)
         strategy = DDPStrategy(start_method=method, process_group_backend="gloo")
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
     with _quiet_lightning():
         trainer = L.Trainer(accelerator="cpu", devices=config.devices, strategy=strategy, precision=precision,
                             max_epochs=config.max_epochs,
@@ -343,7 +240,8 @@ def fit(task: TaskSpec, train_data: Dataset, val_data: Dataset | None, config: T
                 raise CheckpointError(f"cannot resume from {config.resume_from}: {exc}. Fix: resume only "
                                       "from a last.ckpt written by fovea's engine.") from exc
             raise
-    return _collect(task, config, module, out)
+    timings = {"fit": time.perf_counter() - t_wall, "fit_cpu": time.process_time() - t_cpu}
+    return _collect(task, config, module, out, timings)
 
 
 def _load_ckpt(path: Path) -> dict:
@@ -357,7 +255,7 @@ def _model_state(ckpt: dict) -> dict[str, torch.Tensor]:
     return {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
 
 
-def _collect(task, config: TrainConfig, module, out: Path) -> TrainResult:
+def _collect(task, config: TrainConfig, module, out: Path, timings_s: dict[str, float]) -> TrainResult:
     """Turn the run's files into a TrainResult; put best (or last) weights into task.model."""
     from safetensors.torch import save_file
 
@@ -383,8 +281,13 @@ def _collect(task, config: TrainConfig, module, out: Path) -> TrainResult:
         (out / "best.json").write_text(json.dumps(meta, indent=1))
     curve = plot_history(history, out / "curves.png", monitor=config.monitor, best_epoch=best_epoch) \
         if history else None
-    return TrainResult(best_checkpoint=best_path, last_checkpoint=last, best_metric=best_metric,
-                       best_epoch=best_epoch, history=history, curve_png=curve)
+    kept_row = next((r for r in history if r.get("epoch") == best_epoch), None) if best_epoch is not None \
+        else (history[-1] if history else {})
+    metrics = {k: v for k, v in (kept_row or {}).items() if k.startswith("val_")}
+    return TrainResult(task=str(getattr(task, "name", type(task).__name__)),
+                       checkpoint=best_path if best_path is not None else last, metrics=metrics,
+                       history=history, curves_png=curve, timings_s=timings_s, best_epoch=best_epoch,
+                       best_metric=best_metric, monitor=config.monitor, last_checkpoint=last, out_dir=out)
 
 
 def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) -> torch.nn.Module:
