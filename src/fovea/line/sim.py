@@ -2,7 +2,9 @@
 
 `simulate()` wires SimClock + ConveyorSource + localizer + predictor + SimulatedActuator (the
 firmware emulator on the same clock) + LineRunner, runs until every record is settled, and
-audits the result physically. Fault hooks are scheduled on the simulated clock.
+audits the result physically. Fault hooks are scheduled on the simulated clock; falsified
+frames (`source_faults`, see `doubles.FaultySource`) and lost or delayed link lines
+(`link_faults`, see `doubles.LineFault`) wrap the real source and the emulator's port.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from fovea.line.actuators import LinkConfig, SimulatedActuator
 from fovea.line.audit import AuditReport, audit
 from fovea.line.clock import SimClock
 from fovea.line.config import LineConfig
-from fovea.line.doubles import OraclePredictor
+from fovea.line.doubles import FaultyLink, FaultySource, OraclePredictor
 from fovea.line.events import EventLog, summarize
 from fovea.line.runner import LineRunner
 from fovea.line.sources import ConveyorSource
@@ -41,15 +43,23 @@ def line_config_for(conveyor_config, **overrides) -> LineConfig:
 def simulate(conveyor, config: LineConfig | None = None, predictor=None, localizer=None,
              source_kw: dict | None = None, faults: list[tuple[float, Callable]] | None = None,
              link: LinkConfig | None = None, log_path=None, keep_events: bool = True,
-             predictor_kw: dict | None = None, annotator=None, max_time_s: float | None = None) -> SimResult:
-    """Run the whole line on simulated time. faults: [(t, fn(ctx))] with ctx = dict(clock, actuator, runner)."""
+             predictor_kw: dict | None = None, annotator=None, max_time_s: float | None = None,
+             source_faults: dict | None = None, link_faults: list | None = None, watchdog_ms: int = 500,
+             actuator_seed: int = 0) -> SimResult:
+    """Run the whole line on simulated time. faults: [(t, fn(ctx))] with ctx = dict(clock, actuator, runner,
+    source). A run that has not settled after `max_time_s` simulated seconds is stopped (the runner logs
+    `run_time_limit`)."""
     clock = SimClock()
     cfg = config or line_config_for(conveyor.config)
     log = EventLog(log_path, keep=keep_events)
     source = ConveyorSource(conveyor, clock=clock, x_end_mm=max(cfg.gate_distance_mm.values()) + 200,
                             **(source_kw or {}))
+    if source_faults:
+        source = FaultySource(source, **source_faults)
     predictor = predictor or OraclePredictor(clock=clock, **(predictor_kw or {}))
-    act = SimulatedActuator(clock=clock, emit=log.emit, config=link)
+    act = SimulatedActuator(clock=clock, emit=log.emit, config=link, watchdog_ms=watchdog_ms, seed=actuator_seed)
+    if link_faults:
+        act.link_port = FaultyLink(act.link_port, clock, link_faults)   # the port factory reads link_port
     runner = LineRunner(source, predictor, act, cfg, localizer=localizer, clock=clock, log=log, annotator=annotator)
     ctx = {"clock": clock, "actuator": act, "runner": runner, "source": source}
     for t, fn in faults or []:
