@@ -99,25 +99,20 @@ def _hub_allowed() -> bool:
     return os.environ.get("FOVEA_OFFLINE", "") != "1" and os.environ.get("HF_HUB_OFFLINE", "") != "1"
 
 
-def _ensure_registered() -> None:
-    """Import fovea's model library so its timm registrations exist."""
-    try:
-        importlib.import_module("fovea.models")
-    except ImportError:
-        pass
-
-
 def create_backbone(name: str, weights: str | Path | None = "default", **timm_kwargs) -> torch.nn.Module:
     """Build timm model `name` with resolved weights; `timm_kwargs` go to `timm.create_model`.
 
     weights: "default" (package > hub > error), "random" (random init), or a file path.
     The chosen source is stored on the model as `model.fovea_weights` (a `WeightsSource`).
+    fovea's own backbones (VMamba, SparX, ...) exist in timm once `fovea.models` is imported: this
+    bottom-layer module does not import upward, so callers that offer them (the task layers)
+    import `fovea.models` themselves.
     """
     import timm
 
-    _ensure_registered()
     if name not in timm.list_models() and not timm.is_model(name):
-        raise WeightsError(f"unknown backbone {name!r}. Fix: pick a name from timm.list_models().")
+        raise WeightsError(f"unknown backbone {name!r}. Fix: pick a name from timm.list_models(); fovea's own "
+                           "backbones (vmamba_*, sparx_*) are registered by `import fovea.models`.")
     timm_kwargs.pop("pretrained", None)
 
     def build(source: WeightsSource, state_dict=None) -> torch.nn.Module:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fovea.engine.runtime import FrozenGraph, inference_graph_allowed
+import fovea.models  # noqa: F401  (registers fovea's own backbones, vmamba_* / sparx_*, in timm)
 from fovea.weights import create_backbone
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import fovea.models  # noqa: F401  (registers fovea's own backbones, vmamba_* / sparx_*, in timm)
 from fovea.errors import CheckpointError
 from fovea.weights import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 

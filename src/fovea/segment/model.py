@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
+import fovea.models  # noqa: F401  (registers fovea's own backbones, vmamba_* / sparx_*, in timm)
 from fovea.errors import CheckpointError, ConfigError
 from fovea.weights import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 
