@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from fovea.errors import ConfigError
-from fovea.synth.apples import (CLASS_NAMES, DAMAGE_CLASS, cli, draw_apple, generate_apple_crops,
+from fovea.cli.synth import apples_cmd as cli
+from fovea.synth.apples import (CLASS_NAMES, DAMAGE_CLASS, draw_apple, generate_apple_crops,
                                 generate_apple_scenes, paint_apple, render_apple, sample_apple)
 
 

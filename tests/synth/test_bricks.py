@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from fovea.data import load_mvtec
 from fovea.errors import ConfigError
 from fovea.io import read_image, read_mask
-from fovea.synth.bricks import CATEGORIES, DEFECTS, Jitter, cli, generate_bricks, render_bricks_scene
+from fovea.cli.synth import bricks_cmd as cli
+from fovea.synth.bricks import CATEGORIES, DEFECTS, Jitter, generate_bricks, render_bricks_scene
 
 NO_JITTER = Jitter(place_shift=0, place_rot_deg=0, cam_shift=0, cam_rot_deg=0, cam_scale=0, gain=0,
                    gradient=0, noise_sigma=0)

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from scipy.integrate import quad
 
 from fovea.errors import ConfigError
-from fovea.synth.conveyor import Conveyor, ConveyorConfig, cli
+from fovea.cli.synth import conveyor_cmd as cli
+from fovea.synth.conveyor import Conveyor, ConveyorConfig
 
 
 def test_deterministic_by_seed():

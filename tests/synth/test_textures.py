@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from fovea.data import load_mvtec
 from fovea.errors import ConfigError
-from fovea.synth.textures import DEFECTS, TEXTURES, cli, generate_textures, render_texture_sample
+from fovea.cli.synth import textures_cmd as cli
+from fovea.synth.textures import DEFECTS, TEXTURES, generate_textures, render_texture_sample
 
 
 @pytest.mark.parametrize("texture", TEXTURES)

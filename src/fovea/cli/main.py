@@ -25,16 +25,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def load_command(spec: str) -> click.Command | None:
-    """Import "module:attr"; None when the module is not part of this build."""
+def load_command(spec: str) -> click.Command:
+    """Import "module:attr". Every listed module is part of fovea, so an ImportError is a bug and is raised."""
     module, attr = spec.split(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
-    return getattr(mod, attr)
+    return getattr(importlib.import_module(module), attr)
 
 
 class LazyGroup(click.Group):
@@ -46,7 +40,7 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx):
         names = set(super().list_commands(ctx))
-        names.update(n for n, spec in self.lazy.items() if _module_exists(spec))
+        names.update(self.lazy)
         return sorted(names)
 
     def get_command(self, ctx, name):
@@ -54,12 +48,6 @@ class LazyGroup(click.Group):
         if cmd is None and name in self.lazy:
             cmd = load_command(self.lazy[name])
         return cmd
-
-
-def _module_exists(spec: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(spec.split(":")[0]) is not None
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

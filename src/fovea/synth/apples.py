@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import click
 import cv2
 import numpy as np
 
@@ -519,20 +518,3 @@ def generate_apple_scenes(out_dir: str | Path, n: int = 100, size: int = 256, se
     (out / "classes.json").write_text(json.dumps(
         {"classes": list(CLASS_NAMES), "colors": [list(c) for c in CLASS_COLORS]}, indent=1))
     return out
-
-
-@click.command("apples")
-@click.argument("out", type=click.Path(file_okay=False))
-@click.option("--kind", type=click.Choice(["crops", "scenes"]), default="crops", show_default=True,
-              help="crops: classification folders good/damaged; scenes: images + class-index masks.")
-@click.option("--n", "n", type=int, default=100, show_default=True,
-              help="crops: images per class (over all splits); scenes: number of scenes.")
-@click.option("--size", type=int, default=None, help="Image side in px [crops 128, scenes 256].")
-@click.option("--seed", type=int, default=0, show_default=True)
-def cli(out: str, kind: str, n: int, size: int | None, seed: int) -> None:
-    """Synthetic apples, good and damaged (bruise, spot, cut), deterministic by --seed."""
-    if kind == "crops":
-        path = generate_apple_crops(out, n_per_class=n, size=size or 128, seed=seed)
-    else:
-        path = generate_apple_scenes(out, n=n, size=size or 256, seed=seed)
-    click.echo(f"wrote {kind} to {path}")

@@ -21,7 +21,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import click
 import cv2
 import numpy as np
 
@@ -380,24 +379,3 @@ def generate_bricks(out_dir, category: str = "one_up", n_train: int = 60, n_test
             "defects": list(defects), "jitter": jitter.__dict__, "anomalous": records}
     (root / "bricks.json").write_text(json.dumps(meta, indent=1))
     return root
-
-
-@click.command("bricks")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--category", type=click.Choice([*CATEGORIES, "all"]), default="one_up", show_default=True,
-              help="k_up: the first k bricks are turned 90 degrees in the correct configuration; "
-                   "'all' writes all four.")
-@click.option("--n-train", type=int, default=60, show_default=True, help="Normal training images.")
-@click.option("--n-test-good", type=int, default=20, show_default=True, help="Normal test images.")
-@click.option("--n-test-bad", type=int, default=30, show_default=True,
-              help="Anomalous test images, cycling through rot30, rot45, rot60 (with masks).")
-@click.option("--size", type=int, default=256, show_default=True, help="Square image side in pixels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed; same seed -> identical files.")
-def cli(out: Path, category: str, n_train: int, n_test_good: int, n_test_bad: int, size: int,
-        seed: int) -> None:
-    """Write the bricks inspection data set to OUT/<category>/ in the MVTec AD layout."""
-    cats = CATEGORIES if category == "all" else (category,)
-    for c in cats:
-        path = generate_bricks(out, c, n_train, n_test_good, n_test_bad, size, seed)
-        click.echo(f"wrote {n_train} train, {n_test_good} good + {n_test_bad} anomalous test images "
-                   f"-> {path}")

@@ -224,25 +224,3 @@ def save_renders(renders: CalibrationRenders, out_dir: str | Path) -> Path:
     }
     (out / "truth.json").write_text(json.dumps(truth))
     return out
-
-
-try:  # the CLI hook is optional so the renderer imports without click
-    import click
-
-    @click.command("chessboard")
-    @click.argument("out_dir", type=click.Path(file_okay=False))
-    @click.option("--views", default=20, show_default=True, help="number of board views")
-    @click.option("--board", default="9x6", show_default=True, help="inner corners COLSxROWS")
-    @click.option("--square-mm", default=25.0, show_default=True)
-    @click.option("--seed", default=0, show_default=True)
-    def cli(out_dir: str, views: int, board: str, square_mm: float, seed: int) -> None:
-        """Render chessboard calibration views with known intrinsics, distortion and poses."""
-        try:
-            cols, rows = (int(v) for v in board.lower().split("x"))
-        except ValueError:
-            raise ConfigError(f"--board {board!r} is not COLSxROWS; Fix: e.g. --board 9x6") from None
-        r = render_calibration_views(views, seed, board=BoardSpec(cols, rows, square_mm))
-        path = save_renders(r, out_dir)
-        click.echo(f"wrote {views} views and truth.json to {path}")
-except ImportError:  # pragma: no cover
-    pass

@@ -19,7 +19,6 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import click
 import cv2
 import numpy as np
 
@@ -374,22 +373,3 @@ def write_conveyor_video(out_dir: str | Path, config: ConveyorConfig) -> tuple[P
             fh.write(json.dumps({"frame": k, "t": t, "items": [asdict(x) for x in truths]}) + "\n")
     writer.release()
     return video, out / "truth.jsonl"
-
-
-@click.command("conveyor")
-@click.argument("out", type=click.Path(file_okay=False))
-@click.option("--n-objects", default=50, show_default=True, type=int)
-@click.option("--width", default=640, show_default=True, type=int)
-@click.option("--height", default=480, show_default=True, type=int)
-@click.option("--fps", default=30.0, show_default=True, type=float)
-@click.option("--belt-speed", default=400.0, show_default=True, type=float, help="mm/s")
-@click.option("--p-touching", default=0.0, show_default=True, type=float)
-@click.option("--appearance", type=click.Choice(["realistic", "simple"]), default="realistic", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
-def cli(out, n_objects, width, height, fps, belt_speed, p_touching, appearance, seed) -> None:
-    """Render a synthetic conveyor video (OUT/conveyor.mp4) and its ground truth (OUT/truth.jsonl)."""
-    cfg = ConveyorConfig(width_px=width, height_px=height, mm_per_px=400.0 / width, fps=fps,
-                         belt_speed_mm_s=belt_speed, n_objects=n_objects, p_touching=p_touching,
-                         appearance=appearance, seed=seed)
-    video, truth = write_conveyor_video(out, cfg)
-    click.echo(f"wrote {video} and {truth}")

@@ -207,22 +207,3 @@ def save_survey(views: list[SeaView], camera: DroneCamera, out_dir) -> Path:
     (out / "cam.json").write_text(json.dumps(camera.to_dict(), indent=2))
     (out / "truth.json").write_text(json.dumps({"class_names": CLASS_NAMES, "views": [v.truth for v in views]}, indent=2))
     return out
-
-
-try:
-    import click
-
-    @click.command("sea")
-    @click.argument("out_dir", type=click.Path(file_okay=False))
-    @click.option("--images", default=4, show_default=True)
-    @click.option("--altitude-m", default=120.0, show_default=True)
-    @click.option("--spread", default=1.0, show_default=True, help=">1: the same spill later (larger, thinner)")
-    @click.option("--seed", default=0, show_default=True)
-    @click.option("--spill-seed", default=None, type=int, help="keep the spill fixed across surveys")
-    def cli(out_dir, images, altitude_m, spread, seed, spill_seed):
-        """Render a synthetic drone survey of an oil spill (sheen, rainbow, true colour) with truth."""
-        cam = DroneCamera.default()
-        views = render_survey(images, seed, altitude_m, cam, spread, spill_seed)
-        click.echo(f"wrote {len(views)} views to {save_survey(views, cam, out_dir)}")
-except ImportError:  # pragma: no cover
-    pass

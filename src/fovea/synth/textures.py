@@ -20,7 +20,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import click
 import cv2
 import numpy as np
 
@@ -203,21 +202,3 @@ def generate_textures(out_dir, texture: str = "brick", n_train: int = 60, n_test
             "n_test_bad": n_test_bad, "defects": list(defects), "anomalous": records}
     (root / "textures.json").write_text(json.dumps(meta, indent=1))
     return root
-
-
-@click.command("textures")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--texture", type=click.Choice([*TEXTURES, "all"]), default="brick", show_default=True,
-              help="scikit-image photograph to crop ('all' writes the three).")
-@click.option("--n-train", type=int, default=60, show_default=True, help="Normal training crops.")
-@click.option("--n-test-good", type=int, default=20, show_default=True, help="Normal test crops.")
-@click.option("--n-test-bad", type=int, default=30, show_default=True,
-              help="Anomalous test crops, cycling through scratch, stain, patch (with masks).")
-@click.option("--size", type=int, default=256, show_default=True, help="Square image side in pixels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed; same seed -> identical files.")
-def cli(out: Path, texture: str, n_train: int, n_test_good: int, n_test_bad: int, size: int,
-        seed: int) -> None:
-    """Write texture anomaly data (real scikit-image photographs, synthetic defects) to OUT/<texture>/."""
-    for tex in TEXTURES if texture == "all" else (texture,):
-        path = generate_textures(out, tex, n_train, n_test_good, n_test_bad, size, seed)
-        click.echo(f"wrote {n_train} train, {n_test_good} good + {n_test_bad} anomalous test crops -> {path}")
