@@ -26,18 +26,3 @@ def selective_scan_loop(u, delta, A, B, C, D=None, delta_bias=None, delta_softpl
     if D is not None:
         y = y + u * D.float()[None, :, None]
     return y
-
-
-def cross_scan_ref(x):
-    """(B, C, H, W) -> (B, 4, C, HW): row-major, column-major, and both reversed."""
-    row = x.flatten(2)
-    col = x.transpose(2, 3).flatten(2)
-    return torch.stack([row, col, row.flip(-1), col.flip(-1)], dim=1)
-
-
-def cross_merge_ref(y, h, w):
-    """(B, 4, C, HW) -> (B, C, HW): undo each order and sum."""
-    b, _, c, _ = y.shape
-    row = y[:, 0] + y[:, 2].flip(-1)
-    col = y[:, 1] + y[:, 3].flip(-1)
-    return row + col.reshape(b, c, w, h).transpose(2, 3).reshape(b, c, h * w)

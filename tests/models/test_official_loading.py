@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from fovea.errors import CheckpointError
-from fovea.models import sparx, vmamba
+from fovea.errors import CheckpointError, ConfigError
+from fovea.models import load_official, sparx, vmamba
 from fovea.models._checkpoint import read_checkpoint
 from tiny_configs import TINY_SPARX, TINY_VMAMBA, TINY_VMAMBA_V0
 
@@ -144,7 +144,7 @@ def test_full_size_official_keys_all_consumed(name):
         model = (vmamba.VMamba if is_vm else sparx.SparXMamba)(cfgs[name])
     with torch.device("meta"):
         sd = {k: torch.empty(v) for k, v in shapes.items()}
-    mod.load_official(sd, model=model)  # raises CheckpointError on any mismatch
+    load_official(sd, model=model)  # raises CheckpointError on any mismatch
     assert mod._infer_variant(sd) == name
 
 
@@ -162,7 +162,7 @@ def test_vmamba_round_trip_logits(cfg, old):
         official = dict(zip(official_vmamba_shapes(cfg, 10, old_names=True), official.values()))
     # Linear2d weights may also come in 1x1-conv layout
     official = {k: (v[:, :, None, None] if k.endswith("in_proj.weight") else v) for k, v in official.items()}
-    dst = vmamba.load_official(official, model=vmamba.VMamba(cfg, num_classes=10))
+    dst = load_official(official, model=vmamba.VMamba(cfg, num_classes=10))
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(dst(x), src(x))
@@ -174,7 +174,7 @@ def test_sparx_round_trip_logits_and_file(tmp_path):
     official = _to_official(src.state_dict(), official_sparx_shapes(TINY_SPARX, 10))
     path = tmp_path / "sparx_tiny.pth"
     torch.save({"model": official, "epoch": 3}, path)
-    dst = sparx.load_official(str(path), model=sparx.SparXMamba(TINY_SPARX, num_classes=10))
+    dst = load_official(str(path), model=sparx.SparXMamba(TINY_SPARX, num_classes=10))
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(dst(x), src(x))
@@ -186,7 +186,7 @@ def test_mismatch_lists_keys():
     sd["layers.0.blocks.0.op.extra"] = torch.zeros(1)
     sd["classifier.head.weight"] = torch.zeros(3, 32)
     with pytest.raises(CheckpointError) as err:
-        vmamba.load_official(sd, model=vmamba.VMamba(TINY_VMAMBA, num_classes=10))
+        load_official(sd, model=vmamba.VMamba(TINY_VMAMBA, num_classes=10))
     msg = str(err.value)
     assert "layers.0.blocks.0.op.Ds" in msg and "op.extra" in msg and "classifier.head.weight" in msg
 
@@ -206,3 +206,46 @@ def test_checkpoint_with_config_object_is_refused_without_running_code(tmp_path,
     with pytest.raises(CheckpointError, match="(?s)weights_only=True.*extract the tensors"):
         read_checkpoint(path)
     assert not flag.exists()
+
+
+@pytest.mark.parametrize("name,old", [("vmamba_tiny_s1l8", False), ("vmamba_tiny_v0", True), ("sparx_mamba_t", False)])
+def test_family_and_variant_found_from_the_keys_alone(name, old):
+    """No model given: the family comes from the keys, the variant and class count from the shapes."""
+    if name.startswith("vmamba"):
+        shapes, cls, cfg = official_vmamba_shapes(vmamba.VMAMBA_CONFIGS[name], 7, old), vmamba.VMamba, vmamba.VMAMBA_CONFIGS[name]
+    else:
+        shapes, cls, cfg = official_sparx_shapes(sparx.SPARX_CONFIGS[name], 7), sparx.SparXMamba, sparx.SPARX_CONFIGS[name]
+    with torch.device("meta"):
+        model = load_official({k: torch.empty(v) for k, v in shapes.items()})
+    assert type(model) is cls and model.cfg == cfg and model.num_classes == 7 and not model.training
+
+
+def test_official_checkpoint_through_timm_create_model(tmp_path):
+    """timm's pretrained path (file overlay) renames old keys and reshapes 1x1-conv layouts."""
+    import timm
+
+    torch.manual_seed(0)
+    src = vmamba.VMamba(TINY_VMAMBA_V0, num_classes=10).eval()
+    official = {k: src.state_dict()[k].reshape(v) for k, v in official_vmamba_shapes(TINY_VMAMBA_V0, 10).items()}
+    official = dict(zip(official_vmamba_shapes(TINY_VMAMBA_V0, 10, old_names=True), official.values()))
+    official = {k: (v[:, :, None, None] if k.endswith("in_proj.weight") else v) for k, v in official.items()}
+    path = tmp_path / "vmamba_old.pth"
+    torch.save({"model": official}, path)
+    dst = timm.create_model("vmamba_tiny_v0", pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10),
+                            cfg=TINY_VMAMBA_V0, num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(dst(x), src(x))
+
+
+def test_sparx_swin_state_dict_round_trip_and_wrong_family():
+    from fovea.models.sparx_swin import SparXSwin, SparXSwinConfig
+
+    with torch.device("meta"):
+        sd = SparXSwin(SparXSwinConfig(), num_classes=4).state_dict()
+        model = load_official(sd)
+    assert type(model) is SparXSwin and model.num_classes == 4
+    with pytest.raises(ConfigError, match="cannot fill a Linear"):
+        load_official(sd, model=torch.nn.Linear(2, 2))
+    with pytest.raises(ConfigError, match="fit 0 of the backbone families"):
+        load_official({"weight": torch.zeros(2)})

@@ -5,7 +5,8 @@ Per stage, "ganglion" layers sit every S layers counted back from the stage's la
 ganglion layer (the stage input seeds the first aggregation) and the last M ganglion outputs
 (sliding window). Every block has a depthwise 3x3 position encoding, a ConvFFN and (stages 3-4)
 layer scale on the identity path. Keys equal the official `models/sparx_mamba.py`, except that
-`x_proj_weight` is stored as (K, R+2N, D) instead of (K*(R+2N), D, 1); `load_official` reshapes.
+`x_proj_weight` is stored as (K, R+2N, D) instead of (K*(R+2N), D, 1); `fovea.models.load_official`
+reshapes.
 
 SparX-Swin-T (`sparx_swin_t`) is built in `fovea.models.sparx_swin` from the paper's rules.
 """
@@ -16,16 +17,21 @@ import math
 import re
 from dataclasses import dataclass
 
+from functools import partial
+
 import torch
+from timm.layers import DropPath, GroupNorm1
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
 from fovea.errors import ConfigError
+from fovea.models._checkpoint import OfficialFormat, filter_official, register_official
+from fovea.models._staged import Stage, StagedBackbone, build_staged, classifier_head, default_cfg, drop_path_rates, init_weights
 from fovea.nn.dmca import build_dmca, dmca_forward
-from fovea.nn.layers import ConvFFN, GroupNorm1, LayerScale2d
+from fovea.nn.layers import ConvFFN, LayerScale2d
 from fovea.nn.ss2d import SS2DCore
 
-__all__ = ["SPARX_CONFIGS", "SparXConfig", "SparXMamba", "ganglion_indices", "load_official", "sparse_route"]
+__all__ = ["SPARX_CONFIGS", "SparXConfig", "SparXMamba", "SparseStage", "ganglion_in_channels", "ganglion_indices"]
 
 
 @dataclass(frozen=True)
@@ -76,18 +82,29 @@ def ganglion_in_channels(depth: int, step: int, start: int, window: int, dim: in
     return out
 
 
-def sparse_route(blocks, ganglion: list[int], window: int, x: torch.Tensor) -> torch.Tensor:
-    """Run a stage's blocks with SparX routing; ganglion blocks get cat(normal since last, last M ganglions)."""
-    inner, cross = [x], []  # normal outputs since the last ganglion (seeded by the stage input)
-    for j, block in enumerate(blocks):
-        if j in ganglion:
-            x = block(x, torch.cat(inner + cross, dim=1))
-            cross = (cross + [x])[-window:]
-            inner = []
-        else:
-            x = block(x)
-            inner.append(x)
-    return x
+class SparseStage(Stage):
+    """A stage with SparX routing: ganglion block j gets x and cat(normal outputs since the last
+    ganglion, last `window` ganglion outputs); the stage input seeds the first aggregation.
+
+    `blocks[j](x)` for normal blocks, `blocks[j](x, shortcut)` for ganglion blocks.
+    """
+
+    def __init__(self, blocks: nn.ModuleList, ganglion: list[int], window: int, downsample: nn.Module):
+        super().__init__(blocks, downsample)
+        self.ganglion = sorted(ganglion)
+        self.window = window
+
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        inner, cross = [x], []  # normal outputs since the last ganglion; last `window` ganglion outputs
+        for j, block in enumerate(self.blocks):
+            if j in self.ganglion:
+                x = block(x, torch.cat(inner + cross, dim=1))
+                cross = (cross + [x])[-self.window:]
+                inner = []
+            else:
+                x = block(x)
+                inner.append(x)
+        return x
 
 
 class SparXSS2D(SS2DCore):
@@ -122,8 +139,6 @@ class SparXBlock(nn.Module):
 
     def __init__(self, dim: int, cfg: SparXConfig, stage: int, drop_path: float, ganglion_chs: int | None):
         super().__init__()
-        from timm.layers import DropPath
-
         self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm = GroupNorm1(dim)
         self.op = SparXSS2D(dim, cfg, stage, ganglion_chs)
@@ -140,25 +155,6 @@ class SparXBlock(nn.Module):
         return self.layerscale_2(x) + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class SparXStage(nn.Module):
-    """Blocks with sparse cross-layer routing; `downsample` is applied by the model afterwards."""
-
-    def __init__(self, dim: int, cfg: SparXConfig, stage: int, dpr: list[float], downsample: nn.Module):
-        super().__init__()
-        depth = cfg.depths[stage]
-        self.window = cfg.max_dense_depth[stage]
-        chs = ganglion_in_channels(depth, cfg.dense_step[stage], cfg.dense_start[stage], self.window, dim)
-        self.ganglion = sorted(chs)
-        self.blocks = nn.ModuleList([SparXBlock(dim, cfg, stage, dpr[j], chs.get(j)) for j in range(depth)])
-        self.downsample = downsample
-
-    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        return sparse_route(self.blocks, self.ganglion, self.window, x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample(self.forward_blocks(x))
-
-
 def _stem(version: str, in_chans: int, dim: int) -> nn.Sequential:
     half = dim // 2
     layers = [nn.Conv2d(in_chans, half, 3, 2, 1, bias=False), nn.BatchNorm2d(half), nn.GELU()]
@@ -170,12 +166,19 @@ def _stem(version: str, in_chans: int, dim: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class SparXMamba(nn.Module):
-    """SparX-Mamba classifier/backbone on (B, 3, H, W), H and W divisible by 32.
+def _stage(cfg: SparXConfig, i: int, drop_path: list[float]) -> SparseStage:
+    dim, depth, window = cfg.dims[i], cfg.depths[i], cfg.max_dense_depth[i]
+    chs = ganglion_in_channels(depth, cfg.dense_step[i], cfg.dense_start[i], window, dim)
+    blocks = nn.ModuleList([SparXBlock(dim, cfg, i, drop_path[j], chs.get(j)) for j in range(depth)])
+    down = (
+        nn.Sequential(nn.Conv2d(dim, cfg.dims[i + 1], 3, 2, 1, bias=False), nn.BatchNorm2d(cfg.dims[i + 1]))
+        if i < 3 else nn.Identity()
+    )
+    return SparseStage(blocks, list(chs), window, down)
 
-    timm API: `forward_features`, `forward_head`, `reset_classifier`, `forward_intermediates`
-    (four stages at strides 4, 8, 16, 32; before each downsample).
-    """
+
+class SparXMamba(StagedBackbone):
+    """SparX-Mamba classifier/backbone on (B, 3, H, W), H and W divisible by 32 (timm API: StagedBackbone)."""
 
     def __init__(
         self,
@@ -186,107 +189,15 @@ class SparXMamba(nn.Module):
         drop_path_rate: float | None = None,
         global_pool: str = "avg",
     ):
-        super().__init__()
         if len(cfg.depths) != 4:
             raise ConfigError(f"SparX needs 4 stages, got depths {cfg.depths}. Fix: pass four depths.")
+        super().__init__(cfg.dims, num_classes, drop_rate, global_pool)
         self.cfg = cfg
-        dims = list(cfg.dims)
-        self.num_classes = num_classes
-        self.num_features = self.head_hidden_size = dims[-1]
-        self.drop_rate = drop_rate
-        self.global_pool = global_pool
-        total = cfg.drop_path_rate if drop_path_rate is None else drop_path_rate
-        dpr = torch.linspace(0, total, sum(cfg.depths), device="cpu").tolist()
-        self.patch_embed = _stem(cfg.stem, in_chans, dims[0])
-        self.layers = nn.ModuleList()
-        self.feature_info = []
-        start = 0
-        for i, depth in enumerate(cfg.depths):
-            down = (
-                nn.Sequential(nn.Conv2d(dims[i], dims[i + 1], 3, 2, 1, bias=False), nn.BatchNorm2d(dims[i + 1]))
-                if i < 3 else nn.Identity()
-            )
-            self.layers.append(SparXStage(dims[i], cfg, i, dpr[start:start + depth], down))
-            start += depth
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"layers.{i}"))
-        self.classifier = nn.Sequential(
-            GroupNorm1(dims[-1]), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
-            nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity(),
-        )
-        self.apply(_init_weights)
-
-    @torch.jit.ignore
-    def no_weight_decay_keywords(self):
-        return {"A_logs", "Ds"}
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[3]
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.classifier[3] = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.classifier[0](x)
-        if self.global_pool:
-            x = x.mean(dim=(2, 3))
-        x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.classifier[3](x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(
-        self, x, indices=None, norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Stage outputs before each downsample; `norm` applies the head norm to the last stage."""
-        from timm.models._features import feature_take_indices
-
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        feats = []
-        x = self.patch_embed(x)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = layer.forward_blocks(x)
-            if i in take:
-                feats.append(self.classifier[0](x) if norm and i == last else x)
-            if stop_early and i >= max_index:
-                break
-            x = layer.downsample(x)
-        return feats if intermediates_only else (x, feats)
-
-    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
-        from timm.models._features import feature_take_indices
-
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        self.layers = self.layers[: max_index + 1]
-        self.layers[-1].downsample = nn.Identity()
-        if prune_norm or max_index < 3:
-            self.classifier[0] = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0)
-        return take
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Official init: trunc-normal(0.02) on Linear and every Conv2d, zero biases, norms (1, 0)."""
-    if isinstance(m, (nn.Linear, nn.Conv2d)):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm)):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+        dpr = drop_path_rates(cfg.depths, cfg.drop_path_rate if drop_path_rate is None else drop_path_rate)
+        self.patch_embed = _stem(cfg.stem, in_chans, cfg.dims[0])
+        self.layers = nn.ModuleList(_stage(cfg, i, dpr[i]) for i in range(4))
+        self.classifier = classifier_head(GroupNorm1(cfg.dims[-1]), cfg.dims[-1], num_classes, named=False)
+        self.apply(partial(init_weights, convs=True))  # official: every Linear and Conv2d trunc-normal(0.02)
 
 
 # ----------------------------------------------------------------------------- official weights
@@ -313,52 +224,22 @@ def _infer_variant(sd: dict[str, torch.Tensor]) -> str:
     )
 
 
-def load_official(path_or_state_dict, model: SparXMamba | None = None) -> SparXMamba:
-    """Load an official SparX-Mamba checkpoint (file or state dict) into `model` or a new model.
-
-    Raises CheckpointError listing keys that do not map one-to-one.
-    """
-    from fovea.models._checkpoint import load_mapped, read_checkpoint
-
-    sd = read_checkpoint(path_or_state_dict)
-    if model is None:
-        head = sd.get("classifier.3.weight")
-        model = SparXMamba(SPARX_CONFIGS[_infer_variant(sd)], num_classes=head.shape[0] if head is not None else 0)
-    source = path_or_state_dict if not isinstance(path_or_state_dict, dict) else "official SparX state dict"
-    return load_mapped(model.eval(), sd, _rename, source=str(source))
-
-
-def checkpoint_filter_fn(state_dict: dict, model: SparXMamba) -> dict:
-    """timm `pretrained_filter_fn`: accept official SparX checkpoints through `timm.create_model`."""
-    from fovea.models._checkpoint import read_checkpoint
-
-    return dict(_rename(k, v) for k, v in read_checkpoint(state_dict).items())
+register_official(OfficialFormat(
+    family="sparx", model_type=SparXMamba, rename=_rename,
+    detect=lambda sd: any(k.endswith("pos_embed.weight") for k in sd) and any(k.endswith("A_logs") for k in sd),
+    infer_variant=_infer_variant, build=lambda name, n: SparXMamba(SPARX_CONFIGS[name], num_classes=n),
+    head_key="classifier.3.weight",
+))
 
 
 # ----------------------------------------------------------------------------- timm registration
-def _cfg(**kwargs):
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    return {
-        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.0", "classifier": "classifier.3", "license": "apache-2.0", **kwargs,
-    }
-
-
 def _create(variant: str, pretrained: bool = False, **kwargs) -> SparXMamba:
-    from timm.models import build_model_with_cfg
-
-    cfg = kwargs.pop("cfg", None) or SPARX_CONFIGS[variant]  # cfg=... overrides the architecture (tests, ablations)
-    return build_model_with_cfg(
-        SparXMamba, variant, pretrained, cfg=cfg,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
-        **kwargs,
-    )
+    return build_staged(SparXMamba, variant, pretrained, SPARX_CONFIGS[variant], filter_official, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({name: _cfg(crop_pct=c.crop_pct) for name, c in SPARX_CONFIGS.items()})
+default_cfgs = generate_default_cfgs(
+    {name: default_cfg("classifier.3", crop_pct=c.crop_pct, license="apache-2.0") for name, c in SPARX_CONFIGS.items()}
+)
 
 
 @register_model

@@ -22,9 +22,13 @@ from dataclasses import dataclass
 
 import torch
 from timm.models import generate_default_cfgs, register_model
+from timm.models.swin_transformer import SwinTransformerBlock
 from torch import nn
 
-from fovea.models.sparx import ganglion_in_channels, sparse_route
+from fovea.errors import ConfigError
+from fovea.models._checkpoint import OfficialFormat, register_official
+from fovea.models._staged import StagedBackbone, build_staged, classifier_head, default_cfg, drop_path_rates, init_weights
+from fovea.models.sparx import SparseStage, ganglion_in_channels
 from fovea.nn.dmca import DMCA
 from fovea.nn.layers import LayerNorm2d, PatchMerging2d
 
@@ -51,8 +55,6 @@ class SparXSwinBlock(nn.Module):
 
     def __init__(self, dim, heads, window, shift, drop_path, resolution, mlp_ratio, ganglion_chs=None, sr=1):
         super().__init__()
-        from timm.models.swin_transformer import SwinTransformerBlock
-
         self.swin = SwinTransformerBlock(
             dim, resolution, num_heads=heads, window_size=window, shift_size=shift, dynamic_mask=True,
             mlp_ratio=mlp_ratio, drop_path=drop_path,
@@ -70,135 +72,61 @@ class SparXSwinBlock(nn.Module):
         return t.permute(0, 3, 1, 2)
 
 
-class SparXSwinStage(nn.Module):
-    def __init__(self, cfg: SparXSwinConfig, i: int, dpr: list[float], downsample: nn.Module):
-        super().__init__()
-        depth, dim = cfg.depths[i], cfg.dims[i]
-        self.window = cfg.max_dense_depth[i]
-        chs = ganglion_in_channels(depth, cfg.dense_step[i], cfg.dense_start[i], self.window, dim)
-        self.ganglion = sorted(chs)
-        res = cfg.img_size // (4 * 2**i)
-        self.blocks = nn.ModuleList([
-            SparXSwinBlock(dim, cfg.heads[i], cfg.window, 0 if j % 2 == 0 else cfg.window // 2, dpr[j], (res, res),
-                           cfg.mlp_ratio, chs.get(j), cfg.sr_ratios[i])
-            for j in range(depth)
-        ])
-        self.downsample = downsample
-
-    def forward_blocks(self, x):
-        return sparse_route(self.blocks, self.ganglion, self.window, x)
-
-    def forward(self, x):
-        return self.downsample(self.forward_blocks(x))
+def _stage(cfg: SparXSwinConfig, i: int, drop_path: list[float]) -> SparseStage:
+    depth, dim, window = cfg.depths[i], cfg.dims[i], cfg.max_dense_depth[i]
+    chs = ganglion_in_channels(depth, cfg.dense_step[i], cfg.dense_start[i], window, dim)
+    res = cfg.img_size // (4 * 2**i)
+    blocks = nn.ModuleList([
+        SparXSwinBlock(dim, cfg.heads[i], cfg.window, 0 if j % 2 == 0 else cfg.window // 2, drop_path[j], (res, res),
+                       cfg.mlp_ratio, chs.get(j), cfg.sr_ratios[i])
+        for j in range(depth)
+    ])
+    down = PatchMerging2d(dim, cfg.dims[i + 1]) if i < len(cfg.dims) - 1 else nn.Identity()
+    return SparseStage(blocks, list(chs), window, down)
 
 
-class SparXSwin(nn.Module):
-    """SparX-Swin classifier/backbone on (B, 3, H, W), H and W divisible by 32; timm API as SparXMamba."""
+class SparXSwin(StagedBackbone):
+    """SparX-Swin classifier/backbone on (B, 3, H, W), H and W divisible by 32 (timm API: StagedBackbone)."""
+
+    no_decay_keywords = ("relative_position_bias_table",)
 
     def __init__(self, cfg: SparXSwinConfig = SparXSwinConfig(), num_classes=1000, in_chans=3, drop_rate=0.0,
                  drop_path_rate=None, global_pool="avg"):
-        super().__init__()
+        super().__init__(cfg.dims, num_classes, drop_rate, global_pool)
         self.cfg = cfg
         dims = list(cfg.dims)
-        self.num_classes = num_classes
-        self.num_features = self.head_hidden_size = dims[-1]
-        self.drop_rate, self.global_pool = drop_rate, global_pool
-        total = cfg.drop_path_rate if drop_path_rate is None else drop_path_rate
-        dpr = torch.linspace(0, total, sum(cfg.depths), device="cpu").tolist()
+        dpr = drop_path_rates(cfg.depths, cfg.drop_path_rate if drop_path_rate is None else drop_path_rate)
         self.patch_embed = nn.Sequential(nn.Conv2d(in_chans, dims[0], 4, 4), LayerNorm2d(dims[0]))
-        self.layers = nn.ModuleList()
-        self.feature_info = []
-        start = 0
-        for i, depth in enumerate(cfg.depths):
-            down = PatchMerging2d(dims[i], dims[i + 1]) if i < len(dims) - 1 else nn.Identity()
-            self.layers.append(SparXSwinStage(cfg, i, dpr[start:start + depth], down))
-            start += depth
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"layers.{i}"))
-        self.norm = LayerNorm2d(dims[-1])
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
-
-    def get_classifier(self):
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool=None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_features(self, x):
-        x = self.patch_embed(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def forward_head(self, x, pre_logits: bool = False):
-        x = self.norm(x)
-        if self.global_pool:
-            x = x.mean(dim=(2, 3))
-        x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
-                              intermediates_only=False):
-        from timm.models._features import feature_take_indices
-
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        feats, x = [], self.patch_embed(x)
-        for i, layer in enumerate(self.layers):
-            x = layer.forward_blocks(x)
-            if i in take:
-                feats.append(self.norm(x) if norm and i == len(self.layers) - 1 else x)
-            if stop_early and i >= max_index:
-                break
-            x = layer.downsample(x)
-        return feats if intermediates_only else (x, feats)
-
-    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
-        from timm.models._features import feature_take_indices
-
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        self.layers = self.layers[: max_index + 1]
-        self.layers[-1].downsample = nn.Identity()
-        if prune_norm or max_index < 3:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0)
-        return take
+        self.layers = nn.ModuleList(_stage(cfg, i, dpr[i]) for i in range(len(cfg.depths)))
+        self.classifier = classifier_head(LayerNorm2d(dims[-1]), dims[-1], num_classes, named=True)
+        self.apply(init_weights)
 
 
-def _init_weights(m):
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+# ----------------------------------------------------------------------------- loading and timm registration
+def _infer_variant(sd: dict[str, torch.Tensor]) -> str:
+    """Only the paper's SparX-Swin-T exists; check the stage depths and widths against it."""
+    cfg = SparXSwinConfig()
+    depths = tuple(len({k.split(".")[3] for k in sd if k.startswith(f"layers.{i}.blocks.")}) for i in range(4))
+    dims = tuple(sd[f"layers.{i}.blocks.0.swin.norm1.weight"].shape[0] for i in range(4)
+                 if f"layers.{i}.blocks.0.swin.norm1.weight" in sd)
+    if (depths, dims) != (cfg.depths, cfg.dims):
+        raise ConfigError(
+            f"checkpoint (depths {depths}, dims {dims}) is not SparX-Swin-T {cfg.depths}/{cfg.dims}. "
+            "Fix: build the model with its SparXSwinConfig and pass it as model=..."
+        )
+    return "sparx_swin_t"
 
 
-def _cfg(**kwargs):
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    return {"url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.9,
-            "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-            "first_conv": "patch_embed.0", "classifier": "head", **kwargs}
-
-
-default_cfgs = generate_default_cfgs({"sparx_swin_t": _cfg()})
+# No official weights exist: the format reads state dicts saved from this implementation.
+register_official(OfficialFormat(
+    family="sparx_swin", model_type=SparXSwin, rename=lambda k, v: (k, v),
+    detect=lambda sd: any(".swin.attn." in k for k in sd), infer_variant=_infer_variant,
+    build=lambda name, n: SparXSwin(SparXSwinConfig(), num_classes=n), head_key="classifier.head.weight",
+))
+default_cfgs = generate_default_cfgs({"sparx_swin_t": default_cfg("classifier.head", crop_pct=0.9)})
 
 
 @register_model
 def sparx_swin_t(pretrained: bool = False, **kwargs) -> SparXSwin:
     """SparX-Swin-T built from the paper's rules (no official code or weights exist)."""
-    from timm.models import build_model_with_cfg
-
-    cfg = kwargs.pop("cfg", None) or SparXSwinConfig()
-    return build_model_with_cfg(
-        SparXSwin, "sparx_swin_t", pretrained, cfg=cfg,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"), **kwargs,
-    )
+    return build_staged(SparXSwin, "sparx_swin_t", pretrained, SparXSwinConfig(), **kwargs)

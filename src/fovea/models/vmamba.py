@@ -5,26 +5,27 @@ vanilla v0 (T/S/B: d_state 16, gated SS2D, no MLP, Swin patch merging), v2 `s2lX
 ssm_ratio 2, `v05_noz`) and the final v2v `s1lX` (d_state 1, ssm_ratio 1, `v05_noz`).
 Everything runs channels-first (B, C, H, W); a channels-last LayerNorm over C is the same map,
 so one implementation covers the `ln` and `ln2d` variants. State-dict keys equal the official
-ones (Linear layout for 1x1 projections), so `load_official` is a near-identity mapping.
+ones (Linear layout for 1x1 projections), so `fovea.models.load_official` maps them almost by
+identity (early releases' names are renamed).
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+from timm.layers import DropPath, Mlp
+from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
-from timm.models import generate_default_cfgs, register_model
-
 from fovea.errors import ConfigError
-from fovea.nn.layers import LayerNorm2d, Linear2d, Mlp2d, PatchMerging2d
+from fovea.models._checkpoint import OfficialFormat, filter_official, register_official
+from fovea.models._staged import Stage, StagedBackbone, build_staged, classifier_head, default_cfg, drop_path_rates, init_weights
+from fovea.nn.layers import LayerNorm2d, Linear2d, PatchMerging2d
 from fovea.nn.ss2d import SS2DCore
 
-__all__ = ["SS2D", "VMAMBA_CONFIGS", "VMamba", "VMambaConfig", "VSSBlock", "load_official"]
+__all__ = ["SS2D", "VMAMBA_CONFIGS", "VMamba", "VMambaConfig", "VSSBlock"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,6 @@ class VMambaConfig:
     drop_path_rate: float
     d_conv: int = 3
     dt_rank: str | int = "auto"
-    extra: dict = field(default_factory=dict)
 
 
 def _dims(c: int) -> tuple[int, ...]:
@@ -115,37 +115,26 @@ class SS2D(SS2DCore):
 
 
 class VSSBlock(nn.Module):
-    """x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0."""
+    """x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0.
+
+    The MLP branch runs channels-last (timm `Mlp`, nn.Linear layout as the official `Linear2d`).
+    """
 
     def __init__(self, dim: int, cfg: VMambaConfig, drop_path: float = 0.0):
         super().__init__()
-        from timm.layers import DropPath
-
         self.norm = LayerNorm2d(dim)
         self.op = SS2D(dim, cfg.d_state, cfg.ssm_ratio, cfg.dt_rank, cfg.d_conv, cfg.conv_bias, cfg.forward_type)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.mlp_branch = cfg.mlp_ratio > 0
         if self.mlp_branch:
-            self.norm2 = LayerNorm2d(dim)
-            self.mlp = Mlp2d(dim, int(dim * cfg.mlp_ratio))
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.op(self.norm(x)))
         if self.mlp_branch:
-            x = x + self.drop_path(self.mlp(self.norm2(x)))
+            x = x + self.drop_path(self.mlp(self.norm2(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2))
         return x
-
-
-class VMambaStage(nn.Module):
-    """`blocks` then `downsample` (Identity after the last stage); official key layout."""
-
-    def __init__(self, blocks: nn.Sequential, downsample: nn.Module):
-        super().__init__()
-        self.blocks = blocks
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample(self.blocks(x))
 
 
 def _patch_embed(version: str, in_chans: int, dim: int) -> nn.Sequential:
@@ -167,12 +156,8 @@ def _downsample(version: str, dim: int, out_dim: int) -> nn.Module:
     raise ConfigError(f"downsample version {version!r} unknown. Fix: use 'v1' or 'v3'.")
 
 
-class VMamba(nn.Module):
-    """VMamba classifier/backbone on (B, 3, H, W) with H, W divisible by 32.
-
-    timm API: `forward_features` -> (B, C4, H/32, W/32), `forward_head`, `reset_classifier`,
-    `forward_intermediates` (four stages at strides 4, 8, 16, 32) for `features_only=True`.
-    """
+class VMamba(StagedBackbone):
+    """VMamba classifier/backbone on (B, 3, H, W) with H, W divisible by 32 (timm API: StagedBackbone)."""
 
     def __init__(
         self,
@@ -183,105 +168,20 @@ class VMamba(nn.Module):
         drop_path_rate: float | None = None,
         global_pool: str = "avg",
     ):
-        super().__init__()
+        super().__init__(cfg.dims, num_classes, drop_rate, global_pool)
         self.cfg = cfg
         dims = list(cfg.dims)
-        self.num_classes = num_classes
-        self.num_features = self.head_hidden_size = dims[-1]
-        self.drop_rate = drop_rate
-        self.global_pool = global_pool
-        dpr_total = cfg.drop_path_rate if drop_path_rate is None else drop_path_rate
-        dpr = torch.linspace(0, dpr_total, sum(cfg.depths), device="cpu").tolist()
+        dpr = drop_path_rates(cfg.depths, cfg.drop_path_rate if drop_path_rate is None else drop_path_rate)
         self.patch_embed = _patch_embed(cfg.patch_embed, in_chans, dims[0])
-        self.layers = nn.ModuleList()
-        self.feature_info = []
-        start = 0
-        for i, depth in enumerate(cfg.depths):
-            blocks = nn.Sequential(*[VSSBlock(dims[i], cfg, dpr[start + j]) for j in range(depth)])
-            start += depth
-            down = _downsample(cfg.downsample, dims[i], dims[i + 1]) if i < len(dims) - 1 else nn.Identity()
-            self.layers.append(VMambaStage(blocks, down))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"layers.{i}"))
-        self.classifier = nn.Sequential(OrderedDict(
-            norm=LayerNorm2d(dims[-1]),
-            avgpool=nn.AdaptiveAvgPool2d(1),
-            flatten=nn.Flatten(1),
-            head=nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity(),
-        ))
-        self.apply(_init_weights)
-
-    @torch.jit.ignore
-    def no_weight_decay_keywords(self):
-        return {"A_logs", "Ds"}
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.classifier.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.classifier.norm(x)
-        if self.global_pool:
-            x = x.mean(dim=(2, 3))
-        x = F.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.classifier.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(
-        self, x, indices=None, norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Stage outputs before each downsample; `norm` applies the head norm to the last stage."""
-        from timm.models._features import feature_take_indices
-
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        feats = []
-        x = self.patch_embed(x)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = layer.blocks(x)
-            if i in take:
-                feats.append(self.classifier.norm(x) if norm and i == last else x)
-            if stop_early and i >= max_index:
-                break
-            x = layer.downsample(x)
-        return feats if intermediates_only else (x, feats)
-
-    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
-        from timm.models._features import feature_take_indices
-
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        self.layers = self.layers[: max_index + 1]
-        self.layers[-1].downsample = nn.Identity()
-        if prune_norm or max_index < len(self.feature_info) - 1:
-            self.classifier.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0)
-        return take
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Official `_init_weights`: trunc-normal(0.02) Linear/Linear2d, zero biases, LN = (1, 0)."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+        self.layers = nn.ModuleList(
+            Stage(
+                nn.Sequential(*[VSSBlock(dims[i], cfg, rate) for rate in dpr[i]]),
+                _downsample(cfg.downsample, dims[i], dims[i + 1]) if i < len(dims) - 1 else nn.Identity(),
+            )
+            for i in range(len(cfg.depths))
+        )
+        self.classifier = classifier_head(LayerNorm2d(dims[-1]), dims[-1], num_classes, named=True)
+        self.apply(init_weights)  # official: trunc-normal(0.02) Linear/Linear2d, LayerNorm (1, 0)
 
 
 # ----------------------------------------------------------------------------- official weights
@@ -331,61 +231,22 @@ def _infer_variant(sd: dict[str, torch.Tensor]) -> str:
     )
 
 
-def load_official(path_or_state_dict, model: VMamba | None = None) -> VMamba:
-    """Load an official VMamba checkpoint (file or state dict) into `model` or a new model.
-
-    Without `model`, the variant is inferred from the checkpoint's depths, width, d_state and
-    SSM ratio. Raises CheckpointError listing any key that does not map one-to-one.
-    """
-    from fovea.models._checkpoint import load_mapped, read_checkpoint
-
-    sd = read_checkpoint(path_or_state_dict)
-    if model is None:
-        name = _infer_variant(sd)
-        head = next((v for k, v in sd.items() if official_key(k) == "classifier.head.weight"), None)
-        model = VMamba(VMAMBA_CONFIGS[name], num_classes=head.shape[0] if head is not None else 0)
-    source = path_or_state_dict if not isinstance(path_or_state_dict, dict) else "official VMamba state dict"
-    return load_mapped(model.eval(), sd, _rename, source=str(source))
-
-
-def checkpoint_filter_fn(state_dict: dict, model: VMamba) -> dict:
-    """timm `pretrained_filter_fn`: accept official checkpoints through `timm.create_model`."""
-    from fovea.models._checkpoint import read_checkpoint
-
-    out = {}
-    target = model.state_dict()
-    for k, v in read_checkpoint(state_dict).items():
-        k = official_key(k)
-        if k in target and v.dim() != target[k].dim() and v.numel() == target[k].numel():
-            v = v.reshape(target[k].shape)
-        out[k] = v
-    return out
+register_official(OfficialFormat(
+    family="vmamba", model_type=VMamba, rename=_rename,
+    detect=lambda sd: any(k.endswith("A_logs") for k in sd) and not any(k.endswith("pos_embed.weight") for k in sd),
+    infer_variant=_infer_variant, build=lambda name, n: VMamba(VMAMBA_CONFIGS[name], num_classes=n),
+    head_key="classifier.head.weight",
+))
 
 
 # ----------------------------------------------------------------------------- timm registration
-def _cfg(**kwargs):
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    return {
-        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
-        "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.0", "classifier": "classifier.head", "license": "mit", **kwargs,
-    }
-
-
 def _create(variant: str, pretrained: bool = False, **kwargs) -> VMamba:
-    from timm.models import build_model_with_cfg
-
-    cfg = kwargs.pop("cfg", None) or VMAMBA_CONFIGS[variant]  # cfg=... overrides the architecture (tests, ablations)
-    return build_model_with_cfg(
-        VMamba, variant, pretrained, cfg=cfg,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
-        **kwargs,
-    )
+    return build_staged(VMamba, variant, pretrained, VMAMBA_CONFIGS[variant], filter_official, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({name: _cfg() for name in VMAMBA_CONFIGS})
+default_cfgs = generate_default_cfgs(
+    {name: default_cfg("classifier.head", license="mit") for name in VMAMBA_CONFIGS}
+)
 
 
 @register_model

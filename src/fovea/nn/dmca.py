@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fovea.nn.layers import GroupNorm1
+from timm.layers import GroupNorm1
 
 __all__ = ["DMCA", "build_dmca", "dmca_forward"]
 

@@ -1,32 +1,28 @@
 """Small channels-first layers shared by the VMamba and SparX backbones.
 
 All layers take and return (B, C, H, W) tensors. Parameter names and shapes follow the official
-VMamba / SparX code so released checkpoints load with renames only.
+VMamba / SparX code so released checkpoints load with renames only. Norms, the MLP and patch
+merging come from `timm.layers` / timm's Swin where their keys equal the official ones
+(`GroupNorm1`, `Mlp` are used from timm directly); what stays here has no key-compatible timm
+counterpart: VMamba's `Linear2d`, SparX's `ConvFFN` and its conv-shaped `LayerScale2d`.
 """
 
 from __future__ import annotations
 
+import timm.layers as timm_layers
 import torch
 import torch.nn.functional as F
+from timm.models.swin_transformer import PatchMerging
 from torch import nn
 
-__all__ = ["ConvFFN", "GroupNorm1", "LayerNorm2d", "LayerScale2d", "Linear2d", "Mlp2d", "PatchMerging2d"]
+__all__ = ["ConvFFN", "LayerNorm2d", "LayerScale2d", "Linear2d", "PatchMerging2d"]
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channel axis of a (B, C, H, W) tensor (keys `weight`, `bias`)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
-
-
-class GroupNorm1(nn.GroupNorm):
-    """GroupNorm with one group: normalises each sample over (C, H, W); SparX's `GroupNorm`."""
+class LayerNorm2d(timm_layers.LayerNorm2d):
+    """timm's channels-first LayerNorm with torch's eps 1e-5 (the official VMamba value; timm's is 1e-6)."""
 
     def __init__(self, num_channels: int, eps: float = 1e-5):
-        super().__init__(num_groups=1, num_channels=num_channels, eps=eps)
+        super().__init__(num_channels, eps=eps)
 
 
 class Linear2d(nn.Linear):
@@ -44,20 +40,6 @@ class Linear2d(nn.Linear):
         if key in state_dict and state_dict[key].dim() == 4 and state_dict[key].shape[2:] == (1, 1):
             state_dict[key] = state_dict[key].flatten(1)
         return super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-class Mlp2d(nn.Module):
-    """Per-pixel two-layer MLP (VMamba's channels-first `Mlp`): fc1 -> act -> fc2."""
-
-    def __init__(self, dim: int, hidden: int, act_layer: type[nn.Module] = nn.GELU, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = Linear2d(dim, hidden)
-        self.act = act_layer()
-        self.fc2 = Linear2d(hidden, dim)
-        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class ConvFFN(nn.Module):
@@ -95,23 +77,11 @@ class LayerScale2d(nn.Module):
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
-class PatchMerging2d(nn.Module):
-    """Swin/VMamba-v0 downsampling: 2x2 sub-grids to 4C channels, LayerNorm, Linear(4C -> out).
-
-    Sub-grid order [0::2,0::2], [1::2,0::2], [0::2,1::2], [1::2,1::2]; odd H/W are zero-padded.
-    (B, C, H, W) -> (B, out, ceil(H/2), ceil(W/2)).
+class PatchMerging2d(PatchMerging):
+    """timm's Swin patch merging on channels-first maps: 2x2 sub-grids [0::2,0::2], [1::2,0::2],
+    [0::2,1::2], [1::2,1::2] to 4C channels, LayerNorm, Linear(4C -> out) without bias; odd H/W are
+    zero-padded. (B, C, H, W) -> (B, out, ceil(H/2), ceil(W/2)); keys `norm`, `reduction`.
     """
 
-    def __init__(self, dim: int, out_dim: int | None = None):
-        super().__init__()
-        self.norm = LayerNorm2d(4 * dim)
-        self.reduction = Linear2d(4 * dim, out_dim or 2 * dim, bias=False)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, w % 2, 0, h % 2))
-        x = torch.cat(
-            [x[..., 0::2, 0::2], x[..., 1::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 1::2]], dim=1
-        )
-        return self.reduction(self.norm(x))
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
