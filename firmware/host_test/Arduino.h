@@ -18,6 +18,7 @@ inline void pinMode(int, int) {}
 inline int analogRead(int) { return 517; }
 inline void attachInterrupt(int, void (*)(), int) {}
 inline int digitalPinToInterrupt(int p) { return p; }
+#define NOINIT   // host build: a plain global keeps its value across the harness's warm resets
 #define INPUT_PULLUP 2
 #define RISING 3
 #define A0 14

@@ -1,7 +1,8 @@
 // Runs sorter.ino on the host. stdin script, one command per line:
 //   T <ms>   advance the clock to <ms> since the case started, calling loop() every millisecond
 //   S <line> the host sends <line>
-//   R        reset the board (setup() again, millis() restarts)
+//   R        reset that keeps RAM (DTR/watchdog): setup() again, millis() restarts, the journal survives
+//   P        power loss: RAM is lost (the journal is scrambled), then as R
 //   E <n>    the belt encoder has counted <n> pulses
 // After the boot and after every command it prints the MCU's lines, then a line "--".
 #include "Arduino.h"
@@ -42,7 +43,8 @@ int main() {
     } else if (k == 'S') {
       g_rx += arg + "\n";
       loop();
-    } else if (k == 'R') {
+    } else if (k == 'R' || k == 'P') {
+      if (k == 'P') memset((void *)&journal, 0xA5, sizeof(journal));
       g_boot_ms = g_abs_ms;
       g_rx.clear();
       setup();

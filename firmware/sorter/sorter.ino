@@ -1,11 +1,16 @@
-// fovea sorter firmware: two gate servos driven by the fovea line protocol (docs/protocol.md).
+// fovea sorter firmware: two gate servos driven by the fovea line protocol v1.1 (docs/protocol.md).
 //
 // Gates: servo 1 on pin 5, servo 2 on pin 6; 0 deg = closed, 90 deg = open. Closed gates (and
 // de-energised servos) send every item to the default route, so power loss is safe.
 // The host schedules each actuation (relative delay in ms, or a belt-encoder count on pin 2);
-// this board ACKs on receipt, reports DONE when the gate's hold ran its course, NAKs what it
-// cannot do, and latches SAFE when the host goes quiet for WATCHDOG_MS, until an explicit ARM.
-// The Python emulator (src/fovea/line/emulator.py) implements the same state machine; both are
+// this board ACKs on receipt, reports DONE with the gate's actual open interval when the hold ran
+// its course, NAKs what it cannot do (ABORTED, with the interval, for a swing cut short), and
+// latches SAFE when the host goes quiet for WATCHDOG_MS, until an explicit ARM.
+// The id ring is also the fate journal: it lives in .noinit RAM, so it survives a reset that
+// keeps RAM (DTR, watchdog, brown-out); after such a reset a queued command reads NAK RESET and a
+// swing that was open reads NAK ABORTED, and STATUS <id> tells the host. After a power loss the
+// journal is invalid (magic words) and STATUS answers UNKNOWN.
+// The Python emulator (src/fovea/line/mcu.py) implements the same state machine; both are
 // checked against one table, docs/protocol_cases.json.
 
 #include <Arduino.h>
@@ -14,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FW_VERSION "1.0"
+#define FW_VERSION "1.1"
 const uint8_t N_GATES = 2;
 const uint8_t GATE_PINS[N_GATES] = {5, 6};
 const uint8_t ENCODER_PIN = 2;
@@ -27,12 +32,16 @@ const unsigned long MAX_HOLD_MS = 5000;
 const uint8_t QUEUE_SIZE = 16;
 const uint8_t RING_SIZE = 32;
 const uint8_t MAX_LINE = 63;
-const uint8_t MAX_IDS_PER_SWING = 8;
+const uint32_t JOURNAL_MAGIC = 0x5A17C0DEUL;
+
+#ifndef NOINIT
+#define NOINIT __attribute__((section(".noinit")))   // not cleared by the C runtime at reset
+#endif
 
 enum LineState { STATE_SAFE, STATE_ARMED };
-enum Status { ST_NONE, ST_ACK, ST_ACK_ENC, ST_DONE, ST_NAK };
-enum Reason { R_LATE, R_QUEUE_FULL, R_BAD_ARG, R_SAFE, R_ABORTED };
-const char *const REASONS[] = {"LATE", "QUEUE_FULL", "BAD_ARG", "SAFE", "ABORTED"};
+enum Status { ST_NONE, ST_ACK, ST_OPEN, ST_DONE, ST_NAK };
+enum Reason { R_LATE, R_QUEUE_FULL, R_BAD_ARG, R_SAFE, R_ABORTED, R_RESET };
+const char *const REASONS[] = {"LATE", "QUEUE_FULL", "BAD_ARG", "SAFE", "ABORTED", "RESET"};
 
 struct Fire {
   bool used;
@@ -46,23 +55,36 @@ struct Fire {
 
 struct Swing {
   bool open;
+  unsigned long since;   // millis() when the gate opened
   unsigned long until;
-  long ids[MAX_IDS_PER_SWING];
-  uint8_t n;
 };
 
 struct RingEntry {       // last status of a command id, so a resent FIRE is answered, never re-fired
   long id;
   uint8_t status;
   uint8_t reason;
-  unsigned long value;
+  uint8_t gate;          // 0-based
+  bool byEncoder;
+  unsigned long due;     // millis() it fires at (encoder commands: when the count was reached)
+  long enc;
+  long from;             // gate open interval relative to due, ms
+  long to;
+  unsigned long t;       // millis() of the release (DONE)
+};
+
+struct Journal {         // the fate journal; .noinit: survives resets that keep RAM
+  uint32_t magic;
+  RingEntry ring[RING_SIZE];
+  uint8_t next;
+  unsigned long lastMs;  // millis() of the last loop: the moment of a reset, for cut swings
+  unsigned long boots;   // counts resets that kept RAM (garbage after a power loss): varies the boot id
+  uint32_t magicInv;
 };
 
 Servo servos[N_GATES];
 Fire fireQueue[QUEUE_SIZE];
 Swing swings[N_GATES];
-RingEntry ring[RING_SIZE];
-uint8_t ringNext;
+NOINIT Journal journal;
 LineState state;
 const char *safeReason;
 char bootId[5];
@@ -78,9 +100,12 @@ char txBuf[96];
 // ------------------------------------------------------------------------------ prototypes
 void onEncoder();
 void sendLine(const char *s);
-void sendStatus(long id);
+void sendEntry(const RingEntry *e);
+void sendNak(long id, uint8_t reason);
 RingEntry *findRing(long id);
-void setStatus(long id, uint8_t status, uint8_t reason, unsigned long value);
+RingEntry *newEntry(long id, uint8_t status, uint8_t reason);
+void nak(long id, uint8_t reason);
+void restoreJournal();
 void openGate(uint8_t g, long id, unsigned long hold, unsigned long now);
 void closeGate(uint8_t g, bool completed, unsigned long now);
 void latchSafe(const char *reason, unsigned long now);
@@ -93,26 +118,49 @@ void runTimers(unsigned long now);
 // ------------------------------------------------------------------------------ setup / loop
 void setup() {
   Serial.begin(115200);
-  for (uint8_t g = 0; g < N_GATES; g++) {
-    swings[g].open = false;
-    swings[g].n = 0;
-  }
+  for (uint8_t g = 0; g < N_GATES; g++) swings[g].open = false;
   for (uint8_t i = 0; i < QUEUE_SIZE; i++) fireQueue[i].used = false;
-  for (uint8_t i = 0; i < RING_SIZE; i++) ring[i].status = ST_NONE;
-  ringNext = 0;
+  restoreJournal();
   rxLen = 0;
   rxOverflow = false;
   detachPending = false;
   encoderCount = 0;
   state = STATE_SAFE;                   // boot latched safe: nothing moves until the host ARMs
-  safeReason = "BOOT";
   pinMode(ENCODER_PIN, INPUT_PULLUP);
   attachInterrupt(digitalPinToInterrupt(ENCODER_PIN), onEncoder, RISING);
-  randomSeed(analogRead(A0) ^ micros());
+  randomSeed(analogRead(A0) ^ micros() ^ (journal.boots * 2654435761UL));   // after restoreJournal()
   snprintf(bootId, sizeof(bootId), "%04lx", (unsigned long)random(0, 0xFFFF));
   lastRx = millis();
-  snprintf(txBuf, sizeof(txBuf), "READY fw=%s gates=%u boot=%s state=SAFE", FW_VERSION, N_GATES, bootId);
+  snprintf(txBuf, sizeof(txBuf), "READY fw=%s gates=%u boot=%s state=SAFE reason=%s", FW_VERSION, N_GATES, bootId,
+           safeReason);
   sendLine(txBuf);
+}
+
+// A reset that kept RAM leaves a valid journal: its queued commands never started (NAK RESET),
+// its open swings were cut at the last loop before the reset (NAK ABORTED). Else start empty.
+void restoreJournal() {
+  if (journal.magic == JOURNAL_MAGIC && journal.magicInv == ~JOURNAL_MAGIC && journal.next < RING_SIZE) {
+    for (uint8_t i = 0; i < RING_SIZE; i++) {
+      RingEntry &e = journal.ring[i];
+      if (e.status == ST_ACK) {
+        e.status = ST_NAK;
+        e.reason = R_RESET;
+      } else if (e.status == ST_OPEN) {
+        e.status = ST_NAK;
+        e.reason = R_ABORTED;
+        e.to = (long)(journal.lastMs - e.due);
+      }
+    }
+    safeReason = "RESET";
+  } else {
+    for (uint8_t i = 0; i < RING_SIZE; i++) journal.ring[i].status = ST_NONE;
+    journal.next = 0;
+    journal.magic = JOURNAL_MAGIC;
+    journal.magicInv = ~JOURNAL_MAGIC;
+    safeReason = "BOOT";
+  }
+  journal.boots++;
+  journal.lastMs = millis();
 }
 
 void loop() {
@@ -138,6 +186,7 @@ void loop() {
     }
   }
   runTimers(now);
+  journal.lastMs = now;
 }
 
 void onEncoder() { encoderCount++; }
@@ -178,31 +227,48 @@ void openGate(uint8_t g, long id, unsigned long hold, unsigned long now) {
     if ((long)(until - s.until) > 0) s.until = until;
   } else {
     s.open = true;
+    s.since = now;
     s.until = until;
-    s.n = 0;
     servos[g].write(ANGLE_OPEN);
   }
-  if (s.n < MAX_IDS_PER_SWING) s.ids[s.n++] = id;
+  RingEntry *e = findRing(id);
+  if (e != NULL) {
+    e->status = ST_OPEN;
+    e->due = now;
+    e->from = (long)(s.since - now);
+  }
 }
 
+// Every command whose swing this was gets its fate: DONE (hold ran its course) or NAK ABORTED.
 void closeGate(uint8_t g, bool completed, unsigned long now) {
   Swing &s = swings[g];
   s.open = false;
   servos[g].write(ANGLE_CLOSED);
-  for (uint8_t i = 0; i < s.n; i++) {
-    if (completed) setStatus(s.ids[i], ST_DONE, 0, now);
-    else setStatus(s.ids[i], ST_NAK, R_ABORTED, 0);
-    sendStatus(s.ids[i]);
+  for (uint8_t i = 0; i < RING_SIZE; i++) {
+    RingEntry &e = journal.ring[i];
+    if (e.status != ST_OPEN || e.gate != g) continue;
+    e.to = (long)(now - e.due);
+    e.t = now;
+    if (completed) {
+      e.status = ST_DONE;
+    } else {
+      e.status = ST_NAK;
+      e.reason = R_ABORTED;
+    }
+    sendEntry(&e);
   }
-  s.n = 0;
 }
 
 void latchSafe(const char *reason, unsigned long now) {
   for (uint8_t i = 0; i < QUEUE_SIZE; i++) {
     if (!fireQueue[i].used) continue;
     fireQueue[i].used = false;
-    setStatus(fireQueue[i].id, ST_NAK, R_SAFE, 0);
-    sendStatus(fireQueue[i].id);
+    RingEntry *e = findRing(fireQueue[i].id);
+    if (e != NULL) {
+      e->status = ST_NAK;
+      e->reason = R_SAFE;
+    }
+    sendNak(fireQueue[i].id, R_SAFE);
   }
   for (uint8_t g = 0; g < N_GATES; g++) {
     if (swings[g].open) closeGate(g, false, now);
@@ -216,34 +282,63 @@ void latchSafe(const char *reason, unsigned long now) {
   sendLine(txBuf);
 }
 
-// ------------------------------------------------------------------------------ id ring
+// ------------------------------------------------------------------------------ id ring / journal
 RingEntry *findRing(long id) {
   for (uint8_t i = 0; i < RING_SIZE; i++) {
-    if (ring[i].status != ST_NONE && ring[i].id == id) return &ring[i];
+    if (journal.ring[i].status != ST_NONE && journal.ring[i].id == id) return &journal.ring[i];
   }
   return NULL;
 }
 
-void setStatus(long id, uint8_t status, uint8_t reason, unsigned long value) {
-  RingEntry *e = findRing(id);
-  if (e == NULL) {
-    e = &ring[ringNext];
-    ringNext = (ringNext + 1) % RING_SIZE;
+// The oldest-inserted slot that holds no live command (ACK or OPEN); NULL if every slot does.
+RingEntry *newEntry(long id, uint8_t status, uint8_t reason) {
+  for (uint8_t k = 0; k < RING_SIZE; k++) {
+    uint8_t i = (journal.next + k) % RING_SIZE;
+    RingEntry &e = journal.ring[i];
+    if (e.status == ST_ACK || e.status == ST_OPEN) continue;
+    e.id = id;
+    e.status = status;
+    e.reason = reason;
+    e.gate = 0;
+    e.byEncoder = false;
+    e.due = 0;
+    e.enc = 0;
+    e.from = 0;
+    e.to = 0;
+    e.t = 0;
+    journal.next = (i + 1) % RING_SIZE;
+    return &e;
   }
-  e->id = id;
-  e->status = status;
-  e->reason = reason;
-  e->value = value;
+  return NULL;
 }
 
-void sendStatus(long id) {
-  RingEntry *e = findRing(id);
-  if (e == NULL) return;
+void nak(long id, uint8_t reason) {
+  newEntry(id, ST_NAK, reason);
+  sendNak(id, reason);
+}
+
+void sendNak(long id, uint8_t reason) {
+  snprintf(txBuf, sizeof(txBuf), "NAK %ld %s", id, REASONS[reason]);
+  sendLine(txBuf);
+}
+
+void sendEntry(const RingEntry *e) {
   switch (e->status) {
-    case ST_ACK: snprintf(txBuf, sizeof(txBuf), "ACK %ld due=%lu", id, e->value); break;
-    case ST_ACK_ENC: snprintf(txBuf, sizeof(txBuf), "ACK %ld due_enc=%lu", id, e->value); break;
-    case ST_DONE: snprintf(txBuf, sizeof(txBuf), "DONE %ld t=%lu", id, e->value); break;
-    default: snprintf(txBuf, sizeof(txBuf), "NAK %ld %s", id, REASONS[e->reason]); break;
+    case ST_ACK:
+    case ST_OPEN:
+      if (e->byEncoder) snprintf(txBuf, sizeof(txBuf), "ACK %ld due_enc=%ld", e->id, e->enc);
+      else snprintf(txBuf, sizeof(txBuf), "ACK %ld due=%lu", e->id, e->due);
+      break;
+    case ST_DONE:
+      snprintf(txBuf, sizeof(txBuf), "DONE %ld t=%lu from=%ld to=%ld", e->id, e->t, e->from, e->to);
+      break;
+    default:
+      if (e->reason == R_ABORTED) {
+        snprintf(txBuf, sizeof(txBuf), "NAK %ld ABORTED from=%ld to=%ld", e->id, e->from, e->to);
+      } else {
+        snprintf(txBuf, sizeof(txBuf), "NAK %ld %s", e->id, REASONS[e->reason]);
+      }
+      break;
   }
   sendLine(txBuf);
 }
@@ -277,8 +372,8 @@ void handleLine(char *line, unsigned long now) {
   if (args != NULL) *args++ = '\0';
   for (char *p = line; *p; p++) *p = toupper(*p);
   if (strcmp(line, "HELLO") == 0) {
-    snprintf(txBuf, sizeof(txBuf), "READY fw=%s gates=%u boot=%s state=%s", FW_VERSION, N_GATES, bootId,
-             state == STATE_ARMED ? "ARMED" : "SAFE");
+    snprintf(txBuf, sizeof(txBuf), "READY fw=%s gates=%u boot=%s state=%s reason=%s", FW_VERSION, N_GATES,
+             bootId, state == STATE_ARMED ? "ARMED" : "SAFE", state == STATE_ARMED ? "ARM" : safeReason);
     sendLine(txBuf);
   } else if (strcmp(line, "ARM") == 0) {
     state = STATE_ARMED;
@@ -297,6 +392,20 @@ void handleLine(char *line, unsigned long now) {
     sendLine(txBuf);
   } else if (strcmp(line, "FIRE") == 0) {
     handleFire(args, now);
+  } else if (strcmp(line, "STATUS") == 0) {
+    char *tok = args ? strtok(args, " ") : NULL;
+    long id;
+    if (tok == NULL || !parseLong(tok, &id)) {
+      sendLine("ERR BAD_CMD");
+      return;
+    }
+    RingEntry *e = findRing(id);
+    if (e != NULL) {
+      sendEntry(e);
+    } else {
+      snprintf(txBuf, sizeof(txBuf), "UNKNOWN %ld", id);
+      sendLine(txBuf);
+    }
   } else {
     sendLine("ERR BAD_CMD");
   }
@@ -309,8 +418,9 @@ void handleFire(char *args, unsigned long now) {
     sendLine("ERR BAD_CMD");
     return;
   }
-  if (findRing(id) != NULL) {                     // idempotent: repeat the status, never re-fire
-    sendStatus(id);
+  RingEntry *known = findRing(id);
+  if (known != NULL) {                            // idempotent: repeat the status, never re-fire
+    sendEntry(known);
     return;
   }
   long gate = 0, at = 0, enc = 0, hold = 0;
@@ -331,14 +441,23 @@ void handleFire(char *args, unsigned long now) {
   long count = encoderCount;
   interrupts();
   if (bad) {
-    setStatus(id, ST_NAK, R_BAD_ARG, 0);
+    nak(id, R_BAD_ARG);
   } else if (state != STATE_ARMED) {
-    setStatus(id, ST_NAK, R_SAFE, 0);
+    nak(id, R_SAFE);
   } else if ((hasAt && at < 0) || (hasEnc && enc <= count)) {
-    setStatus(id, ST_NAK, R_LATE, 0);
+    nak(id, R_LATE);
   } else if (queueDepth() >= QUEUE_SIZE) {
-    setStatus(id, ST_NAK, R_QUEUE_FULL, 0);
+    nak(id, R_QUEUE_FULL);
   } else {
+    RingEntry *e = newEntry(id, ST_ACK, 0);
+    if (e == NULL) {                              // every journal slot holds a live command
+      sendNak(id, R_QUEUE_FULL);
+      return;
+    }
+    e->gate = (uint8_t)(gate - 1);
+    e->byEncoder = hasEnc;
+    e->due = now + (unsigned long)at;
+    e->enc = enc;
     for (uint8_t i = 0; i < QUEUE_SIZE; i++) {
       Fire &f = fireQueue[i];
       if (f.used) continue;
@@ -351,8 +470,6 @@ void handleFire(char *args, unsigned long now) {
       f.hold = (unsigned long)hold;
       break;
     }
-    if (hasEnc) setStatus(id, ST_ACK_ENC, 0, (unsigned long)enc);
-    else setStatus(id, ST_ACK, 0, now + (unsigned long)at);
+    sendEntry(e);
   }
-  sendStatus(id);
 }

@@ -59,6 +59,9 @@ class FirmwareDriver:
     def reset(self):
         return self._cmd("R")
 
+    def power_cycle(self):
+        return self._cmd("P")
+
     def encoder(self, n):
         return self._cmd(f"E {n}")
 
@@ -110,4 +113,4 @@ def test_emulator_gate_timeline_matches_commands():
     emu.feed(b"PING 2\n", 0.3)
     emu.advance(0.45)
     assert [(s.gate, round(s.t_open, 6), round(s.t_close, 6), s.cmd_ids) for s in emu.swings] == [(2, 0.25, 0.37, [1])]
-    assert "DONE 1 t=370" in emu.read_lines()
+    assert "DONE 1 t=370 from=0 to=120" in emu.read_lines()

@@ -1,10 +1,15 @@
-"""The sorter line protocol: ASCII lines between host and microcontroller (see docs/protocol.md).
+"""The sorter line protocol v1.1: ASCII lines between host and microcontroller (see docs/protocol.md).
 
 Host -> MCU: HELLO | ARM | SAFE | PING <seq> | FIRE <id> gate=<g> (at=+<ms> | enc=<count>) hold=<ms>
-MCU -> host: READY fw= gates= boot= state= | STATE <ARMED|SAFE> reason= | PONG <seq> q= state= t=
-             | ACK <id> due=<ms>|due_enc=<count> | NAK <id> <reason> | DONE <id> t=<ms> | ERR <reason>
-FIRE is idempotent by id: resending a known id repeats its current status instead of firing again.
-DONE is sent when the gate's hold ran its full course; a swing cut short by SAFE gets NAK <id> ABORTED.
+             | STATUS <id>
+MCU -> host: READY fw= gates= boot= state= reason= | STATE <ARMED|SAFE> reason= | PONG <seq> q= state= t=
+             | ACK <id> due=<ms>|due_enc=<count> | NAK <id> <reason> | DONE <id> t=<ms> from=<ms> to=<ms>
+             | NAK <id> ABORTED from=<ms> to=<ms> | UNKNOWN <id> | ERR <reason>
+FIRE is idempotent by id: resending a known id repeats its current status instead of firing again;
+STATUS asks for it without ever firing. DONE: the gate's hold ran its full course; ABORTED: the
+swing was cut short (SAFE, or a reset, reported from the fate journal after it); from/to: the
+gate's actual open interval in ms relative to the command's due time. RESET: a reset lost the
+command before it started. UNKNOWN: the MCU has no record (power loss, or never received).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass, field
 from fovea.errors import ProtocolError
 
 MAX_LINE = 63
-NAK_REASONS = ("LATE", "QUEUE_FULL", "BAD_ARG", "SAFE", "ABORTED")
+NAK_REASONS = ("LATE", "QUEUE_FULL", "BAD_ARG", "SAFE", "ABORTED", "RESET")
 STATES = ("ARMED", "SAFE")
 
 
@@ -71,3 +76,15 @@ def fire_line(cmd_id: int, gate: int, hold_ms: int, at_ms: int | None = None, en
     else:
         when = f"enc={int(enc)}"
     return f"FIRE {int(cmd_id)} gate={int(gate)} {when} hold={int(hold_ms)}"
+
+
+def status_line(cmd_id: int) -> str:
+    """Ask the MCU for the fate of command `cmd_id` (never executes anything)."""
+    return f"STATUS {int(cmd_id)}"
+
+
+def open_interval_s(msg: Message) -> tuple[float, float] | None:
+    """(from, to) in seconds relative to the command's due time, from a DONE or NAK ABORTED line."""
+    if "from" not in msg.kv or "to" not in msg.kv:
+        return None
+    return msg.int_kv("from") / 1000.0, msg.int_kv("to") / 1000.0
