@@ -1,24 +1,27 @@
 """Pixel-metric cost: fovea's sort-based pixel AUROC vs scikit-learn's roc_auc_score, and exact vs
-binned AUPRO, on a synthetic stack of anomaly maps. Prints medians and ratios measured in this run.
+binned AUPRO, on a synthetic stack of anomaly maps. Medians and ratios measured in this run; the
+table goes to docs/benchmarks/engine.md.
 
-    .venv/bin/python benchmarks/engine_metrics.py --images 40 --size 256 --repeats 3
+    .venv/bin/python benchmarks/engine_metrics.py            # 40 maps of 256 px, 3 repeats
+    .venv/bin/python benchmarks/engine_metrics.py --quick    # 10 maps
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+from _doc import Run, add_doc_args, median_wall_cpu, table
 
 
-def _median_time(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), out
+def synthetic_maps(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Half the maps get one rectangular defect; scores = N(0, 1) + 1.5 inside the defect."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), bool)
+    for k in range(n // 2):
+        y, x = rng.integers(0, size - 40, 2)
+        masks[k, y:y + rng.integers(5, 40), x:x + rng.integers(5, 40)] = True
+    return (rng.normal(size=masks.shape) + 1.5 * masks).astype(np.float32), masks
 
 
 def main() -> None:
@@ -27,30 +30,42 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    add_doc_args(ap, "engine", "10 maps instead of --images")
     a = ap.parse_args()
+    run = Run(a, full_command=".venv/bin/python benchmarks/engine_metrics.py")
+    n = 10 if a.quick else a.images
 
     from sklearn.metrics import roc_auc_score
 
     from fovea.engine.metrics import aupro, pixel_auroc
 
-    rng = np.random.default_rng(a.seed)
-    masks = np.zeros((a.images, a.size, a.size), bool)
-    for k in range(a.images // 2):
-        y, x = rng.integers(0, a.size - 40, 2)
-        masks[k, y:y + rng.integers(5, 40), x:x + rng.integers(5, 40)] = True
-    maps = (rng.normal(size=masks.shape) + 1.5 * masks).astype(np.float32)
-    n_px = masks.size
-    print(f"{a.images} maps of {a.size}x{a.size} = {n_px / 1e6:.2f} M pixels, median of {a.repeats}")
-    t_sk, v_sk = _median_time(lambda: roc_auc_score(masks.ravel(), maps.ravel()), a.repeats)
-    t_fv, v_fv = _median_time(lambda: pixel_auroc(maps, masks), a.repeats)
-    t_pe, v_pe = _median_time(lambda: aupro(maps, masks), a.repeats)
-    t_pb, v_pb = _median_time(lambda: aupro(maps, masks, num_thresholds=1000), a.repeats)
-    print("| metric | implementation | value | seconds | ratio |")
-    print("|---|---|---|---|---|")
-    print(f"| pixel AUROC | sklearn roc_auc_score (baseline) | {v_sk:.6f} | {t_sk:.3f} | 1.00 |")
-    print(f"| pixel AUROC | fovea pixel_auroc | {v_fv:.6f} | {t_fv:.3f} | {t_sk / t_fv:.2f}x faster |")
-    print(f"| AUPRO 0.3 | fovea exact (baseline) | {v_pe:.6f} | {t_pe:.3f} | 1.00 |")
-    print(f"| AUPRO 0.3 | fovea 1000 thresholds | {v_pb:.6f} | {t_pb:.3f} | {t_pe / t_pb:.2f}x faster |")
+    maps, masks = synthetic_maps(n, a.size, a.seed)
+    results = {}
+    for key, fn in (
+        ("sk", lambda: roc_auc_score(masks.ravel(), maps.ravel())),
+        ("auroc", lambda: pixel_auroc(maps, masks)),
+        ("aupro", lambda: aupro(maps, masks)),
+        ("aupro_binned", lambda: aupro(maps, masks, num_thresholds=1000)),
+    ):
+        results[key] = (fn(), median_wall_cpu(fn, a.repeats))
+    (v_sk, t_sk), (v_fv, t_fv) = results["sk"], results["auroc"]
+    (v_pe, t_pe), (v_pb, t_pb) = results["aupro"], results["aupro_binned"]
+
+    def row(metric, impl, value, t, base):
+        return [metric, impl, f"{value:.6f}", f"{t[0]:.3f}", f"{t[1]:.3f}", f"{base[0] / t[0]:.2f}x / {base[1] / t[1]:.2f}x"]
+
+    body = [
+        f"{n} synthetic maps of {a.size}x{a.size} ({masks.size / 1e6:.2f} M pixels), half with one rectangular defect; "
+        f"median of {a.repeats} calls each.", "",
+        *table(["metric", "implementation", "value", "wall s", "CPU s", "speed-up vs baseline (wall / CPU)"], [
+            row("pixel AUROC", "sklearn roc_auc_score (baseline)", v_sk, t_sk, t_sk),
+            row("pixel AUROC", "fovea pixel_auroc", v_fv, t_fv, t_sk),
+            row("AUPRO 0.3", "fovea exact (baseline)", v_pe, t_pe, t_pe),
+            row("AUPRO 0.3", "fovea 1000 thresholds", v_pb, t_pb, t_pe),
+        ]), "",
+        f"fovea's pixel AUROC minus scikit-learn's: {v_fv - v_sk:.1e}; binned minus exact AUPRO: {v_pb - v_pe:.1e}.",
+    ]
+    run.write("Engine metrics", body)
 
 
 if __name__ == "__main__":

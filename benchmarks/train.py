@@ -9,7 +9,8 @@ bf16 runs only where the CPU has native bf16 (avx512_bf16 / amx_bf16); otherwise
 Workload B (overhead-bound): a 2-layer MLP, batch 8: optimizer steps/s through `fit` vs a plain
 torch loop doing the same steps (ratio = Lightning wrapper overhead).
 
-    .venv/bin/python benchmarks/train.py [--n 128] [--epochs 3] [--size 64]
+    .venv/bin/python benchmarks/train.py            # 128 samples/epoch, 3 epochs -> docs/benchmarks/train.md
+    .venv/bin/python benchmarks/train.py --quick    # 64 samples/epoch, 2 epochs
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
+from _doc import Run, add_doc_args, table
 from torch.utils.data import DataLoader, TensorDataset
 
 from fovea.engine.train import TrainConfig, cpu_supports_bf16, fit
@@ -113,7 +115,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=128, help="training images per epoch")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=3)
+    add_doc_args(ap, "train", "64 samples per epoch, 2 epochs")
     args = ap.parse_args()
+    run = Run(args, full_command=".venv/bin/python benchmarks/train.py")
+    if args.quick:
+        args.n, args.epochs = 64, 2
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(args.n, 3, args.size, args.size, generator=g),
                          torch.randint(0, 10, (args.n,), generator=g))
@@ -130,18 +136,24 @@ def main() -> None:
     ov = overhead(args)
     print(json.dumps(ov), flush=True)
     base = rows[0]["samples_per_s"]
-    print(f"\nEfficientNet-Lite0, {args.size}x{args.size}, global batch 32, {args.n} samples/epoch, median of epochs "
-          f"2..{args.epochs}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-          f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    print("| precision | processes | threads/process | samples/s | vs fp32 1 proc 1 thread |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['precision']} | {r['devices']} | {r['threads_per_process']} | {r['samples_per_s']:.1f} | "
-              f"{r['samples_per_s'] / base:.2f} |")
+    cells = [[("fp32" if r["precision"] == "32" else r["precision"]), r["devices"] if r["devices"] == 1 else
+              f"{r['devices']} (DDP)", r["threads_per_process"], f"{r['samples_per_s']:.1f}",
+              f"{r['samples_per_s'] / base:.2f}"] for r in rows]
     if not bf16:
-        print("| bf16 | - | - | not run: this CPU lacks avx512_bf16/amx_bf16 (fit raises HardwareError) | - |")
-    print(f"\nper-step overhead (MLP, batch 8): plain loop {ov['plain_steps_per_s']:.0f} steps/s, fit "
-          f"{ov['fit_steps_per_s']:.0f} steps/s, +{ov['overhead_ms_per_step']:.2f} ms/step")
+        cells.append(["bf16", "-", "-", "not run: this CPU lacks avx512_bf16/amx_bf16 (fit raises HardwareError)", "-"])
+    epochs = "epoch 2" if args.epochs == 2 else f"epochs 2..{args.epochs}"
+    body = [
+        f"Workload A: EfficientNet-Lite0 (random init), {args.size}x{args.size} random images, global batch 32, "
+        f"{args.n} samples/epoch, {args.epochs} epochs; samples/s from the median epoch time of {epochs}, "
+        f"measured inside the training processes. Torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}.", "",
+        *table(["precision", "processes", "threads/process", "samples/s", "vs fp32, 1 process, 1 thread"], cells), "",
+        f"Workload B (Lightning wrapper overhead; 2-layer MLP, batch 8, 1 thread): plain torch loop "
+        f"{ov['plain_steps_per_s']:.0f} steps/s, `fit` {ov['fit_steps_per_s']:.0f} steps/s, "
+        f"+{ov['overhead_ms_per_step']:.2f} ms per step; against workload A's fp32 1-process step "
+        f"({32 / base * 1e3:.0f} ms per batch of 32) that is {ov['overhead_ms_per_step'] / (32 / base * 1e3) * 100:.1f} %.",
+    ]
+    run.write("Training engine throughput", body)
 
 
 if __name__ == "__main__":
