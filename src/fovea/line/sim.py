@@ -40,6 +40,23 @@ def line_config_for(conveyor_config, **overrides) -> LineConfig:
     return LineConfig(**kw)
 
 
+def attach_line_faults(actuator, clock, rules) -> None:
+    """Lose/delay link lines by `doubles.LineFault` rules: through the emulator link's own fault hook
+    (`EmulatorLink.faults.line_filter`) when it has one, else by wrapping the port in `FaultyLink`."""
+    port = actuator.link_port
+    hooks = getattr(port, "faults", None)
+    if hooks is not None and hasattr(hooks, "line_filter"):
+        def line_filter(direction: str, line: str, t: float):
+            for r in rules:
+                if r.direction == direction and r.applies(line, t):
+                    return "drop" if r.action == "drop" else r.delay_s
+            return None
+
+        hooks.line_filter = line_filter
+    else:
+        actuator.link_port = FaultyLink(port, clock, rules)    # the port factory reads link_port
+
+
 def simulate(conveyor, config: LineConfig | None = None, predictor=None, localizer=None,
              source_kw: dict | None = None, faults: list[tuple[float, Callable]] | None = None,
              link: LinkConfig | None = None, log_path=None, keep_events: bool = True,
@@ -59,7 +76,7 @@ def simulate(conveyor, config: LineConfig | None = None, predictor=None, localiz
     predictor = predictor or OraclePredictor(clock=clock, **(predictor_kw or {}))
     act = SimulatedActuator(clock=clock, emit=log.emit, config=link, watchdog_ms=watchdog_ms, seed=actuator_seed)
     if link_faults:
-        act.link_port = FaultyLink(act.link_port, clock, link_faults)   # the port factory reads link_port
+        attach_line_faults(act, clock, link_faults)
     runner = LineRunner(source, predictor, act, cfg, localizer=localizer, clock=clock, log=log, annotator=annotator)
     ctx = {"clock": clock, "actuator": act, "runner": runner, "source": source}
     for t, fn in faults or []:
@@ -67,5 +84,6 @@ def simulate(conveyor, config: LineConfig | None = None, predictor=None, localiz
     runner.run_simulated(max_time_s=max_time_s)
     log.close()
     source.start()
-    rep = audit(conveyor, source.t0, act.emulator.swings, cfg, runner.finished)
+    rep = audit(conveyor, source.t0, act.emulator.swings, cfg, runner.finished,
+                events=log.events if keep_events else None)
     return SimResult(runner, act, source, log, rep, summarize(log.events) if keep_events else {})
