@@ -15,7 +15,7 @@ returns; OpenCV's tutorial "total error" (mean over views of norm/N) is NOT an R
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -23,6 +23,7 @@ import numpy as np
 from fovea.errors import CalibrationError, ConfigError
 from fovea.geometry.camera import CameraModel, projection_difference
 
+Progress = Callable[[str, int, int], None]  # progress(stage, done, total), e.g. cli.progress.progress_bar
 _SUBPIX_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-5)
 
 
@@ -255,7 +256,7 @@ def save_coverage_png(path, image_points, image_size, cells=(16, 12), uncertaint
 
 
 def bootstrap_uncertainty(result: CalibrationResult, n_boot: int = 20, seed: int = 0,
-                          step_px: float = 32.0, flags: int = 0) -> dict[str, Any]:
+                          step_px: float = 32.0, flags: int = 0, progress: Progress | None = None) -> dict[str, Any]:
     """Refit on views resampled with replacement; per-pixel std of where a ray projects.
 
     A ray is unprojected with the main model and projected with each bootstrap model (same
@@ -265,13 +266,14 @@ def bootstrap_uncertainty(result: CalibrationResult, n_boot: int = 20, seed: int
     rng = np.random.default_rng(seed)
     n = len(result.object_points)
     models = []
-    for _ in range(n_boot):
+    for b in range(n_boot):
         idx = rng.integers(0, n, n)
-        if len(set(idx.tolist())) < 4:
-            continue
-        _, K, dist, *_ = _fit([result.object_points[i] for i in idx], [result.image_points[i] for i in idx],
-                              result.model.image_size, flags)
-        models.append(CameraModel(K, dist, result.model.image_size))
+        if len(set(idx.tolist())) >= 4:
+            _, K, dist, *_ = _fit([result.object_points[i] for i in idx], [result.image_points[i] for i in idx],
+                                  result.model.image_size, flags)
+            models.append(CameraModel(K, dist, result.model.image_size))
+        if progress:
+            progress("bootstrap", b + 1, n_boot)
     if len(models) < 2:
         raise CalibrationError("bootstrap needs at least 2 refits; Fix: use more views or more n_boot.")
     base = projection_difference(result.model, result.model, step_px)
@@ -334,7 +336,8 @@ def quality_report(result: CalibrationResult, uncertainty: dict | None = None, c
 
 
 def calibrate_images(images: Sequence[np.ndarray], pattern: tuple[int, int], square_mm: float,
-                     names: Sequence[str] | None = None, method: str = "sb", **kw) -> tuple[CalibrationResult, dict]:
+                     names: Sequence[str] | None = None, method: str = "sb", progress: Progress | None = None,
+                     **kw) -> tuple[CalibrationResult, dict]:
     """Detect the board in each (H, W, 3) RGB image and calibrate. Returns (result, detection log).
 
     Images where the board is not found are listed (never silently dropped); all images must share
@@ -344,7 +347,7 @@ def calibrate_images(images: Sequence[np.ndarray], pattern: tuple[int, int], squ
     obj = board_object_points(*pattern, square_mm)
     size = None
     found, obj_pts, img_pts, missed = [], [], [], []
-    for name, im in zip(names, images):
+    for k, (name, im) in enumerate(zip(names, images)):
         s = (im.shape[1], im.shape[0])
         if size is None:
             size = s
@@ -354,10 +357,12 @@ def calibrate_images(images: Sequence[np.ndarray], pattern: tuple[int, int], squ
         c = detect_chessboard(im, pattern, method)
         if c is None:
             missed.append(name)
-            continue
-        found.append(name)
-        obj_pts.append(obj)
-        img_pts.append(c)
+        else:
+            found.append(name)
+            obj_pts.append(obj)
+            img_pts.append(c)
+        if progress:
+            progress("detect", k + 1, len(names))
     if len(found) < 4:
         raise CalibrationError(f"board {pattern[0]}x{pattern[1]} found in only {len(found)} of {len(names)} images "
                                f"(missed: {missed[:5]}...). Fix: check --board (INNER corners) and image quality.")

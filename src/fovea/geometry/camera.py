@@ -71,7 +71,7 @@ class CameraModel:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": "opencv5", "image_size": list(self.image_size), "K": self.K.tolist(),
-            "dist": self.dist.tolist(), "rms_px": float(self.rms_px), "meta": _jsonable(self.meta),
+            "dist": self.dist.tolist(), "rms_px": float(self.rms_px), "meta": to_jsonable(self.meta),
         }
 
     @classmethod
@@ -134,11 +134,12 @@ class CameraModel:
         return m
 
 
-def _jsonable(x: Any) -> Any:
+def to_jsonable(x: Any) -> Any:
+    """Nested dicts/lists of numpy arrays and scalars -> plain JSON types (dict keys as str)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [to_jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
         return x.tolist()
     if isinstance(x, (np.floating, np.integer, np.bool_)):

@@ -12,19 +12,30 @@ default. Disparity convention: left image, x_right = x_left - d.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from fovea.errors import CalibrationError, ConfigError, DataError
+from fovea.geometry.camera import to_jsonable
+from fovea.geometry.lens import pixels_to_normalized
 
 
 # ---- rig and rectification ---------------------------------------------------------------------
+RIG_FORMAT = "fovea.stereo_rig"
+_RIG_SHAPES = {"K1": (3, 3), "dist1": None, "K2": (3, 3), "dist2": None, "R": (3, 3), "T": (3,)}
+
+
 @dataclass
 class StereoRig:
-    """Two calibrated cameras; R, T take left-camera coordinates to the right camera (OpenCV)."""
+    """Two calibrated cameras; R, T take left-camera coordinates to the right camera (OpenCV):
+    X_r = R @ X_l + T. K1, K2 (3, 3); dist1, dist2 (5,); R (3, 3); T (3, 1) in the board's units
+    (mm for `fovea geometry stereo-calibrate`); image_size (width, height) px.
+
+    meta: everything else the rig file carries (baseline_mm, rectification, quality figures).
+    """
 
     K1: np.ndarray
     dist1: np.ndarray
@@ -33,47 +44,96 @@ class StereoRig:
     R: np.ndarray
     T: np.ndarray
     image_size: tuple[int, int]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def baseline(self) -> float:
+        """|T|, the distance between the optical centres, in the units of T."""
+        return float(np.linalg.norm(self.T))
+
+    def to_dict(self) -> dict:
+        core = {k: np.asarray(getattr(self, k), np.float64).tolist() for k in _RIG_SHAPES}
+        core["T"] = np.asarray(self.T, np.float64).ravel().tolist()
+        return {"format": RIG_FORMAT, "version": 1, **core, "image_size": [int(v) for v in self.image_size],
+                **to_jsonable(self.meta)}
 
     def save(self, path) -> Path:
+        """Write the rig as JSON (the file `fovea geometry stereo --rig` reads)."""
         path = Path(path)
-        d = {k: (np.asarray(v).tolist() if k != "image_size" else list(v)) for k, v in asdict(self).items()}
-        path.write_text(json.dumps(d, indent=2))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2))
         return path
 
     @classmethod
     def load(cls, path) -> "StereoRig":
+        """Read a rig JSON written by `save` (older files without `format`/meta load too)."""
         path = Path(path)
+        fix = "Fix: write it with `fovea geometry stereo-calibrate LEFT_DIR RIGHT_DIR --out rig.json`."
+        if not path.is_file():
+            raise CalibrationError(f"stereo rig file {path} does not exist. {fix}")
         try:
             d = json.loads(path.read_text())
-            return cls(*(np.asarray(d[k], np.float64) for k in ("K1", "dist1", "K2", "dist2", "R", "T")),
-                       tuple(d["image_size"]))
-        except FileNotFoundError:
-            raise CalibrationError(f"stereo calibration {path} does not exist. Fix: pass the JSON written "
-                                   "by StereoRig.save.") from None
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CalibrationError(f"{path} is not a stereo rig JSON ({exc!r}); needs K1 dist1 K2 dist2 R T "
-                                   "image_size.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CalibrationError(f"stereo rig file {path} is not valid JSON ({exc}). {fix}") from None
+        if not isinstance(d, dict):
+            raise CalibrationError(f"stereo rig file {path} holds a {type(d).__name__}, not an object. {fix}")
+        missing = [k for k in (*_RIG_SHAPES, "image_size") if k not in d]
+        if missing:
+            raise CalibrationError(f"stereo rig file {path} lacks {', '.join(missing)} (needs K1 dist1 K2 dist2 "
+                                   f"R T image_size). {fix}")
+        arrays = {k: _rig_array(path, k, d[k], shape) for k, shape in _RIG_SHAPES.items()}
+        size = d["image_size"]
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or not all(isinstance(v, (int, float)) and v > 0 for v in size)):
+            raise CalibrationError(f"stereo rig file {path}: image_size {size!r} is not [width, height] in "
+                                   f"pixels. {fix}")
+        meta = {k: v for k, v in d.items() if k not in arrays and k not in ("image_size", "format", "version")}
+        meta["path"] = str(path)
+        return cls(**arrays, image_size=(int(size[0]), int(size[1])), meta=meta)
+
+    def check_image_size(self, size_wh: tuple[int, int], source: str) -> None:
+        """Raise CalibrationError when an image does not have the size the rig was calibrated at."""
+        if tuple(size_wh) != tuple(self.image_size):
+            raise CalibrationError(
+                f"{source} is {size_wh[0]}x{size_wh[1]} px but the stereo rig ({self.meta.get('path', 'rig')}) "
+                f"was calibrated at {self.image_size[0]}x{self.image_size[1]} px. Fix: use images from the "
+                "calibrated cameras at the calibrated resolution, or recalibrate the rig.")
 
 
-def stereo_calibrate(object_points, points_left, points_right, K1, dist1, K2, dist2, image_size) -> tuple[StereoRig, float]:
-    """Extrinsics between two already-calibrated cameras (intrinsics fixed). Returns (rig, RMS px)."""
-    o = [np.asarray(x, np.float32).reshape(-1, 3) for x in object_points]
-    a = [np.asarray(x, np.float32).reshape(-1, 2) for x in points_left]
-    b = [np.asarray(x, np.float32).reshape(-1, 2) for x in points_right]
-    out = cv2.stereoCalibrate(o, a, b, K1, dist1, K2, dist2, tuple(image_size), flags=cv2.CALIB_FIX_INTRINSIC)
-    rms, _, _, _, _, R, T = out[:7]
-    return StereoRig(K1, dist1, K2, dist2, R, np.asarray(T, np.float64).reshape(3, 1), tuple(image_size)), float(rms)
+def _rig_array(path: Path, key: str, value, shape) -> np.ndarray:
+    """One rig entry as float64 with the expected shape (dist: 4, 5, 8, ... coefficients -> first 5)."""
+    try:
+        a = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        a = None
+    if key == "T" and a is not None and a.size == 3:
+        a = a.reshape(3, 1)
+    elif key.startswith("dist") and a is not None and a.ndim <= 2 and a.size >= 4:
+        d = np.zeros(5)
+        d[: min(5, a.size)] = a.ravel()[:5]
+        a = d
+    elif a is not None and shape is not None and a.shape != shape:
+        a = None
+    if a is None or not np.all(np.isfinite(a)):
+        want = "4 or 5 distortion coefficients" if shape is None else "x".join(map(str, shape)) + " numbers"
+        raise CalibrationError(f"stereo rig file {path}: {key} = {value!r} is not {want}. Fix: write the file with "
+                               "`fovea geometry stereo-calibrate` (or StereoRig.save).")
+    return a
 
 
 @dataclass
 class Rectification:
-    """Rectifying maps and the rectified projection: P1, P2 (3, 4); Q (4, 4) disparity -> 3D."""
+    """Rectifying rotations R1, R2 (3, 3), projections P1, P2 (3, 4), Q (4, 4) disparity -> 3D, and
+    the undistort-rectify maps of both images."""
 
     map_left: tuple[np.ndarray, np.ndarray]
     map_right: tuple[np.ndarray, np.ndarray]
     P1: np.ndarray
     P2: np.ndarray
     Q: np.ndarray
+    R1: np.ndarray
+    R2: np.ndarray
+    alpha: float = 0.0
 
     @property
     def focal_px(self) -> float:
@@ -88,16 +148,41 @@ class Rectification:
         return (cv2.remap(left, *self.map_left, cv2.INTER_LINEAR),
                 cv2.remap(right, *self.map_right, cv2.INTER_LINEAR))
 
+    def to_dict(self) -> dict:
+        """The rectification as plain lists (what the rig file stores beside the rig)."""
+        return {"alpha": float(self.alpha), "focal_px": self.focal_px, "R1": self.R1.tolist(),
+                "R2": self.R2.tolist(), "P1": self.P1.tolist(), "P2": self.P2.tolist(), "Q": self.Q.tolist()}
 
-def rectify(rig: StereoRig, alpha: float = 0.0) -> Rectification:
-    """`cv2.stereoRectify` (T passed as (3, 1): OpenCV 5 asserts otherwise) + undistort-rectify maps."""
+
+def rectify(rig: StereoRig, alpha: float | None = None) -> Rectification:
+    """`cv2.stereoRectify` (T passed as (3, 1): OpenCV 5 asserts otherwise) + undistort-rectify maps.
+
+    alpha: 0 keeps only valid pixels, 1 keeps all source pixels; default: the rig file's value, else 0.
+    """
+    if alpha is None:
+        alpha = float(rig.meta.get("rectification", {}).get("alpha", 0.0))
     T = np.asarray(rig.T, np.float64).reshape(3, 1)
-    R1, R2, P1, P2, Q, _, _ = cv2.stereoRectify(rig.K1, rig.dist1, rig.K2, rig.dist2, tuple(rig.image_size),
+    size = tuple(int(v) for v in rig.image_size)
+    R1, R2, P1, P2, Q, _, _ = cv2.stereoRectify(rig.K1, rig.dist1, rig.K2, rig.dist2, size,
                                                 np.asarray(rig.R, np.float64), T, alpha=alpha,
                                                 flags=cv2.CALIB_ZERO_DISPARITY)
-    ml = cv2.initUndistortRectifyMap(rig.K1, rig.dist1, R1, P1, tuple(rig.image_size), cv2.CV_32FC1)
-    mr = cv2.initUndistortRectifyMap(rig.K2, rig.dist2, R2, P2, tuple(rig.image_size), cv2.CV_32FC1)
-    return Rectification(ml, mr, P1, P2, Q)
+    ml = cv2.initUndistortRectifyMap(rig.K1, rig.dist1, R1, P1, size, cv2.CV_32FC1)
+    mr = cv2.initUndistortRectifyMap(rig.K2, rig.dist2, R2, P2, size, cv2.CV_32FC1)
+    return Rectification(ml, mr, P1, P2, Q, R1, R2, float(alpha))
+
+
+def rectify_points(points_px: np.ndarray, K: np.ndarray, dist: np.ndarray, R_rect: np.ndarray,
+                   P_rect: np.ndarray) -> np.ndarray:
+    """(N, 2) distorted pixels of one camera -> (N, 2) pixels in its rectified image.
+
+    Uses fovea's own Newton lens inversion (`geometry.lens`), not OpenCV's iterative
+    `undistortPoints`, so the result is exact to ~1e-12 for any realistic lens.
+    """
+    xy = pixels_to_normalized(np.asarray(points_px, np.float64).reshape(-1, 2), K, dist)
+    rays = np.concatenate([xy, np.ones((len(xy), 1))], 1) @ np.asarray(R_rect, np.float64).T
+    P = np.asarray(P_rect, np.float64)
+    uvw = rays @ P[:, :3].T
+    return uvw[:, :2] / uvw[:, 2:3]
 
 
 # ---- matching ------------------------------------------------------------------------------------
