@@ -1,6 +1,7 @@
 """The geometry commands end to end on rendered images."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,22 +15,41 @@ def test_calibrate_and_measure_commands(calib_renders, tmp_path, capsys):
     for i, img in enumerate(calib_renders.images[:12]):
         cv2.imwrite(str(d / f"v{i:02d}.png"), img[..., ::-1])
     cv2.imwrite(str(d / "blank.png"), np.full((480, 640, 3), 128, np.uint8))  # no board: listed, not fatal
+    (d / "broken.png").write_bytes(b"not a png")  # unreadable: stops the run unless --skip-bad
     out = tmp_path / "cam.json"
-    assert main(["calibrate", str(d), "--board", "9x6", "--square-mm", "25", "--out", str(out),
-                 "--bootstrap", "4"]) == 0
-    text = capsys.readouterr().out
-    assert "1 without a board" in text and "RMS" in text
+    args = ["geometry", "calibrate", str(d), "--board", "9x6", "--square-mm", "25", "--out", str(out),
+            "--bootstrap", "4"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "--skip-bad" in err
+    assert main(args + ["--skip-bad"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err == ""  # progress bars stay silent when stderr is not a terminal
+    assert "1 without a board" in cap.out and "RMS" in cap.out and "skipped 1 unreadable" in cap.out
     cam = json.loads(out.read_text())
     assert abs(cam["K"][0][0] / calib_renders.camera.K[0, 0] - 1) < 0.005
     assert (tmp_path / "calibration_coverage.png").is_file()
     rep = json.loads((tmp_path / "calibration_report.json").read_text())
     assert rep["images_without_board"] == ["blank.png"]
+    assert [Path(s["path"]).name for s in rep["images_skipped"]] == ["broken.png"]
     # measure: the reference is a board view; the "object" is the same image thresholded
     ref = d / "v00.png"
-    assert main(["measure", str(ref), "--calib", str(out), "--reference", str(ref)]) == 0
+    assert main(["geometry", "measure", str(ref), "--calib", str(out), "--reference", str(ref)]) == 0
     assert "mm" in capsys.readouterr().out
-    assert main(["calibrate", str(d), "--board", "9", "--out", str(out)]) == 2
+    assert main(["geometry", "calibrate", str(d), "--board", "9", "--out", str(out)]) == 2
     assert "COLSxROWS" in capsys.readouterr().err
+
+
+def test_old_top_level_names_are_hidden_aliases(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "geometry" in text
+    for old in ("calibrate", "stereo", "measure"):
+        assert f"\n  {old} " not in text
+    assert main(["geometry", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"  {c} " in text for c in ("calibrate", "stereo-calibrate", "stereo", "measure"))
+    assert main(["calibrate", "--help"]) == 0 and "Alias of `fovea geometry calibrate`" in capsys.readouterr().out
 
 
 def test_stereo_command(tmp_path, capsys):

@@ -18,7 +18,8 @@ COMMANDS: dict[str, str] = {
     "classify": "fovea.cli.classify:classify",
     "segment": "fovea.cli.segment:segment",
     "line": "fovea.cli.line:line",
-    "calibrate": "fovea.cli.geometry:calibrate",
+    "geometry": "fovea.cli.geometry:geometry",
+    "calibrate": "fovea.cli.geometry:calibrate",  # hidden aliases of `fovea geometry ...`
     "stereo": "fovea.cli.geometry:stereo",
     "measure": "fovea.cli.geometry:measure",
     "oilspill": "fovea.cli.oilspill:oilspill",
