@@ -3,9 +3,20 @@
 Both are the same `ProtocolActuator` client over a different port: the simulated one talks to
 the in-process firmware emulator, so simulated runs put the same bytes on the "wire" as a real
 line. The client opens its port once, sets a write timeout, waits for READY (never sleeps a
-fixed boot delay), re-arms explicitly, sends PING heartbeats, resends unacknowledged commands by
-id (idempotent on the MCU), reconnects with exponential backoff, and reports every command's
-fate exactly once: `done` (the gate fired) or `lost` with a reason (NAK, MCU reset, link).
+fixed boot delay), re-arms explicitly, sends PING heartbeats (which also estimate the MCU clock,
+`fates.ClockSync`), schedules each FIRE at an absolute MCU time bound to the MCU's boot id (a
+delayed line fires on time or is refused, never late), resends unacknowledged commands by id
+(idempotent on the MCU), and reconnects with a back-off capped well below the MCU's watchdog
+while a drop is young.
+
+Every command's fate is reported exactly once on `events` (`ActuatorEvent.kind`):
+`done` (hold ran its course) and `cut` (swing cut short) carry the gate's actual open interval
+in host time, so the caller can tell whether its item passed the open gate; `lost` means the gate
+never opened for it (NAK, never sent, a reset before it started, the watchdog latched before it
+was due); `unknown` means nobody can tell (the MCU lost its journal in a power loss, or the link
+stayed dead). An acked command has a deadline (due + hold + `done_grace_s`) after which the host
+asks `STATUS <id>`; after an MCU reset every command in flight is asked for (the firmware's fate
+journal survives resets that keep RAM). A link dead for `dead_after_s` resolves what is left.
 """
 
 from __future__ import annotations
@@ -21,7 +32,10 @@ import numpy as np
 from fovea.errors import ConfigError, ProtocolError
 from fovea.line.clock import RealClock
 from fovea.line.emulator import EmulatorLink, FirmwareEmulator
-from fovea.line.protocol import fire_line, parse_line
+from fovea.line.fates import ClockSync
+from fovea.line.protocol import fire_line, open_interval_s, parse_line, status_line
+
+INF = float("inf")
 
 
 @dataclass
@@ -39,22 +53,35 @@ class FireCommand:
 
 @dataclass
 class ActuatorEvent:
-    """A command's fate (kind 'ack' | 'done' | 'lost') reported back to the decision stage."""
+    """A command's fate reported back to the decision stage.
+
+    kind: 'ack' | 'done' | 'cut' | 'lost' | 'unknown'; t_from/t_to: the gate's actual open
+    interval in host seconds (done and cut only).
+    """
 
     kind: str
     cmd_id: int
     record: str
     t: float
     reason: str = ""
+    t_from: float | None = None
+    t_to: float | None = None
 
 
 @dataclass
 class _Pending:
     cmd: FireCommand
-    state: str = "queued"      # queued -> sent -> acked
+    state: str = "sent"          # sent (FIRE written, no answer yet) | acked | query (after an MCU reset)
     t_sent: float = 0.0
     sends: int = 0
     acked: bool = False
+    t_query: float = INF         # when to ask STATUS next
+    queries: int = 0
+    reset_window: tuple[float, float] | None = None    # (last line of the old boot, READY of the new one)
+
+    @property
+    def deadline(self) -> float:
+        return self.cmd.t_open + self.cmd.hold_s
 
 
 @dataclass
@@ -66,8 +93,15 @@ class LinkConfig:
     ack_timeout_s: float = 0.05
     max_resends: int = 3
     ready_timeout_s: float = 2.0
-    hello_every_s: float = 0.5
-    backoff_s: tuple[float, float] = (0.05, 1.0)
+    hello_every_s: float = 0.1            # well inside the MCU watchdog, so a lost READY costs little
+    backoff_s: tuple[float, float] = (0.02, 1.0)
+    young_drop_s: float = 1.0             # while a drop is younger than this ...
+    young_backoff_cap_s: float = 0.05     # ... re-open at least this often (watchdog 0.5 s)
+    mcu_watchdog_s: float = 0.5           # the firmware's WATCHDOG_MS
+    done_grace_s: float = 0.1             # DONE expected by due + hold + this, else STATUS
+    status_every_s: float = 0.1
+    max_queries: int = 5                  # STATUS unanswered this often -> the link is lost
+    dead_after_s: float = 3.0             # link down this long: commands past their deadline -> unknown
     link_p99_floor_s: float = 0.01
     auto_arm: bool = True
 
@@ -82,10 +116,11 @@ class ProtocolActuator:
         self._emit = emit or (lambda t, type, **kw: None)
         self.cfg = config or LinkConfig()
         self.port = None
-        self.link = "down"           # down -> handshake -> ready (armed)
+        self.link = "down"           # down -> handshake -> ready (READY seen; armed when mcu_state ARMED)
         self.boot_id: str | None = None
         self.mcu_state = "UNKNOWN"
         self.events: queue.Queue[ActuatorEvent] = queue.Queue()
+        self.sync = ClockSync()
         self._pending: dict[int, _Pending] = {}
         self._outbox: deque[FireCommand] = deque()
         self._lock = threading.RLock()
@@ -102,12 +137,19 @@ class ProtocolActuator:
         self._t_hello = -1e9
         self._t_arm = -1e9
         self._t_open = 0.0
+        self._t_down: float | None = None      # start of the current outage
+        self._t_last_rx = 0.0                  # last line from the MCU
+        self._t_last_write = -1e9              # last line the host put on the wire
+        self._armed_belief = False             # the MCU was ARMED when last heard of
+        self._presumed_safe = False
+        self._dead_logged = False
         self.n_reconnects = 0
 
     # ------------------------------------------------------------------ public
     @property
     def ready(self) -> bool:
-        return self.link == "ready" and self.mcu_state == "ARMED"
+        """Commands can be sent: READY seen, MCU ARMED, its clock estimated on this boot."""
+        return self.link == "ready" and self.mcu_state == "ARMED" and self.sync.known
 
     @property
     def link_p99_s(self) -> float:
@@ -128,7 +170,7 @@ class ProtocolActuator:
             return len(self._pending) + len(self._outbox)
 
     def poll(self) -> None:
-        """One round of link work: (re)connect, read replies, heartbeat, send, time out."""
+        """One round of link work: (re)connect, read replies, heartbeat, ask, send, time out."""
         with self._lock:
             now = self.clock.now()
             if self.port is None or self.link == "down":
@@ -137,10 +179,13 @@ class ProtocolActuator:
                 self._read(now)
             if self.port is not None:
                 self._heartbeat(now)
+            if self.port is not None and self.link == "ready":
+                self._query(now)
             if self.ready:
                 self._send_outbox(now)
                 self._resend_unacked(now)
             self._expire_outbox(now)
+            self._judge_silence(now)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Thread body for real-time use: poll until `stop` is set; a submit wakes it at once."""
@@ -149,14 +194,36 @@ class ProtocolActuator:
             self._wake.wait(0.002)
             self._wake.clear()
 
-    def close(self) -> None:
-        """Give up on everything still in flight (reported as lost) and close the port."""
+    def close(self, wait_s: float = 2.0) -> None:
+        """End of run: every command in flight gets its fate, then SAFE and the port is closed.
+
+        While the link lives, commands run their course (polling up to wait_s); then SAFE is sent,
+        which NAKs what has not started, and the replies are read. Unsent commands are `lost`
+        (unsent_at_shutdown: no gate moved). Only a command the link could not report is left; it
+        is resolved as with a dead link (`_give_up`, reason link_dead_at_shutdown).
+        """
+        in_timer = getattr(self.clock, "_running_timer", False)     # a SimClock timer cannot wait
+
+        def wait(seconds: float) -> None:
+            t_end = self.clock.now() + seconds
+            while (not in_timer and (self._pending or self._outbox) and self.clock.now() < t_end
+                   and self.link != "down"):
+                self.poll()
+                self.clock.sleep(0.005)
+
+        wait(wait_s)
+        with self._lock:
+            now = self.clock.now()
+            while self._outbox:
+                self._resolve_cmd(self._outbox.popleft(), now, "lost", "unsent_at_shutdown")
+            if self.port is not None and self.link == "ready" and self._pending:
+                self._armed_belief = False                  # the host latches it: not a fault
+                self._safe_write("SAFE", now)
+        wait(0.3)
         with self._lock:
             now = self.clock.now()
             for p in list(self._pending.values()):
-                self._lose(p.cmd, now, "unresolved_at_shutdown")
-            while self._outbox:
-                self._lose(self._outbox.popleft(), now, "unsent_at_shutdown")
+                self._give_up(p, now, "link_dead_at_shutdown")
             if self.port is not None:
                 try:
                     self._write("SAFE", now)
@@ -184,20 +251,23 @@ class ProtocolActuator:
         self._emit(now, "fault", kind="link_connect", detail="port opened, waiting for READY")
 
     def _fail(self, now: float, why: str) -> None:
-        self._next_attempt = now + self._backoff
+        """Schedule the next open: exponential back-off, capped well below the watchdog while young."""
+        if self._t_down is None:
+            self._t_down = now
+        young = now - self._t_down < self.cfg.young_drop_s
+        wait = min(self._backoff, self.cfg.young_backoff_cap_s) if young else self._backoff
+        self._next_attempt = now + wait
         self._backoff = min(self._backoff * 2, self.cfg.backoff_s[1])
-        self._emit(now, "fault", kind="link_down", detail=why, retry_in_s=round(self._next_attempt - now, 3))
+        self._emit(now, "fault", kind="link_down", detail=why, retry_in_s=round(wait, 3))
 
     def _link_lost(self, now: float, why: str) -> None:
         self._close_port()
         self.link = "down"
         self.mcu_state = "UNKNOWN"
         self.n_reconnects += 1
-        for p in self._pending.values():      # in doubt: resent by id after the reconnect
-            if p.state == "queued":
-                continue
-            p.state = "sent"
-            p.sends = 0
+        for p in self._pending.values():      # in doubt: FIRE resent by id / STATUS asked after READY
+            if p.state == "sent":
+                p.sends = 0
         self._fail(now, why)
 
     def _close_port(self) -> None:
@@ -210,6 +280,7 @@ class ProtocolActuator:
 
     def _write(self, line: str, now: float) -> None:
         self.port.write((line + "\n").encode("ascii"))
+        self._t_last_write = now
 
     def _safe_write(self, line: str, now: float) -> bool:
         try:
@@ -241,70 +312,198 @@ class ProtocolActuator:
                 return
             try:
                 msg = parse_line(raw)
+                t = self.clock.now()
+                self._handle(msg, t)
+                self._t_last_rx = t
             except ProtocolError as exc:
                 self._emit(now, "fault", kind="protocol", detail=str(exc))
                 continue
-            self._handle(msg, self.clock.now())
             if self.port is None:
                 return
 
     def _handle(self, msg, now: float) -> None:
         v = msg.verb
         if v == "READY":
-            boot = msg.kv.get("boot")
-            if self.boot_id is not None and boot != self.boot_id:
-                self._emit(now, "fault", kind="mcu_reset", detail=f"boot {self.boot_id} -> {boot}")
-                for p in list(self._pending.values()):
-                    self._lose(p.cmd, now, "mcu_reset")
-            self.boot_id = boot
-            self.mcu_state = msg.kv.get("state", "SAFE")
-            self.link = "ready"
-            self._backoff = self.cfg.backoff_s[0]
-            self._last_pong = now
-            if self.mcu_state != "ARMED" and self.cfg.auto_arm:
-                self._arm(now)
-            for p in self._pending.values():           # resolve in-doubt commands by id
-                if p.state == "sent":
-                    p.t_sent = -1e9
+            self._on_ready(msg, now)
         elif v == "STATE":
             state = msg.args[0] if msg.args else "SAFE"
-            if state == "SAFE" and self.mcu_state == "ARMED":
-                self._emit(now, "fault", kind="mcu_safe", detail=msg.kv.get("reason", ""))
-            self.mcu_state = state
+            self._note_state(state, msg.kv.get("reason", ""), "STATE", now)
             if state == "ARMED":
                 self._t_arm = -1e9
             if state == "SAFE" and self.cfg.auto_arm and self.link == "ready":
                 self._arm(now)
         elif v == "PONG":
-            seq = msg.int_arg(0)
-            t0 = self._pings.pop(seq, None)
-            if t0 is not None:
-                self._rtts.append(now - t0)
-                if len(self._rtts) >= 5 and len(self._rtts) % 5 == 0:   # refresh the p99 now and then
-                    self._rtt_p99 = float(np.percentile(np.fromiter(self._rtts, float), 99))
-            self._last_pong = now
-            self.mcu_state = msg.kv.get("state", self.mcu_state)
-        elif v in ("ACK", "NAK", "DONE"):
-            cmd_id = msg.int_arg(0)
-            p = self._pending.get(cmd_id)
-            if p is None:
-                return
-            if v == "ACK":
-                p.state = "acked"
-                if not p.acked:
-                    p.acked = True
-                    self._emit(now, "ack", cmd=cmd_id, record=p.cmd.record)
-                    self.events.put(ActuatorEvent("ack", cmd_id, p.cmd.record, now))
-            elif v == "DONE":
-                del self._pending[cmd_id]
-                self._emit(now, "done", cmd=cmd_id, record=p.cmd.record, mcu_t_ms=msg.kv.get("t"))
-                self.events.put(ActuatorEvent("done", cmd_id, p.cmd.record, now))
-            else:
-                reason = msg.args[1] if len(msg.args) > 1 else "NAK"
-                self._emit(now, "nak", cmd=cmd_id, record=p.cmd.record, reason=reason)
-                self._lose(p.cmd, now, f"nak_{reason.lower()}")
+            self._on_pong(msg, now)
+        elif v in ("ACK", "NAK", "DONE", "UNKNOWN"):
+            p = self._pending.get(msg.int_arg(0))
+            if p is not None:
+                self._on_fate(v, msg, p, now)
         elif v == "ERR":
             self._emit(now, "fault", kind="protocol", detail=" ".join(msg.args))
+
+    def _on_ready(self, msg, now: float) -> None:
+        boot = msg.kv.get("boot")
+        state, reason = msg.kv.get("state", "SAFE"), msg.kv.get("reason", "")
+        if self.boot_id is not None and boot != self.boot_id:
+            affected = sorted(p.cmd.record for p in self._pending.values())
+            self._emit(now, "fault", kind="mcu_reset", detail=f"boot {self.boot_id} -> {boot}",
+                       journal="kept" if reason == "RESET" else "lost", records=affected)
+            self.sync.reset()
+            self._pings.clear()
+            for p in self._pending.values():          # resolved from the MCU's journal, never re-fired
+                p.state, p.t_query, p.queries = "query", now, 0
+                p.reset_window = p.reset_window or (self._t_last_rx, now)
+        self.boot_id = boot
+        self.link = "ready"
+        self._backoff = self.cfg.backoff_s[0]
+        self._t_down = None
+        self._presumed_safe = False
+        self._dead_logged = False
+        self._last_pong = now
+        self._last_ping = -1e9                         # PING at once: the clock estimate needs it
+        self._note_state(state, reason, "READY", now)
+        if state != "ARMED" and self.cfg.auto_arm:
+            self._arm(now)
+        for p in self._pending.values():
+            if p.state == "sent":
+                p.t_sent = -1e9                        # resend by id at once
+            elif p.state == "acked":
+                p.t_query = now                        # its DONE may have been lost with the link
+
+    def _note_state(self, state: str, reason: str, source: str, now: float) -> None:
+        """Track ARMED/SAFE; log `mcu_safe` (with its reason) each time SAFE is entered."""
+        if state == "SAFE":
+            if self._armed_belief:
+                self._emit(now, "fault", kind="mcu_safe", reason=reason or "unknown", source=source,
+                           detail=reason, records=sorted(p.cmd.record for p in self._pending.values()))
+            self._armed_belief = False
+        elif state == "ARMED":
+            self._armed_belief = True
+        self.mcu_state = state
+
+    def _on_pong(self, msg, now: float) -> None:
+        seq = msg.int_arg(0)
+        t0 = self._pings.pop(seq, None)
+        if t0 is not None:
+            self._rtts.append(now - t0)
+            if len(self._rtts) >= 5 and len(self._rtts) % 5 == 0:   # refresh the p99 now and then
+                self._rtt_p99 = float(np.percentile(np.fromiter(self._rtts, float), 99))
+            if "t" in msg.kv:
+                self.sync.add(t0, now, msg.int_kv("t") / 1000.0)
+        self._last_pong = now
+        state = msg.kv.get("state", self.mcu_state)
+        if state == "SAFE" and self._armed_belief:
+            self._note_state("SAFE", "", "PONG", now)
+            if now - self._t_hello >= self.cfg.hello_every_s:     # a reset whose READY was lost?
+                self._t_hello = now
+                self._safe_write("HELLO", now)
+            if self.cfg.auto_arm and self.port is not None:
+                self._arm(now)
+        elif state != self.mcu_state:
+            self._note_state(state, "", "PONG", now)
+
+    # ------------------------------------------------------------------ fates
+    def _on_fate(self, verb: str, msg, p: _Pending, now: float) -> None:
+        cmd = p.cmd
+        if verb == "ACK":
+            if p.state == "query":
+                p.t_query = now + self.cfg.status_every_s
+                return
+            p.state = "acked"
+            if not p.acked:
+                p.acked = True
+                self._emit(now, "ack", cmd=cmd.cmd_id, record=cmd.record)
+                self.events.put(ActuatorEvent("ack", cmd.cmd_id, cmd.record, now))
+            p.t_query = max(p.deadline + self.cfg.done_grace_s, now + self.cfg.status_every_s)
+            p.queries = 0
+        elif verb == "DONE":
+            f, t = open_interval_s(msg) or (0.0, cmd.hold_s)
+            self._emit(now, "done", cmd=cmd.cmd_id, record=cmd.record, mcu_t_ms=msg.kv.get("t"),
+                       t_from=round(cmd.t_open + f, 6), t_to=round(cmd.t_open + t, 6))
+            self._resolve(p, now, "done", "done", (cmd.t_open + f, cmd.t_open + t))
+        elif verb == "UNKNOWN":
+            self._on_unknown(p, now)
+        else:
+            reason = msg.args[1] if len(msg.args) > 1 else "NAK"
+            self._emit(now, "nak", cmd=cmd.cmd_id, record=cmd.record, reason=reason)
+            if reason == "ABORTED":
+                f, t = open_interval_s(msg) or (0.0, 0.0)
+                self._resolve(p, now, "cut", "nak_aborted", (cmd.t_open + f, cmd.t_open + t))
+            elif reason == "BOOT":                     # that copy reached another boot: no news of the old one
+                if p.reset_window is not None:
+                    self._deduce_after_reset(p, now)
+                else:
+                    p.state, p.t_query = "query", now + self.cfg.status_every_s
+                    p.reset_window = (self._t_last_rx, now)
+                    self._t_hello = now
+                    self._safe_write("HELLO", now)     # learn the new boot
+            else:
+                self._resolve(p, now, "lost", "mcu_reset" if reason == "RESET" else f"nak_{reason.lower()}")
+
+    def _on_unknown(self, p: _Pending, now: float) -> None:
+        """The MCU has no record of the id."""
+        if p.reset_window is not None:
+            self._deduce_after_reset(p, now)
+        elif p.acked:
+            self._resolve(p, now, "unknown", "journal_evicted")
+        elif now >= p.cmd.t_open + self.link_p99_s + 0.01:
+            self._resolve(p, now, "lost", "never_received")       # any copy still on the wire is refused LATE
+        elif p.cmd.t_open - now > self.link_p99_s:
+            p.state, p.t_sent = "sent", -1e9                      # never arrived: send it again
+        else:
+            p.t_query = p.cmd.t_open + self.link_p99_s + 0.02
+
+    def _deduce_after_reset(self, p: _Pending, now: float) -> None:
+        """No journal entry from the boot that had it: only timing can tell."""
+        t_lo, t_hi = p.reset_window
+        if p.cmd.t_open >= t_hi:
+            self._resolve(p, now, "lost", "mcu_reset")            # due after the reset: it never started
+        else:
+            self._resolve(p, now, "unknown", "mcu_reset_journal_lost")
+
+    def _give_up(self, p: _Pending, now: float, reason: str) -> None:
+        """The link cannot tell: a command due after the watchdog latched never started, else unknown."""
+        latch_by = self._t_last_write + self.cfg.mcu_watchdog_s + self.link_p99_s + 0.02
+        if p.cmd.t_open >= latch_by and self.link != "ready":
+            self._resolve(p, now, "lost", "mcu_safe_watchdog")
+        else:
+            self._resolve(p, now, "unknown", reason)
+
+    def _judge_silence(self, now: float) -> None:
+        """While the host cannot write, the MCU latches SAFE within its watchdog: say so at once."""
+        if self.link == "ready" and self.port is not None:
+            return
+        latch_by = self._t_last_write + self.cfg.mcu_watchdog_s + self.link_p99_s + 0.02
+        if self._armed_belief and not self._presumed_safe and now >= latch_by:
+            self._presumed_safe = True
+            doomed = [p for p in self._pending.values() if p.cmd.t_open >= latch_by]
+            self._emit(now, "fault", kind="mcu_safe_presumed", reason="HB_TIMEOUT",
+                       detail=f"host silent since {self._t_last_write:.3f}: the MCU latched SAFE by {latch_by:.3f}",
+                       records=sorted(p.cmd.record for p in self._pending.values()))
+            for p in doomed:
+                self._resolve(p, now, "lost", "mcu_safe_watchdog")
+        if self._t_down is not None and now - self._t_down >= self.cfg.dead_after_s:
+            due = [p for p in self._pending.values() if now >= p.deadline + self.cfg.done_grace_s]
+            if due and not self._dead_logged:
+                self._dead_logged = True
+                self._emit(now, "fault", kind="link_dead", detail=f"link down for {now - self._t_down:.2f} s",
+                           records=sorted(p.cmd.record for p in due))
+            for p in due:
+                self._give_up(p, now, "link_dead")
+
+    def _resolve(self, p: _Pending, now: float, kind: str, reason: str,
+                 interval: tuple[float, float] | None = None) -> None:
+        self._pending.pop(p.cmd.cmd_id, None)
+        self._resolve_cmd(p.cmd, now, kind, reason, interval)
+
+    def _resolve_cmd(self, cmd: FireCommand, now: float, kind: str, reason: str,
+                     interval: tuple[float, float] | None = None) -> None:
+        if kind == "lost":
+            self._emit(now, "fault", kind="command_lost", cmd=cmd.cmd_id, record=cmd.record, reason=reason)
+        elif kind == "unknown":
+            self._emit(now, "fault", kind="command_unknown", cmd=cmd.cmd_id, record=cmd.record, reason=reason)
+        t_from, t_to = interval if interval is not None else (None, None)
+        self.events.put(ActuatorEvent(kind, cmd.cmd_id, cmd.record, now, reason, t_from, t_to))
 
     # ------------------------------------------------------------------ writing
     def _arm(self, now: float) -> None:
@@ -329,24 +528,36 @@ class ProtocolActuator:
             self._last_ping = now
             self._safe_write(f"PING {self._ping_seq}", now)
 
+    def _query(self, now: float) -> None:
+        """STATUS for acked commands past their deadline and for commands in doubt after a reset."""
+        for p in list(self._pending.values()):
+            if p.state == "sent" or now < p.t_query or self.port is None:
+                continue
+            if p.queries >= self.cfg.max_queries:
+                self._link_lost(now, f"STATUS {p.cmd.cmd_id} unanswered {p.queries} times")
+                return
+            p.queries += 1
+            p.t_query = now + self.cfg.status_every_s
+            if not self._safe_write(status_line(p.cmd.cmd_id), now):
+                return
+
     def _send_outbox(self, now: float) -> None:
         while self._outbox and self.port is not None:
             cmd = self._outbox.popleft()
-            at_ms = int(round((cmd.t_open - now) * 1000))
-            if at_ms < 0:
-                self._lose(cmd, now, "late_at_send")
+            if cmd.t_open < now:
+                self._resolve_cmd(cmd, now, "lost", "late_at_send")
                 continue
             p = _Pending(cmd)
             self._pending[cmd.cmd_id] = p
-            self._send(p, now, at_ms)
-            self._emit(now, "command", cmd=cmd.cmd_id, record=cmd.record, gate=cmd.gate, at_ms=at_ms,
-                       hold_ms=int(round(cmd.hold_s * 1000)), t_decision=cmd.t_decision, t_capture=cmd.t_capture)
+            self._emit(now, "command", cmd=cmd.cmd_id, record=cmd.record, gate=cmd.gate,
+                       at_ms=int(round((cmd.t_open - now) * 1000)), hold_ms=int(round(cmd.hold_s * 1000)),
+                       t_decision=cmd.t_decision, t_capture=cmd.t_capture)
+            self._send(p, now)
 
-    def _send(self, p: _Pending, now: float, at_ms: int | None = None) -> None:
+    def _send(self, p: _Pending, now: float) -> None:
         cmd = p.cmd
-        at_ms = int(round((cmd.t_open - now) * 1000)) if at_ms is None else at_ms
-        line = fire_line(cmd.cmd_id, cmd.gate, int(round(cmd.hold_s * 1000)), at_ms=at_ms)
-        p.state = "sent" if p.state != "acked" else p.state
+        line = fire_line(cmd.cmd_id, cmd.gate, int(round(cmd.hold_s * 1000)),
+                         due_ms=max(self.sync.to_mcu_ms(cmd.t_open), 0), boot=self.boot_id)
         p.t_sent = now
         p.sends += 1
         self._safe_write(line, now)
@@ -364,15 +575,10 @@ class ProtocolActuator:
         while self._outbox:
             cmd = self._outbox.popleft()
             if cmd.t_open < now:
-                self._lose(cmd, now, "link_not_ready" if not self.ready else "late_at_send")
+                self._resolve_cmd(cmd, now, "lost", "link_not_ready" if not self.ready else "late_at_send")
             else:
                 keep.append(cmd)
         self._outbox = keep
-
-    def _lose(self, cmd: FireCommand, now: float, reason: str) -> None:
-        self._pending.pop(cmd.cmd_id, None)
-        self._emit(now, "fault", kind="command_lost", cmd=cmd.cmd_id, record=cmd.record, reason=reason)
-        self.events.put(ActuatorEvent("lost", cmd.cmd_id, cmd.record, now, reason))
 
 
 class SerialActuator(ProtocolActuator):

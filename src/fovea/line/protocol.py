@@ -67,15 +67,25 @@ def parse_line(line: str | bytes) -> Message:
     return Message(verb.upper(), args, kv)
 
 
-def fire_line(cmd_id: int, gate: int, hold_ms: int, at_ms: int | None = None, enc: int | None = None) -> str:
-    """Format a FIRE command scheduled `at_ms` after receipt, or at absolute encoder count `enc`."""
-    if (at_ms is None) == (enc is None):
-        raise ProtocolError("FIRE needs exactly one of at_ms (relative delay) or enc (encoder count)")
+def fire_line(cmd_id: int, gate: int, hold_ms: int, at_ms: int | None = None, enc: int | None = None,
+              due_ms: int | None = None, boot: str | None = None) -> str:
+    """Format a FIRE: `at_ms` after receipt, at encoder count `enc`, or at `due_ms` on the MCU's
+    millis() (absolute: a delayed line fires on time or is refused LATE). `boot` binds it to one
+    MCU boot (another boot answers NAK BOOT)."""
+    if sum(x is not None for x in (at_ms, enc, due_ms)) != 1:
+        raise ProtocolError("FIRE needs exactly one of at_ms (relative delay), enc (encoder count) or due_ms "
+                            "(MCU millis)")
     if at_ms is not None:
         when = f"at=+{int(at_ms)}" if at_ms >= 0 else f"at={int(at_ms)}"
-    else:
+    elif enc is not None:
         when = f"enc={int(enc)}"
-    return f"FIRE {int(cmd_id)} gate={int(gate)} {when} hold={int(hold_ms)}"
+    else:
+        when = f"due={int(due_ms)}"
+    tail = f" boot={boot}" if boot else ""
+    line = f"FIRE {int(cmd_id)} gate={int(gate)} {when} hold={int(hold_ms)}{tail}"
+    if len(line) > MAX_LINE:
+        raise ProtocolError(f"FIRE line longer than {MAX_LINE} chars: {line!r}")
+    return line
 
 
 def status_line(cmd_id: int) -> str:

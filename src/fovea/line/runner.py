@@ -23,6 +23,7 @@ from fovea.line.actuators import ActuatorEvent, FireCommand
 from fovea.line.clock import BoundedQueue, RealClock
 from fovea.line.config import LineConfig
 from fovea.line.events import EventLog
+from fovea.line.fates import LANE, UNKNOWN, swing_outcome
 from fovea.line.localize import BackgroundSubtractor, as_localizer, crop
 from fovea.line.policy import DEFAULT, decide, deadline
 from fovea.line.tracker import BeltTracker, ObjectRecord
@@ -101,6 +102,8 @@ class LineRunner:
         self._lock = threading.RLock()
         self._read_failures = 0
         self._last_seen_capture: float | None = None
+        self._fires: dict[str, FireCommand] = {}     # record -> its gate command (actuator side)
+        self._t_source_done: float | None = None
         self.n_outcomes = 0
 
     @property
@@ -256,11 +259,20 @@ class LineRunner:
             self._finalize(rec, DEFAULT, d.reason)
             return
         rec.state = "SCHEDULED"
-        self.actuator.submit(FireCommand(rec.rid, d.gate, d.t_open, d.hold_s, t_decision=now, t_capture=t_capture))
+        cmd = FireCommand(rec.rid, d.gate, d.t_open, d.hold_s, t_decision=now, t_capture=t_capture)
+        self._fires[rec.rid] = cmd
+        self.actuator.submit(cmd)
         if self.clock_simulated:
             self.actuator.poll()
 
     def _drain_actuator(self) -> None:
+        """Turn each command's reported fate into the record's one outcome: its lane, default, or unknown.
+
+        `done` / `cut` carry the gate's actual open interval; the item's centre was planned to
+        cross the gate mid-window (t_open + (actuation + hold) / 2, +- margin_s), so
+        `fates.swing_outcome` tells whether it passed the open gate (lane), met a closed one
+        (default) or a moving one / cannot be told (unknown, reason partial_swing).
+        """
         q = self.actuator.events
         while not q.empty():
             ev: ActuatorEvent = q.get()
@@ -269,10 +281,29 @@ class LineRunner:
                 if ev.kind != "ack":
                     self.emit("fault", kind="orphan_reply", record=ev.record, cmd=ev.cmd_id, detail=ev.kind)
                 continue
-            if ev.kind == "done":
-                self._finalize(rec, rec.lane, "done")
+            if ev.kind in ("done", "cut"):
+                lane, reason = self._swing_fate(rec, ev)
+                self._finalize(rec, lane, reason)
             elif ev.kind == "lost":
                 self._finalize(rec, DEFAULT, ev.reason)
+            elif ev.kind == "unknown":
+                self._finalize(rec, UNKNOWN, ev.reason)
+
+    def _swing_fate(self, rec: ObjectRecord, ev: ActuatorEvent) -> tuple[str, str]:
+        cmd = self._fires.get(rec.rid)
+        if cmd is None:                                  # not ours: trust the MCU's word
+            return (rec.lane, "done") if ev.kind == "done" else (UNKNOWN, "partial_swing")
+        t_from = cmd.t_open if ev.t_from is None else ev.t_from
+        t_to = cmd.t_open + cmd.hold_s if ev.t_to is None else ev.t_to
+        act = self.cfg.actuation_s
+        where = swing_outcome(cmd.t_open + (act + cmd.hold_s) / 2, self.cfg.margin_s, t_from, t_to, act)
+        if where == LANE and "speed_change_in_flight" in rec.flags:
+            return UNKNOWN, "speed_change_in_flight"     # the crossing time rests on the old speed
+        if where == LANE:
+            return rec.lane, "done" if ev.kind == "done" else "cut_after_pass"
+        if where == DEFAULT:
+            return DEFAULT, "swing_missed_item" if ev.kind == "done" else "cut_before_pass"
+        return UNKNOWN, "partial_swing"
 
     def _deadline_tick(self) -> None:
         now = self.clock.now()
@@ -287,7 +318,7 @@ class LineRunner:
             self.emit("fault", kind="duplicate_outcome", record=rec.rid, detail=f"{rec.outcome} then {lane}")
             return
         rec.outcome, rec.outcome_reason = lane, reason
-        rec.state = "DONE" if lane != DEFAULT else "DEFAULT"
+        rec.state = {DEFAULT: "DEFAULT", UNKNOWN: "UNKNOWN"}.get(lane, "DONE")
         self.n_outcomes += 1
         self.emit("outcome", record=rec.rid, lane=lane, reason=reason, flags=sorted(rec.flags),
                   truth=sorted(rec.truth))
@@ -333,6 +364,28 @@ class LineRunner:
         return (self.source_done and len(self.q_frames) == 0 and len(self.q_results) == 0
                 and all(r.final for r in self.tracker.records.values()) and self.actuator.in_flight() == 0)
 
+    def _settle_overdue(self) -> bool:
+        """The source ended long ago and the line still has not settled: log it once; the run must end.
+
+        Bound: the last item's travel to the farthest gate at the current belt speed, plus the
+        actuator's dead-link allowance, plus 5 s. Every command resolves within that by design, so
+        reaching it means a bug, reported as `settle_timeout` with what was left.
+        """
+        if not self.source_done:
+            return False
+        now = self.clock.now()
+        if self._t_source_done is None:
+            self._t_source_done = now
+        gate_mm = max(self.cfg.gate_distance_mm.values())
+        limit = gate_mm / max(self.tracker.speed_mm_s, 50.0) + getattr(getattr(self.actuator, "cfg", None),
+                                                                       "dead_after_s", 3.0) + 5.0
+        if now - self._t_source_done <= limit:
+            return False
+        open_recs = sorted(r.rid for r in self.tracker.records.values() if not r.final)
+        self.emit("fault", kind="settle_timeout", detail=f"not settled {limit:.1f} s after the source ended",
+                  records=open_recs[:20], in_flight=self.actuator.in_flight())
+        return True
+
     # ================================================================== drivers
     def run_simulated(self, max_time_s: float | None = None) -> None:
         """Drive every stage from the SimClock; returns when all records are settled."""
@@ -362,6 +415,8 @@ class LineRunner:
                     break
             if max_time_s is not None and clock.now() - start > max_time_s:
                 self.emit("fault", kind="run_time_limit", detail=f"{max_time_s} s")
+                break
+            if self._settle_overdue():
                 break
             clock.advance_to(clock.next_timer())
         self.flush()
@@ -420,7 +475,7 @@ class LineRunner:
                     with self._lock:
                         self._on_perception(p)
                 self.decide_step()
-                if perceive_done.is_set() and self._settled():
+                if perceive_done.is_set() and (self._settled() or self._settle_overdue()):
                     break
 
         def watchdog():
