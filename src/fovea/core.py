@@ -30,18 +30,34 @@ class Frame:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        img = self.image
-        if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8):
-            shape = getattr(img, "shape", None)
-            dtype = getattr(img, "dtype", type(img).__name__)
-            raise DataError(
-                f"Frame.image must be an (H, W, 3) uint8 RGB array, got shape {shape} dtype {dtype} "
-                f"(source {self.source_id!r}, index {self.index}). Fix: convert with fovea.io.to_rgb_uint8."
-            )
+        check_image(self.image, f"Frame.image (source {self.source_id!r}, index {self.index})")
+
+
+def check_image(image: Any, where: str = "image") -> np.ndarray:
+    """Return `image` if it is an (H, W, 3) uint8 RGB array, else a DataError naming `where` and the fix.
+
+    The one input check of every predictor and of `Frame`.
+    """
+    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise DataError(f"{where}: expected an (H, W, 3) uint8 RGB array, got shape {shape} dtype {dtype}. "
+                        "Fix: read images with fovea.io.read_image or convert with fovea.io.to_rgb_uint8.")
+    return image
 
 
 def _as_array(x, dtype=None) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
+
+
+def _opt_array(d: dict[str, Any], key: str, dtype=None) -> np.ndarray | None:
+    return None if d.get(key) is None else np.asarray(d[key], dtype=dtype)
+
+
+def _check_kind(d: dict[str, Any], kind: str, cls: str) -> None:
+    if d.get("kind", kind) != kind:
+        raise DataError(f"{cls}.from_dict got a {d.get('kind')!r} record, expected kind {kind!r}. "
+                        f"Fix: read it with the result type of that kind.")
 
 
 @dataclass
@@ -76,7 +92,22 @@ class AnomalyResult:
         }
         if include_maps:
             d["anomaly_map"] = self.anomaly_map.tolist()
+            d["mask"] = self.mask.astype(np.uint8).tolist()
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AnomalyResult":
+        """Inverse of `to_dict`. A record written without maps gives (0, 0) `anomaly_map` and `mask`."""
+        _check_kind(d, "anomaly", "AnomalyResult")
+        amap = _opt_array(d, "anomaly_map", np.float32)
+        amap = np.zeros((0, 0), np.float32) if amap is None else amap
+        mask = _opt_array(d, "mask", bool)
+        mask = (amap > 0.5) if mask is None and amap.size else (np.zeros((0, 0), bool) if mask is None else mask)
+        raw = d.get("raw_score")
+        return cls(score=float(d["score"]), label=bool(d["label"]), anomaly_map=amap, mask=mask,
+                   boxes=np.asarray(d.get("boxes", []), np.float32).reshape(-1, 4),
+                   box_scores=np.asarray(d.get("box_scores", []), np.float32).reshape(-1),
+                   raw_score=float("nan") if raw is None else float(raw), image_path=d.get("image_path"))
 
 
 @dataclass
@@ -171,25 +202,101 @@ class Detections:
             data={k: np.concatenate([d.data[k] for d in items]) for k in keys if all(k in d.data for d in items)},
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, include_masks: bool = True) -> dict[str, Any]:
+        """JSON-safe record; `mask` (as 0/1 lists) only with include_masks; `data` arrays as lists."""
         def lst(v):
             return None if v is None else v.tolist()
 
-        return {
+        d = {
             "kind": "detections",
             "xyxy": self.xyxy.tolist(),
             "confidence": lst(self.confidence),
             "class_id": lst(self.class_id),
             "tracker_id": lst(self.tracker_id),
+            "data": {k: np.asarray(v).tolist() for k, v in self.data.items()},
         }
+        if include_masks and self.mask is not None:
+            d["mask"] = self.mask.astype(np.uint8).tolist()
+            d["mask_shape"] = list(self.mask.shape)  # keeps (0, H, W) for an empty set
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Detections":
-        def arr(k):
-            return None if d.get(k) is None else np.asarray(d[k])
+        """Inverse of `to_dict`."""
+        _check_kind(d, "detections", "Detections")
+        mask = _opt_array(d, "mask", bool)
+        if mask is not None and "mask_shape" in d:
+            mask = mask.reshape(d["mask_shape"])
+        return cls(xyxy=np.asarray(d["xyxy"], np.float32).reshape(-1, 4), mask=mask,
+                   confidence=_opt_array(d, "confidence"), class_id=_opt_array(d, "class_id"),
+                   tracker_id=_opt_array(d, "tracker_id"),
+                   data={k: np.asarray(v) for k, v in (d.get("data") or {}).items()})
 
-        return cls(xyxy=np.asarray(d["xyxy"], np.float32).reshape(-1, 4), confidence=arr("confidence"),
-                   class_id=arr("class_id"), tracker_id=arr("tracker_id"))
+    # --- adapters (supervision-shaped): one constructor per result family ---------------------------
+    @classmethod
+    def from_anomaly(cls, result: "AnomalyResult") -> "Detections":
+        """One detection per anomaly box: xyxy = `result.boxes`, confidence = `result.box_scores`,
+        class_id 0, data["class_name"] = "anomaly"; mask = the connected component of `result.mask`
+        (8-connected, as `boxes_from_mask` finds them) whose bounding box is that box, when the
+        result carries its mask."""
+        n = len(result.boxes)
+        mask = None
+        if result.mask.ndim == 2 and result.mask.size:
+            comps = _components(result.mask)
+            by_box = {tuple(box): m for box, m in comps}
+            mask = np.zeros((n, *result.mask.shape), bool)
+            for i, box in enumerate(np.asarray(result.boxes, np.float32)):
+                m = by_box.get(tuple(box))
+                if m is None:
+                    raise DataError(f"anomaly box {box.tolist()} is no connected component of the result's mask "
+                                    f"({result.image_path}). Fix: build results with fovea's anomaly predictor.")
+                mask[i] = m
+        return cls(xyxy=result.boxes, mask=mask, confidence=result.box_scores, class_id=np.zeros(n, np.int64),
+                   data={"class_name": np.array(["anomaly"] * n, dtype=object)})
+
+    @classmethod
+    def from_segmentation(cls, result: "SegResult", background: int | None = 0, min_area_px: int = 1,
+                          connectivity: int = 8) -> "Detections":
+        """One detection per connected component of each class in `result.class_map` (background skipped).
+
+        xyxy: component bounding boxes in pixel edges (x2, y2 exclusive); mask (N, H, W);
+        class_id: the class; confidence: mean probability of that class over the component (1.0 when
+        the result has no probabilities); data["class_name"]. Components smaller than `min_area_px`
+        are dropped. Ordered by class, then by the component's first pixel in raster order.
+        """
+        if connectivity not in (4, 8):
+            raise DataError(f"connectivity must be 4 or 8, got {connectivity}")
+        cmap = np.asarray(result.class_map)
+        names = result.class_names
+        boxes, masks, ids, conf = [], [], [], []
+        for c in np.unique(cmap):
+            if background is not None and c == background:
+                continue
+            for box, m in _components(cmap == c, connectivity):
+                if m.sum() < min_area_px:
+                    continue
+                boxes.append(box)
+                masks.append(m)
+                ids.append(int(c))
+                conf.append(float(result.probs[c][m].mean()) if result.probs is not None else 1.0)
+        n = len(boxes)
+        label = [names[i] if i < len(names) else str(i) for i in ids]
+        return cls(xyxy=np.asarray(boxes, np.float32).reshape(-1, 4),
+                   mask=np.asarray(masks, bool).reshape(n, *cmap.shape), confidence=np.asarray(conf, np.float32),
+                   class_id=np.asarray(ids, np.int64), data={"class_name": np.array(label, dtype=object)})
+
+
+def _components(mask: np.ndarray, connectivity: int = 8) -> list[tuple[tuple[float, ...], np.ndarray]]:
+    """Connected components of a (H, W) bool mask: [(xyxy box, x2/y2 exclusive, (H, W) bool mask)], raster order."""
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    labels, n = ndimage.label(np.asarray(mask, bool), structure=structure)
+    out = []
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        box = (float(sl[1].start), float(sl[0].start), float(sl[1].stop), float(sl[0].stop))
+        out.append((box, labels == i))
+    return out
 
 
 @dataclass
@@ -219,9 +326,16 @@ class ClassResult:
         return float(p[0] - (p[1] if len(p) > 1 else 0.0))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "class", "image_path": self.image_path, "class_id": self.class_id,
+        return {"kind": "classify", "image_path": self.image_path, "class_id": self.class_id,
                 "class_name": self.class_name, "confidence": self.confidence,
-                "probs": [float(p) for p in self.probs]}
+                "probs": [float(p) for p in self.probs], "class_names": list(self.class_names)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ClassResult":
+        """Inverse of `to_dict`."""
+        _check_kind(d, "classify", "ClassResult")
+        return cls(probs=np.asarray(d["probs"], np.float32), class_names=tuple(d.get("class_names") or ()),
+                   image_path=d.get("image_path"))
 
 
 @dataclass
@@ -237,11 +351,27 @@ class SegResult:
         n = num_classes or (len(self.class_names) or int(self.class_map.max()) + 1)
         return np.bincount(self.class_map.ravel(), minlength=n)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, include_maps: bool = False, include_probs: bool = False) -> dict[str, Any]:
+        """JSON-safe record: pixel counts per class; the class map (include_maps) and probs (include_probs)."""
         counts = self.pixel_counts()
         names = self.class_names or tuple(str(i) for i in range(len(counts)))
-        return {"kind": "segmentation", "image_path": self.image_path,
-                "pixel_counts": {names[i]: int(c) for i, c in enumerate(counts)}}
+        d: dict[str, Any] = {"kind": "segment", "image_path": self.image_path, "class_names": list(self.class_names),
+                             "pixel_counts": {names[i]: int(c) for i, c in enumerate(counts)}}
+        if include_maps or include_probs:
+            d["class_map"] = self.class_map.tolist()
+        if include_probs and self.probs is not None:
+            d["probs"] = self.probs.tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SegResult":
+        """Inverse of `to_dict(include_maps=True)`; a record without its class map is an error."""
+        _check_kind(d, "segment", "SegResult")
+        if d.get("class_map") is None:
+            raise DataError(f"segmentation record {d.get('image_path')!r} holds no class map (written with "
+                            "include_maps=False). Fix: write it with result.to_dict(include_maps=True).")
+        return cls(class_map=np.asarray(d["class_map"], np.int64), probs=_opt_array(d, "probs", np.float32),
+                   class_names=tuple(d.get("class_names") or ()), image_path=d.get("image_path"))
 
 
 Prediction = Union[AnomalyResult, Detections, ClassResult, SegResult]

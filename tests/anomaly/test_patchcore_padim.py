@@ -125,7 +125,8 @@ def test_padim_checkpoint_saved_before_smoothed_scores_keeps_the_raw_max(tmp_pat
     import json
 
     from fovea.anomaly.models import build_model
-    from fovea.anomaly.pipeline import CONFIG_FILE, AnomalyPipeline
+    from fovea.anomaly.pipeline import AnomalyPipeline
+    from fovea.engine.checkpoint import RECIPE_FILE
 
     torch.manual_seed(0)
     model = build_model("padim", weights="random", n_features=10)
@@ -133,9 +134,9 @@ def test_padim_checkpoint_saved_before_smoothed_scores_keeps_the_raw_max(tmp_pat
     model.fit([torch.randn(3, 3, 32, 32)])
     pipe.save(tmp_path)
     assert AnomalyPipeline.load(tmp_path).model.config.score_sigma == 4.0
-    recipe = json.loads((tmp_path / CONFIG_FILE).read_text())
-    del recipe["model_config"]["score_sigma"]  # as written before the option existed
-    (tmp_path / CONFIG_FILE).write_text(json.dumps(recipe))
+    recipe = json.loads((tmp_path / RECIPE_FILE).read_text())
+    del recipe["config"]["model_config"]["score_sigma"]  # as written before the option existed
+    (tmp_path / RECIPE_FILE).write_text(json.dumps(recipe))
     old = AnomalyPipeline.load(tmp_path)
     assert old.model.config.score_sigma == 0.0
     x = torch.randn(1, 3, 32, 32)

@@ -133,7 +133,7 @@ def test_train_learns_and_writes_outputs(folders, tmp_path):
     res = train_classifier(folders / "train", tmp_path / "run", val_source=folders / "val", backbone=TINY,
                            weights="random", input_size=32, config=cfg)
     out = res.out_dir
-    for name in ("best.safetensors", "classifier.json", "curves.png", "metrics.json", "confusion_val.png",
+    for name in ("model.safetensors", "recipe.json", "curves.png", "metrics.json", "confusion_val.png",
                  "last.ckpt", "history.json"):
         assert (out / name).is_file(), name
     assert res.val_metrics["accuracy"] >= 0.8, res.train.history
@@ -153,8 +153,8 @@ def test_linear_probe_trains_only_the_head(folders, tmp_path):
                            weights="random", input_size=32, linear_probe=True, config=cfg)
     from safetensors.torch import load_file
 
-    after = load_file(str(res.out_dir / "best.safetensors"))
-    head = {k for k in after if k.startswith("backbone.classifier.")}
+    after = load_file(str(res.out_dir / "model.safetensors"))
+    head = {k for k in after if k.startswith("network.classifier.")}
     assert head and all(not torch.equal(after[k], before[k]) for k in head)
     # everything else, batch-norm running statistics included, is untouched
     assert all(torch.equal(after[k], before[k]) for k in after if k not in head)

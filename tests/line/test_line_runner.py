@@ -88,7 +88,7 @@ def test_a_pixel_based_classifier_predictor_drives_the_line():
     from fovea.classify.predictor import ClassifierPredictor
 
     conv = Conveyor(ConveyorConfig(n_objects=30, appearance="simple", seed=4))
-    pred = ClassifierPredictor(colour_backend, ("good", "damaged", "box"), kind="numpy")
+    pred = ClassifierPredictor.from_function(colour_backend, ("good", "damaged", "box"))
     r = simulate(conv, predictor=pred)
     a = r.audit
     assert a.wrong_in_lane == {} and a.host_vs_physical_mismatch == 0 and a.items_without_record == 0

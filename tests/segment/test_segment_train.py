@@ -50,4 +50,4 @@ def test_cli_train_test_predict(tmp_path):
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert len(list((tmp_path / "p" / "overlays").glob("*.png"))) == 4
     lines = (tmp_path / "p" / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 4 and json.loads(lines[0])["kind"] == "segmentation"
+    assert len(lines) == 4 and json.loads(lines[0])["kind"] == "segment"

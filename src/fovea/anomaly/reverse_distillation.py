@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fovea.anomaly.features import FeatureExtractor
-from fovea.engine.postprocess import gaussian_blur_map
+from fovea.anomaly.postprocess import gaussian_blur_map
 from fovea.errors import ConfigError, DataError
 
 

@@ -20,8 +20,8 @@ from fovea.anomaly.models import build_model
 from fovea.anomaly.pipeline import AnomalyPipeline
 from fovea.anomaly.predictor import AnomalyPredictor
 from fovea.core import AnomalyResult
-from fovea.engine.evaluate import evaluate_anomaly
-from fovea.engine.postprocess import fit_thresholds
+from fovea.anomaly.evaluate import evaluate_anomaly
+from fovea.anomaly.postprocess import fit_thresholds
 from fovea.errors import DataError, ImageReadError
 from fovea.io import read_image, read_mask
 

@@ -1,28 +1,24 @@
 """The classifier graph shared by training, in-process prediction and every export.
 
-`ClassifierPipeline.forward(images uint8 (B, H, W, 3)) -> logits (B, C)`: resize to the input
-size (bilinear, antialiased), ImageNet normalisation, a timm backbone with a new head.
-`ClassifierProbs` adds the softmax; it is what `ClassifierPredictor` runs in-process and what
-TorchScript/ONNX files contain, so an exported model answers as the trained one does.
+`ClassifierPipeline` is the task layer's `TaskPipeline` for classification: uint8 (B, H, W, 3) ->
+resize to the input size (bilinear, antialiased) -> ImageNet normalisation -> a timm backbone with
+a new head. `pipe(images)` gives logits (B, C) (the training graph); its post-process is the
+softmax, so predictors and TorchScript/ONNX exports answer with probabilities (B, C).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-import fovea.models  # noqa: F401  (registers fovea's own backbones, vmamba_* / sparx_*, in timm)
+from fovea.engine.checkpoint import load_checkpoint, save_checkpoint
+from fovea.engine.pipeline import TaskPipeline
 from fovea.errors import CheckpointError
-from fovea.weights import IMAGENET_MEAN, IMAGENET_STD, create_backbone
-
-RECIPE_FILE = "classifier.json"
-WEIGHTS_FILE = "best.safetensors"
+from fovea.weights import create_backbone
 
 
 @dataclass
@@ -47,51 +43,53 @@ class ClassifierRecipe:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-class ClassifierPipeline(nn.Module):
-    """uint8 images (B, H, W, 3) -> logits (B, C). With linear_probe only the head trains."""
+class ClassifierPipeline(TaskPipeline):
+    """uint8 images (B, H, W, 3) -> logits (B, C); post-processed: probabilities (B, C).
 
-    def __init__(self, backbone: nn.Module, input_size: tuple[int, int], linear_probe: bool = False):
-        super().__init__()
-        self.backbone = backbone
-        self.input_h, self.input_w = int(input_size[0]), int(input_size[1])
-        self.linear_probe = bool(linear_probe)
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
+    With `recipe.linear_probe` only the head trains, and the frozen backbone runs in eval mode.
+    """
+
+    task = "classify"
+    output_names = ("probs",)
+    __jit_unused_properties__ = ["backbone"]
+
+    def __init__(self, backbone: nn.Module, recipe: "ClassifierRecipe"):
+        super().__init__(backbone, recipe.input_size, channels_last=True)
+        self.recipe = recipe
+        self.linear_probe = bool(recipe.linear_probe)
         if self.linear_probe:
             head = set(id(p) for p in backbone.get_classifier().parameters())
             for p in backbone.parameters():
                 p.requires_grad_(id(p) in head)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.network
 
     def _freeze_backbone_modes(self) -> None:
         """A linear probe runs the frozen backbone in eval mode (batch-norm statistics fixed, no dropout).
 
         Done at forward time because trainers may set each submodule's mode directly.
         """
-        self.backbone.eval()
-        self.backbone.get_classifier().train(self.training)
+        self.network.eval()
+        self.network.get_classifier().train(self.training)
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) -> float (B, 3, h, w): resized (bilinear, antialiased) and normalised."""
-        x = images.permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=[self.input_h, self.input_w], mode="bilinear", align_corners=False,
-                          antialias=True)
-        return ((x - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
-
+    @torch.jit.unused
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.linear_probe and self.training and self.backbone.training:
+        """The training graph: uint8 (B, H, W, 3) -> logits (B, C)."""
+        if self.linear_probe and self.training and self.network.training:
             self._freeze_backbone_modes()
-        return self.backbone(self.preprocess(images))
+        return self.raw(images)
 
+    def postprocess(self, outputs: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return torch.softmax(outputs.float(), dim=1)
 
-class ClassifierProbs(nn.Module):
-    """uint8 (B, H, W, 3) -> class probabilities (B, C) float32: the exported graph."""
+    def config(self) -> dict[str, Any]:
+        return self.recipe.to_dict()
 
-    def __init__(self, pipeline: ClassifierPipeline):
-        super().__init__()
-        self.pipeline = pipeline
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.pipeline(images).float(), dim=1)
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "ClassifierPipeline":
+        return build_classifier(ClassifierRecipe.from_dict(config), weights="random")
 
 
 def build_classifier(recipe: ClassifierRecipe, weights: str | Path | None = None) -> ClassifierPipeline:
@@ -105,35 +103,22 @@ def build_classifier(recipe: ClassifierRecipe, weights: str | Path | None = None
         nn.init.trunc_normal_(head.weight, std=0.01)
         nn.init.zeros_(head.bias)
     backbone = backbone.to(memory_format=torch.channels_last)
-    return ClassifierPipeline(backbone, recipe.input_size, recipe.linear_probe)
+    return ClassifierPipeline(backbone, recipe)
 
 
-def save_classifier(pipeline: ClassifierPipeline, recipe: ClassifierRecipe, out_dir: str | Path) -> Path:
-    """Write `out_dir/best.safetensors` + `classifier.json`; returns the folder."""
-    from safetensors.torch import save_file
+def save_classifier(pipeline: ClassifierPipeline, recipe: ClassifierRecipe | None, out_dir: str | Path,
+                    info: dict | None = None) -> Path:
+    """Write the checkpoint folder (`recipe.json` + `model.safetensors`); returns it.
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().clone().contiguous() for k, v in pipeline.state_dict().items()}, str(out / WEIGHTS_FILE))
-    (out / RECIPE_FILE).write_text(json.dumps(recipe.to_dict(), indent=1))
-    return out
+    recipe: must be the pipeline's own (kept in the signature for callers that pass it).
+    """
+    if recipe is not None and recipe.to_dict() != pipeline.recipe.to_dict():
+        raise CheckpointError(f"save_classifier: recipe {recipe.to_dict()} is not the pipeline's "
+                              f"{pipeline.recipe.to_dict()}. Fix: pass the recipe the pipeline was built from.")
+    return save_checkpoint(pipeline, out_dir, info)
 
 
 def load_classifier(path: str | Path) -> tuple[ClassifierPipeline, ClassifierRecipe]:
-    """A training folder (classifier.json + best.safetensors) or the .safetensors inside one."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    weights = path if path.suffix == ".safetensors" else folder / WEIGHTS_FILE
-    if not (folder / RECIPE_FILE).is_file() or not weights.is_file():
-        raise CheckpointError(f"{path} is not a classifier checkpoint (needs {RECIPE_FILE} and {WEIGHTS_FILE}). "
-                              "Fix: pass the --out folder of `fovea classify train`.")
-    recipe = ClassifierRecipe.from_dict(json.loads((folder / RECIPE_FILE).read_text()))
-    pipeline = build_classifier(recipe, weights="random")
-    try:
-        pipeline.load_state_dict(load_file(str(weights)))
-    except RuntimeError as exc:
-        raise CheckpointError(f"{weights} does not fit {recipe.backbone} with {len(recipe.class_names)} classes: "
-                              f"{exc}") from exc
-    return pipeline.eval(), recipe
+    """A checkpoint folder (current layout or the older classifier.json + best.safetensors) or a file in one."""
+    pipeline, _ = load_checkpoint(path, ClassifierPipeline)
+    return pipeline, pipeline.recipe

@@ -1,7 +1,7 @@
 """Train and evaluate image classifiers with `fovea.engine.train.fit`.
 
 `train_classifier` fine-tunes (or linear-probes) a timm backbone with a new head on a class-folder
-or CSV data set and writes `best.safetensors` + `classifier.json` + curves + `metrics.json`;
+or CSV data set and writes `model.safetensors` + `recipe.json` + curves + `metrics.json`;
 `evaluate_classifier` runs any predictor (in-process, TorchScript, ONNX) over a labelled set and
 writes metrics + a confusion-matrix PNG.
 """
@@ -79,7 +79,7 @@ def train_classifier(train_source: str | Path, out_dir: str | Path, *, val_sourc
 
     Without `val_source`, a stratified `val_fraction` of the training set (seeded) is held out.
     The best epoch by `config.monitor` (default val_acc) is kept. Writes into `out_dir`:
-    best.safetensors, classifier.json, curves.png, history.json, metrics.json, confusion_val.png.
+    model.safetensors, recipe.json, curves.png, history.json, metrics.json, confusion_val.png.
     """
     config = replace(config or TrainConfig(), out_dir=str(out_dir))
     if config.monitor is None:
@@ -130,6 +130,6 @@ def evaluate_classifier(model: str | Path | ClassifierPredictor, data_source: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(metrics["confusion_matrix"], names, out / "confusion.png", f"{Path(data_source).name}")
-    metrics = {"model": predictor.source, "backend": predictor.kind, "data": str(data_source), **metrics}
+    metrics = {"model": predictor.source, "backend": predictor.runtime, "data": str(data_source), **metrics}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

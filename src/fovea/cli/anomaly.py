@@ -117,7 +117,7 @@ def _echo_skipped(skipped) -> None:
 def _test_and_report(model_path, samples, out, skip_bad) -> dict:
     from fovea.anomaly.predictor import AnomalyPredictor
     from fovea.anomaly.workflow import run_test, write_jsonl
-    from fovea.engine.report import write_anomaly_report
+    from fovea.anomaly.report import write_anomaly_report
 
     predictor = AnomalyPredictor.load(model_path)
     with progress_bar() as progress:
@@ -166,7 +166,7 @@ def predict(model, inputs, out, no_overlays, skip_bad):
     """Predict INPUTS (images, folders or globs) with MODEL (checkpoint folder, .pt or .onnx)."""
     from fovea.anomaly.predictor import AnomalyPredictor
     from fovea.anomaly.workflow import Skipped, _read
-    from fovea.engine.report import overlay_png
+    from fovea.anomaly.report import overlay_png
     from fovea.io import list_images, write_image
 
     paths = [p for item in inputs for p in list_images(item)]
@@ -187,7 +187,7 @@ def predict(model, inputs, out, no_overlays, skip_bad):
             fh.write(json.dumps(res.to_dict()) + "\n")
             if not no_overlays:
                 write_image(out / "overlays" / _overlay_name(Path(path), seen), overlay_png(img, res))
-    click.echo(f"{len(paths) - len(skipped.items)} image(s) predicted with {predictor.kind} model, "
+    click.echo(f"{len(paths) - len(skipped.items)} image(s) predicted with {predictor.runtime} model, "
                f"{n_anomalous} anomalous -> {out / 'predictions.jsonl'}")
     _echo_skipped(skipped.items)
 
@@ -212,7 +212,7 @@ def _overlay_name(path: Path, seen: set[str]) -> str:
               help="Output folder (default: MODEL/../export).")
 def export(model, formats, out):
     """Export a checkpoint folder with pre- and post-processing inside (uint8 image in, results out)."""
-    from fovea.anomaly.export import export as do_export
+    from fovea.engine.export import export as do_export
     from fovea.anomaly.pipeline import AnomalyPipeline
 
     pipe = AnomalyPipeline.load(model)

@@ -20,7 +20,7 @@ def classify() -> None:
 @classify.command("train")
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/classify"),
-              show_default=True, help="Output folder: best.safetensors, classifier.json, curves.png, history.json, "
+              show_default=True, help="Output folder: model.safetensors, recipe.json, curves.png, history.json, "
                                       "metrics.json, confusion_val.png, last.ckpt (resumable).")
 @click.option("--val", "val_data", type=click.Path(exists=True, path_type=Path), default=None,
               help="Validation set (same layouts as DATA). Default: DATA/val when DATA has train/ and val/, else "
@@ -88,7 +88,7 @@ def train_cmd(data, out_dir, val_data, val_fraction, backbone, weights, input_si
                            label_smoothing=label_smoothing, config=cfg)
     m = res.val_metrics
     click.echo(f"best epoch {res.train.best_epoch}: val accuracy {m['accuracy']:.4f} on {m['n']} images "
-               f"({res.train_seconds:.0f} s). Wrote {res.out_dir}/best.safetensors, curves.png, metrics.json")
+               f"({res.train_seconds:.0f} s). Wrote {res.out_dir}/model.safetensors, curves.png, metrics.json")
 
 
 @classify.command("test")
@@ -153,7 +153,7 @@ def predict_cmd(model, images, out_file, batch):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the exported files [default: MODEL/export].")
 @click.option("--format", "formats", type=click.Choice(["torchscript", "onnx", "all"]), default="all", show_default=True,
-              help="torchscript -> classifier.pt, onnx -> classifier.onnx (+ classifier.json); both take uint8 "
+              help="torchscript -> classifier.pt, onnx -> classifier.onnx (recipe inside); both take uint8 "
                    "(B, H, W, 3) RGB of any size and return class probabilities (B, C).")
 def export_cmd(model, out_dir, formats):
     """Export a trained classifier folder MODEL with its pre-processing (resize + normalise) inside the graph."""

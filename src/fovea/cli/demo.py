@@ -19,7 +19,7 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of data, splits and coreset.")
 def demo(out, category, size, n_train, seed):
     """Generate bricks data, fit PatchCore on ImageNet features, test, report, export, predict."""
-    from fovea.anomaly.export import export
+    from fovea.engine.export import export
     from fovea.anomaly.pipeline import AnomalyPipeline
     from fovea.anomaly.predictor import AnomalyPredictor
     from fovea.anomaly.workflow import FitOptions, fit_pipeline
@@ -55,7 +55,7 @@ def demo(out, category, size, n_train, seed):
 
     click.echo("[5/5] predicting a few test images with the exported ONNX model")
     from fovea.anomaly.workflow import write_jsonl
-    from fovea.engine.report import overlay_png
+    from fovea.anomaly.report import overlay_png
     from fovea.io import read_image, write_image
 
     onnx = AnomalyPredictor.load(files["onnx"])

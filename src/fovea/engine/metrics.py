@@ -151,7 +151,7 @@ def best_f1_threshold(scores, labels) -> tuple[float, float]:
     fps, tps, thr = _binary_clf_curve(scores, labels)
     if tps[-1] == 0:
         raise DataError("best-F1 threshold needs at least one anomalous sample; "
-                        "use fovea.engine.postprocess.fit_thresholds for normal-only validation.")
+                        "use fovea.anomaly.postprocess.fit_thresholds for normal-only validation.")
     f1 = 2.0 * tps / (tps + fps + tps[-1])
     i = int(np.argmax(f1))
     t = thr.astype(np.float64)

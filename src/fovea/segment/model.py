@@ -1,14 +1,14 @@
 """Segmentation network (a torchvision LRASPP or DeepLabV3 head on fovea backbone features) and the
-one pipeline that runs in-process and inside every export.
+task layer's pipeline for it.
 
-`SegmentationPipeline.forward(images uint8 (B, H, W, 3)) -> probs (B, C, H, W)`: resize to the
-input size, ImageNet normalisation, the network, upsampling of the logits back to (H, W) and a
-softmax. TorchScript and ONNX exports are this module, so exported models answer as trained ones.
+`SegmentationPipeline(images uint8 (B, H, W, 3))` resizes to the input size, normalises (ImageNet)
+and runs the network: logits (B, C, h, w), the training graph. Its post-process upsamples the
+logits back to (H, W) and applies a softmax, so predictors and TorchScript/ONNX exports answer
+with probabilities (B, C, H, W). Checkpoints and exports are the task layer's.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,10 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
-import fovea.models  # noqa: F401  (registers fovea's own backbones, vmamba_* / sparx_*, in timm)
-from fovea.errors import CheckpointError, ConfigError
-from fovea.weights import IMAGENET_MEAN, IMAGENET_STD, create_backbone
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-FORMAT = "fovea.segment/1"
+from fovea.engine.checkpoint import load_checkpoint, save_checkpoint
+from fovea.engine.pipeline import TaskPipeline
+from fovea.errors import ConfigError
+from fovea.weights import create_backbone
 
 
 @dataclass
@@ -86,78 +83,36 @@ class SegmentationModel(nn.Module):
         return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class SegmentationPipeline(nn.Module):
-    """uint8 images (B, H, W, 3) -> class probabilities (B, C, H, W) at the images' own size."""
+class SegmentationPipeline(TaskPipeline):
+    """uint8 images (B, H, W, 3) -> logits (B, C, h, w); post-processed: probabilities (B, C, H, W)."""
 
-    __jit_unused_properties__ = ["config"]
+    task = "segment"
+    output_names = ("probs",)
+    __jit_unused_properties__ = ["model"]
 
     def __init__(self, model: SegmentationModel):
-        super().__init__()
-        self.model = model
-        self.input_h, self.input_w = model.config.input_size
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
+        super().__init__(model, model.config.input_size)
 
     @property
-    def config(self) -> SegModelConfig:
-        return self.model.config
+    def model(self) -> SegmentationModel:
+        return self.network
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) -> float (B, 3, h, w): antialiased bilinear resize + normalisation.
-
-        Same arithmetic as `fovea.segment.data.preprocess_images` (the training path).
-        """
-        x = images.permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=[self.input_h, self.input_w], mode="bilinear", align_corners=False,
-                          antialias=True)
-        return (x - self.pixel_mean) / self.pixel_std
-
-    def postprocess(self, logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        logits = F.interpolate(logits, size=[height, width], mode="bilinear", align_corners=False)
+    def postprocess(self, outputs: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        logits = F.interpolate(outputs, size=[height, width], mode="bilinear", align_corners=False)
         return torch.softmax(logits, dim=1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model(self.preprocess(images))
-        return self.postprocess(logits, images.shape[1], images.shape[2])
+    def config(self) -> dict[str, Any]:
+        return self.network.config.to_dict()
 
-    # --- checkpoints: safetensors for tensors, JSON for the recipe; nothing is pickled ------------
-    def recipe(self) -> dict[str, Any]:
-        return {"format": FORMAT, "model_config": self.config.to_dict()}
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "SegmentationPipeline":
+        return cls(SegmentationModel(SegModelConfig(**dict(config, weights="random"))))
 
     def save(self, out_dir: str | Path, extra: dict | None = None) -> Path:
-        from safetensors.torch import save_file
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(out / WEIGHTS_FILE))
-        recipe = self.recipe()
-        if extra:
-            recipe["info"] = extra
-        (out / CONFIG_FILE).write_text(json.dumps(recipe, indent=2))
-        return out
+        """Checkpoint folder `recipe.json` + `model.safetensors` (extra: provenance stored as `info`)."""
+        return save_checkpoint(self, out_dir, extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "SegmentationPipeline":
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        folder = path if path.is_dir() else path.parent
-        cfg_file, w_file = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        if not cfg_file.is_file() or not w_file.is_file():
-            raise CheckpointError(f"{folder} is not a fovea segmentation checkpoint (needs {CONFIG_FILE} and "
-                                  f"{WEIGHTS_FILE}). Fix: pass the folder written by `fovea segment train`.")
-        try:
-            recipe = json.loads(cfg_file.read_text())
-            state = load_file(str(w_file))
-        except Exception as exc:
-            raise CheckpointError(f"cannot read checkpoint {folder}: {exc}") from exc
-        if recipe.get("format") != FORMAT:
-            raise CheckpointError(f"{cfg_file}: format {recipe.get('format')!r} is not {FORMAT!r}. Fix: pass a "
-                                  "segmentation checkpoint (anomaly/classification ones have their own commands).")
-        cfg = dict(recipe["model_config"], weights="random")  # every tensor comes from the file
-        model = SegmentationModel(SegModelConfig(**cfg))
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{w_file} does not match its config: {exc}") from exc
-        return cls(model).eval()
+        """A segmentation checkpoint folder, current or legacy (`config.json` + `model.safetensors`) layout."""
+        return load_checkpoint(path, cls)[0]

@@ -20,7 +20,8 @@ import numpy as np
 
 from fovea.core import AnomalyResult
 from fovea.engine.metrics import roc_curve
-from fovea.errors import DataError, ImageReadError
+from fovea.errors import DataError
+from fovea.io import read_image
 
 __all__ = ["heatmap_overlay", "overlay_png", "select_panels", "write_anomaly_report"]
 
@@ -129,19 +130,6 @@ def _fig_uri(fig) -> str:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _read(path) -> np.ndarray:
-    try:
-        from fovea.io import read_image  # the project reader (EXIF, 16-bit, alpha) when available
-    except ImportError:
-        read_image = None
-    if read_image is not None:
-        return read_image(path)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageReadError(path, "OpenCV could not decode it")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 # ------------------------------------------------------------------------- charts (matplotlib)
@@ -291,7 +279,7 @@ def write_anomaly_report(out_dir, results: Sequence[AnomalyResult], labels, gt_m
     panels = []
     for i in idx:
         r = results[i]
-        img = images[i] if isinstance(images[i], np.ndarray) else _read(images[i])
+        img = images[i] if isinstance(images[i], np.ndarray) else read_image(images[i])
         g = None if gt_masks is None else gt_masks[i]
         kind = ("tp" if y[i] else "fp") if pred[i] else ("fn" if y[i] else "tn")
         name = html.escape(str(r.image_path or (images[i] if not isinstance(images[i], np.ndarray) else f"#{i}")))

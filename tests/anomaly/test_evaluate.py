@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fovea.engine.evaluate import evaluate_anomaly
+from fovea.anomaly.evaluate import evaluate_anomaly
 from fovea.engine.metrics import aupro
-from fovea.engine.postprocess import Thresholds, make_anomaly_result
+from fovea.anomaly.postprocess import Thresholds, make_anomaly_result
 from fovea.errors import MaskMismatchError
 
 

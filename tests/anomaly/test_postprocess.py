@@ -6,7 +6,7 @@ import torch
 from scipy import ndimage
 from sklearn.metrics import f1_score as sk_f1
 
-from fovea.engine import postprocess as P
+from fovea.anomaly import postprocess as P
 from fovea.errors import DataError
 
 

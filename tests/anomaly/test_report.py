@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fovea.engine.evaluate import evaluate_anomaly
-from fovea.engine.postprocess import Thresholds, make_anomaly_result
-from fovea.engine.report import PANEL_HEIGHT, overlay_png, select_panels, write_anomaly_report
+from fovea.anomaly.evaluate import evaluate_anomaly
+from fovea.anomaly.postprocess import Thresholds, make_anomaly_result
+from fovea.anomaly.report import PANEL_HEIGHT, overlay_png, select_panels, write_anomaly_report
 
 T = Thresholds(image_threshold=2.0, pixel_threshold=1.5, score_min=0.0, score_max=4.0, map_min=-1.0, map_max=3.0,
                image_rule="best F1 on validation", pixel_rule="matched")
