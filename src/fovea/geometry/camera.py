@@ -82,7 +82,7 @@ class CameraModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(
                 f"{source} is not a fovea camera model ({exc!r}); it needs keys K (3x3), dist, "
-                "image_size [w, h]. Fix: write it with `fovea calibrate` or CameraModel.save."
+                "image_size [w, h]. Fix: write it with `fovea geometry calibrate` or CameraModel.save."
             ) from None
 
     def save(self, path: str | Path) -> Path:
@@ -110,7 +110,7 @@ class CameraModel:
         path = Path(path)
         if not path.is_file():
             raise CalibrationError(f"calibration file {path} does not exist. "
-                                   "Fix: run `fovea calibrate IMAGES --out cam.json` first.")
+                                   "Fix: run `fovea geometry calibrate IMAGES --out cam.json` first.")
         if path.suffix.lower() == ".json":
             try:
                 d = json.loads(path.read_text())
