@@ -40,8 +40,8 @@ const uint32_t JOURNAL_MAGIC = 0x5A17C0DEUL;
 
 enum LineState { STATE_SAFE, STATE_ARMED };
 enum Status { ST_NONE, ST_ACK, ST_OPEN, ST_DONE, ST_NAK };
-enum Reason { R_LATE, R_QUEUE_FULL, R_BAD_ARG, R_SAFE, R_ABORTED, R_RESET };
-const char *const REASONS[] = {"LATE", "QUEUE_FULL", "BAD_ARG", "SAFE", "ABORTED", "RESET"};
+enum Reason { R_LATE, R_QUEUE_FULL, R_BAD_ARG, R_SAFE, R_ABORTED, R_RESET, R_BOOT };
+const char *const REASONS[] = {"LATE", "QUEUE_FULL", "BAD_ARG", "SAFE", "ABORTED", "RESET", "BOOT"};
 
 struct Fire {
   bool used;
@@ -423,8 +423,9 @@ void handleFire(char *args, unsigned long now) {
     sendEntry(known);
     return;
   }
-  long gate = 0, at = 0, enc = 0, hold = 0;
-  bool hasGate = false, hasAt = false, hasEnc = false, hasHold = false, bad = false;
+  long gate = 0, at = 0, enc = 0, hold = 0, dueL = 0;
+  bool hasGate = false, hasAt = false, hasEnc = false, hasDue = false, hasHold = false, bad = false;
+  bool otherBoot = false;
   while ((tok = strtok(NULL, " ")) != NULL) {
     char *eq = strchr(tok, '=');
     if (eq == NULL) continue;
@@ -433,18 +434,26 @@ void handleFire(char *args, unsigned long now) {
     if (strcmp(tok, "gate") == 0) { hasGate = true; bad |= !parseLong(val, &gate); }
     else if (strcmp(tok, "at") == 0) { hasAt = true; bad |= !parseLong(val, &at); }
     else if (strcmp(tok, "enc") == 0) { hasEnc = true; bad |= !parseLong(val, &enc); }
+    else if (strcmp(tok, "due") == 0) { hasDue = true; bad |= !parseLong(val, &dueL) || dueL < 0; }
     else if (strcmp(tok, "hold") == 0) { hasHold = true; bad |= !parseLong(val, &hold); }
+    else if (strcmp(tok, "boot") == 0) { otherBoot = strcmp(val, bootId) != 0; }
   }
+  // due= is an absolute time on this board's millis(), so a FIRE delayed on the wire fires on time or
+  // is refused LATE, never late; boot= makes a FIRE meant for an earlier boot harmless (NAK BOOT).
+  unsigned long due = hasDue ? (unsigned long)dueL : now + (unsigned long)at;
   bad = bad || !hasGate || !hasHold || gate < 1 || gate > N_GATES || hold <= 0 || hold > (long)MAX_HOLD_MS;
-  bad = bad || (hasAt == hasEnc) || (hasAt && at > (long)MAX_AT_MS);
+  bad = bad || ((hasAt ? 1 : 0) + (hasEnc ? 1 : 0) + (hasDue ? 1 : 0) != 1) || (hasAt && at > (long)MAX_AT_MS);
+  bad = bad || (hasDue && (long)(due - now) > (long)MAX_AT_MS);
   noInterrupts();
   long count = encoderCount;
   interrupts();
   if (bad) {
     nak(id, R_BAD_ARG);
+  } else if (otherBoot) {
+    nak(id, R_BOOT);
   } else if (state != STATE_ARMED) {
     nak(id, R_SAFE);
-  } else if ((hasAt && at < 0) || (hasEnc && enc <= count)) {
+  } else if ((hasAt && at < 0) || (hasEnc && enc <= count) || (hasDue && (long)(due - now) < 0)) {
     nak(id, R_LATE);
   } else if (queueDepth() >= QUEUE_SIZE) {
     nak(id, R_QUEUE_FULL);
@@ -456,7 +465,7 @@ void handleFire(char *args, unsigned long now) {
     }
     e->gate = (uint8_t)(gate - 1);
     e->byEncoder = hasEnc;
-    e->due = now + (unsigned long)at;
+    e->due = due;
     e->enc = enc;
     for (uint8_t i = 0; i < QUEUE_SIZE; i++) {
       Fire &f = fireQueue[i];
@@ -465,7 +474,7 @@ void handleFire(char *args, unsigned long now) {
       f.id = id;
       f.gate = (uint8_t)(gate - 1);
       f.byEncoder = hasEnc;
-      f.due = now + (unsigned long)at;
+      f.due = due;
       f.enc = enc;
       f.hold = (unsigned long)hold;
       break;

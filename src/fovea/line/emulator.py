@@ -390,6 +390,7 @@ def check_protocol_case(case: dict, driver) -> None:
     import re
 
     pending = list(driver.boot_lines())
+    boot = "????"
     for i, step in enumerate(case["steps"]):
         kind, arg = step[0], (step[1] if len(step) > 1 else None)
         where = f"case {case['name']!r} step {i} {step}"
@@ -399,13 +400,15 @@ def check_protocol_case(case: dict, driver) -> None:
             got = pending.pop(0)
             if not re.fullmatch(arg, got):
                 raise AssertionError(f"{where}: got {got!r}")
+            m = re.search(r"^READY .*boot=(\S+)", got)
+            boot = m.group(1) if m else boot
         elif kind == "expect_none":
             if pending:
                 raise AssertionError(f"{where}: unexpected MCU lines {pending}")
         elif kind == "at":
             pending += driver.at(int(arg))
         elif kind == "send":
-            pending += driver.send(arg)
+            pending += driver.send(arg.replace("{boot}", boot))
         elif kind == "reset":
             pending += driver.reset()
         elif kind == "power_cycle":

@@ -293,13 +293,20 @@ class FirmwareEmulator:
             gate, hold = msg.int_kv("gate"), msg.int_kv("hold")
             at = msg.int_kv("at") if "at" in msg.kv else None
             enc = msg.int_kv("enc") if "enc" in msg.kv else None
+            due_ms = msg.int_kv("due") if "due" in msg.kv else None
         except ProtocolError:
             self._nak(cmd_id, "BAD_ARG", t)
             return
-        bad = not (1 <= gate <= self.n_gates) or not (0 < hold <= 5000) or (at is None) == (enc is None)
-        bad = bad or (at is not None and at > 60000)
+        now_ms = self._ms(t)
+        if due_ms is not None:                       # absolute on this boot's clock: a delayed line fires on time
+            at = due_ms - now_ms                     # or is refused LATE, never late
+        bad = not (1 <= gate <= self.n_gates) or not (0 < hold <= 5000)
+        bad = bad or sum(x is not None for x in (msg.kv.get("at"), enc, due_ms)) != 1
+        bad = bad or (at is not None and at > 60000) or (due_ms is not None and due_ms < 0)
         if bad:
             self._nak(cmd_id, "BAD_ARG", t)
+        elif "boot" in msg.kv and msg.kv["boot"] != self.boot_id:
+            self._nak(cmd_id, "BOOT", t)
         elif self.state != "ARMED":
             self._nak(cmd_id, "SAFE", t)
         elif (at is not None and at < 0) or (enc is not None and enc <= self.encoder_count):
@@ -311,7 +318,10 @@ class FirmwareEmulator:
             if e is None:                            # every journal slot holds a live command
                 self._emit(t, f"NAK {cmd_id} QUEUE_FULL")
                 return
-            due = round(t + at / 1000, 9) if at is not None else float("inf")
+            if due_ms is not None:
+                due = round(self.boot_t + due_ms / 1000, 9)
+            else:
+                due = round(t + at / 1000, 9) if at is not None else float("inf")
             e.gate, e.due, e.enc = gate, due, enc
             self.queue.append(_Fire(cmd_id, gate, due, hold / 1000, enc))
             self._emit(t, self.status_line(e))
