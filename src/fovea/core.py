@@ -202,8 +202,8 @@ class Detections:
             data={k: np.concatenate([d.data[k] for d in items]) for k in keys if all(k in d.data for d in items)},
         )
 
-    def to_dict(self, include_masks: bool = True) -> dict[str, Any]:
-        """JSON-safe record; `mask` (as 0/1 lists) only with include_masks; `data` arrays as lists."""
+    def to_dict(self, include_maps: bool = False) -> dict[str, Any]:
+        """JSON-safe record; `mask` (as 0/1 lists) only with include_maps; `data` arrays as lists."""
         def lst(v):
             return None if v is None else v.tolist()
 
@@ -215,7 +215,7 @@ class Detections:
             "tracker_id": lst(self.tracker_id),
             "data": {k: np.asarray(v).tolist() for k, v in self.data.items()},
         }
-        if include_masks and self.mask is not None:
+        if include_maps and self.mask is not None:
             d["mask"] = self.mask.astype(np.uint8).tolist()
             d["mask_shape"] = list(self.mask.shape)  # keeps (0, H, W) for an empty set
         return d
@@ -242,11 +242,13 @@ class Detections:
         n = len(result.boxes)
         mask = None
         if result.mask.ndim == 2 and result.mask.size:
-            comps = _components(result.mask)
-            by_box = {tuple(box): m for box, m in comps}
+            by_box: dict[tuple, list[np.ndarray]] = {}
+            for box, m in _components(result.mask):
+                by_box.setdefault(box, []).append(m)
             mask = np.zeros((n, *result.mask.shape), bool)
             for i, box in enumerate(np.asarray(result.boxes, np.float32)):
-                m = by_box.get(tuple(box))
+                found = by_box.get(tuple(float(v) for v in box))
+                m = found.pop(0) if found else None
                 if m is None:
                     raise DataError(f"anomaly box {box.tolist()} is no connected component of the result's mask "
                                     f"({result.image_path}). Fix: build results with fovea's anomaly predictor.")
@@ -325,7 +327,8 @@ class ClassResult:
         p = np.sort(self.probs)[::-1]
         return float(p[0] - (p[1] if len(p) > 1 else 0.0))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, include_maps: bool = False) -> dict[str, Any]:
+        """JSON-safe record (include_maps: accepted for a uniform signature; a class result has no maps)."""
         return {"kind": "classify", "image_path": self.image_path, "class_id": self.class_id,
                 "class_name": self.class_name, "confidence": self.confidence,
                 "probs": [float(p) for p in self.probs], "class_names": list(self.class_names)}
@@ -351,16 +354,15 @@ class SegResult:
         n = num_classes or (len(self.class_names) or int(self.class_map.max()) + 1)
         return np.bincount(self.class_map.ravel(), minlength=n)
 
-    def to_dict(self, include_maps: bool = False, include_probs: bool = False) -> dict[str, Any]:
-        """JSON-safe record: pixel counts per class; the class map (include_maps) and probs (include_probs)."""
+    def to_dict(self, include_maps: bool = False) -> dict[str, Any]:
+        """JSON-safe record: pixel counts per class; with include_maps also the class map and the probabilities."""
         counts = self.pixel_counts()
         names = self.class_names or tuple(str(i) for i in range(len(counts)))
         d: dict[str, Any] = {"kind": "segment", "image_path": self.image_path, "class_names": list(self.class_names),
                              "pixel_counts": {names[i]: int(c) for i, c in enumerate(counts)}}
-        if include_maps or include_probs:
+        if include_maps:
             d["class_map"] = self.class_map.tolist()
-        if include_probs and self.probs is not None:
-            d["probs"] = self.probs.tolist()
+            d["probs"] = None if self.probs is None else self.probs.tolist()
         return d
 
     @classmethod
@@ -380,9 +382,16 @@ ImageLike = Union[np.ndarray, Frame]
 
 @runtime_checkable
 class Predictor(Protocol):
-    """Anything that turns frames into typed predictions, in-process or exported."""
+    """Anything that turns frames into typed predictions, in-process or exported.
+
+    `predict(frames)` is batched (one result per frame, in order); `predict_one(frame)` gives the
+    same result for one. fovea's own predictors (`fovea.engine.predictor.Predictor`) also carry
+    `kind`, the task name ("anomaly", "classify", "segment"); the line needs only `predict`.
+    """
 
     def predict(self, frames: Sequence[ImageLike]) -> list[Prediction]: ...
+
+    def predict_one(self, frame: ImageLike) -> Prediction: ...
 
 
 def frame_image(x: ImageLike) -> np.ndarray:
