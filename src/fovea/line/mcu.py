@@ -68,6 +68,7 @@ class FirmwareEmulator:
         self.out: list[tuple[float, str]] = []
         self.swings: list[GateSwing] = []
         self.n_resets = 0
+        self.n_latches: dict[str, int] = {}     # SAFE latches by reason (HB_TIMEOUT, HOST)
         self._rx = b""
         self._overflow = False
         self.slots: list[JournalEntry | None] = [None] * ring_size   # the fate journal (id ring)
@@ -221,6 +222,7 @@ class FirmwareEmulator:
         for g in sorted(self._open_swing):
             self._close(g, t, completed=False)
         self.state, self.reason = "SAFE", reason
+        self.n_latches[reason] = self.n_latches.get(reason, 0) + 1
         self._emit(t, f"STATE SAFE reason={reason}")
 
     def set_encoder(self, count: int, t: float) -> None:
