@@ -35,7 +35,19 @@ def test_calibrate_and_measure_commands(calib_renders, tmp_path, capsys):
     # measure: the reference is a board view; the "object" is the same image thresholded
     ref = d / "v00.png"
     assert main(["geometry", "measure", str(ref), "--calib", str(out), "--reference", str(ref)]) == 0
-    assert "mm" in capsys.readouterr().out
+    by_threshold = capsys.readouterr().out
+    assert "mm" in by_threshold
+    # the same objects given as a mask file measure the same
+    gray = cv2.cvtColor(cv2.imread(str(ref)), cv2.COLOR_BGR2GRAY)
+    t = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0]
+    cv2.imwrite(str(tmp_path / "mask.png"), ((gray < t) * 255).astype(np.uint8))
+    measure = ["geometry", "measure", str(ref), "--calib", str(out), "--reference", str(ref)]
+    assert main(measure + ["--mask", str(tmp_path / "mask.png")]) == 0
+    assert capsys.readouterr().out == by_threshold
+    cv2.imwrite(str(tmp_path / "small_mask.png"), np.zeros((10, 20), np.uint8))
+    assert main(measure + ["--mask", str(tmp_path / "small_mask.png")]) == 2
+    err = capsys.readouterr().err
+    assert "small_mask.png is 20x10" in err and "640x480" in err and "Fix" in err
     assert main(["geometry", "calibrate", str(d), "--board", "9", "--out", str(out)]) == 2
     assert "COLSxROWS" in capsys.readouterr().err
 
