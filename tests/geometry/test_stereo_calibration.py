@@ -172,3 +172,9 @@ def test_missing_and_non_json_rig_files(tmp_path):
     (tmp_path / "text.json").write_text("K1: not json")
     with pytest.raises(CalibrationError, match=r"text\.json is not valid JSON.*Fix"):
         StereoRig.load(tmp_path / "text.json")
+
+
+def test_pairs_of_another_size_name_the_pair_and_side(stereo_renders):
+    small = cv2.resize(stereo_renders.right_images[1], (320, 240))
+    with pytest.raises(CalibrationError, match=r"right image of pair b is 320x240 px .* 640x480; Fix"):
+        detect_pairs(stereo_renders.left_images[:2], [stereo_renders.right_images[0], small], ["a", "b"], (9, 6))
