@@ -23,8 +23,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# includes the line fault fuzzer's sweep (tests/line/test_line_fuzz.py): 300 schedules x 300 items;
+# narrow it with e.g. `make test-slow FOVEA_FUZZ_SEEDS=0:20`
+FOVEA_FUZZ_SEEDS ?= 0:300
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	OMP_NUM_THREADS=1 FOVEA_FUZZ_SEEDS=$(FOVEA_FUZZ_SEEDS) $(BIN)/python -m pytest -q -m slow
 
 clean:
 	rm -rf runs build *.egg-info

@@ -194,6 +194,7 @@ class FuzzResult:
     sim_s: float
     error: str = ""
     audit: Any = None
+    run: Any = None          # the SimResult, when run_schedule(keep_run=True)
 
     def violations(self) -> list[str]:
         """The issue's done-when counts that are not 0 in this run."""
@@ -320,7 +321,7 @@ def _wall_cap(ctx, wall_deadline: float) -> None:
 
 
 def run_schedule(schedule: FaultSchedule, max_sim_extra_s: float = 60.0, max_wall_s: float = 300.0,
-                 predictor_kw: dict | None = None) -> FuzzResult:
+                 predictor_kw: dict | None = None, keep_run: bool = False) -> FuzzResult:
     """Play one schedule through the real runner + emulator on a SimClock; audit it physically.
 
     The simulated run is capped at the conveyor's duration + `max_sim_extra_s`, the wall time at
@@ -359,7 +360,8 @@ def run_schedule(schedule: FaultSchedule, max_sim_extra_s: float = 60.0, max_wal
         "unresolved_at_shutdown": sum(v for k, v in reasons.items() if "shutdown" in k),
         "items": a.n_items, "sorted": sum(v for k, v in a.bins.items() if k != "default"),
     }
-    return FuzzResult(schedule, ended, counts, dict(faults), dict(reasons), wall, r.runner.clock.now(), audit=a)
+    return FuzzResult(schedule, ended, counts, dict(faults), dict(reasons), wall, r.runner.clock.now(), audit=a,
+                      run=r if keep_run else None)
 
 
 def sweep(seeds, n_items: int = 300, families: tuple[str, ...] | None = None, progress=None, **kw) -> list[FuzzResult]:
