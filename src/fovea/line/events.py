@@ -142,6 +142,7 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
         "records_with_multiple_outcomes": sum(1 for c in per_record.values() if c > 1),
         "outcomes": dict(lanes),
         "default_reasons": dict(reasons),
+        "unknown_reasons": dict(Counter(e["reason"] for e in outcomes if e["lane"] == "unknown")),
         "decisions": len(decisions),
         "decisions_after_deadline": late_commits,
         "commands": len(by_type["command"]),
@@ -157,6 +158,7 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [f"frames {s['frames']} (processed {s['frames_processed']}, dropped {s['frames_dropped']})",
              f"records {s['records']}  outcomes {s['outcomes']}",
              f"default-route reasons {s['default_reasons']}",
+             f"unknown outcomes (nobody can tell where the item went) {s.get('unknown_reasons', {})}",
              f"decisions {s['decisions']} (after deadline: {s['decisions_after_deadline']}), "
              f"commands {s['commands']}, records with >1 outcome: {s['records_with_multiple_outcomes']}",
              f"faults {s['faults']}",
