@@ -213,3 +213,20 @@ def test_fuzz_sweep():
     print("\n".join(bad))
     print(tot)
     assert tot["runs_violating"] == 0, "\n".join(bad[:10])
+
+
+def test_audit_counts_an_item_pressed_into_a_merged_blob_as_seen():
+    from fovea.line.audit import audit
+    from fovea.line.config import LineConfig
+    from fovea.line.runner import RecordSummary
+
+    conv = Conveyor(ConveyorConfig(n_objects=6, appearance="simple", seed=1, p_touching=0.0))
+    for u in (2, 3):                    # items 1-2-3 form one touching chain; 0, 4, 5 stand alone
+        conv.items[u].touching_prev = True
+    recs = [RecordSummary("a", "default", "merged", {1: 4, 3: 2}, ("merged",)),   # 2 hidden in the blob
+            RecordSummary("b", "default", "late", {0: 5}), RecordSummary("c", "default", "late", {5: 5})]
+    a = audit(conv, 0.0, [], LineConfig(), recs, events=[])
+    assert a.unseen_items == [2, 4]
+    assert a.unseen_in_merged_record == 1 and a.unseen_uncounted == 1       # 4 stood alone: truly uncounted
+    b = audit(conv, 0.0, [], LineConfig(), [RecordSummary("a", "default", "late", {1: 4, 3: 2})] + recs[1:], events=[])
+    assert b.unseen_in_merged_record == 0 and b.unseen_uncounted == 2       # no merged flag: not excused

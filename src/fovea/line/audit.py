@@ -40,7 +40,8 @@ class AuditReport:
     flagged_unknown: int = 0               # records whose logged outcome is `unknown` (host says it cannot know)
     unrecorded_in_lane: int = 0            # unseen items that still fell into a lane bin (nobody logged it)
     unseen_in_blind_interval: int = 0      # unseen items whose time in view overlaps a logged blind interval
-    unseen_uncounted: int = 0              # unseen items outside every logged blind interval
+    unseen_in_merged_record: int = 0       # unseen items pressed into a touching neighbour's merged blob
+    unseen_uncounted: int = 0              # unseen items outside every logged blind interval and merged blob
     unseen_estimated: float = float("nan")  # the log's own estimate of items that passed unseen (if any)
     item_bins: dict[int, str] = field(default_factory=dict, repr=False)
     mismatches: list[tuple[str, str, str]] = field(default_factory=list, repr=False)
@@ -98,6 +99,21 @@ def _unseen_windows(events) -> tuple[list[tuple[float, float]], float]:
     return wins, (est if any_est else float("nan"))
 
 
+def _in_merged_record(conveyor, unseen, finished) -> set[int]:
+    """Unseen items whose chain of touching neighbours is held by a record flagged merged/not_single:
+    the camera saw them, as part of one blob that the host routed as ambiguous."""
+    items = conveyor.items
+    group = {}
+    g = -1
+    for it in items:
+        if not it.touching_prev:
+            g += 1
+        group[it.uid] = g
+    merged_groups = {group[u] for r in finished if set(r.flags) & {"merged", "not_single"}
+                     for u in r.truth if u in group}
+    return {u for u in unseen if group.get(u) in merged_groups}
+
+
 def audit(conveyor, t0: float, swings, config, finished, only_uids=None, events=None) -> AuditReport:
     """Compare physics (conveyor + gate swings) with intent (class -> lane) and the host's outcomes.
 
@@ -148,8 +164,11 @@ def audit(conveyor, t0: float, swings, config, finished, only_uids=None, events=
     unseen = [u for u in bins if recs_of_item[u] == 0]
     wins, est = _unseen_windows(events)
     view = conveyor.config.view_mm
+    in_merged = _in_merged_record(conveyor, unseen, finished)
     covered = 0
     for u in unseen:
+        if u in in_merged:
+            continue
         half = conveyor.items[u].half_len_mm
         t_in = t0 + conveyor.crossing_time(u, -half)
         t_out = t0 + conveyor.crossing_time(u, view + half)
@@ -163,7 +182,7 @@ def audit(conveyor, t0: float, swings, config, finished, only_uids=None, events=
         records_with_outcome=with_outcome, items_with_two_outcomes=len(two),
         items_with_conflicting_outcomes=conflicting, flagged_unknown=unknown,
         unrecorded_in_lane=sum(1 for u in unseen if bins[u] != DEFAULT),
-        unseen_in_blind_interval=covered if events is not None else 0,
-        unseen_uncounted=(len(unseen) - covered) if events is not None else len(unseen),
+        unseen_in_blind_interval=covered if events is not None else 0, unseen_in_merged_record=len(in_merged),
+        unseen_uncounted=len(unseen) - len(in_merged) - (covered if events is not None else 0),
         unseen_estimated=est, item_bins=bins, mismatches=mism, two_outcome_items=two,
         twice_actuated_items=twice_items, partial_hit_items=partial_items, unseen_items=unseen)
