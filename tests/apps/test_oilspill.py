@@ -112,9 +112,11 @@ def test_training_path_runs_and_gives_areas(tmp_path):
     from fovea.segment.predictor import SegmentationPredictor
 
     cam = DroneCamera.default(64, 48)
-    pred, val_ds = train_oilspill_segmenter(tmp_path, n_train_surveys=1, n_val_surveys=1, epochs=1, camera=cam,
-                                            images_per_survey=2, weights="random", batch_size=2)
-    assert len(val_ds) == 2 and pred.class_names == CLASS_NAMES
+    res = train_oilspill_segmenter(tmp_path, n_train_surveys=1, n_val_surveys=1, epochs=1, camera=cam,
+                                   images_per_survey=2, weights="random", batch_size=2)
+    assert res.checkpoint == tmp_path / "model" and set(res.metrics) >= {"val_miou", "val_loss"}
+    pred = SegmentationPredictor.load(res.checkpoint)
+    assert pred.class_names == CLASS_NAMES
     views = render_survey(2, seed=5, altitude_m=100.0, camera=cam)
     maps = segment_images([v.image for v in views], pred)
     assert all(m.shape == (48, 64) and m.min() >= 0 and m.max() < 4 for m in maps)
@@ -135,7 +137,9 @@ def test_trained_model_areas_within_5_percent(tmp_path):
     from fovea.apps.oilspill.assess import segment_images
     from fovea.apps.oilspill.train import train_oilspill_segmenter
 
-    pred, _ = train_oilspill_segmenter(tmp_path, seed=0)
+    from fovea.segment.predictor import SegmentationPredictor
+
+    pred = SegmentationPredictor.load(train_oilspill_segmenter(tmp_path, seed=0).checkpoint)
     cam = DroneCamera.default()
     model = CameraModel.from_dict(cam.to_dict())
     views = render_survey(4, seed=123, altitude_m=120.0, camera=cam)

@@ -49,12 +49,14 @@ def test_fit_test_export_predict(folder, tmp_path, capsys):
     assert main(["anomaly", "predict", str(out / "export" / "model.onnx"), str(folder / "scratch"),
                  str(folder / "good" / "g0*.png"), "--out", str(pred)]) == 0
     lines = [json.loads(l) for l in (pred / "predictions.jsonl").read_text().splitlines()]
-    assert len(lines) == 8 + 10
-    flagged = {l["image_path"].split("/")[-1][0]: 0 for l in lines}
+    assert len(lines) == 8 + 10 and {l["task"] for l in lines} == {"anomaly"}
+    flagged = {l["image"].split("/")[-1][0]: 0 for l in lines}
     for l in lines:
-        flagged[l["image_path"].split("/")[-1][0]] += l["label"]
+        flagged[l["image"].split("/")[-1][0]] += l["result"]["label"]
     assert flagged["s"] >= 6  # most defects flagged by the exported model
     assert len(list((pred / "overlays").glob("*.png"))) == 18
+    test_lines = [json.loads(l) for l in (out / "test_predictions.jsonl").read_text().splitlines()]
+    assert test_lines and set(test_lines[0]) == {"task", "image", "result"}
 
 
 def test_bad_inputs_name_the_problem(folder, tmp_path, capsys):
@@ -66,4 +68,5 @@ def test_bad_inputs_name_the_problem(folder, tmp_path, capsys):
     assert main(["anomaly", "fit", str(folder), "--out", str(tmp_path / "o")]) == 2
     assert "--normal-dir" in capsys.readouterr().err
     assert main(["anomaly", "predict", str(tmp_path), str(folder / "good")]) == 2
-    assert "not a fovea anomaly checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "Fix" in err

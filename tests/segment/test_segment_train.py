@@ -1,13 +1,9 @@
-"""train_segmenter through the engine on a few tiny apple scenes; evaluation through the Predictor;
-the CLI's train/test/predict/export on the same data."""
-
-import json
+"""train_segmenter through the engine on a few tiny apple scenes; evaluation through the Predictor
+(the CLI's fit/test/predict/export are tested in tests/cli)."""
 
 import numpy as np
 import torch
-from click.testing import CliRunner
 
-from fovea.cli.segment import segment
 from fovea.engine.train import TrainConfig
 from fovea.segment.data import MaskFolderDataset
 from fovea.segment.predictor import SegmentationPredictor
@@ -23,31 +19,16 @@ def test_train_segmenter_learns_and_evaluates(tmp_path):
     w = class_weights_from_frequency(ds, len(CLASS_NAMES))
     assert w[0] < w[1] or w[0] == w[1]  # background is the most frequent class -> smallest weight
     cfg = TrainConfig(lr=3e-3, batch_size=4, max_epochs=3, seed=0, out_dir=str(tmp_path / "run"))
-    pred = train_segmenter(ds, ds, len(CLASS_NAMES), CLASS_NAMES, config=cfg, weights="random")
-    hist = pred.train_result.history
+    res = train_segmenter(ds, ds, len(CLASS_NAMES), CLASS_NAMES, config=cfg, weights="random")
+    hist = res.history
     assert len(hist) == 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]
-    assert pred.train_result.best_epoch is not None and (tmp_path / "run" / "model" / "config.json").is_file()
-    m = evaluate_segmenter(pred, ds, overlay_dir=tmp_path / "ov", max_overlays=1)
+    assert res.task == "segment" and res.checkpoint == tmp_path / "run" / "model"
+    assert res.best_epoch is not None and res.metrics["val_miou"] == hist[res.best_epoch]["val_miou"]
+    pred = SegmentationPredictor.load(res.checkpoint)
+    m = evaluate_segmenter(pred, ds, overlay_dir=tmp_path / "ov", max_overlays=1).metrics
     assert set(m["iou"]) == set(CLASS_NAMES) and 0 <= m["pixel_accuracy"] <= 1
     assert (tmp_path / "ov" / "00000.png").is_file()
     # the saved checkpoint answers exactly as the returned predictor
     img, _ = ds.load(0)
     again = SegmentationPredictor.load(tmp_path / "run" / "model")
     np.testing.assert_allclose(again.probs(img), pred.probs(img), atol=1e-6)
-
-
-def test_cli_train_test_predict(tmp_path):
-    data = generate_apple_scenes(tmp_path / "d", n=4, size=32, seed=1, n_apples=(1, 1))
-    run = CliRunner()
-    res = run.invoke(segment, ["train", str(data), "--out", str(tmp_path / "r"), "--size", "32", "32", "--epochs",
-                               "1", "--batch-size", "4", "--weights", "random", "--val-fraction", "0.25"])
-    assert res.exit_code == 0, res.output + repr(res.exception)
-    assert "mean IoU" in res.output and json.loads((tmp_path / "r" / "metrics.json").read_text())["n_images"] == 1
-    res = run.invoke(segment, ["test", str(tmp_path / "r" / "model"), str(data), "--out", str(tmp_path / "t")])
-    assert res.exit_code == 0, res.output + repr(res.exception)
-    res = run.invoke(segment, ["predict", str(tmp_path / "r" / "model"), str(data / "images"), "--out",
-                               str(tmp_path / "p")])
-    assert res.exit_code == 0, res.output + repr(res.exception)
-    assert len(list((tmp_path / "p" / "overlays").glob("*.png"))) == 4
-    lines = (tmp_path / "p" / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 4 and json.loads(lines[0])["kind"] == "segment"

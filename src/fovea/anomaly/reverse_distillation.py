@@ -196,11 +196,13 @@ class ReverseDistillation(nn.Module):
         smooth = gaussian_blur_map(maps, self.config.score_sigma)
         return smooth.amax(dim=(1, 2, 3)), maps
 
-    def fit(self, train_loader: Iterable, progress=None) -> None:
+    def fit(self, train_loader: Iterable, progress=None):
         """Train bottleneck + student on normal images with `fovea.engine.train.fit` (teacher frozen).
 
         train_loader yields dicts with "image" (B, 3, H, W) normalised, or such tensors; it is read
-        once into memory, then the engine runs `config.epochs` epochs over it.
+        once into memory, then the engine runs `config.epochs` epochs over it. progress(done, total)
+        is called after every epoch. Returns the engine's `TrainResult` (history = the loss curve; its
+        file paths exist only when `config.out_dir` is set, else they were in a removed temporary folder).
         """
         from fovea.engine.train import TrainConfig, fit
 
@@ -209,14 +211,17 @@ class ReverseDistillation(nn.Module):
             raise DataError("reverse distillation got no training images. Fix: give it normal images.")
         data = _ImageSet(torch.cat(images))
         cfg = self.config
+        epochs = None if progress is None else (
+            lambda stage, done, total: progress(done, total) if stage == "epochs" else None)
         self.train()  # bottleneck + student train; the teacher stays in eval mode (FeatureExtractor)
         with tempfile.TemporaryDirectory() as tmp:
             tc = TrainConfig(optimizer="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
                              batch_size=min(cfg.batch_size, len(data)), max_epochs=cfg.epochs,
                              schedule=cfg.schedule, seed=cfg.seed, out_dir=cfg.out_dir or tmp)
-            result = fit(_RDTask(self), data, None, tc)
+            result = fit(_RDTask(self), data, None, tc, progress=epochs)
         self.history = list(result.history)
         self.eval()
+        return result
 
 
 class _ImageSet(torch.utils.data.Dataset):
@@ -232,6 +237,8 @@ class _ImageSet(torch.utils.data.Dataset):
 
 class _RDTask:
     """Engine task: the paper's multi-scale cosine-distance loss; no validation metric."""
+
+    name = "anomaly"
 
     def __init__(self, model: ReverseDistillation):
         self.model = model

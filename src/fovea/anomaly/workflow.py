@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,13 +19,16 @@ import torch.nn.functional as F
 from fovea.anomaly.models import build_model
 from fovea.anomaly.pipeline import AnomalyPipeline
 from fovea.anomaly.predictor import AnomalyPredictor
-from fovea.core import AnomalyResult
 from fovea.anomaly.evaluate import evaluate_anomaly
 from fovea.anomaly.postprocess import fit_thresholds
-from fovea.errors import DataError, ImageReadError
-from fovea.io import read_image, read_mask
+from fovea.core import AnomalyResult
+from fovea.engine.progress import Progress
+from fovea.engine.results import TestReport, TrainResult, prediction_record
+from fovea.errors import DataError
+from fovea.io import read_mask
+from fovea.io import read_or_skip as io_read_or_skip
 
-Progress = Callable[[str, int, int], None]
+_FIT_STAGE = {"patchcore": "coreset", "reverse_distillation": "epochs"}  # what model.fit reports progress of
 
 
 @dataclass
@@ -47,14 +50,9 @@ class Skipped:
         self.items.append((str(path), reason))
 
 
-def _read(path, skip_bad: bool, skipped: Skipped) -> np.ndarray | None:
-    try:
-        return read_image(path)
-    except ImageReadError as exc:
-        if not skip_bad:
-            raise
-        skipped.add(path, exc.reason)
-        return None
+def read_or_skip(path, skip_bad: bool, skipped: Skipped) -> np.ndarray | None:
+    """The image at `path`, or None (recorded in `skipped`) when unreadable and skip_bad; else raises."""
+    return io_read_or_skip(path, skip_bad, skipped.items)
 
 
 def preprocessed_batches(pipe: AnomalyPipeline, paths: Sequence, batch_size: int, skip_bad: bool = False,
@@ -63,7 +61,7 @@ def preprocessed_batches(pipe: AnomalyPipeline, paths: Sequence, batch_size: int
     skipped = skipped if skipped is not None else Skipped()
     buf, idx = [], []
     for i, path in enumerate(paths):
-        img = _read(path, skip_bad, skipped)
+        img = read_or_skip(path, skip_bad, skipped)
         if img is not None:
             with torch.no_grad():
                 buf.append(pipe.preprocess(torch.from_numpy(np.require(img, requirements="W"))[None]))
@@ -79,7 +77,8 @@ def fit_pipeline(train_paths: Sequence, val_samples: Sequence, options: FitOptio
                  progress: Progress | None = None) -> tuple[AnomalyPipeline, dict]:
     """Fit the model on normal images, then thresholds and normalisation on the validation samples.
 
-    val_samples: objects with .path, .label (0/1) and .mask_path (or None). Returns (pipeline, info).
+    The in-memory step of `fit_anomaly` (no files written; benchmarks time it). val_samples: objects
+    with .path, .label (0/1) and .mask_path (or None). Returns (pipeline, info dict).
     """
     if not train_paths:
         raise DataError("no training images. Fix: point --normal-dir (or the MVTec train/good folder) at images.")
@@ -89,8 +88,8 @@ def fit_pipeline(train_paths: Sequence, val_samples: Sequence, options: FitOptio
     t0 = time.perf_counter()
     batches = (x for _, x in preprocessed_batches(pipe, train_paths, options.batch_size, skip_bad, skipped,
                                                    progress, "features"))
-    coreset_progress = (lambda i, n: progress("coreset", i, n)) if progress else None
-    model.fit(batches, progress=coreset_progress)
+    stage = _FIT_STAGE.get(options.model, "fit")
+    model.fit(batches, progress=(lambda i, n: progress(stage, i, n)) if progress else None)
     fit_s = time.perf_counter() - t0
     scores, labels, maps, masks = [], [], [], []
     val_paths = [s.path for s in val_samples]
@@ -118,6 +117,29 @@ def fit_pipeline(train_paths: Sequence, val_samples: Sequence, options: FitOptio
     return pipe, info
 
 
+def fit_anomaly(train_paths: Sequence, val_samples: Sequence, options: FitOptions, out_dir: str | Path, *,
+                skip_bad: bool = False, progress: Progress | None = None,
+                skipped: Sequence[tuple[str, str]] = ()) -> TrainResult:
+    """Fit (see `fit_pipeline`) and save the checkpoint folder `out_dir/model`; the task's TrainResult.
+
+    metrics: the fitted thresholds (raw score units); history: the training loss per epoch for
+    models that train (reverse distillation), else empty. skipped: files already left out while
+    listing the data, reported with those this step skips.
+    """
+    t0 = time.perf_counter()
+    pipe, info = fit_pipeline(train_paths, val_samples, options, skip_bad, progress)
+    all_skipped = [tuple(x) for x in skipped] + [tuple(x) for x in info["skipped"]]
+    info["skipped"] = all_skipped
+    ckpt = pipe.save(Path(out_dir) / "model", extra=info)
+    t = pipe.get_thresholds()
+    metrics = {"image_threshold": float(t.image_threshold), "pixel_threshold": float(t.pixel_threshold),
+               "n_train": int(info["n_train"]), "n_val": int(info["n_val"])}
+    return TrainResult(task="anomaly", checkpoint=Path(ckpt), metrics=metrics,
+                       history=list(getattr(pipe.model, "history", []) or []),
+                       timings_s={"fit": float(info["fit_seconds"]), "total": time.perf_counter() - t0},
+                       out_dir=Path(out_dir), skipped=all_skipped)
+
+
 def _mask_at(sample, size) -> np.ndarray | None:
     """Ground-truth mask resized (nearest) to `size`; zeros for normal images, None if unknown."""
     if int(sample.label) == 0:
@@ -128,49 +150,97 @@ def _mask_at(sample, size) -> np.ndarray | None:
     return (F.interpolate(m, size=tuple(size), mode="nearest")[0, 0] > 0.5).numpy()
 
 
-def run_test(predictor: AnomalyPredictor, samples: Sequence, skip_bad: bool = False,
-             progress: Progress | None = None) -> dict:
-    """Predict every test sample at full resolution and evaluate; returns results, metrics and timing."""
-    skipped = Skipped()
-    results: list[AnomalyResult] = []
-    labels, gt_masks, images, latencies = [], [], [], []
+@dataclass
+class _Predicted:
+    """Per-image outputs of a test pass, aligned lists (internal to `run_test`/`test_and_report`)."""
+
+    samples: list = field(default_factory=list)
+    results: list[AnomalyResult] = field(default_factory=list)
+    gt_masks: list = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)
+    skipped: Skipped = field(default_factory=Skipped)
+
+
+def _predict_samples(predictor: AnomalyPredictor, samples: Sequence, skip_bad: bool,
+                     progress: Progress | None) -> _Predicted:
+    out = _Predicted()
     for i, sample in enumerate(samples):
-        img = _read(sample.path, skip_bad, skipped)
+        img = read_or_skip(sample.path, skip_bad, out.skipped)
         if progress:
             progress("test", i + 1, len(samples))
         if img is None:
             continue
         t0 = time.perf_counter()
         res = predictor.predict_one(img, str(sample.path))
-        latencies.append(time.perf_counter() - t0)
-        results.append(res)
-        labels.append(int(sample.label))
-        images.append(img)
-        if int(sample.label) == 0:
-            gt_masks.append(np.zeros(img.shape[:2], bool))
-        elif getattr(sample, "mask_path", None) is not None:
-            mk = read_mask(sample.mask_path)
-            if mk.shape != img.shape[:2]:
-                raise DataError(f"mask {sample.mask_path} is {mk.shape[1]}x{mk.shape[0]} but image {sample.path} is "
-                                f"{img.shape[1]}x{img.shape[0]}. Fix: masks must have their image's size.")
-            gt_masks.append(mk)
-        else:
-            gt_masks.append(None)
-    if not results:
+        out.latencies_s.append(time.perf_counter() - t0)
+        out.results.append(res)
+        out.samples.append(sample)
+        out.gt_masks.append(_gt_mask(sample, img.shape[:2]))
+    if not out.results:
         raise DataError("no test images could be read. Fix: check the test folders.")
-    masks_ok = all(m is not None for m in gt_masks)
-    metrics = evaluate_anomaly(results, np.asarray(labels), gt_masks if masks_ok else None)
-    lat = np.asarray(latencies) * 1000
-    metrics["latency_ms_p50"] = float(np.percentile(lat, 50))
-    metrics["latency_ms_p95"] = float(np.percentile(lat, 95))
-    return {"results": results, "labels": labels, "gt_masks": gt_masks if masks_ok else None, "images": images,
-            "metrics": metrics, "skipped": skipped.items}
+    return out
+
+
+def _gt_mask(sample, shape) -> np.ndarray | None:
+    """(H, W) bool ground truth: zeros for normal images, the mask file for anomalous ones, None if unknown."""
+    if int(sample.label) == 0:
+        return np.zeros(shape, bool)
+    if getattr(sample, "mask_path", None) is None:
+        return None
+    mk = read_mask(sample.mask_path)
+    if mk.shape != tuple(shape):
+        raise DataError(f"mask {sample.mask_path} is {mk.shape[1]}x{mk.shape[0]} but image {sample.path} is "
+                        f"{shape[1]}x{shape[0]}. Fix: masks must have their image's size.")
+    return mk
+
+
+def _report_of(predictor: AnomalyPredictor, model: str | Path, data: str, pred: _Predicted) -> TestReport:
+    labels = np.asarray([int(s.label) for s in pred.samples])
+    masks_ok = all(m is not None for m in pred.gt_masks)
+    metrics = evaluate_anomaly(pred.results, labels, pred.gt_masks if masks_ok else None)
+    lat_ms = np.asarray(pred.latencies_s) * 1000
+    metrics["latency_ms_p50"] = float(np.percentile(lat_ms, 50))
+    metrics["latency_ms_p95"] = float(np.percentile(lat_ms, 95))
+    metrics["skipped_files"] = len(pred.skipped.items)
+    rows = [{"image": str(s.path), "truth": int(s.label), "defect_type": getattr(s, "defect_type", ""),
+             "result": r.to_dict()} for s, r in zip(pred.samples, pred.results)]
+    return TestReport(task="anomaly", model=str(model), backend=str(getattr(predictor, "runtime", "")),
+                      data=data, metrics=metrics, rows=rows, skipped=list(pred.skipped.items),
+                      timings_s={"predict": float(sum(pred.latencies_s))})
+
+
+def run_test(predictor: AnomalyPredictor, samples: Sequence, skip_bad: bool = False,
+             progress: Progress | None = None, *, model: str | Path = "", data: str = "") -> TestReport:
+    """Predict every test sample at full resolution and evaluate: metrics, one row per image, timings."""
+    return _report_of(predictor, model, data, _predict_samples(predictor, samples, skip_bad, progress))
+
+
+def evaluate_and_report(model: str | Path, samples: Sequence, out_dir: str | Path, *, skip_bad: bool = False,
+                    progress: Progress | None = None, data: str = "") -> TestReport:
+    """Test MODEL (checkpoint folder, .pt or .onnx) on `samples`; write report.html, metrics.json and
+    test_predictions.jsonl (the predictions.jsonl schema) into out_dir; the report lists their paths."""
+    from fovea.anomaly.report import write_anomaly_report
+
+    predictor = AnomalyPredictor.load(model)
+    pred = _predict_samples(predictor, samples, skip_bad, progress)
+    report = _report_of(predictor, model, data, pred)
+    out = Path(out_dir)
+    jsonl = write_jsonl(out / "test_predictions.jsonl", pred.results)
+    metrics_path = out / "metrics.json"
+    metrics_path.write_text(json.dumps(report.metrics, indent=2))
+    masks_ok = all(m is not None for m in pred.gt_masks)
+    html = write_anomaly_report(out, pred.results, [int(s.label) for s in pred.samples],
+                                pred.gt_masks if masks_ok else None, [s.path for s in pred.samples],
+                                report.metrics, predictor.thresholds, title=f"fovea anomaly report: {model}")
+    report.paths = {"metrics": metrics_path, "predictions": jsonl, "report": Path(html)}
+    return report
 
 
 def write_jsonl(path: str | Path, results: Sequence[AnomalyResult]) -> Path:
+    """One `prediction_record` line per result (the predictions.jsonl schema of every task)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
         for r in results:
-            fh.write(json.dumps(r.to_dict()) + "\n")
+            fh.write(json.dumps(prediction_record("anomaly", r.image_path, r)) + "\n")
     return path

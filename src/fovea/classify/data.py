@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from fovea.errors import DataError
-from fovea.io import IMAGE_EXTENSIONS, read_image
+from fovea.errors import DataError, ImageReadError
+from fovea.io import IMAGE_EXTENSIONS, image_header_size, list_images, read_image
 
 
 @dataclass
@@ -29,8 +29,13 @@ class Sample:
     label: int
 
 
-def scan_class_folders(root: str | Path, class_names: Sequence[str] | None = None) -> tuple[list[Sample], list[str]]:
-    """`root/<class>/*.png` -> samples and sorted class names (or the given order, checked)."""
+def scan_class_folders(root: str | Path, class_names: Sequence[str] | None = None, *, skip_bad: bool = False,
+                       skipped: list | None = None) -> tuple[list[Sample], list[str]]:
+    """`root/<class>/*.png` -> samples and sorted class names (or the given order, checked).
+
+    Images are listed with `fovea.io.list_images` (header-checked): an unreadable file raises, or with
+    skip_bad is left out and appended to `skipped` as (path, reason).
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder. Fix: pass a folder with one sub-folder per class, or a CSV.")
@@ -47,14 +52,22 @@ def scan_class_folders(root: str | Path, class_names: Sequence[str] | None = Non
         d = root / name
         if not d.is_dir():
             continue
-        samples += [Sample(p, ci) for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
+        found = list_images(d, skip_bad=skip_bad)
+        samples += [Sample(p, ci) for p in found]
+        if skipped is not None:
+            skipped += [(str(q), r) for q, r in found.skipped]
     if not samples:
         raise DataError(f"no images under {root}/<class>/ (extensions {', '.join(IMAGE_EXTENSIONS)}).")
     return samples, names
 
 
-def read_label_csv(path: str | Path, class_names: Sequence[str] | None = None) -> tuple[list[Sample], list[str]]:
-    """CSV with columns `path,label` (header optional); paths relative to the CSV's folder."""
+def read_label_csv(path: str | Path, class_names: Sequence[str] | None = None, *, skip_bad: bool = False,
+                   skipped: list | None = None) -> tuple[list[Sample], list[str]]:
+    """CSV with columns `path,label` (header optional); paths relative to the CSV's folder.
+
+    Every image's header is checked: an unreadable one raises, or with skip_bad is left out and
+    appended to `skipped` as (path, reason).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"label CSV {path} does not exist.")
@@ -79,16 +92,27 @@ def read_label_csv(path: str | Path, class_names: Sequence[str] | None = None) -
         q = Path(p) if Path(p).is_absolute() else path.parent / p
         if not q.is_file():
             raise DataError(f"{path}: image {q} does not exist. Fix: paths are relative to the CSV's folder.")
+        try:
+            image_header_size(q)
+        except ImageReadError as exc:
+            if not skip_bad:
+                raise
+            if skipped is not None:
+                skipped.append((str(q), exc.reason))
+            continue
         samples.append(Sample(q, index[label]))
+    if not samples:
+        raise DataError(f"every image listed in {path} is unreadable. Fix: replace the files.")
     return samples, names
 
 
-def load_samples(source: str | Path, class_names: Sequence[str] | None = None) -> tuple[list[Sample], list[str]]:
-    """A class-folder root or a `.csv` file."""
+def load_samples(source: str | Path, class_names: Sequence[str] | None = None, *, skip_bad: bool = False,
+                 skipped: list | None = None) -> tuple[list[Sample], list[str]]:
+    """A class-folder root or a `.csv` file; unreadable images raise, or with skip_bad go to `skipped`."""
     source = Path(source)
     if source.suffix.lower() == ".csv":
-        return read_label_csv(source, class_names)
-    return scan_class_folders(source, class_names)
+        return read_label_csv(source, class_names, skip_bad=skip_bad, skipped=skipped)
+    return scan_class_folders(source, class_names, skip_bad=skip_bad, skipped=skipped)
 
 
 def stratified_split(samples: Sequence[Sample], fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:

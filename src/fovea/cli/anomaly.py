@@ -1,12 +1,17 @@
-"""`fovea anomaly fit|test|predict|export`: the anomaly-inspection workflow on your own folders."""
+"""`fovea anomaly fit|test|predict|export`: the anomaly-inspection workflow on your own folders.
+
+The verbs and outputs are those of every learnt task (`fovea classify`, `fovea segment`): predict
+writes OUT/predictions.jsonl ({"task", "image", "result"} per line), --skip-bad lists what it skips.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from fovea.cli.common import (echo_skipped, export_model, export_options, load_task_predictor,
+                              overlay_name, predict_images, skip_bad_option)
 from fovea.cli.progress import progress_bar
 
 
@@ -33,8 +38,7 @@ def data_options(f):
                      help="Fraction of the test set used as validation for thresholds (0 = use the test set "
                           "itself, as Anomalib's MVTec protocol does)."),
         click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random split."),
-        click.option("--skip-bad", is_flag=True,
-                     help="Skip unreadable images instead of stopping; each is counted and listed in the report."),
+        skip_bad_option,
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -78,13 +82,13 @@ def anomaly() -> None:
 @click.option("--epochs", default=None, type=int, help="Reverse Distillation: training epochs.")
 @click.option("--batch-size", default=8, show_default=True, type=int, help="Images per feature batch.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/anomaly"), show_default=True,
-              help="Output folder; the checkpoint goes to OUT/model.")
+              help="Output folder; the checkpoint goes to OUT/model, the test report to OUT.")
 @click.option("--no-test", is_flag=True, help="Skip testing (and the report) after fitting.")
 def fit(data, category, normal_dir, abnormal_dirs, mask_dir, normal_test_dir, normal_split, val_split, seed,
         skip_bad, model_name, backbone, weights, layers, input_size, coreset_ratio, epochs, batch_size, out,
         no_test):
     """Fit a model on the normal images of DATA, choose thresholds on validation, then test it."""
-    from fovea.anomaly.workflow import FitOptions, fit_pipeline
+    from fovea.anomaly.workflow import FitOptions, fit_anomaly
 
     splits = load_splits(data, category, normal_dir, abnormal_dirs, mask_dir, normal_test_dir, normal_split,
                          val_split, seed, skip_bad)
@@ -98,42 +102,25 @@ def fit(data, category, normal_dir, abnormal_dirs, mask_dir, normal_test_dir, no
     options = FitOptions(model=model_name, input_size=(input_size, input_size), batch_size=batch_size,
                          model_options=model_options)
     with progress_bar() as progress:
-        pipe, info = fit_pipeline([s.path for s in splits.train], splits.val, options, skip_bad, progress)
-    info["skipped"] = list(getattr(splits, "skipped", [])) + info["skipped"]
-    ckpt = pipe.save(Path(out) / "model", extra=info)
-    click.echo(f"fitted {model_name} on {info['n_train']} images in {info['fit_seconds']:.1f} s -> {ckpt}")
-    _echo_skipped(info["skipped"])
+        result = fit_anomaly([s.path for s in splits.train], splits.val, options, out, skip_bad=skip_bad,
+                             progress=progress, skipped=splits.skipped)
+    click.echo(f"fitted {model_name} on {result.metrics['n_train']} images in {result.timings_s['fit']:.1f} s "
+               f"-> {result.checkpoint}")
+    echo_skipped(result.skipped)
     if not no_test:
-        _test_and_report(ckpt, splits.test, out, skip_bad)
+        report_test(result.checkpoint, splits.test, out, skip_bad, data)
 
 
-def _echo_skipped(skipped) -> None:
-    if skipped:
-        click.echo(f"skipped {len(skipped)} unreadable file(s):")
-        for path, reason in skipped:
-            click.echo(f"  {path}: {reason}")
+def report_test(model_path, samples, out, skip_bad: bool, data) -> dict:
+    """Test MODEL on `samples`, write report.html + metrics.json + test_predictions.jsonl, echo the metrics."""
+    from fovea.anomaly.workflow import evaluate_and_report
 
-
-def _test_and_report(model_path, samples, out, skip_bad) -> dict:
-    from fovea.anomaly.predictor import AnomalyPredictor
-    from fovea.anomaly.workflow import run_test, write_jsonl
-    from fovea.anomaly.report import write_anomaly_report
-
-    predictor = AnomalyPredictor.load(model_path)
     with progress_bar() as progress:
-        res = run_test(predictor, samples, skip_bad, progress)
-    out = Path(out)
-    write_jsonl(out / "test_predictions.jsonl", res["results"])
-    metrics = dict(res["metrics"])
-    metrics["skipped_files"] = len(res["skipped"])
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    thresholds = predictor.thresholds
-    report = write_anomaly_report(out, res["results"], res["labels"], res["gt_masks"], res["images"], metrics,
-                                  thresholds, title=f"fovea anomaly report: {model_path}")
-    _echo_metrics(metrics)
-    _echo_skipped(res["skipped"])
-    click.echo(f"report: {report}")
-    return metrics
+        report = evaluate_and_report(model_path, samples, out, skip_bad=skip_bad, progress=progress, data=str(data))
+    _echo_metrics(report.metrics)
+    echo_skipped(report.skipped)
+    click.echo(f"report: {report.paths['report']}")
+    return report.metrics
 
 
 def _echo_metrics(metrics: dict) -> None:
@@ -152,7 +139,7 @@ def test(model, data, category, normal_dir, abnormal_dirs, mask_dir, normal_test
     """Test MODEL (checkpoint folder, .pt or .onnx) on the test split of DATA and write report.html."""
     splits = load_splits(data, category, normal_dir, abnormal_dirs, mask_dir, normal_test_dir, normal_split,
                          val_split, seed, skip_bad)
-    _test_and_report(model, splits.test, out, skip_bad)
+    report_test(model, splits.test, out, skip_bad, data)
 
 
 @anomaly.command()
@@ -161,61 +148,34 @@ def test(model, data, category, normal_dir, abnormal_dirs, mask_dir, normal_test
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/anomaly-predict"), show_default=True,
               help="Where predictions.jsonl and overlays/*.png go.")
 @click.option("--no-overlays", is_flag=True, help="Write only the JSON lines.")
-@click.option("--skip-bad", is_flag=True, help="Skip unreadable images (counted and listed) instead of stopping.")
-def predict(model, inputs, out, no_overlays, skip_bad):
-    """Predict INPUTS (images, folders or globs) with MODEL (checkpoint folder, .pt or .onnx)."""
-    from fovea.anomaly.predictor import AnomalyPredictor
-    from fovea.anomaly.workflow import Skipped, _read
+@click.option("--batch-size", default=16, show_default=True, type=int, help="Images predicted at a time.")
+@skip_bad_option
+def predict(model, inputs, out, no_overlays, batch_size, skip_bad):
+    """Predict INPUTS (images, folders or quoted globs) with MODEL (checkpoint folder, .pt or .onnx).
+
+    Writes OUT/predictions.jsonl (one {"task", "image", "result"} line per image) and OUT/overlays/.
+    """
     from fovea.anomaly.report import overlay_png
-    from fovea.io import list_images, write_image
+    from fovea.io import write_image
 
-    paths = [p for item in inputs for p in list_images(item)]
-    predictor = AnomalyPredictor.load(model)
-    out = Path(out)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
-    skipped = Skipped()
+    predictor = load_task_predictor("anomaly", model)
     seen: set[str] = set()
-    n_anomalous = 0
-    with (out / "predictions.jsonl").open("w") as fh, progress_bar() as progress:
-        for i, path in enumerate(paths):
-            img = _read(path, skip_bad, skipped)
-            progress("predict", i + 1, len(paths))
-            if img is None:
-                continue
-            res = predictor.predict_one(img, str(path))
-            n_anomalous += res.label
-            fh.write(json.dumps(res.to_dict()) + "\n")
-            if not no_overlays:
-                write_image(out / "overlays" / _overlay_name(Path(path), seen), overlay_png(img, res))
-    click.echo(f"{len(paths) - len(skipped.items)} image(s) predicted with {predictor.runtime} model, "
-               f"{n_anomalous} anomalous -> {out / 'predictions.jsonl'}")
-    _echo_skipped(skipped.items)
+    n_anomalous = [0]
 
+    def on_result(path, image, res) -> None:
+        n_anomalous[0] += int(res.label)
+        if not no_overlays:
+            write_image(Path(out) / "overlays" / overlay_name(path, seen), overlay_png(image, res))
 
-def _overlay_name(path: Path, seen: set[str]) -> str:
-    """STEM.png, or PARENT_STEM.png (then a counter) when two inputs share a stem: nothing is overwritten."""
-    name = f"{path.stem}.png"
-    if name in seen:
-        name = f"{path.parent.name}_{path.stem}.png"
-    i = 1
-    while name in seen:
-        name, i = f"{path.parent.name}_{path.stem}_{i}.png", i + 1
-    seen.add(name)
-    return name
+    run = predict_images(predictor, "anomaly", inputs, out, skip_bad=skip_bad, batch_size=batch_size,
+                         on_result=on_result)
+    click.echo(f"{run.n_predicted} image(s) predicted with the {predictor.runtime} model, {n_anomalous[0]} "
+               f"anomalous -> {run.predictions}")
+    echo_skipped(run.skipped)
 
 
 @anomaly.command()
-@click.argument("model", type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "formats", multiple=True, default=("torchscript", "onnx"), show_default=True,
-              type=click.Choice(["torchscript", "onnx"]), help="Export format(s); repeat the option.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default: MODEL/../export).")
-def export(model, formats, out):
-    """Export a checkpoint folder with pre- and post-processing inside (uint8 image in, results out)."""
-    from fovea.engine.export import export as do_export
-    from fovea.anomaly.pipeline import AnomalyPipeline
-
-    pipe = AnomalyPipeline.load(model)
-    out = Path(out) if out else Path(model).resolve().parent / "export"
-    for fmt, path in do_export(pipe, out, formats).items():
-        click.echo(f"{fmt}: {path}")
+@export_options
+def export(model, formats, out_dir):
+    """Export checkpoint folder MODEL with pre- and post-processing inside (uint8 image in, results out)."""
+    export_model("anomaly", model, out_dir, formats)

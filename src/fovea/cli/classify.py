@@ -1,11 +1,19 @@
-"""`fovea classify train|test|predict|export`: image classification on your own folders."""
+"""`fovea classify fit|test|predict|export`: image classification on your own folders.
+
+`train` is a hidden alias of `fit`; predict writes OUT/predictions.jsonl ({"task", "image",
+"result"} per line) like every task.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
+
+from fovea.cli.common import (add_hidden_alias, echo_skipped, export_model, export_options, load_task_predictor,
+                              predict_images, skip_bad_option)
+from fovea.cli.progress import progress_bar
+
 
 def _split_dir(data: Path, name: str) -> Path | None:
     d = data / name
@@ -17,7 +25,7 @@ def classify() -> None:
     """Train, test, run and export image classifiers (any timm backbone, offline EfficientNet-Lite0 by default)."""
 
 
-@classify.command("train")
+@classify.command("fit")
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/classify"),
               show_default=True, help="Output folder: model.safetensors, recipe.json, curves.png, history.json, "
@@ -60,10 +68,10 @@ def classify() -> None:
 @click.option("--resume", "resume_from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Continue an interrupted run from its last.ckpt (same --out and options).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of splits, initialisation, order and augmentation.")
-@click.option("--progress/--quiet", default=True, show_default=True, help="Show a progress bar.")
-def train_cmd(data, out_dir, val_data, val_fraction, backbone, weights, input_size, linear_probe, balanced, no_augment,
-              epochs, batch_size, optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_epochs, grad_clip,
-              label_smoothing, monitor, patience, precision, devices, workers, max_time_s, resume_from, seed, progress):
+@skip_bad_option
+def fit_cmd(data, out_dir, val_data, val_fraction, backbone, weights, input_size, linear_probe, balanced, no_augment,
+            epochs, batch_size, optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_epochs, grad_clip,
+            label_smoothing, monitor, patience, precision, devices, workers, max_time_s, resume_from, seed, skip_bad):
     """Fine-tune (or linear-probe) a classifier on DATA.
 
     DATA is a folder with one sub-folder per class (DATA/<class>/*.png), a CSV of `path,label` rows
@@ -81,14 +89,19 @@ def train_cmd(data, out_dir, val_data, val_fraction, backbone, weights, input_si
                       schedule=schedule, warmup_epochs=warmup_epochs, grad_clip=grad_clip, monitor=monitor,
                       mode="max" if monitor == "val_acc" else "min", early_stopping_patience=patience,
                       precision=precision, seed=seed, devices=devices, num_workers=workers, resume_from=resume_from,
-                      progress=progress, max_time_s=max_time_s)
-    res = train_classifier(train_src or data, out_dir, val_source=val_data, backbone=backbone, weights=weights,
-                           input_size=input_size, linear_probe=linear_probe, balanced=balanced,
-                           val_fraction=val_fraction, augment=None if no_augment else Augment(),
-                           label_smoothing=label_smoothing, config=cfg)
-    m = res.val_metrics
-    click.echo(f"best epoch {res.train.best_epoch}: val accuracy {m['accuracy']:.4f} on {m['n']} images "
-               f"({res.train_seconds:.0f} s). Wrote {res.out_dir}/model.safetensors, curves.png, metrics.json")
+                      max_time_s=max_time_s)
+    with progress_bar() as progress:
+        res = train_classifier(train_src or data, out_dir, val_source=val_data, backbone=backbone, weights=weights,
+                               input_size=input_size, linear_probe=linear_probe, balanced=balanced,
+                               val_fraction=val_fraction, augment=None if no_augment else Augment(),
+                               label_smoothing=label_smoothing, config=cfg, skip_bad=skip_bad, progress=progress)
+    m = res.metrics
+    click.echo(f"best epoch {res.best_epoch}: val accuracy {m['accuracy']:.4f} on {m['n']} images "
+               f"({res.timings_s['train']:.0f} s). Checkpoint {res.checkpoint} (with curves.png, metrics.json)")
+    echo_skipped(res.skipped)
+
+
+add_hidden_alias(classify, fit_cmd, "train")
 
 
 @classify.command("test")
@@ -97,10 +110,11 @@ def train_cmd(data, out_dir, val_data, val_fraction, backbone, weights, input_si
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where metrics.json and confusion.png go [default: MODEL's folder / test].")
 @click.option("--topk", default=5, show_default=True, type=int, help="Also report top-k accuracy (when k < classes).")
-def test_cmd(model, data, out_dir, topk):
+@skip_bad_option
+def test_cmd(model, data, out_dir, topk, skip_bad):
     """Accuracy, top-k, per-class precision/recall and a confusion-matrix PNG of MODEL on labelled DATA.
 
-    MODEL is a `classify train` folder, an exported .pt (TorchScript) or .onnx file. DATA is a folder
+    MODEL is a `classify fit` folder, an exported .pt (TorchScript) or .onnx file. DATA is a folder
     of class folders, a `path,label` CSV, or a folder holding test/ in that layout (then test/ is used).
     """
     from fovea.classify.train import evaluate_classifier
@@ -108,58 +122,39 @@ def test_cmd(model, data, out_dir, topk):
     if data.is_dir() and _split_dir(data, "test") is not None:
         data = data / "test"
     out = out_dir or ((model if model.is_dir() else model.parent) / "test")
-    m = evaluate_classifier(model, data, out, topk=(1, topk))
-    click.echo(f"accuracy {m['accuracy']:.4f} on {m['n']} images ({m['backend']}); "
+    with progress_bar() as progress:
+        report = evaluate_classifier(load_task_predictor("classify", model), data, out, topk=(1, topk),
+                                     skip_bad=skip_bad, progress=progress)
+    m = report.metrics
+    click.echo(f"accuracy {m['accuracy']:.4f} on {m['n']} images ({report.backend}); "
                f"macro precision {m['macro_precision']:.4f}, macro recall {m['macro_recall']:.4f}. Wrote {out}")
+    echo_skipped(report.skipped)
 
 
 @classify.command("predict")
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
-@click.argument("images", nargs=-1, required=True)
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON-lines file, one line per image [default: standard output].")
-@click.option("--batch", default=32, show_default=True, type=int, help="Images read and predicted at a time.")
-def predict_cmd(model, images, out_file, batch):
-    """Classify IMAGES (files, folders or quoted glob patterns) with MODEL; one JSON line per image.
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/classify-predict"),
+              show_default=True, help="Where predictions.jsonl goes.")
+@click.option("--batch-size", default=32, show_default=True, type=int, help="Images read and predicted at a time.")
+@skip_bad_option
+def predict_cmd(model, inputs, out, batch_size, skip_bad):
+    """Classify INPUTS (files, folders or quoted glob patterns) with MODEL (a `classify fit` folder, .pt or .onnx).
 
-    MODEL is a `classify train` folder, an exported .pt (TorchScript) or .onnx file. Each line has
-    image_path, class_id, class_name, confidence and probs.
+    Writes OUT/predictions.jsonl, one {"task", "image", "result"} line per image; the result holds
+    class_id, class_name, confidence and probs.
     """
-    from fovea.classify.predictor import load_predictor
-    from fovea.io import list_images, read_image
-
-    predictor = load_predictor(model)
-    paths = [p for src in images for p in list_images(src)]
-    sink = open(out_file, "w") if out_file else None
-    try:
-        for i in range(0, len(paths), batch):
-            part = paths[i:i + batch]
-            for path, r in zip(part, predictor.predict([read_image(p) for p in part])):
-                r.image_path = str(path)
-                line = json.dumps(r.to_dict())
-                if sink:
-                    sink.write(line + "\n")
-                else:
-                    click.echo(line)
-    finally:
-        if sink:
-            sink.close()
-    if out_file:
-        click.echo(f"wrote {len(paths)} predictions to {out_file}", err=True)
+    predictor = load_task_predictor("classify", model)
+    run = predict_images(predictor, "classify", inputs, out, skip_bad=skip_bad, batch_size=batch_size)
+    click.echo(f"{run.n_predicted} image(s) classified with the {predictor.runtime} model -> {run.predictions}")
+    echo_skipped(run.skipped)
 
 
 @classify.command("export")
-@click.argument("model", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the exported files [default: MODEL/export].")
-@click.option("--format", "formats", type=click.Choice(["torchscript", "onnx", "all"]), default="all", show_default=True,
-              help="torchscript -> classifier.pt, onnx -> classifier.onnx (recipe inside); both take uint8 "
-                   "(B, H, W, 3) RGB of any size and return class probabilities (B, C).")
-def export_cmd(model, out_dir, formats):
-    """Export a trained classifier folder MODEL with its pre-processing (resize + normalise) inside the graph."""
-    from fovea.classify.predictor import FORMATS, export_classifier
+@export_options
+def export_cmd(model, formats, out_dir):
+    """Export a trained classifier folder MODEL with its pre-processing (resize + normalise) inside the graph.
 
-    out = out_dir or Path(model) / "export"
-    paths = export_classifier(model, out, FORMATS if formats == "all" else (formats,))
-    for fmt, p in paths.items():
-        click.echo(f"{fmt}: {p}")
+    The files take uint8 (B, H, W, 3) RGB of any size and return class probabilities (B, C).
+    """
+    export_model("classify", model, out_dir, formats)

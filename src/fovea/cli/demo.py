@@ -19,13 +19,12 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of data, splits and coreset.")
 def demo(out, category, size, n_train, seed):
     """Generate bricks data, fit PatchCore on ImageNet features, test, report, export, predict."""
-    from fovea.engine.export import export
-    from fovea.anomaly.pipeline import AnomalyPipeline
-    from fovea.anomaly.predictor import AnomalyPredictor
-    from fovea.anomaly.workflow import FitOptions, fit_pipeline
-    from fovea.cli.anomaly import _test_and_report
+    from fovea import load_predictor
+    from fovea.anomaly.report import overlay_png
+    from fovea.anomaly.workflow import FitOptions, evaluate_and_report, fit_anomaly, write_jsonl
     from fovea.cli.progress import progress_bar
     from fovea.data import load_mvtec
+    from fovea.io import read_image, write_image
     from fovea.synth.bricks import generate_bricks
 
     t_start = time.perf_counter()
@@ -41,30 +40,30 @@ def demo(out, category, size, n_train, seed):
     options = FitOptions(model="patchcore", input_size=(256, 256),
                          model_options={"backbone": "efficientnet_lite0", "seed": seed})
     with progress_bar() as progress:
-        pipe, info = fit_pipeline([s.path for s in splits.train], splits.val, options, progress=progress)
-    ckpt = pipe.save(out / "model", extra=info)
-    click.echo(f"      fitted in {info['fit_seconds']:.1f} s, memory bank {tuple(pipe.model.memory_bank.shape)}")
+        fitted = fit_anomaly([s.path for s in splits.train], splits.val, options, out, progress=progress)
+    ckpt = fitted.checkpoint
+    click.echo(f"      fitted in {fitted.timings_s['fit']:.1f} s -> {ckpt}")
 
     click.echo("[3/5] testing on the held-out test split")
-    metrics = _test_and_report(ckpt, splits.test, out, skip_bad=False)
+    with progress_bar() as progress:
+        report = evaluate_and_report(ckpt, splits.test, out, progress=progress, data=str(data_root / category))
+    metrics = report.metrics
 
     click.echo("[4/5] exporting TorchScript and ONNX (pre- and post-processing inside)")
-    files = export(AnomalyPipeline.load(ckpt), out / "export")
+    files = load_predictor(ckpt).export(out / "export")
     for fmt, path in files.items():
         click.echo(f"      {fmt}: {path}")
 
     click.echo("[5/5] predicting a few test images with the exported ONNX model")
-    from fovea.anomaly.workflow import write_jsonl
-    from fovea.anomaly.report import overlay_png
-    from fovea.io import read_image, write_image
-
-    onnx = AnomalyPredictor.load(files["onnx"])
+    onnx = load_predictor(files["onnx"])
     picks = [s for s in splits.test if s.label == 0][:2] + [s for s in splits.test if s.label == 1][:3]
     results = []
     for s in picks:
-        res = onnx.predict_one(read_image(s.path), str(s.path))
+        image = read_image(s.path)
+        res = onnx.predict_one(image, str(s.path))
         results.append(res)
-        write_image(out / "predictions" / f"{Path(s.path).parent.name}_{Path(s.path).stem}.png", overlay_png(read_image(s.path), res))
+        write_image(out / "predictions" / f"{Path(s.path).parent.name}_{Path(s.path).stem}.png",
+                    overlay_png(image, res))
         truth = "anomalous" if s.label else "normal"
         click.echo(f"      {Path(s.path).parent.name}/{Path(s.path).name}: score {res.score:.3f} "
                    f"-> {'ANOMALOUS' if res.label else 'normal'} (truth: {truth}), {len(res.boxes)} box(es)")
@@ -73,12 +72,12 @@ def demo(out, category, size, n_train, seed):
     total = time.perf_counter() - t_start
     summary = {"category": category, "image_auroc": metrics.get("image_auroc"),
                "pixel_auroc": metrics.get("pixel_auroc"), "aupro": metrics.get("aupro"),
-               "fit_seconds": info["fit_seconds"], "total_seconds": total}
+               "fit_seconds": fitted.timings_s["fit"], "total_seconds": total}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     click.echo("")
     click.echo(f"image AUROC {metrics.get('image_auroc', float('nan')):.4f} on bricks/{category} "
                f"(pixel AUROC {metrics.get('pixel_auroc', float('nan')):.4f}, AUPRO {metrics.get('aupro', float('nan')):.4f})")
-    click.echo(f"report:      {out / 'report.html'}")
+    click.echo(f"report:      {report.paths['report']}")
     click.echo(f"checkpoint:  {ckpt}")
     click.echo(f"exports:     {out / 'export'}")
     click.echo(f"predictions: {out / 'predictions'}")

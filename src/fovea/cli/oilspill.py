@@ -28,11 +28,12 @@ def assess(images, altitude_m, calib, model_path, masks, rules, out):
     """Assess a survey: writes OUT/report.md, OUT/assessment.json and OUT/overlays/."""
     from fovea.apps.oilspill.assess import assess_class_maps, calib_for, check_altitude, load_rules, segment_images
     from fovea.apps.oilspill.report import write_report
-    from fovea.cli.geometry import _expand, _read
+    from fovea.cli.common import list_inputs
+    from fovea.io import read_image
 
     check_altitude(altitude_m)
-    paths = _expand(images)
-    imgs = [_read(p) for p in paths]
+    paths = list_inputs(images, skip_bad=False)
+    imgs = [read_image(p) for p in paths]
     model = calib_for(calib, imgs, [str(p) for p in paths])
     if masks:
         import cv2
@@ -45,9 +46,9 @@ def assess(images, altitude_m, calib, model_path, masks, rules, out):
                 raise ConfigError(f"mask {mp} for {p} is missing or unreadable. Fix: one class-index PNG per image.")
             maps.append(np.asarray(m if m.ndim == 2 else m[..., 0]).astype(np.int64))
     elif model_path:
-        from fovea.segment.predictor import SegmentationPredictor
+        from fovea.cli.common import load_task_predictor
 
-        maps = segment_images(imgs, SegmentationPredictor.load(model_path))
+        maps = segment_images(imgs, load_task_predictor("segment", model_path))
     else:
         raise ConfigError("no segmentation: pass --model (trained with `fovea oilspill train`) or --masks DIR.")
     a = assess_class_maps(maps, model, altitude_m, load_rules(rules), [p.name for p in paths])
@@ -85,6 +86,10 @@ def compare(before, after, out):
 def train(out_dir, epochs, surveys, seed):
     """Train the oil-film segmenter on synthetic sea surveys (fovea.synth.sea)."""
     from fovea.apps.oilspill.train import train_oilspill_segmenter
+    from fovea.cli.progress import progress_bar
 
-    pred, _ = train_oilspill_segmenter(out_dir, n_train_surveys=surveys, epochs=epochs, seed=seed)
-    click.echo(f"model saved under {out_dir}/model")
+    with progress_bar() as progress:
+        result = train_oilspill_segmenter(out_dir, n_train_surveys=surveys, epochs=epochs, seed=seed,
+                                          progress=progress)
+    miou = result.metrics.get("val_miou")
+    click.echo(f"model saved to {result.checkpoint}" + (f" (validation mean IoU {miou:.3f})" if miou is not None else ""))

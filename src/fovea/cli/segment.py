@@ -1,7 +1,9 @@
-"""`fovea segment train|test|predict|export`: semantic segmentation on your own images.
+"""`fovea segment fit|test|predict|export`: semantic segmentation on your own images.
 
 DATA is a folder holding `images/` and `masks/` (same file stems, PNG masks with one class index
 per pixel, optional `classes.json` = {"classes": [...]}) or a COCO JSON file with polygons.
+`train` is a hidden alias of `fit`; predict writes OUT/predictions.jsonl ({"task", "image",
+"result"} per line) like every task.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from pathlib import Path
 
 import click
 
+from fovea.cli.common import (add_hidden_alias, echo_skipped, export_model, export_options, load_task_predictor,
+                              overlay_name, predict_images, skip_bad_option)
+from fovea.cli.progress import progress_bar
 from fovea.errors import DataError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def open_dataset(path: str | Path, size: tuple[int, int], augment: bool = False, indices=None,
-                 class_names: tuple[str, ...] | None = None):
+                 class_names: tuple[str, ...] | None = None, skip_bad: bool = False):
     """A mask folder (DATA/images + DATA/masks) or a COCO JSON file as a segmentation data set."""
     from fovea.segment.data import CocoPolygonDataset, MaskFolderDataset
 
@@ -26,7 +29,7 @@ def open_dataset(path: str | Path, size: tuple[int, int], augment: bool = False,
         return CocoPolygonDataset(path, size=size, augment=augment, indices=indices)
     if (path / "images").is_dir() and (path / "masks").is_dir():
         return MaskFolderDataset(path / "images", path / "masks", class_names=class_names, size=size,
-                                 augment=augment, indices=indices)
+                                 augment=augment, indices=indices, skip_bad=skip_bad)
     raise DataError(f"{path} is neither a COCO .json file nor a folder with images/ and masks/. Fix: arrange "
                     "your data as DATA/images/NAME.png + DATA/masks/NAME.png (class index per pixel).")
 
@@ -47,12 +50,13 @@ def _print_metrics(m: dict) -> None:
 
 @click.group("segment")
 def segment() -> None:
-    """Semantic segmentation: train, test, predict, export (class index per pixel)."""
+    """Semantic segmentation: fit, test, predict, export (class index per pixel)."""
 
 
-@segment.command("train")
+@segment.command("fit")
 @click.argument("data", type=click.Path(exists=True))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/segment", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/segment", show_default=True,
+              help="Output folder: OUT/model (checkpoint), curves.png, history.json, metrics.json, overlays/.")
 @click.option("--val", "val_data", type=click.Path(exists=True), default=None,
               help="Validation data (same layout); default: --val-fraction of DATA.")
 @click.option("--val-fraction", type=float, default=0.2, show_default=True)
@@ -71,32 +75,42 @@ def segment() -> None:
 @click.option("--patience", type=int, default=None, help="Early stopping on val mean IoU.")
 @click.option("--precision", type=click.Choice(["32", "bf16"]), default="32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def train_cmd(data, out_dir, val_data, val_fraction, size, backbone, weights, head, class_weights, epochs,
-              batch_size, lr, optimizer, schedule, warmup_epochs, patience, precision, seed) -> None:
+@skip_bad_option
+def fit_cmd(data, out_dir, val_data, val_fraction, size, backbone, weights, head, class_weights, epochs,
+            batch_size, lr, optimizer, schedule, warmup_epochs, patience, precision, seed, skip_bad) -> None:
     """Train on DATA; writes OUT/model (checkpoint), the loss curve and OUT/metrics.json."""
     from fovea.engine.train import TrainConfig
     from fovea.segment.data import split_indices
+    from fovea.segment.predictor import SegmentationPredictor
     from fovea.segment.train import evaluate_segmenter, train_segmenter
 
     size = (int(size[0]), int(size[1]))
     if val_data:
-        train_ds = open_dataset(data, size, augment=True)
-        val_ds = open_dataset(val_data, size, class_names=train_ds.class_names)
+        train_ds = open_dataset(data, size, augment=True, skip_bad=skip_bad)
+        val_ds = open_dataset(val_data, size, class_names=train_ds.class_names, skip_bad=skip_bad)
+        skipped = getattr(train_ds, "skipped", []) + getattr(val_ds, "skipped", [])
     else:
-        n = len(open_dataset(data, size))
-        tr, va = split_indices(n, val_fraction, seed)
-        train_ds = open_dataset(data, size, augment=True, indices=tr)
-        val_ds = open_dataset(data, size, indices=va)
+        full = open_dataset(data, size, skip_bad=skip_bad)
+        skipped = list(getattr(full, "skipped", []))
+        tr, va = split_indices(len(full), val_fraction, seed)
+        train_ds = open_dataset(data, size, augment=True, indices=tr, skip_bad=skip_bad)
+        val_ds = open_dataset(data, size, indices=va, skip_bad=skip_bad)
     cfg = TrainConfig(optimizer=optimizer, lr=lr, batch_size=batch_size, max_epochs=epochs, schedule=schedule,
                       warmup_epochs=warmup_epochs, monitor="val_miou", mode="max",
                       early_stopping_patience=patience, precision=precision, seed=seed, out_dir=out_dir)
-    predictor = train_segmenter(train_ds, val_ds, train_ds.num_classes, train_ds.class_names, backbone, cfg,
-                                weights=weights, head=head, input_size=size,
-                                class_weights=None if class_weights == "none" else "auto")
-    metrics = evaluate_segmenter(predictor, val_ds, overlay_dir=Path(out_dir) / "overlays", max_overlays=8)
-    Path(out_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _print_metrics(metrics)
-    click.echo(f"model: {Path(out_dir) / 'model'}  curve: {predictor.train_result.curve_png}")
+    with progress_bar() as progress:
+        result = train_segmenter(train_ds, val_ds, train_ds.num_classes, train_ds.class_names, backbone, cfg,
+                                 weights=weights, head=head, input_size=size,
+                                 class_weights=None if class_weights == "none" else "auto", progress=progress)
+        report = evaluate_segmenter(SegmentationPredictor.load(result.checkpoint), val_ds,
+                                    overlay_dir=Path(out_dir) / "overlays", max_overlays=8, progress=progress)
+    Path(out_dir, "metrics.json").write_text(json.dumps({**report.metrics, "skipped_files": len(skipped)}, indent=2))
+    _print_metrics(report.metrics)
+    click.echo(f"model: {result.checkpoint}  curve: {result.curves_png}")
+    echo_skipped(skipped)
+
+
+add_hidden_alias(segment, fit_cmd, "train")
 
 
 @segment.command("test")
@@ -105,68 +119,68 @@ def train_cmd(data, out_dir, val_data, val_fraction, size, backbone, weights, he
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write metrics.json and overlays (prediction | ground truth) here.")
 @click.option("--max-overlays", type=int, default=16, show_default=True)
-def test_cmd(model, data, out_dir, max_overlays) -> None:
+@skip_bad_option
+def test_cmd(model, data, out_dir, max_overlays, skip_bad) -> None:
     """Per-class IoU, mean IoU and pixel accuracy of MODEL (folder, .pt or .onnx) on DATA."""
-    from fovea.segment.predictor import SegmentationPredictor
     from fovea.segment.train import evaluate_segmenter
 
-    predictor = SegmentationPredictor.load(model)
-    ds = open_dataset(data, (16, 16), class_names=predictor.class_names)
+    predictor = load_task_predictor("segment", model)
+    ds = open_dataset(data, (16, 16), class_names=predictor.class_names, skip_bad=skip_bad)
     if ds.num_classes != len(predictor.class_names):
         raise DataError(f"{data} has {ds.num_classes} classes but {model} predicts {len(predictor.class_names)} "
                         f"{list(predictor.class_names)}. Fix: test on data labelled with the model's classes.")
-    metrics = evaluate_segmenter(predictor, ds, overlay_dir=Path(out_dir) / "overlays" if out_dir else None,
-                                 max_overlays=max_overlays)
+    with progress_bar() as progress:
+        report = evaluate_segmenter(predictor, ds, overlay_dir=Path(out_dir) / "overlays" if out_dir else None,
+                                    max_overlays=max_overlays, progress=progress)
+    skipped = list(getattr(ds, "skipped", []))
     if out_dir:
-        Path(out_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _print_metrics(metrics)
+        Path(out_dir, "metrics.json").write_text(json.dumps({**report.metrics, "skipped_files": len(skipped)},
+                                                            indent=2))
+    _print_metrics(report.metrics)
+    echo_skipped(skipped)
 
 
 @segment.command("predict")
 @click.argument("model", type=click.Path(exists=True))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/segment_predict", show_default=True)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/segment-predict", show_default=True,
+              help="Where predictions.jsonl, overlays/ and masks/ go.")
 @click.option("--masks/--no-masks", default=True, show_default=True, help="Also write class-index mask PNGs.")
-def predict_cmd(model, inputs, out_dir, masks) -> None:
-    """Segment images (files or folders): overlays, masks and results.jsonl in OUT."""
+@click.option("--no-overlays", is_flag=True, help="Do not draw overlays.")
+@click.option("--batch-size", default=8, show_default=True, type=int, help="Images predicted at a time.")
+@skip_bad_option
+def predict_cmd(model, inputs, out_dir, masks, no_overlays, batch_size, skip_bad) -> None:
+    """Segment INPUTS (files, folders or quoted globs) with MODEL (folder, .pt or .onnx).
+
+    Writes OUT/predictions.jsonl (one {"task", "image", "result"} line per image; the result holds
+    the pixel count of every class), OUT/overlays/ and OUT/masks/ (class index per pixel).
+    """
     import cv2
     import numpy as np
 
-    from fovea.segment.data import read_rgb
     from fovea.segment.overlay import save_overlay
-    from fovea.segment.predictor import SegmentationPredictor
 
-    predictor = SegmentationPredictor.load(model)
-    paths = []
-    for p in map(Path, inputs):
-        paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [p]
-    if not paths:
-        raise DataError(f"no images found in {list(inputs)}")
+    predictor = load_task_predictor("segment", model)
     out = Path(out_dir)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
-    if masks:
-        (out / "masks").mkdir(exist_ok=True)
-    with open(out / "results.jsonl", "w") as f:
-        for path in paths:
-            res = predictor.predict_one(read_rgb(path), str(path))
-            save_overlay(out / "overlays" / f"{path.stem}.png", read_rgb(path), res.class_map, predictor.class_names)
-            if masks:
-                cv2.imwrite(str(out / "masks" / f"{path.stem}.png"), res.class_map.astype(np.uint16 if
-                            len(predictor.class_names) > 255 else np.uint8))
-            f.write(json.dumps(res.to_dict()) + "\n")
-    click.echo(f"{len(paths)} image(s) -> {out}")
+    seen: set[str] = set()
+    dtype = np.uint16 if len(predictor.class_names) > 255 else np.uint8
+
+    def on_result(path, image, res) -> None:
+        name = overlay_name(path, seen)
+        if not no_overlays:
+            save_overlay(out / "overlays" / name, image, res.class_map, predictor.class_names)
+        if masks:  # OpenCV keeps 16-bit indices (more than 255 classes) exact
+            (out / "masks").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out / "masks" / name), res.class_map.astype(dtype))
+
+    run = predict_images(predictor, "segment", inputs, out, skip_bad=skip_bad, batch_size=batch_size,
+                         on_result=on_result)
+    click.echo(f"{run.n_predicted} image(s) segmented with the {predictor.runtime} model -> {run.predictions}")
+    echo_skipped(run.skipped)
 
 
 @segment.command("export")
-@click.argument("model", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Default: MODEL/export.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["torchscript", "onnx"]),
-              default=("torchscript", "onnx"), show_default=True)
-def export_cmd(model, out_dir, formats) -> None:
+@export_options
+def export_cmd(model, formats, out_dir) -> None:
     """Export the whole pipeline (resize, normalise, network, softmax) to TorchScript / ONNX."""
-    from fovea.segment.predictor import SegmentationPredictor
-
-    predictor = SegmentationPredictor.load(model)
-    for fmt, path in predictor.export(out_dir or Path(model) / "export", formats).items():
-        click.echo(f"{fmt}: {path}")
+    export_model("segment", model, out_dir, formats)

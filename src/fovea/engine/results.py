@@ -122,3 +122,11 @@ class TestReport:
         kw["paths"] = {k: Path(v) for k, v in kw.get("paths", {}).items()}
         kw["skipped"] = [(str(p), str(r)) for p, r in kw.get("skipped", [])]
         return cls(**kw)
+
+
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+def prediction_record(task: str, image: str | Path | None, result: Any) -> dict[str, Any]:
+    """The one line every task writes to predictions.jsonl: {"task", "image", "result": result.to_dict()}."""
+    return {"task": str(task), "image": None if image is None else str(image), "result": result.to_dict()}

@@ -8,6 +8,7 @@ from fovea.io.image import (
     list_images,
     read_image,
     read_mask,
+    read_or_skip,
     to_rgb_uint8,
     write_image,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "list_images",
     "read_image",
     "read_mask",
+    "read_or_skip",
     "to_rgb_uint8",
     "write_image",
 ]

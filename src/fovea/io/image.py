@@ -235,6 +235,18 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return apply_exif_orientation(mask, orientation)
 
 
+def read_or_skip(path: str | os.PathLike, skip_bad: bool, skipped: list) -> np.ndarray | None:
+    """`read_image(path)`, or with skip_bad None for an unreadable file, appended to `skipped` as
+    (path string, reason); without skip_bad the ImageReadError propagates."""
+    try:
+        return read_image(path)
+    except ImageReadError as exc:
+        if not skip_bad:
+            raise
+        skipped.append((str(path), exc.reason))
+        return None
+
+
 # ----------------------------------------------------------------------------------- writing
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write an image (any array `to_rgb_uint8` accepts; (H, W) uint8/bool stays one channel) losslessly

@@ -18,23 +18,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from fovea.errors import DataError, ImageReadError, MaskMismatchError
+from fovea.io import list_images, read_image
 from fovea.weights import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB via `fovea.io.read_image` when present, else OpenCV."""
-    try:
-        from fovea.io import read_image  # type: ignore[attr-defined]
-    except ImportError:
-        read_image = None
-    if read_image is not None:
-        return read_image(path)
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ImageReadError(path, "OpenCV cannot decode it")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")  # cannot hold exact class indices
 
 
 def read_index_mask(path: str | Path) -> np.ndarray:
@@ -113,21 +100,30 @@ class MaskFolderDataset(SegmentationDataset):
     """Images in `images_dir`, masks with the same stem in `masks_dir` (PNG, class index per pixel).
 
     class_names: tuple of names (index = class id); default from `classes.json` beside the folders
-    ({"classes": [...]}) or, failing that, num_classes.
+    ({"classes": [...]}) or, failing that, num_classes. Both folders are listed with
+    `fovea.io.list_images` (header-checked): an unreadable image or mask raises, or with skip_bad
+    its pair is left out and listed in `self.skipped` as (path, reason).
     """
 
     def __init__(self, images_dir: str | Path, masks_dir: str | Path, class_names: Sequence[str] | None = None,
                  num_classes: int | None = None, size: tuple[int, int] = (256, 256), augment: bool = False,
-                 indices: Sequence[int] | None = None):
+                 indices: Sequence[int] | None = None, skip_bad: bool = False):
         super().__init__(size, augment)
         images_dir, masks_dir = Path(images_dir), Path(masks_dir)
         for d, what in ((images_dir, "images"), (masks_dir, "masks")):
             if not d.is_dir():
                 raise DataError(f"{what} folder {d} does not exist. Fix: pass an existing folder.")
-        images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not images:
-            raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {images_dir}.")
-        masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp")}
+        images = list_images(images_dir, skip_bad=skip_bad)
+        mask_files = list_images(masks_dir, skip_bad=skip_bad)
+        lossy = [m.name for m in mask_files if m.suffix.lower() in LOSSY_EXTENSIONS]
+        if lossy:
+            raise DataError(f"{len(lossy)} mask(s) in {masks_dir} use a lossy format, e.g. {lossy[:3]}: JPEG/WebP "
+                            "change class indices at region borders. Fix: save masks as PNG (or TIFF/BMP).")
+        masks = {p.stem: p for p in mask_files}
+        self.skipped = [(str(q), r) for q, r in images.skipped + mask_files.skipped]
+        bad_stems = {Path(q).stem for q, _ in self.skipped}
+        images = [p for p in images if p.stem not in bad_stems]
+        masks = {k: v for k, v in masks.items() if k not in bad_stems}
         missing = [p.name for p in images if p.stem not in masks]
         if missing:
             raise MaskMismatchError(f"{len(missing)} image(s) in {images_dir} have no mask with the same stem in "
@@ -136,6 +132,7 @@ class MaskFolderDataset(SegmentationDataset):
         if orphans:
             raise MaskMismatchError(f"{len(orphans)} mask(s) in {masks_dir} have no image in {images_dir}, e.g. "
                                     f"{orphans[:3]}. Fix: remove them or add the images.")
+        self.root = images_dir.parent
         if class_names is None:
             for cand in (images_dir.parent / "classes.json", masks_dir.parent / "classes.json"):
                 if cand.is_file():
@@ -157,7 +154,7 @@ class MaskFolderDataset(SegmentationDataset):
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, mask_path = self.pairs[i]
-        return read_rgb(img_path), read_index_mask(mask_path)
+        return read_image(img_path), read_index_mask(mask_path)
 
 
 class CocoPolygonDataset(SegmentationDataset):
@@ -216,7 +213,7 @@ class CocoPolygonDataset(SegmentationDataset):
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         im = self.items[i][0]
-        img = read_rgb(self.images_dir / im["file_name"])
+        img = read_image(self.images_dir / im["file_name"])
         h, w = int(im.get("height", img.shape[0])), int(im.get("width", img.shape[1]))
         if (h, w) != img.shape[:2]:
             raise MaskMismatchError(f"{self.json_path}: image {im['file_name']} is {img.shape[1]}x{img.shape[0]} "

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fovea.errors import ConfigError
 from fovea.synth.sea import CLASS_NAMES, DroneCamera, render_survey
 
 # seeds of training surveys are drawn from this stream; evaluation surveys should use small explicit seeds
@@ -57,20 +56,18 @@ def _dataset(images, masks, size, augment):
 def train_oilspill_segmenter(out_dir, n_train_surveys: int = 6, n_val_surveys: int = 1, epochs: int = 12,
                              seed: int = 0, size=None, weights: str = "default", batch_size: int = 4,
                              lr: float = 2e-3, camera: DroneCamera | None = None, images_per_survey: int = 4,
-                             low_index: int = 1, class_weights=None):
-    """Render data, train with the engine, return (predictor, val dataset).
+                             low_index: int = 1, class_weights=None, progress=None):
+    """Render data, train with the engine; the segmentation `TrainResult` (checkpoint out_dir/model,
+    validation metrics of the kept epoch on `n_val_surveys` held-out surveys).
 
     size: network input (h, w); default the camera's image size, so nothing is resampled.
     low_index: LRASPP low-branch feature (1: stride 4; 0: stride 2, slower and no better here).
     class_weights: None = plain cross-entropy, whose argmax is not biased towards any class
     ("auto" inverse-frequency weights are accepted but bias the areas by a few %).
     """
-    try:
-        from fovea.engine.train import TrainConfig
-        from fovea.segment.train import train_segmenter
-    except ImportError as exc:
-        raise ConfigError(f"segmentation training is unavailable in this build ({exc}). Fix: install a fovea "
-                          "with fovea.engine.train and fovea.segment.") from None
+    from fovea.engine.train import TrainConfig
+    from fovea.segment.train import train_segmenter
+
     camera = camera or DroneCamera.default()
     size = tuple(size) if size is not None else (camera.image_size[1], camera.image_size[0])
     tr = sea_arrays(n_train_surveys, seed + TRAIN_SEED_OFFSET, images_per_survey, camera)
@@ -79,6 +76,5 @@ def train_oilspill_segmenter(out_dir, n_train_surveys: int = 6, n_val_surveys: i
     val_ds = _dataset(*va, size, False)
     cfg = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=epochs, schedule="cosine", seed=seed,
                       out_dir=str(Path(out_dir)), monitor="val_miou", mode="max")
-    pred = train_segmenter(train_ds, val_ds, len(CLASS_NAMES), CLASS_NAMES, config=cfg, weights=weights,
-                           input_size=size, class_weights=class_weights, low_index=low_index)
-    return pred, val_ds
+    return train_segmenter(train_ds, val_ds, len(CLASS_NAMES), CLASS_NAMES, config=cfg, weights=weights,
+                           input_size=size, class_weights=class_weights, low_index=low_index, progress=progress)
