@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import numpy as np
-from PIL import Image
 
 from fovea.errors import ConfigError, DataError, ImageReadError, MaskMismatchError
-from fovea.io import IMAGE_EXTENSIONS, read_image, read_mask
+from fovea.io import IMAGE_EXTENSIONS, image_header_size, list_images, read_image, read_mask
 
 PathLike = Union[str, os.PathLike]
 SAME_AS_TEST = "same_as_test"
@@ -131,37 +130,24 @@ def _exts(extensions: Sequence[str]) -> tuple[str, ...]:
 
 
 def _list_dir(d: Path, exts: tuple[str, ...], role: str, required: bool = True) -> list[Path]:
-    """Sorted image files directly in `d`; DataError naming the folder when missing or empty."""
+    """Sorted image files directly in `d` (`fovea.io.list_images`); DataError naming the folder when
+    it is missing, or empty while `required`. Files are checked later, by `_Checker`."""
     if not d.exists():
         raise DataError(f"{role} folder {d} does not exist. Fix: check the path (relative paths are "
                         "taken from the data root).")
     if not d.is_dir():
         raise DataError(f"{role} {d} is a file, not a folder. Fix: pass the folder that holds the images.")
-    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in exts)
-    if not files and required:
-        others = sorted({p.suffix.lower() or "(no extension)" for p in d.iterdir() if p.is_file()})
-        hint = f" It holds files with other extensions: {', '.join(others)}." if others else " It is empty."
-        raise DataError(f"{role} folder {d} holds no images with extensions {', '.join(exts)}.{hint} "
-                        "Fix: put the images there, or pass extensions=... for another format.")
-    return files
-
-
-def _header_size(path: Path) -> tuple[int, int]:
-    """(height, width) after EXIF orientation, from the file header only; ImageReadError if unreadable."""
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = int(im.getexif().get(0x0112, 1) or 1)
-    except FileNotFoundError as exc:
-        raise ImageReadError(path, "file not found") from exc
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means an unreadable file
-        raise ImageReadError(path, f"not a readable image ({exc})") from exc
-    return (w, h) if orientation >= 5 else (h, w)
+        return list(list_images(d, extensions=exts, check=False))
+    except DataError as exc:
+        if not required:
+            return []
+        raise DataError(f"{role} folder: {exc}") from None
 
 
 def _size_of(path: Path, verify: bool, is_mask: bool = False) -> tuple[int, int]:
     if not verify:
-        return _header_size(path)
+        return image_header_size(path)
     arr = read_mask(path) if is_mask else read_image(path)
     return arr.shape[0], arr.shape[1]
 
