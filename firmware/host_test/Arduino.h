@@ -10,8 +10,8 @@
 
 extern unsigned long g_abs_ms, g_boot_ms;
 extern std::string g_rx, g_tx;
-inline unsigned long millis() { return g_abs_ms - g_boot_ms; }
-inline unsigned long micros() { return millis() * 1000UL; }
+inline uint32_t millis() { return (uint32_t)(g_abs_ms - g_boot_ms); }   // 32 bits, as on the AVR
+inline uint32_t micros() { return millis() * 1000UL; }
 inline void noInterrupts() {}
 inline void interrupts() {}
 inline void pinMode(int, int) {}

@@ -1,5 +1,6 @@
 // Runs sorter.ino on the host. stdin script, one command per line:
 //   T <ms>   advance the clock to <ms> since the case started, calling loop() every millisecond
+//   J <ms>   jump the clock to <ms> since the case started, then call loop() once (long idle stretches)
 //   S <line> the host sends <line>
 //   R        reset that keeps RAM (DTR/watchdog): setup() again, millis() restarts, the journal survives
 //   P        power loss: RAM is lost (the journal is scrambled), then as R
@@ -40,6 +41,9 @@ int main() {
         g_abs_ms++;
         loop();
       }
+    } else if (k == 'J') {
+      g_abs_ms = std::stoul(arg);
+      loop();
     } else if (k == 'S') {
       g_rx += arg + "\n";
       loop();

@@ -19,16 +19,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef uint32_t ms_t;   // millis() as the AVR counts it: wraps after 49.7 days ...
+typedef int32_t dms_t;   // ... so times are compared by their signed difference
+
 #define FW_VERSION "1.1"
 const uint8_t N_GATES = 2;
 const uint8_t GATE_PINS[N_GATES] = {5, 6};
 const uint8_t ENCODER_PIN = 2;
 const int ANGLE_CLOSED = 0;
 const int ANGLE_OPEN = 90;
-const unsigned long WATCHDOG_MS = 500;
-const unsigned long DETACH_AFTER_MS = 400;   // let a closing servo arrive before de-energising it
-const unsigned long MAX_AT_MS = 60000;
-const unsigned long MAX_HOLD_MS = 5000;
+const ms_t WATCHDOG_MS = 500;
+const ms_t DETACH_AFTER_MS = 400;   // let a closing servo arrive before de-energising it
+const ms_t MAX_AT_MS = 60000;
+const ms_t MAX_HOLD_MS = 5000;
 const uint8_t QUEUE_SIZE = 16;
 const uint8_t RING_SIZE = 32;
 const uint8_t MAX_LINE = 63;
@@ -48,15 +51,15 @@ struct Fire {
   long id;
   uint8_t gate;          // 0-based
   bool byEncoder;
-  unsigned long due;     // millis() for delay scheduling
+  ms_t due;     // millis() for delay scheduling
   long enc;              // target count for encoder scheduling
-  unsigned long hold;
+  ms_t hold;
 };
 
 struct Swing {
   bool open;
-  unsigned long since;   // millis() when the gate opened
-  unsigned long until;
+  ms_t since;   // millis() when the gate opened
+  ms_t until;
 };
 
 struct RingEntry {       // last status of a command id, so a resent FIRE is answered, never re-fired
@@ -65,19 +68,19 @@ struct RingEntry {       // last status of a command id, so a resent FIRE is ans
   uint8_t reason;
   uint8_t gate;          // 0-based
   bool byEncoder;
-  unsigned long due;     // millis() it fires at (encoder commands: when the count was reached)
+  ms_t due;     // millis() it fires at (encoder commands: when the count was reached)
   long enc;
   long from;             // gate open interval relative to due, ms
   long to;
-  unsigned long t;       // millis() of the release (DONE)
+  ms_t t;       // millis() of the release (DONE)
 };
 
 struct Journal {         // the fate journal; .noinit: survives resets that keep RAM
   uint32_t magic;
   RingEntry ring[RING_SIZE];
   uint8_t next;
-  unsigned long lastMs;  // millis() of the last loop: the moment of a reset, for cut swings
-  unsigned long boots;   // counts resets that kept RAM (garbage after a power loss): varies the boot id
+  ms_t lastMs;  // millis() of the last loop: the moment of a reset, for cut swings
+  ms_t boots;   // counts resets that kept RAM (garbage after a power loss): varies the boot id
   uint32_t magicInv;
 };
 
@@ -88,8 +91,8 @@ NOINIT Journal journal;
 LineState state;
 const char *safeReason;
 char bootId[5];
-unsigned long lastRx;
-unsigned long detachAt;
+ms_t lastRx;
+ms_t detachAt;
 bool detachPending;
 volatile long encoderCount;
 char rxBuf[MAX_LINE + 1];
@@ -106,14 +109,15 @@ RingEntry *findRing(long id);
 RingEntry *newEntry(long id, uint8_t status, uint8_t reason);
 void nak(long id, uint8_t reason);
 void restoreJournal();
-void openGate(uint8_t g, long id, unsigned long hold, unsigned long now);
-void closeGate(uint8_t g, bool completed, unsigned long now);
-void latchSafe(const char *reason, unsigned long now);
-void handleLine(char *line, unsigned long now);
-void handleFire(char *args, unsigned long now);
+void openGate(uint8_t g, long id, ms_t hold, ms_t now);
+void closeGate(uint8_t g, bool completed, ms_t now);
+void latchSafe(const char *reason, ms_t now);
+void handleLine(char *line, ms_t now);
+void handleFire(char *args, ms_t now);
 bool parseLong(const char *s, long *out);
+bool parseULong(const char *s, ms_t *out);
 uint8_t queueDepth();
-void runTimers(unsigned long now);
+void runTimers(ms_t now);
 
 // ------------------------------------------------------------------------------ setup / loop
 void setup() {
@@ -148,7 +152,7 @@ void restoreJournal() {
       } else if (e.status == ST_OPEN) {
         e.status = ST_NAK;
         e.reason = R_ABORTED;
-        e.to = (long)(journal.lastMs - e.due);
+        e.to = (dms_t)(journal.lastMs - e.due);
       }
     }
     safeReason = "RESET";
@@ -164,7 +168,7 @@ void restoreJournal() {
 }
 
 void loop() {
-  unsigned long now = millis();
+  ms_t now = millis();
   while (Serial.available() > 0) {
     int c = Serial.read();
     if (c < 0) break;
@@ -192,9 +196,9 @@ void loop() {
 void onEncoder() { encoderCount++; }
 
 // ------------------------------------------------------------------------------ timers
-void runTimers(unsigned long now) {
+void runTimers(ms_t now) {
   for (uint8_t g = 0; g < N_GATES; g++) {          // releases first, as the emulator orders them
-    if (swings[g].open && (long)(now - swings[g].until) >= 0) closeGate(g, true, now);
+    if (swings[g].open && (dms_t)(now - swings[g].until) >= 0) closeGate(g, true, now);
   }
   noInterrupts();
   long count = encoderCount;
@@ -204,8 +208,8 @@ void runTimers(unsigned long now) {
     for (uint8_t i = 0; i < QUEUE_SIZE; i++) {
       Fire &f = fireQueue[i];
       if (!f.used) continue;
-      bool due = f.byEncoder ? (f.enc <= count) : ((long)(now - f.due) >= 0);
-      if (due && (best < 0 || (!f.byEncoder && (long)(f.due - fireQueue[best].due) < 0))) best = i;
+      bool due = f.byEncoder ? (f.enc <= count) : ((dms_t)(now - f.due) >= 0);
+      if (due && (best < 0 || (!f.byEncoder && (dms_t)(f.due - fireQueue[best].due) < 0))) best = i;
     }
     if (best < 0) break;
     Fire &f = fireQueue[best];
@@ -213,18 +217,18 @@ void runTimers(unsigned long now) {
     openGate(f.gate, f.id, f.hold, now);
   }
   if (state == STATE_ARMED && now - lastRx >= WATCHDOG_MS) latchSafe("HB_TIMEOUT", now);
-  if (detachPending && (long)(now - detachAt) >= 0) {
+  if (detachPending && (dms_t)(now - detachAt) >= 0) {
     for (uint8_t g = 0; g < N_GATES; g++) servos[g].detach();   // de-energised = default route
     detachPending = false;
   }
 }
 
 // ------------------------------------------------------------------------------ gates
-void openGate(uint8_t g, long id, unsigned long hold, unsigned long now) {
+void openGate(uint8_t g, long id, ms_t hold, ms_t now) {
   Swing &s = swings[g];
-  unsigned long until = now + hold;
+  ms_t until = now + hold;
   if (s.open) {
-    if ((long)(until - s.until) > 0) s.until = until;
+    if ((dms_t)(until - s.until) > 0) s.until = until;
   } else {
     s.open = true;
     s.since = now;
@@ -235,19 +239,19 @@ void openGate(uint8_t g, long id, unsigned long hold, unsigned long now) {
   if (e != NULL) {
     e->status = ST_OPEN;
     e->due = now;
-    e->from = (long)(s.since - now);
+    e->from = (dms_t)(s.since - now);
   }
 }
 
 // Every command whose swing this was gets its fate: DONE (hold ran its course) or NAK ABORTED.
-void closeGate(uint8_t g, bool completed, unsigned long now) {
+void closeGate(uint8_t g, bool completed, ms_t now) {
   Swing &s = swings[g];
   s.open = false;
   servos[g].write(ANGLE_CLOSED);
   for (uint8_t i = 0; i < RING_SIZE; i++) {
     RingEntry &e = journal.ring[i];
     if (e.status != ST_OPEN || e.gate != g) continue;
-    e.to = (long)(now - e.due);
+    e.to = (dms_t)(now - e.due);
     e.t = now;
     if (completed) {
       e.status = ST_DONE;
@@ -259,7 +263,7 @@ void closeGate(uint8_t g, bool completed, unsigned long now) {
   }
 }
 
-void latchSafe(const char *reason, unsigned long now) {
+void latchSafe(const char *reason, ms_t now) {
   for (uint8_t i = 0; i < QUEUE_SIZE; i++) {
     if (!fireQueue[i].used) continue;
     fireQueue[i].used = false;
@@ -327,10 +331,10 @@ void sendEntry(const RingEntry *e) {
     case ST_ACK:
     case ST_OPEN:
       if (e->byEncoder) snprintf(txBuf, sizeof(txBuf), "ACK %ld due_enc=%ld", e->id, e->enc);
-      else snprintf(txBuf, sizeof(txBuf), "ACK %ld due=%lu", e->id, e->due);
+      else snprintf(txBuf, sizeof(txBuf), "ACK %ld due=%lu", e->id, (unsigned long)e->due);
       break;
     case ST_DONE:
-      snprintf(txBuf, sizeof(txBuf), "DONE %ld t=%lu from=%ld to=%ld", e->id, e->t, e->from, e->to);
+      snprintf(txBuf, sizeof(txBuf), "DONE %ld t=%lu from=%ld to=%ld", e->id, (unsigned long)e->t, e->from, e->to);
       break;
     default:
       if (e->reason == R_ABORTED) {
@@ -358,13 +362,26 @@ bool parseLong(const char *s, long *out) {
   return true;
 }
 
+bool parseULong(const char *s, ms_t *out) {   // 0 .. 4294967295, digits only
+  if (s == NULL || *s == '\0' || strlen(s) > 10) return false;
+  unsigned long v = 0;
+  for (const char *q = s; *q; q++) {
+    if (*q < '0' || *q > '9') return false;
+    unsigned long d = (unsigned long)(*q - '0');
+    if (v > (0xFFFFFFFFUL - d) / 10UL) return false;
+    v = v * 10UL + d;
+  }
+  *out = v;
+  return true;
+}
+
 uint8_t queueDepth() {
   uint8_t n = 0;
   for (uint8_t i = 0; i < QUEUE_SIZE; i++) n += fireQueue[i].used ? 1 : 0;
   return n;
 }
 
-void handleLine(char *line, unsigned long now) {
+void handleLine(char *line, ms_t now) {
   while (*line == ' ') line++;
   if (*line == '\0') return;
   lastRx = now;                                   // any well-formed line feeds the watchdog
@@ -388,7 +405,7 @@ void handleLine(char *line, unsigned long now) {
   } else if (strcmp(line, "PING") == 0) {
     char *seq = args ? strtok(args, " ") : NULL;
     snprintf(txBuf, sizeof(txBuf), "PONG %s q=%u state=%s t=%lu", seq ? seq : "0", queueDepth(),
-             state == STATE_ARMED ? "ARMED" : "SAFE", now);
+             state == STATE_ARMED ? "ARMED" : "SAFE", (unsigned long)now);
     sendLine(txBuf);
   } else if (strcmp(line, "FIRE") == 0) {
     handleFire(args, now);
@@ -411,7 +428,7 @@ void handleLine(char *line, unsigned long now) {
   }
 }
 
-void handleFire(char *args, unsigned long now) {
+void handleFire(char *args, ms_t now) {
   char *tok = args ? strtok(args, " ") : NULL;
   long id;
   if (tok == NULL || strchr(tok, '=') != NULL || !parseLong(tok, &id)) {
@@ -423,7 +440,8 @@ void handleFire(char *args, unsigned long now) {
     sendEntry(known);
     return;
   }
-  long gate = 0, at = 0, enc = 0, hold = 0, dueL = 0;
+  long gate = 0, at = 0, enc = 0, hold = 0;
+  ms_t dueMs = 0;
   bool hasGate = false, hasAt = false, hasEnc = false, hasDue = false, hasHold = false, bad = false;
   bool otherBoot = false;
   while ((tok = strtok(NULL, " ")) != NULL) {
@@ -434,16 +452,18 @@ void handleFire(char *args, unsigned long now) {
     if (strcmp(tok, "gate") == 0) { hasGate = true; bad |= !parseLong(val, &gate); }
     else if (strcmp(tok, "at") == 0) { hasAt = true; bad |= !parseLong(val, &at); }
     else if (strcmp(tok, "enc") == 0) { hasEnc = true; bad |= !parseLong(val, &enc); }
-    else if (strcmp(tok, "due") == 0) { hasDue = true; bad |= !parseLong(val, &dueL) || dueL < 0; }
+    else if (strcmp(tok, "due") == 0) { hasDue = true; bad |= !parseULong(val, &dueMs); }
     else if (strcmp(tok, "hold") == 0) { hasHold = true; bad |= !parseLong(val, &hold); }
     else if (strcmp(tok, "boot") == 0) { otherBoot = strcmp(val, bootId) != 0; }
   }
   // due= is an absolute time on this board's millis(), so a FIRE delayed on the wire fires on time or
   // is refused LATE, never late; boot= makes a FIRE meant for an earlier boot harmless (NAK BOOT).
-  unsigned long due = hasDue ? (unsigned long)dueL : now + (unsigned long)at;
+  // Differences of unsigned millis() values are taken as signed longs, so all of this holds across the
+  // 49.7-day wrap.
+  ms_t due = hasDue ? dueMs : now + (ms_t)at;
   bad = bad || !hasGate || !hasHold || gate < 1 || gate > N_GATES || hold <= 0 || hold > (long)MAX_HOLD_MS;
   bad = bad || ((hasAt ? 1 : 0) + (hasEnc ? 1 : 0) + (hasDue ? 1 : 0) != 1) || (hasAt && at > (long)MAX_AT_MS);
-  bad = bad || (hasDue && (long)(due - now) > (long)MAX_AT_MS);
+  bad = bad || (hasDue && (dms_t)(due - now) > (long)MAX_AT_MS);
   noInterrupts();
   long count = encoderCount;
   interrupts();
@@ -453,7 +473,7 @@ void handleFire(char *args, unsigned long now) {
     nak(id, R_BOOT);
   } else if (state != STATE_ARMED) {
     nak(id, R_SAFE);
-  } else if ((hasAt && at < 0) || (hasEnc && enc <= count) || (hasDue && (long)(due - now) < 0)) {
+  } else if ((hasAt && at < 0) || (hasEnc && enc <= count) || (hasDue && (dms_t)(due - now) < 0)) {
     nak(id, R_LATE);
   } else if (queueDepth() >= QUEUE_SIZE) {
     nak(id, R_QUEUE_FULL);
@@ -476,7 +496,7 @@ void handleFire(char *args, unsigned long now) {
       f.byEncoder = hasEnc;
       f.due = due;
       f.enc = enc;
-      f.hold = (unsigned long)hold;
+      f.hold = (ms_t)hold;
       break;
     }
     sendEntry(e);

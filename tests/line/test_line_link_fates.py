@@ -234,3 +234,29 @@ def test_flapping_link_logs_every_latch_with_its_reason():
         elif f[rec].kind in ("done", "cut"):
             (s,) = sw
             assert (f[rec].t_from, f[rec].t_to) == (pytest.approx(s.t_open), pytest.approx(s.t_close)), rec
+
+
+def test_absolute_due_across_the_millis_wrap():
+    """millis() wraps after 2**32 ms (49.7 days): a FIRE due just after the wrap fires on time, the clock
+    estimate stays continuous, and a due just before 'now' is still refused LATE."""
+    from fovea.line.mcu import FirmwareEmulator
+
+    emu = FirmwareEmulator(t0=0.0)
+    t = 2 ** 32 / 1000 - 0.3                       # 300 ms before the wrap
+    emu.feed(b"ARM\n", t - 0.1)
+    emu.read_lines()
+    emu.feed(b"FIRE 1 gate=1 due=200 hold=100\n", t)          # 500 ms ahead, after the wrap
+    emu.feed(f"FIRE 2 gate=2 due={2 ** 32 - 301} hold=100\n".encode(), t)   # 1 ms in the past
+    emu.feed(b"PING 1\n", t + 0.45)
+    emu.advance(t + 0.7)
+    lines = emu.read_lines()
+    assert lines[:2] == ["ACK 1 due=200", "NAK 2 LATE"]
+    assert lines[2] == "PONG 1 q=1 state=ARMED t=150"
+    assert lines[3] == "DONE 1 t=300 from=0 to=100"
+    (s,) = emu.swings
+    assert s.t_open == pytest.approx(t + 0.5) and s.t_close == pytest.approx(t + 0.6)
+    sync = ClockSync()
+    for k, t_mcu_ms in enumerate((2 ** 32 - 200, 2 ** 32 - 100, 0, 100)):
+        sync.add(10.0 + 0.1 * k, 10.0 + 0.1 * k + 0.001, t_mcu_ms / 1000)
+    assert sync.offset_s == pytest.approx(10.2 - 2 ** 32 / 1000)
+    assert sync.to_mcu_ms(10.5) == 300

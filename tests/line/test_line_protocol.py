@@ -65,6 +65,9 @@ class FirmwareDriver:
     def encoder(self, n):
         return self._cmd(f"E {n}")
 
+    def jump(self, ms):
+        return self._cmd(f"J {ms}")
+
     def close(self):
         self.p.stdin.close()
         self.p.wait(timeout=5)

@@ -384,6 +384,9 @@ class EmulatorCaseDriver:
         self.emu.set_encoder(count, self.t)
         return self.emu.read_lines()
 
+    def jump(self, ms: int) -> list[str]:
+        return self.at(ms)
+
 
 def check_protocol_case(case: dict, driver) -> None:
     """Play one case of docs/protocol_cases.json on a driver; raises AssertionError on a mismatch."""
@@ -415,5 +418,7 @@ def check_protocol_case(case: dict, driver) -> None:
             pending += driver.power_cycle()
         elif kind == "encoder":
             pending += driver.encoder(int(arg))
+        elif kind == "jump":
+            pending += driver.jump(int(arg))
         else:
             raise AssertionError(f"{where}: unknown step kind {kind!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 
 LANE, DEFAULT, UNKNOWN = "lane", "default", "unknown"
+WRAP_S = 2 ** 32 / 1000.0          # the MCU's millis() wraps after this many seconds (49.7 days)
 
 
 def swing_outcome(t_cross_s: float, tol_s: float, t_from_s: float, t_to_s: float, actuation_s: float) -> str:
@@ -46,8 +47,14 @@ class ClockSync:
         self._samples.clear()
 
     def add(self, t_send_s: float, t_recv_s: float, t_mcu_s: float) -> None:
-        if t_recv_s >= t_send_s:
-            self._samples.append((t_send_s - t_mcu_s, t_recv_s - t_mcu_s))
+        if t_recv_s < t_send_s:
+            return
+        lo, hi = t_send_s - t_mcu_s, t_recv_s - t_mcu_s
+        if self._samples:                      # millis() wrapped (49.7 days): keep one continuous offset
+            ref = self._samples[-1][0]
+            k = round((ref - lo) / WRAP_S)
+            lo, hi = lo + k * WRAP_S, hi + k * WRAP_S
+        self._samples.append((lo, hi))
 
     @property
     def known(self) -> bool:
@@ -63,4 +70,5 @@ class ClockSync:
         return min(lo, hi)
 
     def to_mcu_ms(self, t_host_s: float) -> int:
-        return int(round((t_host_s - self.offset_s) * 1000))
+        """The MCU's millis() at host time t, wrapped as the MCU counts."""
+        return int(round((t_host_s - self.offset_s) * 1000)) % 2 ** 32

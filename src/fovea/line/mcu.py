@@ -20,6 +20,7 @@ from fovea.errors import ProtocolError
 from fovea.line.protocol import MAX_LINE, parse_line
 
 FW_VERSION = "1.1"
+WRAP_MS = 2 ** 32                 # millis() is an unsigned 32-bit counter: it wraps after 49.7 days
 ACTIVE = ("ACK", "OPEN")          # statuses of a command that has not ended yet (never evicted)
 
 
@@ -113,8 +114,9 @@ class FirmwareEmulator:
         self._overflow = False
         self._boot(t, journal_kept=not power_loss)
 
-    def _ms(self, t: float) -> int:
-        return int(round((t - self.boot_t) * 1000))
+    def _ms(self, t: float, boot_t: float | None = None) -> int:
+        """millis() at host time t (on the clock of the boot that started at boot_t), wrapped as on the MCU."""
+        return int(round((t - (self.boot_t if boot_t is None else boot_t)) * 1000)) % WRAP_MS
 
     def _ready(self) -> str:
         return f"READY fw={FW_VERSION} gates={self.n_gates} boot={self.boot_id} state={self.state} reason={self.reason}"
@@ -153,10 +155,10 @@ class FirmwareEmulator:
         """The line that reports a journal entry (also the answer to STATUS and to a resent FIRE)."""
         if e.status in ACTIVE:
             return f"ACK {e.cmd_id} due_enc={e.enc}" if e.enc is not None else \
-                f"ACK {e.cmd_id} due={int(round((e.due - e.boot_t) * 1000))}"
+                f"ACK {e.cmd_id} due={self._ms(e.due, e.boot_t)}"
         rel = f"from={int(round((e.t_from - e.due) * 1000))} to={int(round((e.t_to - e.due) * 1000))}"
         if e.status == "DONE":
-            return f"DONE {e.cmd_id} t={int(round((e.t_to - e.boot_t) * 1000))} {rel}"
+            return f"DONE {e.cmd_id} t={self._ms(e.t_to, e.boot_t)} {rel}"
         return f"NAK {e.cmd_id} ABORTED {rel}" if e.reason == "ABORTED" else f"NAK {e.cmd_id} {e.reason}"
 
     # ------------------------------------------------------------------ time
@@ -299,12 +301,11 @@ class FirmwareEmulator:
         except ProtocolError:
             self._nak(cmd_id, "BAD_ARG", t)
             return
-        now_ms = self._ms(t)
         if due_ms is not None:                       # absolute on this boot's clock: a delayed line fires on time
-            at = due_ms - now_ms                     # or is refused LATE, never late
+            at = (due_ms - self._ms(t) + WRAP_MS // 2) % WRAP_MS - WRAP_MS // 2   # or is refused LATE, never late
         bad = not (1 <= gate <= self.n_gates) or not (0 < hold <= 5000)
         bad = bad or sum(x is not None for x in (msg.kv.get("at"), enc, due_ms)) != 1
-        bad = bad or (at is not None and at > 60000) or (due_ms is not None and due_ms < 0)
+        bad = bad or (at is not None and at > 60000) or (due_ms is not None and not 0 <= due_ms < WRAP_MS)
         if bad:
             self._nak(cmd_id, "BAD_ARG", t)
         elif "boot" in msg.kv and msg.kv["boot"] != self.boot_id:
@@ -320,8 +321,8 @@ class FirmwareEmulator:
             if e is None:                            # every journal slot holds a live command
                 self._emit(t, f"NAK {cmd_id} QUEUE_FULL")
                 return
-            if due_ms is not None:
-                due = round(self.boot_t + due_ms / 1000, 9)
+            if due_ms is not None:                   # exactly on the ms grid of this boot's clock
+                due = round(self.boot_t + (int(round((t - self.boot_t) * 1000)) + at) / 1000, 9)
             else:
                 due = round(t + at / 1000, 9) if at is not None else float("inf")
             e.gate, e.due, e.enc = gate, due, enc
