@@ -2,9 +2,10 @@
 
 Every run is audited physically (fovea.line.audit): conveyor kinematics + the emulated firmware's
 gate timeline say where each item really went, independently of the pipeline's bookkeeping.
-Invariants checked in every scenario: each record has exactly one outcome event, no item lands
-in a lane of another class, no item is actuated twice, no lane decision is committed after its
-deadline, the host's outcome agrees with physics, and no item passes without a record.
+Invariants checked in every scenario: each record has exactly one outcome event and each item at
+most one outcome, no item lands in a lane of another class, no item is actuated twice, no lane
+decision is committed after its deadline, the host's outcome agrees with physics (or is flagged
+`unknown`), and no item passes without a record (or outside a logged blind interval).
 """
 
 from collections import Counter
@@ -30,6 +31,8 @@ def check_invariants(r, allow_unseen=False):
     assert a.wrong_in_lane == {}, a.lines()
     assert a.actuated_twice == 0 and a.partial_hits == 0, a.lines()
     assert a.host_vs_physical_mismatch == 0, a.mismatches
+    assert a.items_with_two_outcomes == 0, (a.two_outcome_items, a.lines())
+    assert a.unseen_uncounted == 0, (a.unseen_items, a.lines())      # unseen only inside logged blind intervals
     if not allow_unseen:
         assert a.items_without_record == 0, a.lines()
     for d in r.log.of_type("decision"):
