@@ -69,6 +69,17 @@ def test_corrupted_corner_view_is_detected_and_dropped(calib_renders, calibrated
     assert bad.history[0]["rms_px"] > bad.rms_px
 
 
+def test_rejection_never_leaves_the_kept_views_out_of_step_with_the_fit(calibrated):
+    res, _ = calibrated
+    img_pts = [p.copy() for p in res.image_points]
+    img_pts[7][20] += (3.5, -2.5)
+    obj = [board_object_points(9, 6, 25.0)] * len(img_pts)
+    once = calibrate_camera(obj, img_pts, (640, 480), max_rounds=0)  # one fit, no refit: nothing may be dropped
+    assert once.rejected == {} and len(once.kept) == len(once.per_view_rms_px) == len(once.rvecs) == 20
+    refit = calibrate_camera(obj, img_pts, (640, 480), max_rounds=1)
+    assert list(refit.rejected) == [7] and len(refit.kept) == len(refit.per_view_rms_px) == len(refit.rvecs) == 19
+
+
 def test_uncertainty_and_coverage(calibrated, tmp_path):
     res, _ = calibrated
     u = bootstrap_uncertainty(res, n_boot=8, seed=0)

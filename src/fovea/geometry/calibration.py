@@ -190,7 +190,7 @@ def calibrate_camera(
     kept = list(range(n))
     rejected: dict[int, float] = {}
     history = []
-    for _ in range(max_rounds + 1):
+    for round_ in range(max_rounds + 1):
         ret, K, dist, rvecs, tvecs, res = _fit([object_points[k] for k in kept],
                                                [image_points[k] for k in kept], image_size, flags)
         per_view = np.array([np.sqrt(np.mean(r**2)) for r in res])
@@ -198,8 +198,8 @@ def calibrate_camera(
         limit = max(reject_factor * med, min_reject_px)
         history.append({"views": len(kept), "rms_px": rms(res), "median_view_rms_px": med, "limit_px": limit})
         bad = [k for k, v in zip(kept, per_view) if v > limit]
-        if not bad or len(kept) - len(bad) < min_views:
-            break
+        if not bad or len(kept) - len(bad) < min_views or round_ == max_rounds:
+            break  # (rejecting after the last fit would leave `kept` out of step with the fit)
         for k, v in zip(kept, per_view):
             if v > limit:
                 rejected[k] = float(v)

@@ -200,6 +200,28 @@ def bootstrap_baseline(obj, pl, pr, size, refine: bool, R_ref: np.ndarray, n_boo
             "refits": len(bl), "baselines_mm": bl.tolist()}
 
 
+def _fit_rejecting_pairs(obj, pl, pr, kept, size, left, right, refine, reject_factor, min_reject_px, max_rounds,
+                         min_pairs, names, rejected) -> tuple[dict, list[int], np.ndarray]:
+    """Stereo fit on the `kept` pairs; drop pairs whose RMS > max(reject_factor x median, min_reject_px)
+    and refit, up to max_rounds times. Adds dropped pairs to `rejected` ({name: rms_px}).
+    Returns (fit of the final kept pairs, final kept indices, their per-pair RMS)."""
+    round_ = 0
+    while True:
+        if len(kept) < min_pairs:
+            raise CalibrationError(f"only {len(kept)} pairs left after rejecting {sorted(rejected)}; Fix: "
+                                   "capture more (and sharper) pairs.")
+        fit = _stereo_fit([obj[k] for k in kept], [pl[k] for k in kept], [pr[k] for k in kept], left.K, left.dist,
+                          right.K, right.dist, size, refine)
+        per_pair = np.array([np.sqrt(np.mean(r**2)) for r in fit["residuals"]])
+        limit = max(reject_factor * float(np.median(per_pair)), min_reject_px)
+        bad = [k for k, v in zip(kept, per_pair) if v > limit]
+        if not bad or len(kept) - len(bad) < min_pairs or round_ == max_rounds:
+            return fit, kept, per_pair
+        rejected.update({names[k]: float(v) for k, v in zip(kept, per_pair) if v > limit})
+        kept = [k for k in kept if k not in bad]
+        round_ += 1
+
+
 def calibrate_stereo(
     object_points: Sequence[np.ndarray], points_left: Sequence[np.ndarray], points_right: Sequence[np.ndarray],
     image_size: tuple[int, int], names: Sequence[str] | None = None, refine_intrinsics: bool = True,
@@ -225,20 +247,9 @@ def calibrate_stereo(
     right = calibrate_camera(object_points, points_right, size, reject_factor, min_reject_px, max_rounds, min_pairs)
     rejected = {names[k]: v for k, v in {**left.rejected, **right.rejected}.items()}
     kept = [k for k in range(n) if k not in left.rejected and k not in right.rejected]
-    K1, d1, K2, d2 = left.model.K, left.model.dist, right.model.K, right.model.dist
-    for _ in range(max_rounds + 1):
-        if len(kept) < min_pairs:
-            raise CalibrationError(f"only {len(kept)} pairs left after rejecting {sorted(rejected)}; Fix: "
-                                   "capture more (and sharper) pairs.")
-        fit = _stereo_fit([object_points[k] for k in kept], [points_left[k] for k in kept],
-                          [points_right[k] for k in kept], K1, d1, K2, d2, size, refine_intrinsics)
-        per_pair = np.array([np.sqrt(np.mean(r**2)) for r in fit["residuals"]])
-        limit = max(reject_factor * float(np.median(per_pair)), min_reject_px)
-        bad = [k for k, v in zip(kept, per_pair) if v > limit]
-        if not bad or len(kept) - len(bad) < min_pairs:
-            break
-        rejected.update({names[k]: float(v) for k, v in zip(kept, per_pair) if v > limit})
-        kept = [k for k in kept if k not in bad]
+    fit, kept, per_pair = _fit_rejecting_pairs(object_points, points_left, points_right, kept, size, left.model,
+                                               right.model, refine_intrinsics, reject_factor, min_reject_px,
+                                               max_rounds, min_pairs, names, rejected)
     rig = StereoRig(fit["K1"], fit["d1"], fit["K2"], fit["d2"], fit["R"], fit["T"], size)
     rect = rectify(rig, alpha)
     pl, pr = [points_left[k] for k in kept], [points_right[k] for k in kept]
