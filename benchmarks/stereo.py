@@ -28,8 +28,9 @@ from _doc import Run, add_doc_args, median_wall_cpu, table
 from skimage import data
 
 from fovea.geometry.calibration import board_object_points
-from fovea.geometry.stereo import SGMConfig, StereoRig, compute_disparity, evaluate_disparity, opencv_default_sgbm
-from fovea.geometry.stereo import rectify
+from fovea.geometry.stereo import (
+    SGMConfig, StereoRig, compute_disparity, evaluate_disparity, opencv_default_sgbm, rectify,
+)
 from fovea.geometry.stereo_calibration import calibrate_stereo, detect_pairs, epipolar_errors
 from fovea.synth.stereo_rig import render_stereo_calibration_pairs
 
