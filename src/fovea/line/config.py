@@ -24,7 +24,12 @@ class LineConfig:
     fps: float = 10.0                      # nominal camera rate (for gap counting)
     # belt and gates
     belt_speed_mm_s: float = 400.0
-    measure_speed: bool = False            # estimate the speed from tracked displacement
+    measure_speed: bool = False            # estimate the speed from tracked displacement (fovea.line.speed)
+    speed_window_s: float = 0.3            # longest displacement baseline of one speed sample
+    speed_settle_s: float = 0.2            # a new speed is trusted once its samples span this long
+    speed_change_rel: float = 0.05         # smallest relative jump taken as a speed change
+    speed_max_age_s: float = 1.0           # no speed sample for longer: the speed is not trusted
+    speed_err_frac: float = 0.5            # share of a gate window's slack the speed error may use
     decision_x_mm: float = 300.0
     gate_distance_mm: dict[int, float] = field(default_factory=lambda: {1: 700.0, 2: 800.0})
     lanes: dict[str, int] = field(default_factory=lambda: {"good": 1, "damaged": 2})
@@ -40,6 +45,9 @@ class LineConfig:
     min_gap_mm: float | None = None        # None: belt_speed * (actuation + 2 margin)
     max_missed_frames: int = 1
     assoc_gate_mm: float = 45.0
+    min_sightings: int = 3                 # frames a record needs before it may take a lane
+    twin_window_s: float = 0.5             # a phantom record merges into a twin at most v * this away
+    frame_time_tol_s: float | None = None  # content vs stamp tolerance; None: 0.4 / fps
     # localization
     bg_threshold: int = 30
     min_area_px: int = 20
@@ -71,11 +79,22 @@ class LineConfig:
                 f"decision_x_mm={self.decision_x_mm} is too close to the image entry: a neighbour within the "
                 f"minimum gap ({self.gap_mm:.0f} mm) could still be unseen when an object is decided. "
                 f"Move the decision line to >= {self.gap_mm + self.max_object_len_mm:.0f} mm")
+        if self.min_sightings < 1 or self.speed_window_s <= 0 or self.speed_settle_s <= 0 or not (
+                0 < self.speed_change_rel < 1) or self.speed_max_age_s <= 0 or not 0 < self.speed_err_frac <= 1:
+            raise ConfigError(f"min_sightings={self.min_sightings} must be >= 1, speed_window_s="
+                              f"{self.speed_window_s}, speed_settle_s={self.speed_settle_s} and speed_max_age_s="
+                              f"{self.speed_max_age_s} > 0, speed_change_rel={self.speed_change_rel} in (0, 1), "
+                              f"speed_err_frac={self.speed_err_frac} in (0, 1]")
         if self.staleness_budget_s(self.link_floor_s) <= 0:
             raise ConfigError("no time left between the decision line and the first gate at this belt speed; "
                               "move the gates downstream, the decision line upstream, or slow the belt")
 
     link_floor_s: float = 0.01
+
+    @property
+    def time_tol_s(self) -> float:
+        """How far a frame's content may disagree with its stamp (in seconds of belt motion)."""
+        return self.frame_time_tol_s if self.frame_time_tol_s is not None else 0.4 / self.fps
 
     @property
     def gap_mm(self) -> float:

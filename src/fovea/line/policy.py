@@ -1,10 +1,17 @@
 """Decision policy: a pure function of (record, neighbours, time, config) -> lane or default.
 
-"Good" (any lane) needs positive, on-time evidence about a single object: enough agreeing votes
-(share >= min_agreement) whose mean probability has enough confidence and margin, no ambiguity flag, no neighbour within the minimum gap, and a
-commit time before the deadline
+"Good" (any lane) needs positive, on-time evidence about a single object: enough sightings
+(min_sightings frames) and agreeing votes (share >= min_agreement) whose mean probability has
+enough confidence and margin, no ambiguity flag, no neighbour within the minimum gap, a belt
+speed that may be trusted, and a commit time before the deadline
 
     t_commit = t_capture + (gate_distance - x_front) / belt_speed - actuation - link_p99 - margin.
+
+A measured speed is trusted (`fovea.line.speed.SpeedTrust`) only when settled and recent, and
+only if the position error it can cause on the way to the gate, (gate - x) * rel_err, stays within
+`speed_err_frac` of the gate window's slack (half the item's length + margin * v): otherwise the
+item's deadline rests on a guess and it takes the default route (`speed_unsettled`,
+`speed_stale`, `speed_unmeasured`, `speed_uncertain`).
 
 Everything else takes the default route (no gate moves; de-energised gates are closed).
 """
@@ -16,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from fovea.line.config import LineConfig
+from fovea.line.speed import SpeedTrust
 from fovea.line.tracker import ObjectRecord
 
-POLICY_VERSION = "1"
+POLICY_VERSION = "2"
 DEFAULT = "default"
 
 
@@ -66,10 +74,23 @@ def combine_votes(votes) -> tuple[str, float, float, float]:
     return name, float(probs[k]), margin, float(agree)
 
 
+def speed_error_mm(rec: ObjectRecord, gate_mm: float, now: float, speed: float, rel_err: float) -> float:
+    """Position error at the gate that a relative speed error rel_err causes for `rec` from `now`."""
+    return max(gate_mm - rec.x_at(now, speed), 0.0) * rel_err
+
+
+def gate_slack_mm(rec: ObjectRecord, speed: float, cfg: LineConfig) -> float:
+    """How far the item's centre may be off at the gate and still cross it fully open (mm)."""
+    return rec.half_len_mm + cfg.margin_s * speed
+
+
 def decide(rec: ObjectRecord, too_close: list[str], now: float, speed: float, cfg: LineConfig,
-           link_p99_s: float, speed_known: bool = True) -> Decision:
-    """The policy. Pure: same inputs, same decision. speed_known=False (belt speed still being
-    measured) allows no lane: gate timing would rest on a guess."""
+           link_p99_s: float, speed_known: bool | SpeedTrust = True) -> Decision:
+    """The policy. Pure: same inputs, same decision. speed_known: False or an untrusted SpeedTrust
+    (belt speed not measured yet, changing, or too old) allows no lane; a trusted SpeedTrust's
+    rel_err is checked against the gate window's slack."""
+    trust = speed_known if isinstance(speed_known, SpeedTrust) else SpeedTrust(
+        speed, bool(speed_known), 0.0 if speed_known else float("inf"), "" if speed_known else "speed_unmeasured")
     t_dead = deadline(rec, speed, cfg, link_p99_s)
 
     def default(reason: str, **kw) -> Decision:
@@ -80,10 +101,12 @@ def decide(rec: ObjectRecord, too_close: list[str], now: float, speed: float, cf
             return default(flag)
     if now > t_dead:
         return default("late")
-    if not speed_known:
-        return default("speed_unmeasured")
+    if not trust.known:
+        return default(trust.reason or "speed_unmeasured")
     if len(rec.votes) < cfg.min_votes:
         return default("insufficient_evidence", votes=len(rec.votes))
+    if rec.sightings < cfg.min_sightings:
+        return default("insufficient_sightings", votes=len(rec.votes))
     name, conf, margin, agree = combine_votes(rec.votes)
     kw = dict(class_name=name, confidence=conf, margin=margin, votes=len(rec.votes))
     if name not in cfg.lanes:
@@ -97,7 +120,10 @@ def decide(rec: ObjectRecord, too_close: list[str], now: float, speed: float, cf
     if too_close:
         return default("too_close", **kw)
     gate = cfg.lanes[name]
-    t_commit, t_open, hold = gate_times(rec, cfg.gate_distance_mm[gate], speed, cfg, link_p99_s)
+    gate_mm = cfg.gate_distance_mm[gate]
+    if speed_error_mm(rec, gate_mm, now, speed, trust.rel_err) > cfg.speed_err_frac * gate_slack_mm(rec, speed, cfg):
+        return default("speed_uncertain", **kw)
+    t_commit, t_open, hold = gate_times(rec, gate_mm, speed, cfg, link_p99_s)
     if now > t_commit:
         return default("late", **kw)
     return Decision(name, gate, "evidence", t_commit=t_commit, t_open=t_open, hold_s=hold, **kw)

@@ -20,12 +20,14 @@ import numpy as np
 from fovea.core import ClassResult, Detections, Frame
 from fovea.errors import LineError
 from fovea.line.actuators import ActuatorEvent, FireCommand
+from fovea.line.blind import estimate_unseen
 from fovea.line.clock import BoundedQueue, RealClock
 from fovea.line.config import LineConfig
 from fovea.line.events import EventLog
 from fovea.line.fates import LANE, UNKNOWN, swing_outcome
+from fovea.line.frametime import FrameTimeGuard
 from fovea.line.localize import BackgroundSubtractor, as_localizer, crop
-from fovea.line.policy import DEFAULT, decide, deadline
+from fovea.line.policy import DEFAULT, decide, deadline, gate_slack_mm
 from fovea.line.tracker import BeltTracker, ObjectRecord
 
 
@@ -89,6 +91,7 @@ class LineRunner:
         self.localizer = as_localizer(localizer) if localizer is not None else BackgroundSubtractor(
             threshold=cfg.bg_threshold, min_area_px=cfg.min_area_px, warmup_frames=cfg.warmup_frames)
         self.tracker = BeltTracker(cfg)
+        self.time_guard = FrameTimeGuard(self.tracker, cfg)
         self.q_frames = BoundedQueue("frames", cfg.frames_queue, cfg.frames_policy)
         self.q_results = BoundedQueue("results", cfg.results_queue,
                                       "drop_newest" if self.clock_simulated and cfg.results_policy == "block"
@@ -105,6 +108,7 @@ class LineRunner:
         self._fires: dict[str, FireCommand] = {}     # record -> its gate command (actuator side)
         self._t_source_done: float | None = None
         self.n_outcomes = 0
+        self.n_unseen_est = 0.0
 
     @property
     def clock_simulated(self) -> bool:
@@ -214,22 +218,35 @@ class LineRunner:
             beat.last_done = self.clock.now()
 
     def _on_perception(self, p: Perception) -> None:
+        """Check a frame's time (stamp and content), then fold the frames it releases into the tracker."""
         now = self.clock.now()
         budget = self.cfg.staleness_budget_s(self.link_p99_s, self.tracker.speed_mm_s)
         if now - p.frame.t_capture > budget:
             self.emit("frame_dropped", frame=p.frame.index, cause="late_result",
                       age_s=round(now - p.frame.t_capture, 4))
             return
+        verdict = self.time_guard.check(p)
+        for f in verdict.faults:
+            self.emit("fault", **f)
+        for q, shift in verdict.use:
+            if shift is None:
+                shift = self.time_guard.measure(q)[0] if q.valid else 0.0
+            self._apply_perception(q, shift)
+
+    def _apply_perception(self, p: Perception, shift_mm: float) -> None:
+        """Fold one checked frame into the tracker: blind-interval count, records, speed, commits."""
+        t = p.frame.t_capture
         last = self._last_seen_capture
-        if p.valid and last is not None and p.frame.t_capture - last > 1.5 / self.cfg.fps:
-            v = self.tracker.speed_mm_s
-            self.emit("fault", kind="blind_interval", t_from=last, t_to=p.frame.t_capture,
-                      belt_mm=round((p.frame.t_capture - last) * v, 1),
-                      detail="no usable frame: objects passing unseen take the default route")
+        before = set(self.tracker.records) if p.valid else set()
+        up = (min(self.tracker.records.values(), key=lambda r: r.x_at(t, self.tracker.speed_mm_s))
+              if before else None)
+        seen = self.tracker.update(t, p.dets, p.frame.image.shape[1], p.results,
+                                   valid=p.valid, truth_uids=p.truth_uids, shift_mm=shift_mm)
         if p.valid:
-            self._last_seen_capture = max(p.frame.t_capture, last or p.frame.t_capture)
-        seen = self.tracker.update(p.frame.t_capture, p.dets, p.frame.image.shape[1], p.results,
-                                   valid=p.valid, truth_uids=p.truth_uids)
+            if last is not None and t - last > 1.5 / self.cfg.fps:
+                self._blind_interval(last, t, up, [r for r in seen if r.rid not in before])
+            self._last_seen_capture = max(t, last or t)
+        self._emit_tracker_events()
         if len(seen):
             objs = []
             for d, rec in enumerate(seen):
@@ -241,14 +258,58 @@ class LineRunner:
         if self.annotator is not None:
             self.annotator.add(p, seen if p.valid else [])
         for rec in seen:
-            if rec.state == "TRACKED" and rec.x_mm >= self.cfg.decision_x_mm:
+            if rec.state == "TRACKED" and rec.x_mm >= self.cfg.decision_x_mm and rec.rid in self.tracker.records:
                 self._commit(rec, p.t_done, p.frame.t_capture)
+
+    def _blind_interval(self, t_from: float, t_to: float, up: ObjectRecord | None, new: list[ObjectRecord]) -> None:
+        """Log a stretch of time without a usable frame with the number of objects that passed unseen."""
+        tr, v = self.tracker, self.tracker.speed_mm_s
+        lo, hi = tr.view_mm
+        travel = (t_to - t_from) * v
+        pitch = tr.mean_pitch_mm() or (self.cfg.max_object_len_mm + self.cfg.gap_mm)
+        min_pitch = min(tr.pitches_mm) if tr.pitches_mm else pitch / 2
+        gap = None
+        if up is not None and new and up.rid in tr.records:
+            gap = up.x_at(t_to, v) - max(r.x_mm for r in new)
+        est = estimate_unseen(travel, hi - lo, pitch, min_pitch, gap)
+        self.n_unseen_est += est.unseen_est
+        self.emit("fault", kind="blind_interval", t_from=t_from, t_to=t_to, belt_mm=round(travel, 1),
+                  unseen_mm=round(est.unseen_mm, 1), unseen_est=round(est.unseen_est, 2),
+                  unseen_max=est.unseen_max, method=est.method, pitch_mm=round(pitch, 1),
+                  detail="no usable frame: objects passing unseen take the default route")
+
+    def _emit_tracker_events(self) -> None:
+        """Log what the tracker found (speed changes, merges, twin faults); re-check commands in flight."""
+        events, self.tracker.events = self.tracker.events, []
+        for kind, fields in events:
+            self.emit(kind, **fields)
+            if kind == "speed_change":
+                self._recheck_in_flight(fields["from_mm_s"])
+
+    def _recheck_in_flight(self, v_old: float) -> None:
+        """After a speed change, flag records whose gate command was timed with the old speed and whose
+        item may now miss the open window: their outcome cannot be known from the host."""
+        now, v = self.clock.now(), self.tracker.speed_mm_s
+        hit = []
+        for rec in self.tracker.records.values():
+            if rec.state != "SCHEDULED" or rec.final or rec.gate is None:
+                continue
+            rest = self.cfg.gate_distance_mm[rec.gate] - rec.x_at(now, v)
+            if rest <= -rec.half_len_mm:
+                continue                       # already through the gate before the change mattered
+            shift_s = abs(max(rest, 0.0) * (1 / v - 1 / v_old)) + abs(v - v_old) / self.cfg.fps / v
+            if shift_s >= 0.75 * gate_slack_mm(rec, v_old, self.cfg) / v_old:
+                rec.flags.add("speed_change_in_flight")
+                hit.append(rec.rid)
+        if hit:
+            self.emit("fault", kind="speed_change_in_flight", records=hit,
+                      detail="gate timed with the old speed: the item may miss its window")
 
     def _commit(self, rec: ObjectRecord, t_evidence: float, t_capture: float) -> None:
         now = self.clock.now()
         v = self.tracker.speed_mm_s
         too_close = self.tracker.neighbours_too_close(rec, now)
-        d = decide(rec, too_close, now, v, self.cfg, self.link_p99_s, self.tracker.speed_known)
+        d = decide(rec, too_close, now, v, self.cfg, self.link_p99_s, self.tracker.speed_trust(now))
         rec.state = "DECIDED"
         rec.lane, rec.gate = d.lane, d.gate
         self.emit("decision", record=rec.rid, lane=d.lane, gate=d.gate, reason=d.reason, t_commit=d.t_commit,

@@ -1,17 +1,30 @@
 """Objects, not tracks: one `ObjectRecord` per physical item, tracked in belt coordinates.
 
-Positions are predicted with the belt speed (x(t) = x + v (t - t_last)) and associated on the
-prediction (Hungarian on belt distance), so a detector dropout only leaves a record coasting.
+Positions are dead-reckoned with the belt speed (x(t) = x + v (t - t_last), re-based every frame,
+so a speed change bends the path instead of rewriting it) and associated on the prediction
+(Hungarian on belt distance), so a detector dropout only leaves a record coasting.
+
+Like with like at the image edges: a box cut by the image edge only knows its uncut edge (the
+front edge of an item entering on the left, the back edge of one leaving on the right), so it is
+compared with the predicted position of that same edge, never its raw centre with a predicted
+centre. A frame whose content is shifted as a whole (a stale image, a wrong stamp) is measured by
+`content_shift` and judged in `fovea.line.frametime` before it is applied.
+
 Tracker ids from a producer are hints (aliases): an id that jumps to another record flags both
 as `id_switch`. One detection covering two predicted records flags them `merged`; a blob too long
 or too concave for one item flags `not_single`; missed sightings flag `track_gap`. Flags never
-delete a record: it keeps blocking its neighbours and still gets exactly one outcome.
+delete a record: it keeps blocking its neighbours and still gets exactly one outcome. The only
+way a record disappears without an outcome is a merge into its twin (`merge` event): two records
+never seen in the same frame that prove to be one object (overlapping on the belt, or a phantom
+with fewer than `min_sightings` that vanished while in full view next to a record it could be a
+time-shifted copy of). A record already committed keeps its outcome and absorbs the other.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import Counter
+import math
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,11 +32,16 @@ from scipy.optimize import linear_sum_assignment
 
 from fovea.core import ClassResult, Detections
 from fovea.line.config import LineConfig
+from fovea.line.speed import BeltSpeedEstimator, SpeedTrust
 
 
 @dataclass
 class ObjectRecord:
-    """Durable state of one physical object; `rid` is the key, tracker ids are only aliases."""
+    """Durable state of one physical object; `rid` is the key, tracker ids are only aliases.
+
+    x_mm is the dead-reckoned centre at time t_last (re-based every frame); t_seen is the capture
+    time of the last sighting.
+    """
 
     rid: str
     t_first: float
@@ -45,7 +63,10 @@ class ObjectRecord:
     outcome_reason: str = ""
     t_capture_last: float = 0.0
     truth: Counter = field(default_factory=Counter)   # ground-truth uids seen (audits only)
-    anchor: tuple[float, float] | None = None         # first uncut sighting (t, x), for speed
+    t_seen: float = float("nan")
+    track: deque = field(default_factory=lambda: deque(maxlen=12))   # (t, front_mm|None, back_mm|None)
+    frames: set[int] = field(default_factory=set)     # frame serials it was seen in
+    absorbed: list[str] = field(default_factory=list)  # rids of twins merged into it
 
     def x_at(self, t: float, v: float) -> float:
         return self.x_mm + v * (t - self.t_last)
@@ -53,6 +74,32 @@ class ObjectRecord:
     @property
     def final(self) -> bool:
         return self.outcome is not None
+
+
+@dataclass
+class Observed:
+    """One frame's boxes in belt mm: (N, 4) x0, y0, x1, y1 and whether each is cut on the left/right."""
+
+    boxes: np.ndarray
+    cut_left: np.ndarray
+    cut_right: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+def comparable_residuals(obs: Observed, pred_x: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """(N, M) detection-minus-prediction along the belt, edge against edge for cut boxes.
+
+    Uncut box: its centre vs the predicted centre; cut on the left (entering): its front edge x1
+    vs the predicted front edge; cut on the right (leaving): its back edge x0 vs the predicted back.
+    """
+    x0, x1 = obs.boxes[:, 0:1], obs.boxes[:, 2:3]
+    cl, cr = obs.cut_left[:, None], obs.cut_right[:, None]
+    centre = (x0 + x1) / 2 - pred_x[None, :]
+    front = x1 - (pred_x + half)[None, :]
+    back = x0 - (pred_x - half)[None, :]
+    return np.where(cl & ~cr, front, np.where(cr & ~cl, back, centre))
 
 
 class BeltTracker:
@@ -63,58 +110,129 @@ class BeltTracker:
         self.records: dict[str, ObjectRecord] = {}
         self.alias_owner: dict[int, str] = {}
         self._ids = itertools.count()
-        self.speed_mm_s = config.belt_speed_mm_s
-        self._speed_samples: list[float] = []
-        self.view_mm = None
+        self.speed = BeltSpeedEstimator(config.belt_speed_mm_s, quant_mm=config.mm_per_px,
+                                        window_s=config.speed_window_s, settle_s=config.speed_settle_s,
+                                        change_rel=config.speed_change_rel, max_age_s=config.speed_max_age_s)
+        self.view_mm: tuple[float, float] | None = None
+        self.events: list[tuple[str, dict]] = []       # (type, fields) for the runner's log
+        self.pitches_mm: deque[float] = deque(maxlen=200)   # centre-to-centre spacing of arrivals
+        self._frame_no = 0
+        self._twins_reported: set[tuple[str, str]] = set()
 
-    # ------------------------------------------------------------------ geometry
+    # ------------------------------------------------------------------ geometry and speed
     def to_belt(self, xyxy: np.ndarray) -> np.ndarray:
         """(N, 4) pixel boxes -> (N, 4) belt boxes in mm (x0, y0, x1, y1)."""
         return xyxy.astype(np.float64) * self.cfg.mm_per_px + np.array([self.cfg.x0_mm, 0, self.cfg.x0_mm, 0])
 
+    def observe(self, dets: Detections, image_width_px: int) -> Observed:
+        """Belt boxes of a frame's detections with their edge cuts."""
+        cfg = self.cfg
+        self.view_mm = lo, hi = (cfg.x0_mm, cfg.x0_mm + image_width_px * cfg.mm_per_px)
+        boxes = self.to_belt(dets.xyxy) if len(dets) else np.zeros((0, 4))
+        return Observed(boxes, boxes[:, 0] <= lo + 1e-6, boxes[:, 2] >= hi - 1e-6)
+
+    @property
+    def speed_mm_s(self) -> float:
+        return self.speed.speed_mm_s if self.cfg.measure_speed else self.cfg.belt_speed_mm_s
+
+    def speed_trust(self, now: float) -> SpeedTrust:
+        """The speed and whether gate timing may rest on it (always trusted when not measured)."""
+        if not self.cfg.measure_speed:
+            return SpeedTrust(self.cfg.belt_speed_mm_s, True, 0.0, "")
+        return self.speed.trust(now)
+
     @property
     def speed_known(self) -> bool:
-        """True unless the speed is to be measured and fewer than 8 samples arrived yet."""
-        return not self.cfg.measure_speed or len(self._speed_samples) >= 8
+        """True unless the speed is measured and not (yet, or no longer) trusted."""
+        return not self.cfg.measure_speed or self.speed.trust(self.speed.t_sample).known
 
     def active(self) -> list[ObjectRecord]:
         return list(self.records.values())
 
+    def in_view(self, t: float) -> list[ObjectRecord]:
+        """Records whose predicted centre lies inside the camera view at time t."""
+        if self.view_mm is None:
+            return []
+        lo, hi = self.view_mm
+        v = self.speed_mm_s
+        return [r for r in self.records.values() if lo <= r.x_at(t, v) <= hi]
+
+    def content_shift(self, t: float, obs: Observed, tol_mm: float, max_shift_mm: float) -> tuple[float, int]:
+        """(shift_mm, support): the common displacement of this frame's boxes from the predictions.
+
+        Each detection/record pair near in y proposes a shift (edge-comparable residual); the shift
+        agreed by most detections (ties: the smallest) is refined as the median of its supporters.
+        Only records predicted with their centre in view take part. (0, 0) when nothing compares.
+        """
+        recs = self.in_view(t)
+        if not len(obs) or not recs:
+            return 0.0, 0
+        v = self.speed_mm_s
+        pred = np.array([r.x_at(t, v) for r in recs])
+        half = np.array([r.half_len_mm for r in recs])
+        res = comparable_residuals(obs, pred, half)
+        cy = (obs.boxes[:, 1] + obs.boxes[:, 3]) / 2
+        dy = np.abs(cy[:, None] - np.array([r.y_mm for r in recs])[None, :])
+        ok = (dy < self.cfg.assoc_gate_mm) & (np.abs(res) <= max_shift_mm)
+        cands = np.unique(np.round(res[ok], 3))
+        if cands.size == 0:
+            return 0.0, 0
+        best, best_key = 0.0, None
+        for c in cands:
+            near = np.where(ok, np.abs(res - c), np.inf).min(axis=1)
+            support = int(np.sum(near <= tol_mm))
+            key = (support, -abs(c))
+            if best_key is None or key > best_key:
+                best, best_key = float(c), key
+        near_idx = np.where(ok, np.abs(res - best), np.inf)
+        sel = near_idx.min(axis=1) <= tol_mm
+        vals = res[np.arange(len(obs)), near_idx.argmin(axis=1)][sel]
+        return float(np.median(vals)), int(best_key[0])
+
     # ------------------------------------------------------------------ update
     def update(self, t: float, dets: Detections, image_width_px: int, results: list[ClassResult | None],
-               valid: bool = True, truth_uids: list[int | None] | None = None) -> list[ObjectRecord]:
+               valid: bool = True, truth_uids: list[int | None] | None = None,
+               shift_mm: float = 0.0) -> list[ObjectRecord]:
         """Fold one processed frame (capture time t) into the records; returns records seen in it.
 
         valid=False marks a frame that could not be used (black, frozen): nobody is seen, and
-        every record fully in view counts a miss.
+        every record fully in view counts a miss. shift_mm: the frame's measured common shift
+        (`content_shift`), so association survives a speed change the estimate has not caught up with.
         """
         cfg, v = self.cfg, self.speed_mm_s
-        self.view_mm = (cfg.x0_mm, cfg.x0_mm + image_width_px * cfg.mm_per_px)
+        self._frame_no += 1
+        obs = self.observe(dets, image_width_px) if valid else Observed(np.zeros((0, 4)), np.zeros(0, bool),
+                                                                        np.zeros(0, bool))
+        if self.view_mm is None:
+            self.view_mm = (cfg.x0_mm, cfg.x0_mm + image_width_px * cfg.mm_per_px)
         lo, hi = self.view_mm
-        n = len(dets) if valid else 0
-        boxes = self.to_belt(dets.xyxy) if n else np.zeros((0, 4))
-        recs = [r for r in self.records.values()]
+        n = len(obs)
+        boxes = obs.boxes
+        recs = list(self.records.values())
         pred = np.array([r.x_at(t, v) for r in recs]) if recs else np.zeros(0)
-        cx = (boxes[:, 0] + boxes[:, 2]) / 2 if n else np.zeros(0)
         cy = (boxes[:, 1] + boxes[:, 3]) / 2 if n else np.zeros(0)
         matched_rec: dict[int, int] = {}
         if n and recs:
+            half = np.array([r.half_len_mm for r in recs])
+            res = comparable_residuals(obs, pred, half) - shift_mm
             ry = np.array([r.y_mm for r in recs])
-            cost = np.abs(cx[:, None] - pred[None, :]) + 0.5 * np.abs(cy[:, None] - ry[None, :])
-            gate = (np.abs(cx[:, None] - pred[None, :]) < cfg.assoc_gate_mm) & (np.abs(cy[:, None] - ry[None, :]) < cfg.assoc_gate_mm)
-            big = 1e6
-            di, ri = linear_sum_assignment(np.where(gate, cost, big))
+            dy = np.abs(cy[:, None] - ry[None, :])
+            gate = (np.abs(res) < cfg.assoc_gate_mm) & (dy < cfg.assoc_gate_mm)
+            di, ri = linear_sum_assignment(np.where(gate, np.abs(res) + 0.5 * dy, 1e6))
             for d, r in zip(di, ri):
                 if gate[d, r]:
                     matched_rec[d] = r
+        up = min(recs, key=lambda r: r.x_at(t, v)) if recs else None
         seen: list[ObjectRecord] = []
         used = set(matched_rec.values())
         solidity = dets.data.get("solidity") if n else None
         for d in range(n):
             x0, y0, x1, y1 = boxes[d]
-            at_edge = x0 <= lo + 1e-6 or x1 >= hi - 1e-6
+            cut_l, cut_r = bool(obs.cut_left[d]), bool(obs.cut_right[d])
+            at_edge = cut_l or cut_r
             # a detection whose extent holds the predicted centres of several records: a merge
-            inside = [i for i, p in enumerate(pred) if x0 - 1 <= p <= x1 + 1 and abs(recs[i].y_mm - cy[d]) < (y1 - y0) / 2 + 1]
+            inside = [i for i, p in enumerate(pred) if x0 - 1 <= p + shift_mm <= x1 + 1
+                      and abs(recs[i].y_mm - cy[d]) < (y1 - y0) / 2 + 1]
             if d in matched_rec:
                 rec = recs[matched_rec[d]]
             else:
@@ -123,36 +241,45 @@ class BeltTracker:
                     rec = recs[free[0]]
                     used.add(free[0])
                 else:
-                    rec = self._new(t, cx[d], cy[d], (x1 - x0) / 2)
+                    rec = self._new(t, (x0 + x1) / 2, cy[d], (x1 - x0) / 2)
+                    if up is not None:
+                        x_up = up.x_at(t, v) + shift_mm
+                        pitch = (x_up + up.half_len_mm - x1) if cut_l else (x_up - (x0 + x1) / 2)
+                        if pitch > 0:
+                            self.pitches_mm.append(float(pitch))
                     recs.append(rec)
-                    pred = np.append(pred, cx[d])
+                    pred = np.append(pred, (x0 + x1) / 2 - shift_mm)
             if len(inside) > 1:
                 for i in inside:
                     recs[i].flags.add("merged")
                 rec.flags.add("merged")
-            length = x1 - x0
-            if not at_edge and (length > cfg.max_object_len_mm or (solidity is not None and solidity[d] < cfg.min_solidity)):
+            if not at_edge and (x1 - x0 > cfg.max_object_len_mm or
+                                (solidity is not None and solidity[d] < cfg.min_solidity)):
                 rec.flags.add("not_single")
-            self._observe(rec, t, x0, x1, cy[d], x0 <= lo + 1e-6, x1 >= hi - 1e-6)
+            self._observe(rec, t, x0, x1, cy[d], cut_l, cut_r)
             if dets.tracker_id is not None:
                 self._alias(rec, int(dets.tracker_id[d]))
-            res = results[d] if d < len(results) else None
-            if res is not None and not at_edge:
-                rec.votes.append(res)
+            res_d = results[d] if d < len(results) else None
+            if res_d is not None and not at_edge:
+                rec.votes.append(res_d)
                 rec.vote_times.append(t)
             if truth_uids is not None and truth_uids[d] is not None:
                 rec.truth[truth_uids[d]] += 1
             seen.append(rec)
+        self._update_speed(t, seen)
         seen_ids = {id(r) for r in seen}
         for rec in self.records.values():
-            if id(rec) in seen_ids or rec.final:
+            if id(rec) in seen_ids:
                 continue
-            x = rec.x_at(t, v)
-            if lo + rec.half_len_mm < x < hi - rec.half_len_mm:     # fully in view, yet not seen
+            rec.x_mm, rec.t_last = rec.x_at(t, v), t       # re-base on the speed used so far
+            if rec.final:
+                continue
+            if lo + rec.half_len_mm < rec.x_mm < hi - rec.half_len_mm:     # fully in view, yet not seen
                 rec.misses += 1
                 rec.max_misses = max(rec.max_misses, rec.misses)
                 if rec.misses > cfg.max_missed_frames:
                     rec.flags.add("track_gap")
+        self._merge_twins(t)
         return seen
 
     def _new(self, t: float, x: float, y: float, half_len: float) -> ObjectRecord:
@@ -173,18 +300,37 @@ class BeltTracker:
             x = x0 + rec.half_len_mm          # back edge is exact, the front already left
         else:
             x = (x0 + x1) / 2
-        if self.cfg.measure_speed and not (cut_left or cut_right):
-            # displacement over a long baseline (>= 0.25 s) beats pixel quantization frame to frame
-            if rec.anchor is None:
-                rec.anchor = (t, x)
-            elif t - rec.anchor[0] >= 0.25:
-                self._speed_samples.append((x - rec.anchor[1]) / (t - rec.anchor[0]))
-                if len(self._speed_samples) >= 8:
-                    self._speed_samples = self._speed_samples[-64:]
-                    self.speed_mm_s = float(np.median(self._speed_samples))
+        rec.track.append((t, None if cut_right else float(x1), None if cut_left else float(x0)))
         rec.misses = 0
-        rec.t_last, rec.x_mm, rec.y_mm = t, float(x), float(y)
+        rec.t_last, rec.t_seen, rec.x_mm, rec.y_mm = t, t, float(x), float(y)
         rec.sightings += 1
+        rec.frames.add(self._frame_no)
+
+    def _update_speed(self, t: float, seen: list[ObjectRecord]) -> None:
+        """One displacement sample per record seen now and earlier in the estimator's baseline."""
+        if not self.cfg.measure_speed:
+            return
+        t_from = self.speed.baseline_start(t) - 1e-9
+        samples = []
+        for rec in seen:
+            now = rec.track[-1]
+            for old in rec.track:
+                if old[0] >= t - 1e-9:
+                    break
+                if old[0] < t_from:
+                    continue
+                dx = _displacement(old, now)
+                if dx is not None:
+                    samples.append((dx, now[0] - old[0]))
+                    break
+        was_settled = self.speed.settled
+        change = self.speed.update(t, samples)
+        if change is not None:
+            self.events.append(("speed_change", dict(t_capture=t, from_mm_s=round(change.from_mm_s, 1),
+                                                     to_mm_s=round(change.to_mm_s, 1), source=change.source)))
+        if self.speed.settled and not was_settled:
+            self.events.append(("speed_settled", dict(t_capture=t, speed_mm_s=round(self.speed.speed_mm_s, 1),
+                                                      rel_err=round(self.speed.rel_err, 4))))
 
     def _alias(self, rec: ObjectRecord, tid: int) -> None:
         if tid < 0:
@@ -198,6 +344,61 @@ class BeltTracker:
         self.alias_owner[tid] = rec.rid
         rec.aliases.add(tid)
 
+    # ------------------------------------------------------------------ twins
+    def _merge_twins(self, t: float) -> None:
+        """Merge records that prove to be one object (see the module docstring)."""
+        v = self.speed_mm_s
+        recs = sorted(self.records.values(), key=lambda r: r.rid)
+        reach = v * self.cfg.twin_window_s
+        done: set[str] = set()
+        for a, b in itertools.combinations(recs, 2):
+            if a.rid in done or b.rid in done or a.frames & b.frames:
+                continue
+            if abs(a.y_mm - b.y_mm) >= self.cfg.assoc_gate_mm:
+                continue
+            dx = abs(a.x_at(t, v) - b.x_at(t, v))
+            cause = None
+            if dx < min(a.half_len_mm, b.half_len_mm):
+                cause = "overlap"
+            else:
+                for p in (a, b):
+                    if p.sightings < self.cfg.min_sightings and p.misses >= 2 and dx <= reach:
+                        cause = "phantom"
+            if cause is None:
+                continue
+            survivor, ghost = self._pick_survivor(a, b)
+            if survivor is None:
+                key = (a.rid, b.rid)
+                if key not in self._twins_reported:
+                    self._twins_reported.add(key)
+                    self.events.append(("fault", dict(kind="twin_records", records=[a.rid, b.rid], cause=cause,
+                                                      detail="both already committed: cannot merge")))
+                continue
+            self._absorb(survivor, ghost, cause, dx)
+            done.add(ghost.rid)
+
+    @staticmethod
+    def _pick_survivor(a: ObjectRecord, b: ObjectRecord):
+        """(survivor, ghost): a committed record survives; else the better seen one; (None, None) if both committed."""
+        ca, cb = a.state != "TRACKED", b.state != "TRACKED"
+        if ca and cb:
+            return None, None
+        if ca or cb:
+            return (a, b) if ca else (b, a)
+        return (a, b) if (a.sightings, -a.t_first) >= (b.sightings, -b.t_first) else (b, a)
+
+    def _absorb(self, survivor: ObjectRecord, ghost: ObjectRecord, cause: str, dx: float) -> None:
+        survivor.truth.update(ghost.truth)
+        survivor.absorbed.append(ghost.rid)
+        survivor.frames |= ghost.frames
+        for a in ghost.aliases:
+            self.alias_owner[a] = survivor.rid
+            survivor.aliases.add(a)
+        del self.records[ghost.rid]
+        self.events.append(("merge", dict(record=ghost.rid, into=survivor.rid, cause=cause, dx_mm=round(dx, 1),
+                                          sightings=ghost.sightings)))
+
+    # ------------------------------------------------------------------ neighbours and retirement
     def neighbours_too_close(self, rec: ObjectRecord, t: float) -> list[str]:
         """rids of other records whose edge-to-edge gap to `rec` at time t is below the minimum gap."""
         v, gap = self.speed_mm_s, self.cfg.gap_mm
@@ -221,3 +422,20 @@ class BeltTracker:
                 if self.alias_owner.get(a) == r.rid:
                     del self.alias_owner[a]
         return gone
+
+    def mean_pitch_mm(self) -> float | None:
+        """Median centre-to-centre spacing of arriving items so far (None before two arrived)."""
+        return float(np.median(self.pitches_mm)) if self.pitches_mm else None
+
+
+def _displacement(old: tuple, now: tuple) -> float | None:
+    """Belt displacement between two sightings (t, front|None, back|None) from the edges both know."""
+    _, f0, b0 = old
+    _, f1, b1 = now
+    if f0 is not None and f1 is not None and b0 is not None and b1 is not None:
+        return ((f1 + b1) - (f0 + b0)) / 2
+    if f0 is not None and f1 is not None:
+        return f1 - f0
+    if b0 is not None and b1 is not None:
+        return b1 - b0
+    return None

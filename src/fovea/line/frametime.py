@@ -1,0 +1,137 @@
+"""Frame time checked: a frame is used only if its stamp increases and its content agrees with it.
+
+Two checks, both before a frame touches the tracker:
+1. Stamp: `t_capture` must increase over the last frame used (`timestamp_repeated` when equal,
+   `timestamp_backwards` when smaller).
+2. Content: the frame's boxes, compared edge-for-edge with the tracked records' predictions
+   (`BeltTracker.content_shift`), share one shift s. |s| <= tol (tol = max(3 px, time_tol_s * v))
+   means the image shows the belt where its stamp says. Otherwise the frame is HELD, not used,
+   because a real speed change looks the same in its first frame. The next frame decides:
+   - it agrees with the predictions: the held frame was stale or mis-stamped (`content_behind_stamp`
+     for s < 0, `content_ahead_of_stamp` for s > 0) and is dropped as a fault;
+   - it continues the held frame's motion (the shift grows linearly, s(t) = (v' - v)(t - tau) with
+     tau between the last used frame and the held one, and v' > 0): a speed change, both are used;
+   - neither: the held frame is a fault and the new one is held in its place.
+A frame with nothing to compare (empty belt, only new items) passes. Faults are logged by the
+runner as `fault` events with kind `frame_time`, the cause, and the implied time offset s / v.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fovea.line.config import LineConfig
+
+
+@dataclass
+class Held:
+    p: Any                 # the runner's Perception
+    shift_mm: float
+    t_ref: float           # capture time of the last used frame when it was held
+
+
+@dataclass
+class TimeVerdict:
+    """Frames to fold into the tracker now, in capture order, with their shifts (None: measure
+    again right before use), and the fault events to log."""
+
+    use: list[tuple[Any, float | None]] = field(default_factory=list)
+    faults: list[dict] = field(default_factory=list)
+
+
+class FrameTimeGuard:
+    """Stamp and content checks of frames before they reach the tracker (see the module docstring)."""
+
+    def __init__(self, tracker, config: LineConfig):
+        self.tracker, self.cfg = tracker, config
+        self.t_used: float | None = None
+        self.held: Held | None = None
+
+    def tolerances(self) -> tuple[float, float]:
+        """(tol_mm, max_shift_mm) at the current belt speed."""
+        v = self.tracker.speed_mm_s
+        tol = max(3 * self.cfg.mm_per_px, self.cfg.time_tol_s * v)
+        return tol, max(2 * self.cfg.assoc_gate_mm, 0.25 * v)
+
+    def measure(self, p) -> tuple[float, int]:
+        """(shift_mm, support) of a perception against the tracker's current predictions."""
+        obs = self.tracker.observe(p.dets, p.frame.image.shape[1])
+        tol, max_shift = self.tolerances()
+        return self.tracker.content_shift(p.frame.t_capture, obs, tol, max_shift)
+
+    def check(self, p) -> TimeVerdict:
+        """Judge one perception (valid or not); see the module docstring."""
+        out = TimeVerdict()
+        t = p.frame.t_capture
+        last = self.t_used
+        if last is not None and t <= last + 1e-9:
+            cause = "timestamp_repeated" if abs(t - last) <= 1e-9 else "timestamp_backwards"
+            out.faults.append(self._fault(p, cause, t_last_used=last))
+            return out
+        if self.held is not None and t <= self.held.p.frame.t_capture + 1e-9:
+            # the two disagree about time; the held frame was the suspect one
+            out.faults.append(self._held_fault())
+            self.held = None
+        if not p.valid:
+            if self.held is not None:
+                out.faults.append(self._held_fault(detail="unconfirmed: the next frame was unusable"))
+                self.held = None
+            out.use.append((p, 0.0))
+            self.t_used = t
+            return out
+        shift, support = self.measure(p)
+        tol, _ = self.tolerances()
+        if support == 0 or abs(shift) <= tol:
+            if self.held is not None:
+                out.faults.append(self._held_fault())
+                self.held = None
+            out.use.append((p, shift if support else 0.0))
+            self.t_used = t
+            return out
+        if self.held is None:
+            self.held = Held(p, shift, last if last is not None else t)
+            return out
+        h = self.held
+        if self._continues(h, t, shift):
+            out.use.append((h.p, h.shift_mm))
+            out.use.append((p, None))
+            self.held = None
+            self.t_used = t
+            return out
+        out.faults.append(self._held_fault())
+        self.held = Held(p, shift, last if last is not None else t)
+        return out
+
+    def _continues(self, h: Held, t: float, shift: float) -> bool:
+        """True when the held frame and this one show one speed change (see the module docstring)."""
+        t_h = h.p.frame.t_capture
+        if t - t_h <= 1e-9:
+            return False
+        a = (shift - h.shift_mm) / (t - t_h)            # v' - v
+        v_new = self.tracker.speed_mm_s + a
+        if v_new <= 0.1 * self.tracker.speed_mm_s or abs(a) < 1e-9:
+            return False
+        since_change = h.shift_mm / a                     # t_h - tau
+        tol_t = self.cfg.time_tol_s
+        return -tol_t <= since_change <= (t_h - h.t_ref) + tol_t
+
+    def flush(self) -> TimeVerdict:
+        """End of run: a frame still held is dropped (nothing can confirm it)."""
+        out = TimeVerdict()
+        if self.held is not None:
+            out.faults.append(self._held_fault(detail="unconfirmed at the end of the run"))
+            self.held = None
+        return out
+
+    def _held_fault(self, detail: str = "") -> dict:
+        h = self.held
+        cause = "content_behind_stamp" if h.shift_mm < 0 else "content_ahead_of_stamp"
+        v = self.tracker.speed_mm_s
+        return self._fault(h.p, cause, shift_mm=round(h.shift_mm, 1), offset_s=round(h.shift_mm / v, 4),
+                           **({"detail": detail} if detail else {}))
+
+    @staticmethod
+    def _fault(p, cause: str, **kw) -> dict:
+        return dict(kind="frame_time", cause=cause, frame=p.frame.index, t_capture=p.frame.t_capture,
+                    n=len(p.dets), **kw)
