@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fovea.anomaly.coreset import greedy_k_center
 from fovea.anomaly.features import FeatureExtractor
 
 
@@ -95,8 +96,9 @@ def greedy_coreset(features: torch.Tensor, n_select: int, projection_dim: int = 
                    progress=None) -> torch.Tensor:
     """Greedy k-center selection (Sener & Savarese) on a Gaussian random projection.
 
-    features (N, D) -> indices (n_select,). Each step adds the point farthest from the chosen set,
-    keeping a running (N,) vector of distances to the nearest chosen point.
+    features (N, D) -> indices (n_select,). Exact greedy (each step adds the point farthest from
+    the chosen set), computed by `fovea.anomaly.coreset.greedy_k_center`, which prunes the points a
+    new centre cannot change and selects the same indices as the plain loop.
     """
     n = features.shape[0]
     n_select = max(1, min(int(n_select), n))
@@ -105,19 +107,8 @@ def greedy_coreset(features: torch.Tensor, n_select: int, projection_dim: int = 
     if projection_dim and projection_dim < x.shape[1]:
         proj = torch.randn(x.shape[1], projection_dim, generator=gen) / projection_dim**0.5
         x = x @ proj
-    sq = x.pow(2).sum(1)
-    selected = torch.empty(n_select, dtype=torch.long)
-    current = int(torch.randint(n, (1,), generator=gen))
-    min_d = torch.full((n,), float("inf"))
-    for step in range(n_select):
-        selected[step] = current
-        c = x[current]
-        d = sq - 2.0 * (x @ c) + sq[current]
-        torch.minimum(min_d, d, out=min_d)
-        current = int(torch.argmax(min_d))
-        if progress is not None and step % 256 == 0:
-            progress(step, n_select)
-    return selected
+    start = int(torch.randint(n, (1,), generator=gen))
+    return greedy_k_center(x, n_select, start, progress=progress)
 
 
 class PatchCore(nn.Module):
