@@ -144,6 +144,13 @@ def test_rig_file_round_trip_and_old_files(calibrated, tmp_path):
         assert np.allclose(getattr(back, k), getattr(res.rig, k), rtol=0, atol=1e-12)
     assert back.image_size == (640, 480) and back.meta["quality"]["pairs_used"] == 12
     assert np.allclose(rectify(back).P2, res.rectification.P2)
+    # the rectification alpha travels with the file (alpha 1 keeps every pixel: a shorter focal length)
+    d["rectification"]["alpha"] = 1.0
+    (tmp_path / "wide.json").write_text(json.dumps(d))
+    wide = rectify(StereoRig.load(tmp_path / "wide.json"))
+    direct = cv2.stereoRectify(back.K1, back.dist1, back.K2, back.dist2, (640, 480), back.R, back.T, alpha=1.0,
+                               flags=cv2.CALIB_ZERO_DISPARITY)
+    assert wide.alpha == 1.0 and np.allclose(wide.P1, direct[2]) and wide.focal_px < res.rectification.focal_px
     # a file as the earlier StereoRig.save wrote it (no format/meta, T as a (3, 1) list) still loads
     old = {k: d[k] for k in ("K1", "dist1", "K2", "dist2", "R", "image_size")}
     old["T"] = [[v] for v in d["T"]]
