@@ -244,6 +244,9 @@ def test_sparx_swin_state_dict_round_trip_and_wrong_family():
     with torch.device("meta"):
         sd = SparXSwin(SparXSwinConfig(), num_classes=4).state_dict()
         model = load_official(sd)
+        # the earlier fovea layout (head norm and head at top level) still loads
+        old = {k.replace("classifier.", "", 1) if k.startswith("classifier.") else k: v for k, v in sd.items()}
+        assert set(old) != set(sd) and type(load_official(old)) is SparXSwin
     assert type(model) is SparXSwin and model.num_classes == 4
     with pytest.raises(ConfigError, match="cannot fill a Linear"):
         load_official(sd, model=torch.nn.Linear(2, 2))

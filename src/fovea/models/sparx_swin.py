@@ -117,9 +117,16 @@ def _infer_variant(sd: dict[str, torch.Tensor]) -> str:
     return "sparx_swin_t"
 
 
+def _rename(key: str, value: torch.Tensor):
+    """fovea's earlier layout kept the head norm and head at top level (`norm.`, `head.`)."""
+    if key.startswith(("norm.", "head.")):
+        key = "classifier." + key
+    return key, value
+
+
 # No official weights exist: the format reads state dicts saved from this implementation.
 register_official(OfficialFormat(
-    family="sparx_swin", model_type=SparXSwin, rename=lambda k, v: (k, v),
+    family="sparx_swin", model_type=SparXSwin, rename=_rename,
     detect=lambda sd: any(".swin.attn." in k for k in sd), infer_variant=_infer_variant,
     build=lambda name, n: SparXSwin(SparXSwinConfig(), num_classes=n), head_key="classifier.head.weight",
 ))
