@@ -44,9 +44,11 @@ def test_fit_test_export_predict(folder, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["image_auroc"] >= 0.9, text  # a red square on grey stripes is an easy defect
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
-    assert main(["anomaly", "export", str(out / "model"), "--out", str(out / "export")]) == 0
+    # TorchScript only: the ONNX export costs minutes on a shared CPU; ONNX files are covered by
+    # test_predict_grammar (legacy exports) and the export parity tests of each task
+    assert main(["anomaly", "export", str(out / "model"), "--out", str(out / "export"), "--format", "torchscript"]) == 0
     pred = tmp_path / "pred"
-    assert main(["anomaly", "predict", str(out / "export" / "model.onnx"), str(folder / "scratch"),
+    assert main(["anomaly", "predict", str(out / "export" / "model.pt"), str(folder / "scratch"),
                  str(folder / "good" / "g0*.png"), "--out", str(pred)]) == 0
     lines = [json.loads(l) for l in (pred / "predictions.jsonl").read_text().splitlines()]
     assert len(lines) == 8 + 10 and {l["task"] for l in lines} == {"anomaly"}
