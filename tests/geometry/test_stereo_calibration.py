@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from fovea.errors import CalibrationError, DataError
+from fovea.errors import CalibrationError, ConfigError, DataError
 from fovea.geometry.calibration import board_object_points, detect_chessboard
 from fovea.geometry.stereo import StereoRig, rectify
 from fovea.geometry.stereo_calibration import (
-    align_corner_order, calibrate_stereo, detect_pairs, pair_by_stem,
+    align_corner_order, calibrate_stereo, calibrate_stereo_images, detect_pairs, pair_by_stem,
 )
 from fovea.synth.stereo_rig import render_stereo_calibration_pairs
 
@@ -185,3 +185,8 @@ def test_pairs_of_another_size_name_the_pair_and_side(stereo_renders):
     small = cv2.resize(stereo_renders.right_images[1], (320, 240))
     with pytest.raises(CalibrationError, match=r"right image of pair b is 320x240 px .* 640x480; Fix"):
         detect_pairs(stereo_renders.left_images[:2], [stereo_renders.right_images[0], small], ["a", "b"], (9, 6))
+
+
+def test_square_boards_are_refused_for_stereo(stereo_renders):
+    with pytest.raises(ConfigError, match=r"board 7x7 is square.*Fix: .*9x6"):
+        calibrate_stereo_images(stereo_renders.left_images, stereo_renders.right_images, (7, 7), 25.0)

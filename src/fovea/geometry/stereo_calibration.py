@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from fovea.errors import CalibrationError, DataError
+from fovea.errors import CalibrationError, ConfigError, DataError
 from fovea.geometry.calibration import board_object_points, calibrate_camera, detect_chessboard, rms
 from fovea.geometry.lens import project_points
 from fovea.geometry.stereo import Rectification, StereoRig, rectify, rectify_points
@@ -307,6 +307,10 @@ def calibrate_stereo_images(left_images: Sequence[np.ndarray], right_images: Seq
     Pairs where either image lacks the board are listed in log["missed"], never silently dropped.
     """
     names = list(names) if names is not None else [f"pair_{i}" for i in range(len(left_images))]
+    if pattern[0] == pattern[1]:
+        raise ConfigError(f"board {pattern[0]}x{pattern[1]} is square: its corners can be numbered from any of "
+                          "four sides, so the left and right images could disagree on which corner is which. Fix: "
+                          "use a board with different numbers of inner corners across and down (e.g. 9x6).")
     if len(left_images) != len(right_images):
         raise DataError(f"{len(left_images)} left images but {len(right_images)} right images; Fix: pass pairs.")
     found, cl, cr, log = detect_pairs(left_images, right_images, names, pattern, method, progress)
