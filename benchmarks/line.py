@@ -198,6 +198,7 @@ def _machine() -> str:
 FAULT_COLS = [("wrong_lane", "wrong lane"), ("two_outcomes", "two outcomes"), ("double_actuations", "double act."),
               ("partial_hits", "partial hits"), ("logged_ne_bin", "logged != bin"),
               ("unseen_uncounted", "unseen & uncounted"), ("ended", "runs ended")]
+UNSEEN_COLS = [("unseen", "unseen items (truth)"), ("unseen_estimated", "unseen (log's estimate)")]
 HARNESS = ("fovea.synth.conveyor", "fovea.line.audit", "fovea.line.doubles", "fovea.line.sim", "fovea.line.fuzz")
 
 
@@ -349,11 +350,12 @@ def _child(impl: str, args, rows: bool, sweep: int) -> list:
     cache = None
     if impl == "old":        # the old code never changes: reuse its results while the harness is the same
         import hashlib
+        import inspect
 
         h = hashlib.sha256(f"{args.old_rev} {rows} {sweep} {args.quick}".encode())
-        for name in HARNESS + ("benchmarks.line",):
-            f = root / ("src" if name.startswith("fovea") else "") / (name.replace(".", "/") + ".py")
-            h.update(f.read_bytes())
+        for name in HARNESS:
+            h.update((root / "src" / (name.replace(".", "/") + ".py")).read_bytes())
+        h.update((inspect.getsource(fault_rows) + inspect.getsource(_run_one)).encode())
         cache = Path(args.old_tree) / f".fault_results_{h.hexdigest()[:16]}.json"
         if cache.is_file():
             print(f"[old] reusing {cache} (same old code, same harness)", flush=True)
@@ -380,14 +382,14 @@ def fault_section(args) -> list[str]:
         for r in runs:
             by[impl].setdefault(r[0], []).append(r)
     n_items = 100 if args.quick else 300
-    head = ["fault family", "runs x items"] + [lab for _, lab in FAULT_COLS]
+    head = ["fault family", "runs x items"] + [lab for _, lab in FAULT_COLS + UNSEEN_COLS]
     body = []
     for key, label, scheds in rows:
         cells = [label, f"{len(scheds)} x {n_items}"]
-        for col, _ in FAULT_COLS:
+        for col, _ in FAULT_COLS + UNSEEN_COLS:
             o, n = _sum(by["old"][key], col), _sum(by["new"][key], col)
             cells.append(f"{o:.0f} / {len(scheds)} -> **{n:.0f}** / {len(scheds)}" if col == "ended"
-                         else f"{o:.0f} -> **{n:.0f}**")
+                         else f"{o:.0f} -> **{n:.0f}**" if col != "unseen_estimated" else f"{o:.1f} -> **{n:.1f}**")
         body.append(cells)
     out = ["## Fault families: old (a0adeaf) -> **new** (this tree)", "",
            f"Each row: the same seeded schedules (`fovea.line.fuzz`, simulated clock, real runner, firmware "
@@ -415,9 +417,10 @@ def fault_section(args) -> list[str]:
         n_it = 100 if args.quick else 300
         out += ["", f"### Random fault mixes: {len(sw)} schedules x {n_it} items (`FaultSchedule.random(seed)`, "
                 f"seeds 0-{len(sw) - 1}, new code)", ""]
-        cols = [c for c, _ in FAULT_COLS]
-        out += _doc.table(["runs", "items"] + [lab for _, lab in FAULT_COLS],
-                          [[len(sw), len(sw) * n_it] + [f"{_sum(sw, c):.0f}" for c in cols]])
+        cols = [c for c, _ in FAULT_COLS + UNSEEN_COLS]
+        out += _doc.table(["runs", "items"] + [lab for _, lab in FAULT_COLS + UNSEEN_COLS],
+                          [[len(sw), len(sw) * n_it] + [f"{_sum(sw, c):.1f}" if c == "unseen_estimated"
+                                                        else f"{_sum(sw, c):.0f}" for c in cols]])
         out += ["", f"Runs breaking the promise: {len(bad)} of {len(sw)}."]
         out += [f"- seed {r[1]}: {', '.join(r[3])} — {r[4]}" for r in bad[:15]]
     return out
