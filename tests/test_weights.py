@@ -72,3 +72,18 @@ def test_clear_errors(tmp_path):
     save_file({"x": torch.zeros(3)}, str(wrong))
     with pytest.raises(WeightsError, match="wrong.safetensors"):
         create_backbone("efficientnet_lite0", weights=wrong)
+
+
+def test_features_only_backbone_loads_without_foreign_warning(caplog):
+    """timm warns "Unexpected keys (conv_head.weight, ...)" when head weights meet a features_only
+    model; every fit printed it (issue 12). The head keys are expected there; nothing else is hidden."""
+    import logging
+
+    from fovea.weights import create_backbone
+
+    with caplog.at_level(logging.INFO):
+        m = create_backbone("efficientnet_lite0", features_only=True, out_indices=(1, 2))
+    assert m.fovea_weights.kind == "package"
+    assert not [r for r in caplog.records if "Unexpected keys" in r.getMessage()]
+    # the filter is scoped to that call: timm's own logger is left as it was
+    assert not logging.getLogger("timm.models._builder").filters

@@ -8,7 +8,9 @@ Files are read with safetensors or `torch.load(weights_only=True)`: nothing is u
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +101,27 @@ def _hub_allowed() -> bool:
     return os.environ.get("FOVEA_OFFLINE", "") != "1" and os.environ.get("HF_HUB_OFFLINE", "") != "1"
 
 
+class _DropUnexpectedKeys(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unexpected keys")
+
+
+@contextlib.contextmanager
+def _head_keys_expected(features_only: bool):
+    """A features_only model has no classifier head, so timm's "Unexpected keys (conv_head.weight,
+    ...)" warning is expected noise there (every fit printed it). The state dict was already checked
+    key by key against the full model (`_file_state_dict` / `_package_state_dict`)."""
+    if not features_only:
+        yield
+        return
+    log, flt = logging.getLogger("timm.models._builder"), _DropUnexpectedKeys()
+    log.addFilter(flt)
+    try:
+        yield
+    finally:
+        log.removeFilter(flt)
+
+
 def create_backbone(name: str, weights: str | Path | None = "default", **timm_kwargs) -> torch.nn.Module:
     """Build timm model `name` with resolved weights; `timm_kwargs` go to `timm.create_model`.
 
@@ -120,9 +143,10 @@ def create_backbone(name: str, weights: str | Path | None = "default", **timm_kw
             if state_dict is None:
                 model = timm.create_model(name, pretrained=source.kind == "hub", **timm_kwargs)
             else:
-                model = timm.create_model(
-                    name, pretrained=True, pretrained_cfg_overlay={"state_dict": state_dict}, **timm_kwargs
-                )
+                with _head_keys_expected(bool(timm_kwargs.get("features_only"))):
+                    model = timm.create_model(
+                        name, pretrained=True, pretrained_cfg_overlay={"state_dict": state_dict}, **timm_kwargs
+                    )
         except WeightsError:
             raise
         except Exception as exc:
