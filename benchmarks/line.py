@@ -10,7 +10,8 @@ Sections (`--section`, default all):
   step sequence with speed measurement on against issue 11's targets; `--sweep N` random fault
   mixes (`fovea.line.fuzz`) on the new code. Counts come from a simulated clock, so they do not
   depend on machine load; `--jobs` runs schedules in parallel processes.
-* `--models`: helper G's trained-model accuracy table (`benchmarks/_line_models.py`).
+* `--models` (or `--section models` alone): the trained-model accuracy table
+  (`benchmarks/_line_models.py`: `model_accuracy_table(quick)`).
 
 Each section writes its own marked block in docs/benchmarks/line.md (text outside the blocks is kept).
 
@@ -142,7 +143,8 @@ def put_block(run: "_doc.Run", tag: str, title: str, body: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--section", choices=("all", "latency", "faults"), default="all")
+    ap.add_argument("--section", choices=("all", "latency", "faults", "models"), default="all",
+                    help="models: only the trained-model table (same as --models with no other section)")
     ap.add_argument("--n-objects", type=int, default=20, help="latency section: items per run")
     ap.add_argument("--repeats", type=int, default=1, help="latency section: runs per mode")
     ap.add_argument("--model-ms", type=float, default=30.0)
@@ -177,7 +179,7 @@ def main() -> None:
         put_block(run, "faults", "Sorting line", fault_section(args))
     if args.section in ("all", "latency"):
         put_block(run, "latency", "Sorting line", latency_section(args))
-    if args.models:
+    if args.models or args.section == "models":
         models = Path(__file__).resolve().parent / "_line_models.py"
         if models.is_file():
             from _line_models import model_accuracy_table
