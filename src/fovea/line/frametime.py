@@ -14,12 +14,23 @@ Two checks, both before a frame touches the tracker:
    - neither: the held frame is a fault and the new one is held in its place.
 A frame with nothing to compare (empty belt, only new items) passes. Faults are logged by the
 runner as `fault` events with kind `frame_time`, the cause, and the implied time offset s / v.
+
+3. Grid: a camera exposes on a fixed period (the median of recent stamp intervals; 1 / fps at the
+   start). A frame whose stamp falls off that grid by more than a quarter period is mis-stamped
+   (`timestamp_off_grid`, a stamp error too small for the content check) and is not used: its
+   positions would sit at the wrong time and bend every prediction after it.
+Safety net: if three frames in a row agree with each other but not with the predictions, the
+predictions are what is wrong (`prediction_offset` fault) and the third frame is used, so a bad
+tracker state can never blind the line for good.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from fovea.line.config import LineConfig
 
@@ -29,14 +40,16 @@ class Held:
     p: Any                 # the runner's Perception
     shift_mm: float
     t_ref: float           # capture time of the last used frame when it was held
+    grid_ok: bool = True
+    agree: int = 0         # earlier held frames in a row with the same shift
 
 
 @dataclass
 class TimeVerdict:
-    """Frames to fold into the tracker now, in capture order, with their shifts (None: measure
-    again right before use), and the fault events to log."""
+    """Frames to fold into the tracker now, in capture order, as (perception, shift_mm or None:
+    measure again right before use, timing_ok: on the camera's grid), and the fault events to log."""
 
-    use: list[tuple[Any, float | None]] = field(default_factory=list)
+    use: list[tuple[Any, float | None, bool]] = field(default_factory=list)
     faults: list[dict] = field(default_factory=list)
 
 
@@ -47,12 +60,38 @@ class FrameTimeGuard:
         self.tracker, self.cfg = tracker, config
         self.t_used: float | None = None
         self.held: Held | None = None
+        self._intervals: deque[float] = deque(maxlen=15)
+        self._t_grid: float | None = None          # last stamp that sat on the camera grid
+        self._t_prev: float | None = None
+
+    def period_s(self) -> float:
+        """The camera's frame period: median of recent stamp intervals (1 / fps until 5 are known)."""
+        if len(self._intervals) >= 5:
+            return float(np.median(self._intervals))
+        return 1.0 / self.cfg.fps
+
+    def on_grid(self, t: float) -> bool:
+        """True when t lies a whole number (>= 1) of frame periods after the last on-grid stamp."""
+        if self._t_grid is None:
+            return True
+        k = (t - self._t_grid) / self.period_s()
+        return round(k) >= 1 and abs(k - round(k)) <= 0.25
+
+    def _stamp_seen(self, t: float) -> bool:
+        """Record a stamp that passed the order check; returns whether it is on the grid."""
+        ok = self.on_grid(t)
+        if self._t_prev is not None and t > self._t_prev:
+            self._intervals.append(t - self._t_prev)
+        self._t_prev = t
+        if ok:
+            self._t_grid = t
+        return ok
 
     def tolerances(self) -> tuple[float, float]:
         """(tol_mm, max_shift_mm) at the current belt speed."""
         v = self.tracker.speed_mm_s
         tol = max(3 * self.cfg.mm_per_px, self.cfg.time_tol_s * v)
-        return tol, max(2 * self.cfg.assoc_gate_mm, 0.25 * v)
+        return tol, max(2 * self.cfg.assoc_gate_mm, 0.35 * v)
 
     def measure(self, p) -> tuple[float, int]:
         """(shift_mm, support) of a perception against the tracker's current predictions."""
@@ -73,11 +112,16 @@ class FrameTimeGuard:
             # the two disagree about time; the held frame was the suspect one
             out.faults.append(self._held_fault())
             self.held = None
+        grid_ok = self._stamp_seen(t)
+        if not grid_ok:
+            out.faults.append(self._fault(p, "timestamp_off_grid", period_s=round(self.period_s(), 4),
+                                          t_grid=self._t_grid))
+            return out
         if not p.valid:
             if self.held is not None:
                 out.faults.append(self._held_fault(detail="unconfirmed: the next frame was unusable"))
                 self.held = None
-            out.use.append((p, 0.0))
+            out.use.append((p, 0.0, grid_ok))
             self.t_used = t
             return out
         shift, support = self.measure(p)
@@ -86,21 +130,30 @@ class FrameTimeGuard:
             if self.held is not None:
                 out.faults.append(self._held_fault())
                 self.held = None
-            out.use.append((p, shift if support else 0.0))
+            out.use.append((p, shift if support else 0.0, grid_ok))
             self.t_used = t
             return out
         if self.held is None:
-            self.held = Held(p, shift, last if last is not None else t)
+            self.held = Held(p, shift, last if last is not None else t, grid_ok)
             return out
         h = self.held
         if self._continues(h, t, shift):
-            out.use.append((h.p, h.shift_mm))
-            out.use.append((p, None))
+            out.use.append((h.p, h.shift_mm, h.grid_ok))
+            out.use.append((p, None, grid_ok))
             self.held = None
             self.t_used = t
             return out
         out.faults.append(self._held_fault())
-        self.held = Held(p, shift, last if last is not None else t)
+        tol, _ = self.tolerances()
+        agree = h.agree + 1 if abs(shift - h.shift_mm) <= tol else 0
+        if agree >= 2:
+            out.faults.append(self._fault(p, "prediction_offset", shift_mm=round(shift, 1),
+                                          detail="three frames agree with each other, not with the tracker"))
+            out.use.append((p, shift, grid_ok))
+            self.held = None
+            self.t_used = t
+            return out
+        self.held = Held(p, shift, last if last is not None else t, grid_ok, agree)
         return out
 
     def _continues(self, h: Held, t: float, shift: float) -> bool:

@@ -109,6 +109,8 @@ class LineRunner:
         self._t_source_done: float | None = None
         self.n_outcomes = 0
         self.n_unseen_est = 0.0
+        self._capture_span: tuple[float, float] | None = None    # first and last t_capture read
+        self._frames_closed = False
 
     @property
     def clock_simulated(self) -> bool:
@@ -141,6 +143,7 @@ class LineRunner:
             return False
         self._read_failures = 0
         beat.last_done = self.clock.now()
+        self._capture_span = (self._capture_span[0] if self._capture_span else frame.t_capture, frame.t_capture)
         self.emit("frame", frame=frame.index, t_capture=frame.t_capture,
                   **({"t_exposure": frame.meta["t_exposure"]} if "t_exposure" in frame.meta else {}))
         img = frame.image
@@ -209,6 +212,9 @@ class LineRunner:
                 if p is None:
                     break
                 self._on_perception(p)
+            if (self.source_done and not self._frames_closed and len(self.q_frames) == 0
+                    and len(self.q_results) == 0 and self.beats["perceive"].busy_since is None):
+                self._end_of_frames()
             self._drain_actuator()
             self._deadline_tick()
             for rec in self.tracker.retire(self.clock.now()):
@@ -228,12 +234,12 @@ class LineRunner:
         verdict = self.time_guard.check(p)
         for f in verdict.faults:
             self.emit("fault", **f)
-        for q, shift in verdict.use:
+        for q, shift, timing_ok in verdict.use:
             if shift is None:
                 shift = self.time_guard.measure(q)[0] if q.valid else 0.0
-            self._apply_perception(q, shift)
+            self._apply_perception(q, shift, timing_ok)
 
-    def _apply_perception(self, p: Perception, shift_mm: float) -> None:
+    def _apply_perception(self, p: Perception, shift_mm: float, timing_ok: bool = True) -> None:
         """Fold one checked frame into the tracker: blind-interval count, records, speed, commits."""
         t = p.frame.t_capture
         last = self._last_seen_capture
@@ -241,7 +247,8 @@ class LineRunner:
         up = (min(self.tracker.records.values(), key=lambda r: r.x_at(t, self.tracker.speed_mm_s))
               if before else None)
         seen = self.tracker.update(t, p.dets, p.frame.image.shape[1], p.results,
-                                   valid=p.valid, truth_uids=p.truth_uids, shift_mm=shift_mm)
+                                   valid=p.valid, truth_uids=p.truth_uids, shift_mm=shift_mm,
+                                   timing_ok=timing_ok)
         if p.valid:
             if last is not None and t - last > 1.5 / self.cfg.fps:
                 self._blind_interval(last, t, up, [r for r in seen if r.rid not in before])
@@ -258,8 +265,24 @@ class LineRunner:
         if self.annotator is not None:
             self.annotator.add(p, seen if p.valid else [])
         for rec in seen:
-            if rec.state == "TRACKED" and rec.x_mm >= self.cfg.decision_x_mm and rec.rid in self.tracker.records:
+            # a record with fewer than min_sightings waits for more (or for its deadline): a ghost must
+            # be able to merge into its twin before it holds an outcome of its own
+            if (rec.state == "TRACKED" and rec.x_mm >= self.cfg.decision_x_mm and rec.rid in self.tracker.records
+                    and rec.sightings >= self.cfg.min_sightings):
                 self._commit(rec, p.t_done, p.frame.t_capture)
+
+    def _end_of_frames(self) -> None:
+        """The source ended and every frame was judged: drop a frame still held, and log the blind
+        interval that lasted until the last frame (it has no usable frame after it to close it)."""
+        self._frames_closed = True
+        for f in self.time_guard.flush().faults:
+            self.emit("fault", **f)
+        if self._capture_span is None:
+            return
+        last = self._last_seen_capture if self._last_seen_capture is not None else self._capture_span[0]
+        t_end = self._capture_span[1]
+        if t_end - last > 1.5 / self.cfg.fps:
+            self._blind_interval(last, t_end, None, [])
 
     def _blind_interval(self, t_from: float, t_to: float, up: ObjectRecord | None, new: list[ObjectRecord]) -> None:
         """Log a stretch of time without a usable frame with the number of objects that passed unseen."""

@@ -7,10 +7,14 @@ sighting inside the current segment and the last `window_s`; with an encoder, th
 between readings. The frame's estimate is the median of the samples' speeds, so one bad box
 (a merged blob, a shadow) does not move it.
 
-A frame estimate outside the tolerance of the current segment starts a new segment: a speed
-change (`SpeedChange`, logged by the runner). A segment is `settled` once its samples span
-`settle_s`; until then, and whenever the newest sample is older than `max_age_s`, the speed is not
-trusted and the policy sends items whose deadline depends on it to the default route.
+A frame estimate outside the tolerance of the current segment is held as a suspect; if the next
+frame deviates the same way, a new segment starts at the suspect frame: a speed change
+(`SpeedChange`, logged by the runner). A single deviating frame (a mis-stamped frame, a bad box)
+is dropped, so it never moves the estimate. A segment is `settled` once its samples span
+`settle_s`; until then, while a suspect frame is pending, and whenever the newest sample is older
+than `max_age_s`, the speed is not trusted and the policy sends items whose deadline depends on
+it to the default route. Samples implying a speed <= 0 or above `max_speed_mm_s` are not physical
+and are ignored.
 
 Uncertainty (`rel_err`, relative, about one sigma): the larger of the quantization bound
 `quant_mm / (baseline_s * v) / sqrt(n)` (`quant_mm` = one pixel in mm, or the encoder step) and
@@ -53,7 +57,8 @@ class BeltSpeedEstimator:
     """Piecewise-constant belt speed from per-frame displacement samples; see the module docstring."""
 
     def __init__(self, nominal_mm_s: float, quant_mm: float, window_s: float = 0.3, settle_s: float = 0.2,
-                 change_rel: float = 0.05, k_sigma: float = 3.0, max_age_s: float = 1.0, smooth_frames: int = 3):
+                 change_rel: float = 0.05, k_sigma: float = 3.0, max_age_s: float = 1.0, smooth_frames: int = 3,
+                 max_speed_mm_s: float | None = None):
         if nominal_mm_s <= 0 or quant_mm <= 0 or window_s <= 0 or settle_s <= 0 or not 0 < change_rel < 1:
             raise ConfigError(f"BeltSpeedEstimator: nominal_mm_s={nominal_mm_s}, quant_mm={quant_mm}, "
                               f"window_s={window_s}, settle_s={settle_s} must be > 0 and change_rel={change_rel} "
@@ -68,6 +73,8 @@ class BeltSpeedEstimator:
         self.rel_err = math.inf
         self._frames: deque[tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=max(1, smooth_frames))
         self.n_changes = 0
+        self.max_speed_mm_s = max_speed_mm_s if max_speed_mm_s is not None else 5 * nominal_mm_s
+        self._suspect: tuple[float, float] | None = None     # (t, v_frame) of a frame that deviated
 
     # ------------------------------------------------------------------ input
     def baseline_start(self, t: float) -> float:
@@ -78,7 +85,7 @@ class BeltSpeedEstimator:
                ) -> SpeedChange | None:
         """Fold one frame's samples [(dx_mm, dt_s), ...] taken at capture time t; a change or None."""
         q = self.quant_mm if quant_mm is None else quant_mm
-        ok = [(dx, dt) for dx, dt in samples if dt > 1e-6]
+        ok = [(dx, dt) for dx, dt in samples if dt > 1e-6 and 0 < dx / dt <= self.max_speed_mm_s]
         if not ok:
             return None
         dx = np.array([s[0] for s in ok], np.float64)
@@ -97,13 +104,20 @@ class BeltSpeedEstimator:
         self.t_sample = t
         ref = self.speed_mm_s
         if self._frames and abs(v_frame - ref) > self._tolerance(ref, float(np.median(dt)), len(v), q):
-            # these samples straddle the change: they seed the new value but are not kept
+            sus = self._suspect
+            if sus is None or (sus[1] - ref) * (v_frame - ref) <= 0:
+                self._suspect = (t, v_frame)          # wait for the next frame before believing it
+                return None
+            # confirmed: the speed changed before the suspect frame; these samples straddle it and
+            # only seed the new value
             was_settled = self.settled
-            self._restart(t, v_frame)
+            self._restart(sus[0], v_frame)
+            self.t_sample = t
             if was_settled:
                 self.n_changes += 1
                 return SpeedChange(t, prev if prev is not None else ref, v_frame, source)
             return None
+        self._suspect = None
         self._frames.append((t, v, dt))
         allv = np.concatenate([f[1] for f in self._frames])
         alldt = np.concatenate([f[2] for f in self._frames])
@@ -121,6 +135,7 @@ class BeltSpeedEstimator:
         self.speed_mm_s = v_mm_s
         self.rel_err = math.inf
         self._frames.clear()
+        self._suspect = None
 
     def _tolerance(self, v: float, dt_s: float, n: int, q: float) -> float:
         per_sample = 2 * q / max(dt_s, 1e-6)               # both ends quantized to one step
@@ -138,7 +153,7 @@ class BeltSpeedEstimator:
         """Whether the current estimate may time a gate at `now` (see the module docstring)."""
         if self.settled_speed_mm_s is None and not self.settled:
             return SpeedTrust(self.speed_mm_s, False, math.inf, "speed_unmeasured")
-        if not self.settled:
+        if not self.settled or self._suspect is not None:
             return SpeedTrust(self.speed_mm_s, False, math.inf, "speed_unsettled")
         if now - self.t_sample > self.max_age_s:
             return SpeedTrust(self.speed_mm_s, False, math.inf, "speed_stale")

@@ -51,6 +51,7 @@ class ObjectRecord:
     half_len_mm: float
     sightings: int = 1
     misses: int = 0                # consecutive missed frames while fully in view
+    dark: int = 0                  # consecutive missed frames while its centre was in view
     max_misses: int = 0
     votes: list[ClassResult] = field(default_factory=list)
     vote_times: list[float] = field(default_factory=list)
@@ -64,7 +65,7 @@ class ObjectRecord:
     t_capture_last: float = 0.0
     truth: Counter = field(default_factory=Counter)   # ground-truth uids seen (audits only)
     t_seen: float = float("nan")
-    track: deque = field(default_factory=lambda: deque(maxlen=12))   # (t, front_mm|None, back_mm|None)
+    track: deque = field(default_factory=lambda: deque(maxlen=12))   # (t, front|None, back|None, timing_ok)
     frames: set[int] = field(default_factory=set)     # frame serials it was seen in
     absorbed: list[str] = field(default_factory=list)  # rids of twins merged into it
 
@@ -149,22 +150,23 @@ class BeltTracker:
     def active(self) -> list[ObjectRecord]:
         return list(self.records.values())
 
-    def in_view(self, t: float) -> list[ObjectRecord]:
-        """Records whose predicted centre lies inside the camera view at time t."""
+    def in_view(self, t: float, margin_mm: float = 0.0) -> list[ObjectRecord]:
+        """Records whose predicted centre lies inside the camera view (widened by margin_mm) at time t."""
         if self.view_mm is None:
             return []
         lo, hi = self.view_mm
         v = self.speed_mm_s
-        return [r for r in self.records.values() if lo <= r.x_at(t, v) <= hi]
+        return [r for r in self.records.values() if lo - margin_mm <= r.x_at(t, v) <= hi + margin_mm]
 
     def content_shift(self, t: float, obs: Observed, tol_mm: float, max_shift_mm: float) -> tuple[float, int]:
         """(shift_mm, support): the common displacement of this frame's boxes from the predictions.
 
         Each detection/record pair near in y proposes a shift (edge-comparable residual); the shift
         agreed by most detections (ties: the smallest) is refined as the median of its supporters.
-        Only records predicted with their centre in view take part. (0, 0) when nothing compares.
+        Records predicted with their centre in view or just past it (within max_shift_mm) take part:
+        a stale image still shows an item that has left. (0, 0) when nothing compares.
         """
-        recs = self.in_view(t)
+        recs = self.in_view(t, max_shift_mm)
         if not len(obs) or not recs:
             return 0.0, 0
         v = self.speed_mm_s
@@ -192,12 +194,13 @@ class BeltTracker:
     # ------------------------------------------------------------------ update
     def update(self, t: float, dets: Detections, image_width_px: int, results: list[ClassResult | None],
                valid: bool = True, truth_uids: list[int | None] | None = None,
-               shift_mm: float = 0.0) -> list[ObjectRecord]:
+               shift_mm: float = 0.0, timing_ok: bool = True) -> list[ObjectRecord]:
         """Fold one processed frame (capture time t) into the records; returns records seen in it.
 
         valid=False marks a frame that could not be used (black, frozen): nobody is seen, and
         every record fully in view counts a miss. shift_mm: the frame's measured common shift
         (`content_shift`), so association survives a speed change the estimate has not caught up with.
+        timing_ok=False (a stamp off the camera's grid): tracked, but no speed sample starts or ends here.
         """
         cfg, v = self.cfg, self.speed_mm_s
         self._frame_no += 1
@@ -256,7 +259,7 @@ class BeltTracker:
             if not at_edge and (x1 - x0 > cfg.max_object_len_mm or
                                 (solidity is not None and solidity[d] < cfg.min_solidity)):
                 rec.flags.add("not_single")
-            self._observe(rec, t, x0, x1, cy[d], cut_l, cut_r)
+            self._observe(rec, t, x0, x1, cy[d], cut_l, cut_r, timing_ok)
             if dets.tracker_id is not None:
                 self._alias(rec, int(dets.tracker_id[d]))
             res_d = results[d] if d < len(results) else None
@@ -266,12 +269,14 @@ class BeltTracker:
             if truth_uids is not None and truth_uids[d] is not None:
                 rec.truth[truth_uids[d]] += 1
             seen.append(rec)
-        self._update_speed(t, seen)
+        self._update_speed(t, seen if timing_ok else [])
         seen_ids = {id(r) for r in seen}
         for rec in self.records.values():
             if id(rec) in seen_ids:
                 continue
             rec.x_mm, rec.t_last = rec.x_at(t, v), t       # re-base on the speed used so far
+            if valid and lo <= rec.x_mm <= hi:
+                rec.dark += 1
             if rec.final:
                 continue
             if lo + rec.half_len_mm < rec.x_mm < hi - rec.half_len_mm:     # fully in view, yet not seen
@@ -290,7 +295,7 @@ class BeltTracker:
         return rec
 
     def _observe(self, rec: ObjectRecord, t: float, x0: float, x1: float, y: float, cut_left: bool,
-                 cut_right: bool) -> None:
+                 cut_right: bool, timing_ok: bool = True) -> None:
         """Update a record from one box; a box cut by the image edge only tells its uncut edge."""
         half = (x1 - x0) / 2
         rec.half_len_mm = max(rec.half_len_mm, half) if rec.sightings else half
@@ -300,8 +305,8 @@ class BeltTracker:
             x = x0 + rec.half_len_mm          # back edge is exact, the front already left
         else:
             x = (x0 + x1) / 2
-        rec.track.append((t, None if cut_right else float(x1), None if cut_left else float(x0)))
-        rec.misses = 0
+        rec.track.append((t, None if cut_right else float(x1), None if cut_left else float(x0), timing_ok))
+        rec.misses = rec.dark = 0
         rec.t_last, rec.t_seen, rec.x_mm, rec.y_mm = t, t, float(x), float(y)
         rec.sightings += 1
         rec.frames.add(self._frame_no)
@@ -311,13 +316,14 @@ class BeltTracker:
         if not self.cfg.measure_speed:
             return
         t_from = self.speed.baseline_start(t) - 1e-9
+        min_dt = 0.5 / self.cfg.fps                      # a falsified stamp must not make a dt of ~0
         samples = []
         for rec in seen:
             now = rec.track[-1]
             for old in rec.track:
-                if old[0] >= t - 1e-9:
+                if old[0] > t - min_dt:
                     break
-                if old[0] < t_from:
+                if old[0] < t_from or not old[3]:
                     continue
                 dx = _displacement(old, now)
                 if dx is not None:
@@ -362,7 +368,7 @@ class BeltTracker:
                 cause = "overlap"
             else:
                 for p in (a, b):
-                    if p.sightings < self.cfg.min_sightings and p.misses >= 2 and dx <= reach:
+                    if p.sightings < self.cfg.min_sightings and p.dark >= 1 and dx <= reach:
                         cause = "phantom"
             if cause is None:
                 continue
@@ -430,8 +436,8 @@ class BeltTracker:
 
 def _displacement(old: tuple, now: tuple) -> float | None:
     """Belt displacement between two sightings (t, front|None, back|None) from the edges both know."""
-    _, f0, b0 = old
-    _, f1, b1 = now
+    f0, b0 = old[1], old[2]
+    f1, b1 = now[1], now[2]
     if f0 is not None and f1 is not None and b0 is not None and b1 is not None:
         return ((f1 + b1) - (f0 + b0)) / 2
     if f0 is not None and f1 is not None:
