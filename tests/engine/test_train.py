@@ -232,6 +232,17 @@ def test_best_checkpoint_is_the_best_epoch(tmp_path, mode, seq, best):
     assert res.timings_s["fit"] > 0
 
 
+def test_progress_callback_pickles_without_its_function():
+    """Spawned DDP processes unpickle the callbacks: a closure over a terminal bar must not stop them."""
+    import pickle
+
+    from fovea.engine._lightning import ProgressCallback
+
+    calls = []
+    cb = pickle.loads(pickle.dumps(ProgressCallback(lambda *a: calls.append(a), 3)))
+    assert cb.progress is None and cb.max_epochs == 3
+
+
 def test_progress_callback_counts_steps_and_epochs(tmp_path):
     x, y = data(10)
     calls = []

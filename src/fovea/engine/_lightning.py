@@ -48,17 +48,24 @@ class CpuTimeLimit(Callback):
 
 
 class ProgressCallback(Callback):
-    """Drive a `progress(stage, done, total)` callback: "batches" per step, "epochs" per epoch (rank 0)."""
+    """Drive a `progress(stage, done, total)` callback: "batches" per step, "epochs" per epoch (rank 0).
 
-    def __init__(self, progress: Progress, max_epochs: int):
+    The callback (often a closure over a terminal bar) does not travel to spawned DDP processes:
+    pickling drops it, so their training runs without progress instead of failing to start.
+    """
+
+    def __init__(self, progress: Progress | None, max_epochs: int):
         self.progress, self.max_epochs = progress, int(max_epochs)
 
+    def __getstate__(self):
+        return {**self.__dict__, "progress": None}
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_rank == 0:
+        if self.progress is not None and trainer.global_rank == 0:
             self.progress("batches", batch_idx + 1, int(trainer.num_training_batches))
 
     def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.global_rank == 0:
+        if self.progress is not None and trainer.global_rank == 0:
             self.progress("epochs", trainer.current_epoch + 1, self.max_epochs)
 
 
