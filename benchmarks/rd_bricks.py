@@ -4,9 +4,10 @@ Generates the bricks data set (`fovea.synth.bricks`, MVTec layout), fits Reverse
 through the same `AnomalyPipeline` the `fovea anomaly` workflow uses (resize, ImageNet
 normalisation, model, sigma-4 map smoothing), and scores the test split. PaDiM on the same
 backbone is measured in the same run as the baseline. AUROC from `fovea.engine.metrics.auroc`,
-cross-checked with scikit-learn. Usage:
+cross-checked with scikit-learn. Writes its table to docs/benchmarks/rd.md. Usage:
 
-    .venv/bin/python benchmarks/rd_bricks.py --epochs 30 --size 256
+    .venv/bin/python benchmarks/rd_bricks.py --threads 1            # full: 30 epochs at 256 px
+    .venv/bin/python benchmarks/rd_bricks.py --threads 1 --quick    # 10 epochs at 128 px
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _doc import Run, add_doc_args, table
 from sklearn.metrics import roc_auc_score
 
 from fovea.anomaly.models import build_model
@@ -68,7 +70,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", default="default")
     ap.add_argument("--out", default="runs/bench_rd_bricks")
+    add_doc_args(ap, "rd", "10 epochs at 128 px (other options as given)")
     args = ap.parse_args()
+    run_doc = Run(args, full_command=".venv/bin/python benchmarks/rd_bricks.py --threads 1")
+    if args.quick:
+        args.epochs, args.size = 10, 128
+        args.out = str(Path(args.out) / "quick")
     torch.set_num_threads(args.threads)
     root = generate_bricks(Path(args.out) / "data", args.category, n_train=args.n_train, n_test_good=20, n_test_bad=30,
                            size=args.size, seed=args.seed)
@@ -79,14 +86,22 @@ def main() -> None:
     rd = run("reverse_distillation", {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                                       "seed": args.seed, "weights": args.weights}, args.size, train, test)
     padim = run("padim", {"weights": args.weights}, args.size, train, test)
-    print(f"bricks {args.category}, {args.size} px, {len(train)} train / {len(test)} test images, {args.threads} threads")
-    print(f"{'model':<22}{'image AUROC':>12}{'(sklearn)':>10}{'pixel AUROC':>13}{'fit wall s':>12}{'fit CPU s':>11}")
-    for r in (rd, padim):
-        print(f"{r['model']:<22}{r['image_auroc']:>12.4f}{r['image_auroc_sklearn']:>10.4f}{r['pixel_auroc']:>13.4f}"
-              f"{r['fit_wall_s']:>12.1f}{r['fit_cpu_s']:>11.1f}")
-    if "train_loss_first_last" in rd:
-        print(f"RD train loss first/last epoch: {rd['train_loss_first_last']}")
     Path(args.out, "result.json").write_text(json.dumps({"args": vars(args), "rd": rd, "padim": padim}, indent=2))
+    rows = [[r["model"] + (" (baseline)" if r is padim else ""), f"{r['image_auroc']:.3f}", f"{r['image_auroc_sklearn']:.3f}",
+             f"{r['pixel_auroc']:.3f}", f"{r['fit_wall_s']:.1f} / {r['fit_cpu_s']:.1f}"] for r in (rd, padim)]
+    loss = rd.get("train_loss_first_last")
+    target = "met" if rd["image_auroc"] >= 0.95 and rd["fit_cpu_s"] <= 600 else "NOT met"
+    body = [
+        f"Bricks `{args.category}`, {args.size} px, {len(train)} train / {len(test)} test images (20 good, 30 anomalous); "
+        f"RD: EfficientNet-Lite0 teacher ({args.weights} weights) stages 1-3, AdamW lr {args.lr}, cosine, batch "
+        f"{args.batch_size}, {args.epochs} epochs, {args.threads} torch thread(s). Fit time includes building the "
+        "teacher and reading the images.", "",
+        *table(["model", "image AUROC", "(scikit-learn)", "pixel AUROC", "fit wall / CPU s"], rows), "",
+        (f"RD training loss (sum over three scales of the mean cosine distance), first / last epoch: "
+         f"{loss[0]:.2f} / {loss[1]:.2f}. " if loss else "")
+        + f"Issue 3 target (image AUROC >= 0.95 within 600 CPU-s of training): {target} in this run.",
+    ]
+    run_doc.write("Reverse Distillation on bricks", body)
 
 
 if __name__ == "__main__":
