@@ -21,11 +21,8 @@ def _predictor(model: str, source_spec: str, clock, seed: int):
     if not Path(model).exists():
         raise ConfigError(f"classifier {model} does not exist; pass a checkpoint/export written by "
                           "`fovea classify`, or `oracle` for the synthetic test double")
-    try:
-        from fovea.classify import load_predictor
-    except ImportError as exc:
-        raise ConfigError(f"fovea.classify.load_predictor is not available in this build ({exc}); "
-                          "install the classify extra or use --model oracle with a synth: source") from exc
+    from fovea.classify import load_predictor
+
     return load_predictor(model)
 
 
