@@ -10,10 +10,12 @@ import pytest
 from fovea.errors import CalibrationError, ConfigError, DataError
 from fovea.geometry.calibration import board_object_points, detect_chessboard
 from fovea.geometry.stereo import StereoRig, rectify
+from fovea.synth.chessboard import BoardSpec
 from fovea.geometry.stereo_calibration import (
-    align_corner_order, calibrate_stereo, calibrate_stereo_images, detect_pairs, pair_by_stem,
+    align_corner_order, calibrate_stereo, calibrate_stereo_images, detect_pairs, epipolar_errors, pair_by_stem,
 )
-from fovea.synth.stereo_rig import render_stereo_calibration_pairs
+from fovea.geometry.lens import project_points
+from fovea.synth.stereo_rig import TrueRig, random_stereo_board_pose, render_stereo_calibration_pairs
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +192,24 @@ def test_pairs_of_another_size_name_the_pair_and_side(stereo_renders):
 def test_square_boards_are_refused_for_stereo(stereo_renders):
     with pytest.raises(ConfigError, match=r"board 7x7 is square.*Fix: .*9x6"):
         calibrate_stereo_images(stereo_renders.left_images, stereo_renders.right_images, (7, 7), 25.0)
+
+
+def test_vertical_rig_rectifies_to_columns_and_keeps_its_baseline():
+    truth = TrueRig.default()
+    truth.T = np.array([1.2, -79.5, 0.8])  # the second camera 80 mm below the first
+    rig = StereoRig(truth.left.K, truth.left.dist, truth.right.K, truth.right.dist, truth.R, truth.T, (640, 480))
+    rect = rectify(rig)
+    assert rect.vertical and rect.baseline == pytest.approx(np.linalg.norm(truth.T), rel=1e-9)
+    rng = np.random.default_rng(0)
+    obj = board_object_points(9, 6, 25.0).astype(np.float64)
+    lefts, rights = [], []
+    for _ in range(3):
+        R, t = random_stereo_board_pose(truth, BoardSpec(), rng)
+        lefts.append(project_points(obj @ R.T + t, truth.left.K, truth.left.dist))
+        rights.append(project_points((obj @ R.T + t) @ truth.R.T + truth.T, truth.right.K, truth.right.dist))
+    e = np.concatenate(epipolar_errors(rig, rect, lefts, rights))
+    assert e.max() < 1e-6  # exact corners of the true rig share a column after rectification
+    rows = [np.abs(cv2.undistortPoints(a.reshape(-1, 1, 2), rig.K1, rig.dist1, R=rect.R1, P=rect.P1)[:, 0, 1]
+                   - cv2.undistortPoints(b.reshape(-1, 1, 2), rig.K2, rig.dist2, R=rect.R2, P=rect.P2)[:, 0, 1])
+            for a, b in zip(lefts, rights)]
+    assert np.concatenate(rows).mean() > 20  # ... and differ by the (vertical) disparity along the rows

@@ -110,3 +110,15 @@ def test_stereo_refuses_images_of_another_size(calibrated, textured_pair, tmp_pa
     assert main(["stereo", str(small), str(textured_pair / "right.png"), "--rig", str(rig_path)]) == 2
     err = capsys.readouterr().err
     assert "small.png is 320x240 px" in err and "640x480" in err and "rig.json" in err and "Fix" in err
+
+
+def test_stereo_refuses_a_vertical_rig(stereo_renders, textured_pair, tmp_path, capsys):
+    from fovea.geometry.stereo import StereoRig
+
+    t = stereo_renders.rig
+    StereoRig(t.left.K, t.left.dist, t.right.K, t.right.dist, t.R, np.array([1.0, -80.0, 0.5]),
+              (640, 480)).save(tmp_path / "vertical.json")
+    assert main(["geometry", "stereo", str(textured_pair / "left.png"), str(textured_pair / "right.png"), "--rig",
+                 str(tmp_path / "vertical.json"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "vertical.json" in err and "one above the other" in err and "-80.0" in err and "Fix" in err

@@ -235,6 +235,11 @@ def stereo_command(left, right, rig, num_disparities, block_size, focal_px, base
         stereo_rig.check_image_size((L.shape[1], L.shape[0]), str(left))
         stereo_rig.check_image_size((R.shape[1], R.shape[0]), str(right))
         r = rectify(stereo_rig)
+        if r.vertical:
+            raise ConfigError(f"stereo rig {rig} has its cameras one above the other (T = "
+                              f"{np.round(stereo_rig.T.ravel(), 2).tolist()}), but the matcher needs a side-by-side "
+                              "pair. Fix: rotate the images of both cameras by 90 degrees (the same way), then "
+                              "calibrate and match the rotated images.")
         L, R = r.apply(L, R)
         focal_px, baseline, Q = r.focal_px, r.baseline, r.Q
         units = stereo_rig.meta.get("units", "the units of the rig's T")

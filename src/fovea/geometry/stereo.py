@@ -141,8 +141,13 @@ class Rectification:
 
     @property
     def baseline(self) -> float:
-        """In the units of T (e.g. mm or m)."""
-        return float(abs(self.P2[0, 3] / self.P2[0, 0]))
+        """In the units of T (e.g. mm or m); P2's translation is along x (or y for a vertical rig)."""
+        return float(np.hypot(self.P2[0, 3], self.P2[1, 3]) / self.P2[0, 0])
+
+    @property
+    def vertical(self) -> bool:
+        """True when OpenCV rectified the pair one above the other (matches share columns, not rows)."""
+        return bool(abs(self.P2[1, 3]) > abs(self.P2[0, 3]))
 
     def apply(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (cv2.remap(left, *self.map_left, cv2.INTER_LINEAR),

@@ -117,7 +117,9 @@ class StereoCalibrationResult:
             "pairs_rejected": {k: round(v, 4) for k, v in self.rejected.items()},
             "epipolar_error_px": {"mean": float(e.mean()), "median": float(np.median(e)),
                                   "p95": float(np.percentile(e, 95)), "max": float(e.max()),
-                                  "definition": "|y_left - y_right| of each detected corner after rectification"},
+                                  "definition": ("|x_left - x_right| (vertical rig)" if self.rectification.vertical
+                                                 else "|y_left - y_right|")
+                                  + " of each detected corner after rectification"},
             "per_pair": [{"name": n, "rms_px": round(float(r), 4), "epipolar_mean_px": round(float(p), 4)}
                          for n, r, p in zip(self.pair_names, self.per_pair_rms_px, self.per_pair_epipolar_px)],
             "note": "RMS and epipolar error are measured on the calibration pairs themselves; the baseline "
@@ -156,12 +158,14 @@ def _stereo_fit(obj, pl, pr, K1, d1, K2, d2, size, refine: bool) -> dict[str, An
 
 def epipolar_errors(rig: StereoRig, rect: Rectification, points_left: Sequence[np.ndarray],
                     points_right: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Per pair: (N,) |y_left - y_right| in px of corresponding points after rectification."""
+    """Per pair: (N,) |y_left - y_right| in px of corresponding points after rectification
+    (|x_left - x_right| for a vertical rig, whose rectified matches share columns)."""
+    axis = 0 if rect.vertical else 1
     out = []
     for u, v in zip(points_left, points_right):
-        yl = rectify_points(u, rig.K1, rig.dist1, rect.R1, rect.P1)[:, 1]
-        yr = rectify_points(v, rig.K2, rig.dist2, rect.R2, rect.P2)[:, 1]
-        out.append(np.abs(yl - yr))
+        a = rectify_points(u, rig.K1, rig.dist1, rect.R1, rect.P1)[:, axis]
+        b = rectify_points(v, rig.K2, rig.dist2, rect.R2, rect.P2)[:, axis]
+        out.append(np.abs(a - b))
     return out
 
 
