@@ -18,7 +18,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from fovea.core import AnomalyResult
+from fovea.core import AnomalyResult, check_image
 from fovea.engine.metrics import roc_curve
 from fovea.errors import DataError
 from fovea.io import read_image
@@ -34,12 +34,11 @@ PANEL_HEIGHT = 200
 
 
 def _check_image(image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB (a grey (H, W) uint8 image is repeated into three channels)."""
     img = np.asarray(image)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise DataError(f"overlay needs an (H, W, 3) uint8 RGB image, got shape {img.shape} dtype {img.dtype}")
-    return img
+    return check_image(img, "overlay image")
 
 
 def _fit(a: np.ndarray, hw: tuple[int, int], interpolation: int) -> np.ndarray:
