@@ -152,7 +152,7 @@ def _mask_at(sample, size) -> np.ndarray | None:
 
 @dataclass
 class _Predicted:
-    """Per-image outputs of a test pass, aligned lists (internal to `run_test`/`test_and_report`)."""
+    """Per-image outputs of a test pass, aligned lists (internal to `run_test` and `evaluate_and_report`)."""
 
     samples: list = field(default_factory=list)
     results: list[AnomalyResult] = field(default_factory=list)

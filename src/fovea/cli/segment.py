@@ -26,7 +26,7 @@ def open_dataset(path: str | Path, size: tuple[int, int], augment: bool = False,
 
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".json":
-        return CocoPolygonDataset(path, size=size, augment=augment, indices=indices)
+        return CocoPolygonDataset(path, size=size, augment=augment, indices=indices, skip_bad=skip_bad)
     if (path / "images").is_dir() and (path / "masks").is_dir():
         return MaskFolderDataset(path / "images", path / "masks", class_names=class_names, size=size,
                                  augment=augment, indices=indices, skip_bad=skip_bad)

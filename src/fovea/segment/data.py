@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from fovea.errors import DataError, ImageReadError, MaskMismatchError
-from fovea.io import list_images, read_image
+from fovea.io import image_header_size, list_images, read_image
 from fovea.weights import IMAGENET_MEAN, IMAGENET_STD
 
 LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")  # cannot hold exact class indices
@@ -161,11 +161,13 @@ class CocoPolygonDataset(SegmentationDataset):
     """COCO instances JSON with polygon segmentations, rasterised to class-index masks.
 
     Class ids: 0 background, then COCO categories in ascending id order (1..K). Later annotations
-    paint over earlier ones. RLE segmentations are refused with a clear error.
+    paint over earlier ones. RLE segmentations are refused with a clear error. Every image's header
+    is checked: an unreadable one raises, or with skip_bad is left out and listed in `self.skipped`.
     """
 
     def __init__(self, json_path: str | Path, images_dir: str | Path | None = None,
-                 size: tuple[int, int] = (256, 256), augment: bool = False, indices: Sequence[int] | None = None):
+                 size: tuple[int, int] = (256, 256), augment: bool = False, indices: Sequence[int] | None = None,
+                 skip_bad: bool = False):
         super().__init__(size, augment)
         json_path = Path(json_path)
         if not json_path.is_file():
@@ -191,8 +193,19 @@ class CocoPolygonDataset(SegmentationDataset):
                 raise DataError(f"{json_path}: annotation {a.get('id')} is RLE or has no polygons; only polygon "
                                 "segmentations are supported. Fix: export polygons (iscrowd=0).")
             by_image[a["image_id"]].append(a)
-        items = [(im, by_image[im["id"]]) for im in images]
+        self.skipped: list[tuple[str, str]] = []
+        items = []
+        for im in images:
+            try:
+                image_header_size(self.images_dir / im["file_name"])
+            except ImageReadError as exc:
+                if not skip_bad:
+                    raise
+                self.skipped.append((exc.path, exc.reason))
+                continue
+            items.append((im, by_image[im["id"]]))
         self.items = items if indices is None else [items[i] for i in indices]
+        self.root = json_path
         self.json_path = json_path
 
     def __len__(self) -> int:
