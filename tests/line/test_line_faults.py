@@ -79,7 +79,13 @@ def test_serial_link_dropped_and_restored():
 
 def test_microcontroller_reset_mid_run():
     reset = lambda ctx: ctx["actuator"].emulator.reset(ctx["clock"].now())  # noqa: E731
-    r = simulate(conveyor(), faults=[(10.0, reset)])
+    # reset just after a command was sent (queued on the MCU, not yet due) while no gate moves: found
+    # in the same run without the fault
+    clean = simulate(conveyor())
+    act, swings = clean.runner.cfg.actuation_s, clean.actuator.emulator.swings
+    t_reset = next(e["t"] + 0.02 for e in clean.log.of_type("command") if e["t"] >= 10.0 and not any(
+        sw.t_open - 0.01 <= e["t"] + 0.02 <= sw.t_close + act + 0.01 for sw in swings))
+    r = simulate(conveyor(), faults=[(t_reset, reset)])
     check_invariants(r)
     assert faults(r)["mcu_reset"] == 1
     lost = [e for e in r.log.of_type("outcome") if e["reason"] == "mcu_reset"]

@@ -31,6 +31,10 @@ class LineConfig:
     speed_max_age_s: float = 1.0           # no speed sample for longer: the speed is not trusted
     speed_err_frac: float = 0.5            # share of a gate window's slack the speed error may use
     decision_x_mm: float = 300.0
+    # commit this long before the first gate's commit deadline rather than at the decision line
+    # (None: at the decision line): fewer commands are in flight when the belt speed changes, and a
+    # speed change seen before the commit is already in the timing
+    commit_lead_s: float | None = 0.3
     gate_distance_mm: dict[int, float] = field(default_factory=lambda: {1: 700.0, 2: 800.0})
     lanes: dict[str, int] = field(default_factory=lambda: {"good": 1, "damaged": 2})
     actuation_s: float = 0.10              # servo travel time

@@ -8,7 +8,8 @@ speed that may be trusted, and a commit time before the deadline
     t_commit = t_capture + (gate_distance - x_front) / belt_speed - actuation - link_p99 - margin.
 
 A measured speed is trusted (`fovea.line.speed.SpeedTrust`) only when settled and recent, and
-only if the position error it can cause on the way to the gate, (gate - x) * rel_err, stays within
+only if the position error it can cause on the way to the gate, (gate - x) * rel_err plus
+|accel| T^2 / 2 for a speed still trending (T the time to the gate), stays within
 `speed_err_frac` of the gate window's slack (half the item's length + margin * v): otherwise the
 item's deadline rests on a guess and it takes the default route (`speed_unsettled`,
 `speed_stale`, `speed_unmeasured`, `speed_uncertain`).
@@ -74,9 +75,12 @@ def combine_votes(votes) -> tuple[str, float, float, float]:
     return name, float(probs[k]), margin, float(agree)
 
 
-def speed_error_mm(rec: ObjectRecord, gate_mm: float, now: float, speed: float, rel_err: float) -> float:
-    """Position error at the gate that a relative speed error rel_err causes for `rec` from `now`."""
-    return max(gate_mm - rec.x_at(now, speed), 0.0) * rel_err
+def speed_error_mm(rec: ObjectRecord, gate_mm: float, now: float, speed: float, rel_err: float,
+                   accel_mm_s2: float = 0.0) -> float:
+    """Position error at the gate that a relative speed error rel_err and a speed trend accel_mm_s2
+    cause for `rec` from `now`: travel * rel_err + |a| T^2 / 2 with T = travel / speed."""
+    travel = max(gate_mm - rec.x_at(now, speed), 0.0)
+    return travel * rel_err + 0.5 * abs(accel_mm_s2) * (travel / speed) ** 2
 
 
 def gate_slack_mm(rec: ObjectRecord, speed: float, cfg: LineConfig) -> float:
@@ -121,7 +125,8 @@ def decide(rec: ObjectRecord, too_close: list[str], now: float, speed: float, cf
         return default("too_close", **kw)
     gate = cfg.lanes[name]
     gate_mm = cfg.gate_distance_mm[gate]
-    if speed_error_mm(rec, gate_mm, now, speed, trust.rel_err) > cfg.speed_err_frac * gate_slack_mm(rec, speed, cfg):
+    if speed_error_mm(rec, gate_mm, now, speed, trust.rel_err, trust.accel_mm_s2) > (
+            cfg.speed_err_frac * gate_slack_mm(rec, speed, cfg)):
         return default("speed_uncertain", **kw)
     t_commit, t_open, hold = gate_times(rec, gate_mm, speed, cfg, link_p99_s)
     if now > t_commit:

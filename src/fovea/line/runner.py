@@ -27,7 +27,7 @@ from fovea.line.events import EventLog
 from fovea.line.fates import LANE, UNKNOWN, swing_outcome
 from fovea.line.frametime import FrameTimeGuard
 from fovea.line.localize import BackgroundSubtractor, as_localizer, crop
-from fovea.line.policy import DEFAULT, decide, deadline, gate_slack_mm
+from fovea.line.policy import DEFAULT, decide, deadline
 from fovea.line.tracker import BeltTracker, ObjectRecord
 
 
@@ -111,6 +111,7 @@ class LineRunner:
         self.n_unseen_est = 0.0
         self._capture_span: tuple[float, float] | None = None    # first and last t_capture read
         self._frames_closed = False
+        self._speed_from: float | None = None     # speed before a change that has not settled yet
 
     @property
     def clock_simulated(self) -> bool:
@@ -267,8 +268,8 @@ class LineRunner:
         for rec in seen:
             # a record with fewer than min_sightings waits for more (or for its deadline): a ghost must
             # be able to merge into its twin before it holds an outcome of its own
-            if (rec.state == "TRACKED" and rec.x_mm >= self.cfg.decision_x_mm and rec.rid in self.tracker.records
-                    and rec.sightings >= self.cfg.min_sightings):
+            if (self.cfg.commit_lead_s is None and rec.state == "TRACKED" and rec.x_mm >= self.cfg.decision_x_mm
+                    and rec.rid in self.tracker.records and rec.sightings >= self.cfg.min_sightings):
                 self._commit(rec, p.t_done, p.frame.t_capture)
 
     def _end_of_frames(self) -> None:
@@ -304,29 +305,58 @@ class LineRunner:
     def _emit_tracker_events(self) -> None:
         """Log what the tracker found (speed changes, merges, twin faults); re-check commands in flight."""
         events, self.tracker.events = self.tracker.events, []
+        settled = False
         for kind, fields in events:
             self.emit(kind, **fields)
             if kind == "speed_change":
-                self._recheck_in_flight(fields["from_mm_s"])
+                self._speed_from = fields["from_mm_s"]
+            elif kind == "speed_settled" and self._speed_from is not None:
+                settled = True
+        self._check_in_flight(correct=settled)
+        if settled:
+            self._speed_from = None
 
-    def _recheck_in_flight(self, v_old: float) -> None:
-        """After a speed change, flag records whose gate command was timed with the old speed and whose
-        item may now miss the open window: their outcome cannot be known from the host."""
-        now, v = self.clock.now(), self.tracker.speed_mm_s
+    def _check_in_flight(self, correct: bool) -> None:
+        """Flag records whose gate command rests on a speed the belt no longer runs at and whose item
+        may miss the open window: the host cannot know their bin (outcome `unknown`).
+
+        The item's centre now crosses its gate at t_anchor + (D - x_anchor) / v (from where the
+        current speed applies to it, `BeltTracker.position_after_change`, after a change began at
+        the estimator's segment start); the command planned t_open + (actuation + hold) / 2 with a
+        fully open half-window of (hold - actuation) / 2. Uncertainty: the change's onset (one frame
+        period), the speed's rel_err (or the size of an unsettled change) and its trend. With
+        correct=True (a new speed has just settled) the dead-reckoned positions are re-placed.
+        """
+        tr = self.tracker
+        if not self.cfg.measure_speed:
+            return
+        now, v = self.clock.now(), tr.speed_mm_s
+        changing = self._speed_from is not None
+        v_old = self._speed_from if changing else v
+        t_onset = tr.speed.t_segment if changing else now
+        trust = tr.speed_trust(now)
+        rel = trust.rel_err if trust.known else abs(v - v_old) / v
+        act, frame_s = self.cfg.actuation_s, 1.0 / self.cfg.fps
         hit = []
-        for rec in self.tracker.records.values():
-            if rec.state != "SCHEDULED" or rec.final or rec.gate is None:
+        for rec in tr.records.values():
+            cmd = self._fires.get(rec.rid)
+            if rec.state != "SCHEDULED" or rec.final or cmd is None or "speed_change_in_flight" in rec.flags:
                 continue
-            rest = self.cfg.gate_distance_mm[rec.gate] - rec.x_at(now, v)
+            anchor, x_anchor = tr.position_after_change(rec, now, t_onset, v)
+            rest = self.cfg.gate_distance_mm[cmd.gate] - x_anchor
             if rest <= -rec.half_len_mm:
-                continue                       # already through the gate before the change mattered
-            shift_s = abs(max(rest, 0.0) * (1 / v - 1 / v_old)) + abs(v - v_old) / self.cfg.fps / v
-            if shift_s >= 0.75 * gate_slack_mm(rec, v_old, self.cfg) / v_old:
+                continue                       # through its gate before the new speed applied to it
+            T = max(rest, 0.0) / v
+            unsure = abs(v - v_old) * frame_s / v + rel * T + 0.5 * abs(tr.speed.accel_mm_s2) * T * T / v
+            t_plan = cmd.t_open + (act + cmd.hold_s) / 2
+            if abs(anchor + T - t_plan) + unsure >= 0.9 * (cmd.hold_s - act) / 2:
                 rec.flags.add("speed_change_in_flight")
                 hit.append(rec.rid)
+        if correct:
+            tr.correct_after_change(now, t_onset, v)
         if hit:
-            self.emit("fault", kind="speed_change_in_flight", records=hit,
-                      detail="gate timed with the old speed: the item may miss its window")
+            self.emit("fault", kind="speed_change_in_flight", records=hit, from_mm_s=v_old, to_mm_s=round(v, 1),
+                      detail="gate timed with another speed than the belt's now: the item may miss its window")
 
     def _commit(self, rec: ObjectRecord, t_evidence: float, t_capture: float) -> None:
         now = self.clock.now()
@@ -392,7 +422,7 @@ class LineRunner:
     def _deadline_tick(self) -> None:
         now = self.clock.now()
         v = self.tracker.speed_mm_s
-        guard = 2 * self.cfg.tick_s
+        guard = max(2 * self.cfg.tick_s, self.cfg.commit_lead_s or 0.0)
         for rec in list(self.tracker.records.values()):
             if rec.state == "TRACKED" and now >= deadline(rec, v, self.cfg, self.link_p99_s) - guard:
                 self._commit(rec, now, rec.t_last)

@@ -16,6 +16,10 @@ than `max_age_s`, the speed is not trusted and the policy sends items whose dead
 it to the default route. Samples implying a speed <= 0 or above `max_speed_mm_s` are not physical
 and are ignored.
 
+Acceleration (`accel_mm_s2`): least-squares slope of the frame estimates over the last
+`accel_window_s`; a slow ramp never trips the change test, but an item's deadline a second away
+still moves by a * T^2 / 2, so the policy counts it (see `fovea.line.policy`).
+
 Uncertainty (`rel_err`, relative, about one sigma): the larger of the quantization bound
 `quant_mm / (baseline_s * v) / sqrt(n)` (`quant_mm` = one pixel in mm, or the encoder step) and
 the robust spread of the samples `1.4826 MAD / v / sqrt(n)`. Tolerance for a change:
@@ -51,6 +55,7 @@ class SpeedTrust:
     known: bool
     rel_err: float             # about one sigma, relative; inf when not known
     reason: str                # "" when known, else "speed_unsettled" | "speed_stale" | "speed_unmeasured"
+    accel_mm_s2: float = 0.0   # recent trend of the speed (slow ramps)
 
 
 class BeltSpeedEstimator:
@@ -58,7 +63,7 @@ class BeltSpeedEstimator:
 
     def __init__(self, nominal_mm_s: float, quant_mm: float, window_s: float = 0.3, settle_s: float = 0.2,
                  change_rel: float = 0.05, k_sigma: float = 3.0, max_age_s: float = 1.0, smooth_frames: int = 3,
-                 max_speed_mm_s: float | None = None):
+                 max_speed_mm_s: float | None = None, accel_window_s: float = 1.0):
         if nominal_mm_s <= 0 or quant_mm <= 0 or window_s <= 0 or settle_s <= 0 or not 0 < change_rel < 1:
             raise ConfigError(f"BeltSpeedEstimator: nominal_mm_s={nominal_mm_s}, quant_mm={quant_mm}, "
                               f"window_s={window_s}, settle_s={settle_s} must be > 0 and change_rel={change_rel} "
@@ -75,6 +80,9 @@ class BeltSpeedEstimator:
         self.n_changes = 0
         self.max_speed_mm_s = max_speed_mm_s if max_speed_mm_s is not None else 5 * nominal_mm_s
         self._suspect: tuple[float, float] | None = None     # (t, v_frame) of a frame that deviated
+        self.accel_window_s = accel_window_s
+        self._trend: deque[tuple[float, float]] = deque()      # (t, v_frame) of recent frames
+        self.accel_mm_s2 = 0.0
 
     # ------------------------------------------------------------------ input
     def baseline_start(self, t: float) -> float:
@@ -118,6 +126,7 @@ class BeltSpeedEstimator:
                 return SpeedChange(t, prev if prev is not None else ref, v_frame, source)
             return None
         self._suspect = None
+        self._fit_trend(t, v_frame)
         self._frames.append((t, v, dt))
         allv = np.concatenate([f[1] for f in self._frames])
         alldt = np.concatenate([f[2] for f in self._frames])
@@ -128,6 +137,18 @@ class BeltSpeedEstimator:
             self.settled_speed_mm_s = self.speed_mm_s      # follows slow drift (wobble) while settled
         return None
 
+    def _fit_trend(self, t: float, v_frame: float) -> None:
+        """Slope of the recent frame estimates (mm/s^2); 0 until they span half the window."""
+        self._trend.append((t, v_frame))
+        while self._trend and self._trend[0][0] < t - self.accel_window_s:
+            self._trend.popleft()
+        ts = np.array([x[0] for x in self._trend])
+        if len(ts) < 4 or ts[-1] - ts[0] < self.accel_window_s / 2:
+            self.accel_mm_s2 = 0.0
+            return
+        vs = np.array([x[1] for x in self._trend])
+        self.accel_mm_s2 = float(np.polyfit(ts - ts[-1], vs, 1)[0])
+
     def _restart(self, t: float, v_mm_s: float) -> None:
         self.t_segment = t
         self.t_sample = t
@@ -136,6 +157,8 @@ class BeltSpeedEstimator:
         self.rel_err = math.inf
         self._frames.clear()
         self._suspect = None
+        self._trend.clear()
+        self.accel_mm_s2 = 0.0
 
     def _tolerance(self, v: float, dt_s: float, n: int, q: float) -> float:
         per_sample = 2 * q / max(dt_s, 1e-6)               # both ends quantized to one step
@@ -157,4 +180,4 @@ class BeltSpeedEstimator:
             return SpeedTrust(self.speed_mm_s, False, math.inf, "speed_unsettled")
         if now - self.t_sample > self.max_age_s:
             return SpeedTrust(self.speed_mm_s, False, math.inf, "speed_stale")
-        return SpeedTrust(self.speed_mm_s, True, self.rel_err, "")
+        return SpeedTrust(self.speed_mm_s, True, self.rel_err, "", self.accel_mm_s2)

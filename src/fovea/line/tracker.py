@@ -118,6 +118,7 @@ class BeltTracker:
         self.events: list[tuple[str, dict]] = []       # (type, fields) for the runner's log
         self.pitches_mm: deque[float] = deque(maxlen=200)   # centre-to-centre spacing of arrivals
         self._frame_no = 0
+        self.odo: deque[tuple[float, float]] = deque(maxlen=256)   # (t, belt mm travelled by the speeds used)
         self._twins_reported: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ geometry and speed
@@ -204,6 +205,8 @@ class BeltTracker:
         """
         cfg, v = self.cfg, self.speed_mm_s
         self._frame_no += 1
+        if not self.odo or t > self.odo[-1][0]:
+            self.odo.append((t, self.travel_used_to(t)))
         obs = self.observe(dets, image_width_px) if valid else Observed(np.zeros((0, 4)), np.zeros(0, bool),
                                                                         np.zeros(0, bool))
         if self.view_mm is None:
@@ -428,6 +431,36 @@ class BeltTracker:
                 if self.alias_owner.get(a) == r.rid:
                     del self.alias_owner[a]
         return gone
+
+    def travel_used_to(self, t: float) -> float:
+        """Odometer of the speeds the tracker used: belt mm dead-reckoned up to time t."""
+        if not self.odo:
+            return 0.0
+        ts = [o[0] for o in self.odo]
+        i = int(np.searchsorted(ts, t, side="right")) - 1
+        if i < 0:
+            return self.odo[0][1] - self.speed_mm_s * (self.odo[0][0] - t)
+        if i + 1 < len(self.odo):
+            (t0, b0), (t1, b1) = self.odo[i], self.odo[i + 1]
+            return b0 + (b1 - b0) * (t - t0) / (t1 - t0)
+        return self.odo[-1][1] + self.speed_mm_s * (t - self.odo[-1][0])
+
+    def position_after_change(self, rec: ObjectRecord, now: float, t_onset: float, v_new: float
+                              ) -> tuple[float, float]:
+        """(t_anchor, x_anchor): where `rec` really was when the new speed began to apply to it.
+
+        Dead reckoning ran on the old (or a provisional) speed after the change began at t_onset;
+        undo that travel back to the later of t_onset and the record's last sighting.
+        """
+        anchor = t_onset if not rec.t_seen == rec.t_seen else max(rec.t_seen, t_onset)   # t_seen may be nan
+        x_now = rec.x_at(now, self.speed_mm_s)
+        return anchor, x_now - (self.travel_used_to(now) - self.travel_used_to(anchor))
+
+    def correct_after_change(self, now: float, t_onset: float, v_new: float) -> None:
+        """Re-place every record not seen since t_onset as if the belt had run at v_new since then."""
+        for rec in self.records.values():
+            anchor, x_anchor = self.position_after_change(rec, now, t_onset, v_new)
+            rec.x_mm, rec.t_last = x_anchor + v_new * (now - anchor), now
 
     def mean_pitch_mm(self) -> float | None:
         """Median centre-to-centre spacing of arriving items so far (None before two arrived)."""
