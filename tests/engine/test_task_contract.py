@@ -37,6 +37,13 @@ def _textures(n: int, h: int, w: int, seed: int) -> list[np.ndarray]:
             for i in range(n)]
 
 
+def _tasks() -> dict:
+    """Every built-in task, registered (their predictor modules imported)."""
+    for module in BUILTIN_TASK_MODULES:
+        importlib.import_module(module)
+    return registered_tasks()
+
+
 def _json(x):
     return json.loads(json.dumps(x))
 
@@ -50,14 +57,15 @@ def _images() -> list[np.ndarray]:
 
 # ----------------------------------------------------------------------------------- task cases
 
-def _anomaly(name: str, **kw):
+def _anomaly(name: str, fit: bool = True, **kw):
     from fovea.anomaly.models import build_model
     from fovea.anomaly.pipeline import AnomalyPipeline
     from fovea.anomaly.postprocess import Thresholds
 
     torch.manual_seed(0)
     pipe = AnomalyPipeline(build_model(name, backbone=TINY, weights="random", **kw), (32, 32), blur_sigma=1.0).eval()
-    pipe.model.fit([torch.cat([pipe.preprocess(torch.from_numpy(t)[None]) for t in _textures(4, 32, 32, 0)])])
+    if fit:  # reverse distillation's student stays at its random init: export parity needs no training
+        pipe.model.fit([torch.cat([pipe.preprocess(torch.from_numpy(t)[None]) for t in _textures(4, 32, 32, 0)])])
     with torch.no_grad():  # thresholds inside the observed ranges, so normalised values are not clamped
         raws = [pipe.raw(torch.from_numpy(t)[None]) for t in _images()]
     scores = np.array([float(s) for s, _ in raws])
@@ -97,6 +105,8 @@ CASES = {  # case id -> (task, builder)
     "anomaly-patchcore": ("anomaly", lambda: _anomaly("patchcore", layers=(2, 3), coreset_ratio=0.25,
                                                       projection_dim=16)),
     "anomaly-padim": ("anomaly", lambda: _anomaly("padim", layers=(1, 2, 3), n_features=12)),
+    "anomaly-rd": ("anomaly", lambda: _anomaly("reverse_distillation", fit=False, layers=(1, 2, 3), embed_dim=16,
+                                               decoder_blocks=1, decoder_width=1.0)),
     "classify": ("classify", _classify),
     "segment": ("segment", _segment),
 }
@@ -156,7 +166,7 @@ def case(request, tmp_path_factory):
     task, build = CASES[request.param]
     pipe = build()
     root = tmp_path_factory.mktemp(request.param)
-    pipe_cls = registered_tasks()[task].predictor
+    pipe_cls = _tasks()[task].predictor
     in_process = pipe_cls.from_pipeline(pipe)
     in_process.save(root / "ckpt", info={"note": "contract test"})
     files = export(pipe, root / "export", name="model")
@@ -173,9 +183,7 @@ def case(request, tmp_path_factory):
 # ----------------------------------------------------------------------------------- the contract
 
 def test_every_registered_task_has_a_contract_case():
-    for module in BUILTIN_TASK_MODULES:
-        importlib.import_module(module)
-    assert set(registered_tasks()) == {task for task, _ in CASES.values()}
+    assert set(_tasks()) == {task for task, _ in CASES.values()}
 
 
 def test_kind_runtime_and_recipe(case):
