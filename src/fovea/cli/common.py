@@ -118,7 +118,12 @@ def export_options(f):
 def export_model(task: str, model: Path, out_dir: Path | None, formats: Sequence[str]) -> dict[str, Path]:
     """Export checkpoint folder MODEL of `task` (pre- and post-processing inside) and echo each file."""
     predictor = load_task_predictor(task, model)
-    files = predictor.export(out_dir or Path(model) / "export", formats)
+    files: dict[str, Path] = {}
+    with progress_bar() as progress:  # one format at a time: an ONNX export can take minutes on a CPU
+        progress("export", 0, len(formats))
+        for i, fmt in enumerate(formats):
+            files.update(predictor.export(out_dir or Path(model) / "export", [fmt]))
+            progress("export", i + 1, len(formats))
     for fmt, path in files.items():
         click.echo(f"{fmt}: {path}")
     return files
