@@ -223,6 +223,28 @@ def test_batched_predict_equals_predict_one(case):
             _assert_same(batched[i], one, 1e-5, f"{name} image {i}")
 
 
+def test_batches_are_cut_by_count_and_by_pixels(case):
+    p = case["predictors"]["in-process"]
+    sizes: list[int] = []
+    run = p.run
+    p.run = lambda images: sizes.append(len(images)) or run(images)
+    try:
+        p.max_batch = 2
+        p.predict(_images())
+        assert sorted(sizes) == [1, 1, 1, 2]  # three 40x48 images as 2 + 1, two other sizes alone
+        sizes.clear()
+        p.max_batch, p.max_batch_pixels = 32, 2 * 40 * 48
+        p.predict(_images())
+        assert sorted(sizes) == [1, 1, 1, 2]
+        sizes.clear()
+        p.max_batch_pixels = 1  # never less than one image per call
+        p.predict(_images())
+        assert sizes == [1] * 5
+    finally:
+        p.run, p.max_batch = run, 32
+        del p.max_batch_pixels  # back to the class default
+
+
 def test_results_match_an_independent_post_process(case):
     pipe, p = case["pipe"], case["predictors"]["in-process"]
     for i, img in enumerate(_images()):

@@ -22,7 +22,9 @@ class AnomalyPredictor(Predictor):
 
     @property
     def thresholds(self) -> Thresholds:
-        """The raw-unit thresholds inside the model."""
+        """The raw-unit thresholds inside the model (an in-process pipeline's current ones)."""
+        if self.pipeline is not None:
+            return self.pipeline.get_thresholds()
         return Thresholds.from_dict(self.config["thresholds"])
 
     def make_results(self, outputs, paths):

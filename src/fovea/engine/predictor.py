@@ -62,8 +62,12 @@ class Predictor:
 
     kind: the task name (class attribute). runtime: "torch" | "torchscript" | "onnx".
     recipe: the model's Recipe (task, format, config). pipeline: the in-process `TaskPipeline`
-    (None for exported files; needed by `save` and `export`). max_batch: images per runtime call.
+    (None for exported files; needed by `save` and `export`). max_batch: images per runtime call,
+    fewer when their pixels would pass `max_batch_pixels` (outputs such as (B, C, H, W) segmentation
+    probabilities grow with it).
     """
+
+    max_batch_pixels: int = 1 << 24  # 16 Mpx per call: eight 1080p frames, hundreds of line crops
 
     kind: ClassVar[str] = ""
 
@@ -121,9 +125,10 @@ class Predictor:
         for i, img in enumerate(images):
             groups.setdefault(img.shape[:2], []).append(i)
         results: list = [None] * len(images)
-        for idx in groups.values():
-            for s in range(0, len(idx), self.max_batch):
-                part = idx[s:s + self.max_batch]
+        for (h, w), idx in groups.items():
+            step = max(1, min(self.max_batch, self.max_batch_pixels // (h * w)))
+            for s in range(0, len(idx), step):
+                part = idx[s:s + step]
                 outputs = self.run(np.stack([images[i] for i in part]))
                 for i, r in zip(part, self.make_results(outputs, [paths[i] for i in part])):
                     results[i] = r
