@@ -178,7 +178,11 @@ def run_line(server, fault):
     kinds = {e["kind"] for e in log.of_type("fault")}
     assert "run_time_limit" not in kinds and "settle_timeout" not in kinds, "the run did not end by itself"
     assert s["records_with_multiple_outcomes"] == 0 and rep.actuated_twice == 0
-    assert rep.items_without_record == 0 and all(r.lane is not None for r in runner.finished)
+    assert all(r.lane is not None for r in runner.finished)
+    # an item the camera never saw is the perception side's business (blind intervals), not the link's;
+    # it may only happen when frames were lost, and then it is logged
+    assert rep.items_without_record == 0 or (s["frames_dropped"] and "blind_interval" in kinds), \
+        (rep.lines(), s["frames_dropped"], s["faults"])
     for r in runner.finished:                 # logged outcome == physical bin, unless flagged unknown
         if r.truth and r.lane != "unknown":
             assert rep.item_bins[max(r.truth, key=r.truth.get)] == r.lane, (r, rep.lines())
