@@ -8,7 +8,7 @@ Sections (`--section`, default all):
   (a `git worktree` checkout at --old-tree, run in a subprocess with PYTHONPATH on its src and
   today's fault harness + audit loaded over it) vs "new" = this tree; the 400 -> 250 -> 550 mm/s
   step sequence with speed measurement on against issue 11's targets; `--sweep N` random fault
-  mixes (`fovea.line.fuzz`) on the new code. Counts come from a simulated clock, so they do not
+  mixes (`fovea.line.fuzz`) on the new code (section `sweep`, own block). Counts come from a simulated clock, so they do not
   depend on machine load; `--jobs` runs schedules in parallel processes.
 * `--models` (or `--section models` alone): the trained-model accuracy table
   (`benchmarks/_line_models.py`: `model_accuracy_table(quick)`).
@@ -143,7 +143,7 @@ def put_block(run: "_doc.Run", tag: str, title: str, body: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--section", choices=("all", "latency", "faults", "models"), default="all",
+    ap.add_argument("--section", choices=("all", "latency", "faults", "sweep", "models"), default="all",
                     help="models: only the trained-model table (same as --models with no other section)")
     ap.add_argument("--n-objects", type=int, default=20, help="latency section: items per run")
     ap.add_argument("--repeats", type=int, default=1, help="latency section: runs per mode")
@@ -152,7 +152,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep", type=int, default=None,
                     help="faults section: random fault mixes on the new code (default 300; 10 with --quick)")
-    ap.add_argument("--jobs", type=int, default=1, help="faults section: parallel processes")
+    ap.add_argument("--jobs", type=int, default=1, help="faults/sweep sections: parallel processes")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="sweep section: start no new schedule after this many seconds (the table says how many ran)")
     ap.add_argument("--old-tree", default="/tmp/line_old", help="git worktree of the old code (made if missing)")
     ap.add_argument("--old-rev", default="a0adeaf")
     ap.add_argument("--models", action="store_true", help="also the trained-model table (benchmarks/_line_models.py)")
@@ -177,6 +179,8 @@ def main() -> None:
     print(f"machine: {_machine()}", flush=True)
     if args.section in ("all", "faults"):
         put_block(run, "faults", "Sorting line", fault_section(args))
+    if args.section in ("all", "sweep"):
+        put_block(run, "sweep", "Sorting line", sweep_section(args))
     if args.section in ("all", "latency"):
         put_block(run, "latency", "Sorting line", latency_section(args))
     if args.models or args.section == "models":
@@ -298,13 +302,34 @@ def _run_one(item):
     return key, sched.seed, c, r.violations(), str(sched) if r.violations() else ""
 
 
-def _pool_map(fn, items, jobs: int):
+def _pool_map(fn, items, jobs: int, budget_s: float | None = None):
+    """fn over items in `jobs` processes, in order; with budget_s, stop starting new items once the
+    budget is spent (the results so far are returned, so a partial sweep says how far it got)."""
+    t0 = time.perf_counter()
+    over = lambda: budget_s is not None and time.perf_counter() - t0 > budget_s    # noqa: E731
+    out = []
     if jobs <= 1:
-        return [fn(x) for x in items]
+        for x in items:
+            if over():
+                break
+            out.append(fn(x))
+            print(f"  {len(out)}/{len(items)} {out[-1][0]} seed {out[-1][1]}: {', '.join(out[-1][3]) or 'ok'}",
+                  flush=True)
+        return out
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(jobs) as pool:
-        return pool.map(fn, items, chunksize=1)
+        pending = [pool.apply_async(fn, (x,)) for x in items[:jobs]]
+        nxt = jobs
+        while pending:
+            r = pending.pop(0).get()
+            out.append(r)
+            print(f"  {len(out)}/{len(items)} {r[0]} seed {r[1]}: {', '.join(r[3]) or 'ok'}", flush=True)
+            if nxt < len(items) and not over():
+                pending.append(pool.apply_async(fn, (items[nxt],)))
+                nxt += 1
+        pool.terminate()
+    return out
 
 
 def fault_child(args) -> None:
@@ -325,7 +350,7 @@ def fault_child(args) -> None:
         items += [("sweep", FaultSchedule.random(s, 100 if args.quick else 300)) for s in range(args.sweep)]
     print(f"[{args.fault_child}] fovea from {Path(fovea.__file__).parent}: {len(items)} runs, {args.jobs} job(s)",
           flush=True)
-    out = _pool_map(_run_one, items, args.jobs)
+    out = _pool_map(_run_one, items, args.jobs, budget_s=args.budget_s)
     Path(args.json).write_text(json.dumps(out))
 
 
@@ -348,6 +373,7 @@ def _child(impl: str, args, rows: bool, sweep: int) -> list:
         cmd += ["--harness-src", str(root / "src")]
     cmd += ["--rows"] if rows else []
     cmd += ["--sweep", str(sweep)] if sweep else []
+    cmd += ["--budget-s", str(args.budget_s)] if sweep and args.budget_s else []
     cmd += ["--quick"] if args.quick else []
     cache = None
     if impl == "old":        # the old code never changes: reuse its results while the harness is the same
@@ -376,7 +402,7 @@ def _sum(runs: list, key: str) -> float:
 
 
 def fault_section(args) -> list[str]:
-    """Markdown lines: the fault-family table (old vs new), the step-sequence targets, the sweep."""
+    """Markdown lines: the fault-family table (old vs new) and the step-sequence targets."""
     rows = fault_rows(args.quick)
     res = {impl: _child(impl, args, rows=True, sweep=0) for impl in ("old", "new")}
     by = {impl: {} for impl in res}
@@ -413,12 +439,21 @@ def fault_section(args) -> list[str]:
     if viol:
         out += ["", "Runs breaking the promise (family, seed, counts):", ""]
         out += [f"- {impl} {r[0]} seed {r[1]}: {', '.join(r[3])}" for impl, r in viol if impl == "new"]
+    return out
+
+
+def sweep_section(args) -> list[str]:
+    """Markdown lines: the done-when sweep of random fault mixes on the new code."""
+    out = []
     if args.sweep:
         sw = _child("new", args, rows=False, sweep=args.sweep)
         bad = [r for r in sw if r[3]]
         n_it = 100 if args.quick else 300
-        out += ["", f"### Random fault mixes: {len(sw)} schedules x {n_it} items (`FaultSchedule.random(seed)`, "
+        out += [f"## Random fault mixes: {len(sw)} schedules x {n_it} items (`FaultSchedule.random(seed)`, "
                 f"seeds 0-{len(sw) - 1}, new code)", ""]
+        if len(sw) < args.sweep:
+            out += [f"**{args.sweep} schedules asked, {len(sw)} ran** within the {args.budget_s:.0f} s budget "
+                    f"(`--budget-s`).", ""]
         cols = [c for c, _ in FAULT_COLS + UNSEEN_COLS]
         out += _doc.table(["runs", "items"] + [lab for _, lab in FAULT_COLS + UNSEEN_COLS],
                           [[len(sw), len(sw) * n_it] + [f"{_sum(sw, c):.1f}" if c == "unseen_estimated"
