@@ -32,15 +32,19 @@ def folder(tmp_path_factory):
         mask[y:y + 14, x:x + 14] = 255
         cv2.imwrite(str(root / "scratch" / f"s{i:02d}.png"), img)
         cv2.imwrite(str(root / "masks" / f"s{i:02d}.png"), mask)
+    (root / "good" / "zz_broken.png").write_text("not an image")  # left out under --skip-bad, and listed
     return root
 
 
 def test_fit_test_export_predict(folder, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["anomaly", "fit", str(folder), "--normal-dir", "good", "--abnormal-dir", "scratch",
-               "--mask-dir", "masks", "--input-size", "64", "--out", str(out), "--normal-split", "0.25"])
-    assert rc == 0
+    args = ["anomaly", "fit", str(folder), "--normal-dir", "good", "--abnormal-dir", "scratch",
+            "--mask-dir", "masks", "--input-size", "64", "--out", str(out), "--normal-split", "0.25"]
+    assert main(args) == 2
+    assert "zz_broken.png" in capsys.readouterr().err
+    assert main(args + ["--skip-bad"]) == 0
     text = capsys.readouterr().out
+    assert "skipped 1 unreadable file(s)" in text and str(folder / "good" / "zz_broken.png") in text
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["image_auroc"] >= 0.9, text  # a red square on grey stripes is an easy defect
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
