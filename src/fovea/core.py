@@ -392,8 +392,3 @@ class Predictor(Protocol):
     def predict(self, frames: Sequence[ImageLike]) -> list[Prediction]: ...
 
     def predict_one(self, frame: ImageLike) -> Prediction: ...
-
-
-def frame_image(x: ImageLike) -> np.ndarray:
-    """The (H, W, 3) uint8 RGB array of a Frame or array."""
-    return x.image if isinstance(x, Frame) else x
