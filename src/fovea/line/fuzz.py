@@ -271,12 +271,13 @@ def _fault_fns(sched: FaultSchedule, conv: Conveyor, cfg) -> tuple[list, dict, d
             frozen.update(p["frames"])
         elif f.family == "detector_dropout":
             loc_kw["dropout_frames"].update(p["frames"])
-        elif f.family == "id_switch":
-            k = int(round(f.t_s * fps))
-            while len(conv.visible(k / fps)) < 2:
+        elif f.family == "id_switch":          # the first frame from t_s on with two items in view
+            k, k_end = int(round(f.t_s * fps)), int(conv.duration_s() * fps)
+            while k <= k_end and len(conv.visible(k / fps)) < 2:
                 k += 1
-            a, b = conv.visible(k / fps)[:2]
-            loc_kw.update(tracker_ids=True, swap_ids_at=(k, a, b))
+            if k <= k_end:
+                a, b = conv.visible(k / fps)[:2]
+                loc_kw.update(tracker_ids=True, swap_ids_at=(k, a, b))
     localizer = None
     if loc_kw["dropout_frames"] or loc_kw.get("tracker_ids"):
         localizer = FaultyLocalizer(BackgroundSubtractor(threshold=cfg.bg_threshold, min_area_px=cfg.min_area_px,
