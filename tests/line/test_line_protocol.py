@@ -13,7 +13,7 @@ import pytest
 
 from fovea.errors import ProtocolError
 from fovea.line.emulator import EmulatorCaseDriver, FirmwareEmulator, check_protocol_case
-from fovea.line.protocol import fire_line, parse_line
+from fovea.line.protocol import fire_line, open_interval_s, parse_line
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = json.loads((ROOT / "docs" / "protocol_cases.json").read_text())["cases"]
@@ -107,6 +107,13 @@ def test_parse_and_format():
         parse_line("PING " + "9" * 80)
     with pytest.raises(ProtocolError):
         fire_line(1, 1, 10)
+    assert fire_line(5, 1, 200, due_ms=4294967295, boot="8c1f") == "FIRE 5 gate=1 due=4294967295 hold=200 boot=8c1f"
+    with pytest.raises(ProtocolError):
+        fire_line(5, 1, 200, at_ms=3, due_ms=4)
+    with pytest.raises(ProtocolError):                 # would not fit the MCU's 63-char line buffer
+        fire_line(10 ** 12, 1, 5000, due_ms=4294967295, boot="8c1f")
+    m = parse_line("DONE 5 t=300 from=-50 to=150")
+    assert open_interval_s(m) == (-0.05, 0.15) and open_interval_s(parse_line("NAK 5 LATE")) is None
 
 
 def test_emulator_gate_timeline_matches_commands():

@@ -1,7 +1,7 @@
 """The sorter line protocol v1.1: ASCII lines between host and microcontroller (see docs/protocol.md).
 
-Host -> MCU: HELLO | ARM | SAFE | PING <seq> | FIRE <id> gate=<g> (at=+<ms> | enc=<count>) hold=<ms>
-             | STATUS <id>
+Host -> MCU: HELLO | ARM | SAFE | PING <seq> | STATUS <id>
+             | FIRE <id> gate=<g> (due=<mcu ms> | at=+<ms> | enc=<count>) hold=<ms> [boot=<id>]
 MCU -> host: READY fw= gates= boot= state= reason= | STATE <ARMED|SAFE> reason= | PONG <seq> q= state= t=
              | ACK <id> due=<ms>|due_enc=<count> | NAK <id> <reason> | DONE <id> t=<ms> from=<ms> to=<ms>
              | NAK <id> ABORTED from=<ms> to=<ms> | UNKNOWN <id> | ERR <reason>
