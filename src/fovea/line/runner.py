@@ -111,6 +111,7 @@ class LineRunner:
         self.n_unseen_est = 0.0
         self._capture_span: tuple[float, float] | None = None    # first and last t_capture read
         self._frames_closed = False
+        self._covered_mm = 0.0                    # belt length seen in usable frames (for pitch_mm)
         self._speed_from: float | None = None     # speed before a change that has not settled yet
 
     @property
@@ -247,10 +248,15 @@ class LineRunner:
         before = set(self.tracker.records) if p.valid else set()
         up = (min(self.tracker.records.values(), key=lambda r: r.x_at(t, self.tracker.speed_mm_s))
               if before else None)
+        gap_before = last is not None and t - last > 1.5 / self.cfg.fps
         seen = self.tracker.update(t, p.dets, p.frame.image.shape[1], p.results,
                                    valid=p.valid, truth_uids=p.truth_uids, shift_mm=shift_mm,
-                                   timing_ok=timing_ok)
+                                   timing_ok=timing_ok, pitch_ok=not gap_before)
         if p.valid:
+            # belt on which an item's centre could lie and be seen: the view plus an item length
+            # (an item is detected once a few pixels of it are in view)
+            reach = self.tracker.view_mm[1] - self.tracker.view_mm[0] + 2 * self._half_len_mm()
+            self._covered_mm += reach if last is None else min(max(t - last, 0.0) * self.tracker.speed_mm_s, reach)
             if last is not None and t - last > 1.5 / self.cfg.fps:
                 self._blind_interval(last, t, up, [r for r in seen if r.rid not in before])
             self._last_seen_capture = max(t, last or t)
@@ -285,17 +291,32 @@ class LineRunner:
         if t_end - last > 1.5 / self.cfg.fps:
             self._blind_interval(last, t_end, None, [])
 
+    def _half_len_mm(self) -> float:
+        """Typical half length of an item along the belt, less what the localizer needs to see of it."""
+        halves = [r.half_len_mm for r in self.tracker.records.values() if r.sightings >= 3]
+        h = float(np.median(halves)) if halves else self.cfg.max_object_len_mm / 3
+        return max(h - 2 * self.cfg.mm_per_px, 0.0)
+
+    def pitch_mm(self) -> float:
+        """Belt length per item: belt the camera covered with usable frames / records that arrived on it
+        (unbiased by blind intervals, unlike gaps between consecutive arrivals); before 5 arrivals the
+        median arrival gap, or max_object_len + gap as a last resort."""
+        n = self.tracker.n_arrivals
+        if n >= 5 and self._covered_mm > 0:
+            return self._covered_mm / n
+        return self.tracker.mean_pitch_mm() or (self.cfg.max_object_len_mm + self.cfg.gap_mm)
+
     def _blind_interval(self, t_from: float, t_to: float, up: ObjectRecord | None, new: list[ObjectRecord]) -> None:
         """Log a stretch of time without a usable frame with the number of objects that passed unseen."""
         tr, v = self.tracker, self.tracker.speed_mm_s
         lo, hi = tr.view_mm
         travel = (t_to - t_from) * v
-        pitch = tr.mean_pitch_mm() or (self.cfg.max_object_len_mm + self.cfg.gap_mm)
+        pitch = self.pitch_mm()
         min_pitch = min(tr.pitches_mm) if tr.pitches_mm else pitch / 2
         gap = None
         if up is not None and new and up.rid in tr.records:
             gap = up.x_at(t_to, v) - max(r.x_mm for r in new)
-        est = estimate_unseen(travel, hi - lo, pitch, min_pitch, gap)
+        est = estimate_unseen(travel, hi - lo + 2 * self._half_len_mm(), pitch, min_pitch, gap)
         self.n_unseen_est += est.unseen_est
         self.emit("fault", kind="blind_interval", t_from=t_from, t_to=t_to, belt_mm=round(travel, 1),
                   unseen_mm=round(est.unseen_mm, 1), unseen_est=round(est.unseen_est, 2),

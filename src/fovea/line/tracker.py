@@ -118,6 +118,7 @@ class BeltTracker:
         self.events: list[tuple[str, dict]] = []       # (type, fields) for the runner's log
         self.pitches_mm: deque[float] = deque(maxlen=200)   # centre-to-centre spacing of arrivals
         self._frame_no = 0
+        self.n_arrivals = 0                            # records created, less ghosts merged away
         self.odo: deque[tuple[float, float]] = deque(maxlen=256)   # (t, belt mm travelled by the speeds used)
         self._twins_reported: set[tuple[str, str]] = set()
 
@@ -195,13 +196,15 @@ class BeltTracker:
     # ------------------------------------------------------------------ update
     def update(self, t: float, dets: Detections, image_width_px: int, results: list[ClassResult | None],
                valid: bool = True, truth_uids: list[int | None] | None = None,
-               shift_mm: float = 0.0, timing_ok: bool = True) -> list[ObjectRecord]:
+               shift_mm: float = 0.0, timing_ok: bool = True, pitch_ok: bool = True) -> list[ObjectRecord]:
         """Fold one processed frame (capture time t) into the records; returns records seen in it.
 
         valid=False marks a frame that could not be used (black, frozen): nobody is seen, and
         every record fully in view counts a miss. shift_mm: the frame's measured common shift
         (`content_shift`), so association survives a speed change the estimate has not caught up with.
         timing_ok=False (a stamp off the camera's grid): tracked, but no speed sample starts or ends here.
+        pitch_ok=False (the first frame after a blind interval): a new item's upstream neighbour may
+        not be the item before it, so no spacing sample.
         """
         cfg, v = self.cfg, self.speed_mm_s
         self._frame_no += 1
@@ -248,7 +251,7 @@ class BeltTracker:
                     used.add(free[0])
                 else:
                     rec = self._new(t, (x0 + x1) / 2, cy[d], (x1 - x0) / 2)
-                    if up is not None:
+                    if up is not None and pitch_ok:
                         x_up = up.x_at(t, v) + shift_mm
                         pitch = (x_up + up.half_len_mm - x1) if cut_l else (x_up - (x0 + x1) / 2)
                         if pitch > 0:
@@ -291,6 +294,7 @@ class BeltTracker:
         return seen
 
     def _new(self, t: float, x: float, y: float, half_len: float) -> ObjectRecord:
+        self.n_arrivals += 1
         rid = f"o{next(self._ids):06d}"
         rec = ObjectRecord(rid=rid, t_first=t, t_last=t, x_mm=float(x), y_mm=float(y), half_len_mm=float(half_len),
                            sightings=0)
@@ -404,6 +408,7 @@ class BeltTracker:
             self.alias_owner[a] = survivor.rid
             survivor.aliases.add(a)
         del self.records[ghost.rid]
+        self.n_arrivals -= 1
         self.events.append(("merge", dict(record=ghost.rid, into=survivor.rid, cause=cause, dx_mm=round(dx, 1),
                                           sightings=ghost.sightings)))
 
