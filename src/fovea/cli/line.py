@@ -10,7 +10,7 @@ import click
 from fovea.errors import ConfigError
 
 
-def _predictor(model: str, source_spec: str, clock, seed: int):
+def _predictor(model: str, source_spec: str, clock, seed: int, adapter: str | None = None):
     if model == "oracle":
         if not source_spec.startswith("synth:"):
             raise ConfigError("--model oracle is a ground-truth test double and needs a synth: source; "
@@ -19,11 +19,12 @@ def _predictor(model: str, source_spec: str, clock, seed: int):
 
         return OraclePredictor(clock=clock, seed=seed)
     if not Path(model).exists():
-        raise ConfigError(f"classifier {model} does not exist; pass a checkpoint/export written by "
-                          "`fovea classify`, or `oracle` for the synthetic test double")
-    from fovea.classify import load_predictor
+        raise ConfigError(f"model {model} does not exist; pass a checkpoint folder, .pt or .onnx of any task "
+                          "(classifier, anomaly model, segmenter), or `oracle` for the synthetic test double")
+    import fovea
+    from fovea.line.adapters import AdaptedPredictor, load_adapter
 
-    return load_predictor(model)
+    return AdaptedPredictor(fovea.load_predictor(model), load_adapter(adapter) if adapter else None)
 
 
 @click.group("line")
@@ -35,7 +36,10 @@ def line() -> None:
 @click.option("--source", default="synth:apples", show_default=True,
               help="synth:apples, a video file, an image folder, a camera index or an rtsp:// URL")
 @click.option("--model", default="oracle", show_default=True,
-              help="classifier checkpoint/export (fovea.classify.load_predictor), or 'oracle' (synthetic test double)")
+              help="checkpoint folder/.pt/.onnx of any task (fovea.load_predictor), or 'oracle' (synthetic test double)")
+@click.option("--adapter", "adapter_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML lane rule for the model (kind: class|anomaly|segmentation + options, see "
+                   "fovea.line.adapters); default: picked from the model's result type")
 @click.option("--actuator", default="sim", show_default=True, help="sim | serial:PORT (e.g. serial:/dev/ttyACM0)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="line.yaml")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False), default="line_events.jsonl",
@@ -46,7 +50,8 @@ def line() -> None:
 @click.option("--n-objects", default=200, show_default=True, type=int, help="items on the synthetic belt")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-seconds", default=None, type=float, help="stop after this much (line) time")
-def run(source, model, actuator, config_path, events_path, video, clock, n_objects, seed, max_seconds) -> None:
+def run(source, model, adapter_path, actuator, config_path, events_path, video, clock, n_objects, seed,
+        max_seconds) -> None:
     """Run the line until the source ends, then print the run report."""
     from fovea.line.actuators import SerialActuator, SimulatedActuator
     from fovea.line.annotate import LineAnnotator
@@ -86,7 +91,10 @@ def run(source, model, actuator, config_path, events_path, video, clock, n_objec
         raise ConfigError(f"--actuator {actuator!r}: use sim or serial:PORT (serial:/dev/ttyACM0, serial:COM3, "
                           "serial:socket://host:port)")
     ann = LineAnnotator(video, getattr(src, "fps", cfg.fps), cfg.mm_per_px, cfg.decision_x_mm, cfg.x0_mm) if video else None
-    runner = LineRunner(src, _predictor(model, source, clk, seed), act, cfg, clock=clk, log=log, annotator=ann)
+    predictor = _predictor(model, source, clk, seed, adapter_path)
+    if hasattr(predictor, "check_lanes"):
+        predictor.check_lanes(cfg.lanes)
+    runner = LineRunner(src, predictor, act, cfg, clock=clk, log=log, annotator=ann)
     log.emit(clk.now(), "run_start", source=source, model=model, actuator=actuator, clock=clock,
              config=cfg.to_dict())
     if clock == "sim":
