@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import fovea.models  # noqa: F401  (registers fovea's own backbones, vmamba_* / sparx_*, in timm)
 from fovea.engine.checkpoint import load_checkpoint, save_checkpoint
 from fovea.engine.pipeline import TaskPipeline
 from fovea.errors import CheckpointError

@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
+import fovea.models  # noqa: F401  (registers fovea's own backbones, vmamba_* / sparx_*, in timm)
 from fovea.engine.checkpoint import load_checkpoint, save_checkpoint
 from fovea.engine.pipeline import TaskPipeline
 from fovea.errors import ConfigError
