@@ -167,3 +167,43 @@ def test_synth_commands_live_in_the_cli(tmp_path):
     assert len(list((tmp_path / "cb").rglob("*.png"))) == 2 and (tmp_path / "cb" / "truth.json").is_file()
     assert main(["synth", "sea", str(tmp_path / "sea"), "--images", "1"]) == 0
     assert len(list((tmp_path / "sea" / "images").glob("*.png"))) == 1
+
+
+def test_test_commands_skip_and_list_bad_files(tmp_path, capsys):
+    """classify test and segment test on labelled folders with one unreadable image (no training)."""
+    import cv2
+
+    from fovea.io import read_image
+
+    classes = tmp_path / "classes"
+    for i, name in enumerate(["good", "scratch", "dent"]):
+        (classes / name).mkdir(parents=True)
+        shutil.copy(LEGACY / "images" / f"img{i}.png", classes / name / f"img{i}.png")
+    (classes / "dent" / "broken.png").write_bytes(b"")
+    args = ["classify", "test", str(MODELS["classify"]), str(classes), "--out", str(tmp_path / "ct")]
+    assert main(args) == 2 and "broken.png" in capsys.readouterr().err
+    assert main(args + ["--skip-bad"]) == 0
+    assert str(classes / "dent" / "broken.png") in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "ct" / "metrics.json").read_text())
+    assert metrics["n"] == 3 and metrics["skipped_files"] == 1
+
+    seg = tmp_path / "seg"
+    for d in ("images", "masks"):
+        (seg / d).mkdir(parents=True)
+    for i in range(3):
+        img = read_image(LEGACY / "images" / f"img{i}.png")
+        cv2.imwrite(str(seg / "images" / f"img{i}.png"), img[..., ::-1])
+        cv2.imwrite(str(seg / "masks" / f"img{i}.png"), np.zeros(img.shape[:2], np.uint8))
+    (seg / "images" / "img3.png").write_text("not an image")
+    cv2.imwrite(str(seg / "masks" / "img3.png"), np.zeros((8, 8), np.uint8))
+    (seg / "classes.json").write_text(json.dumps({"classes": ["background", "apple", "leaf"]}))
+    args = ["segment", "test", str(MODELS["segment"]), str(seg), "--out", str(tmp_path / "st")]
+    assert main(args) == 2 and "img3.png" in capsys.readouterr().err
+    assert main(args + ["--skip-bad"]) == 0
+    assert str(seg / "images" / "img3.png") in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "st" / "metrics.json").read_text())
+    assert metrics["n_images"] == 3 and metrics["skipped_files"] == 1
+    # all-background truth: pixel accuracy is the share of pixels the legacy model called background
+    ref = [np.asarray(EXPECTED["segment"][f"img{i}.png"]["class_map"]) for i in range(3)]
+    background = sum(int((m == 0).sum()) for m in ref) / sum(m.size for m in ref)
+    assert metrics["pixel_accuracy"] == pytest.approx(background, abs=0.01)
