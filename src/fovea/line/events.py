@@ -150,6 +150,22 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
         "e2e_capture_to_send": percentiles(e2e),
         "fps_median": float(np.median(fps)) if fps else float("nan"),
         "fps_min": float(np.min(fps)) if fps else float("nan"),
+        **_perception_summary(by_type),
+    }
+
+
+def _perception_summary(by_type: dict[str, list]) -> dict[str, Any]:
+    """Blind intervals with the objects estimated to have passed unseen, belt speed changes, merged
+    ghost records and frames refused for their time (see fovea.line.blind / speed / frametime)."""
+    blind = [e for e in by_type["fault"] if e.get("kind") == "blind_interval"]
+    return {
+        "blind_intervals": len(blind),
+        "blind_s": float(sum(e["t_to"] - e["t_from"] for e in blind)),
+        "unseen_objects_est": float(sum(e.get("unseen_est", 0.0) for e in blind)),
+        "unseen_objects_max": int(sum(e.get("unseen_max", 0) for e in blind)),
+        "speed_changes": [(round(e["t"], 3), e["from_mm_s"], e["to_mm_s"]) for e in by_type["speed_change"]],
+        "merged_records": len(by_type["merge"]),
+        "frame_time_faults": dict(Counter(e["cause"] for e in by_type["fault"] if e.get("kind") == "frame_time")),
     }
 
 
@@ -163,6 +179,11 @@ def format_summary(s: dict[str, Any]) -> str:
              f"commands {s['commands']}, records with >1 outcome: {s['records_with_multiple_outcomes']}",
              f"faults {s['faults']}",
              f"fps median {s['fps_median']:.1f} min {s['fps_min']:.1f}"]
+    if "blind_intervals" in s:
+        lines += [f"blind intervals {s['blind_intervals']} ({s['blind_s']:.1f} s): objects passed unseen ~"
+                  f"{s['unseen_objects_est']:.1f} (at most {s['unseen_objects_max']})",
+                  f"belt speed changes {len(s['speed_changes'])} {s['speed_changes'][:6]}  merged ghost records "
+                  f"{s['merged_records']}  frames refused for their time {s['frame_time_faults']}"]
     for k, v in s["latency"].items():
         lines.append(f"  {k:7s} p50 {v['p50_ms']:8.2f} ms  p99 {v['p99_ms']:8.2f} ms  (n={v['n']})")
     v = s["e2e_capture_to_send"]

@@ -87,16 +87,23 @@ class FrameTimeGuard:
             self._t_grid = t
         return ok
 
-    def tolerances(self) -> tuple[float, float]:
-        """(tol_mm, max_shift_mm) at the current belt speed."""
+    def tolerances(self, t: float | None = None) -> tuple[float, float]:
+        """(tol_mm, max_shift_mm) for a frame captured at t: the stamp tolerance at the current belt
+        speed, plus how far the predictions may have drifted since the last used frame on a speed
+        known to rel_err (a quarter of the speed when it is not trusted: after a change or a long
+        blind interval, motion alone cannot date a frame)."""
         v = self.tracker.speed_mm_s
         tol = max(3 * self.cfg.mm_per_px, self.cfg.time_tol_s * v)
-        return tol, max(2 * self.cfg.assoc_gate_mm, 0.35 * v)
+        if t is not None and self.t_used is not None and t > self.t_used:
+            trust = self.tracker.speed_trust(t)
+            unc = trust.rel_err if trust.known else 0.25
+            tol += unc * v * (t - self.t_used)
+        return tol, max(2 * self.cfg.assoc_gate_mm, 0.35 * v, tol)
 
     def measure(self, p) -> tuple[float, int]:
         """(shift_mm, support) of a perception against the tracker's current predictions."""
         obs = self.tracker.observe(p.dets, p.frame.image.shape[1])
-        tol, max_shift = self.tolerances()
+        tol, max_shift = self.tolerances(p.frame.t_capture)
         return self.tracker.content_shift(p.frame.t_capture, obs, tol, max_shift)
 
     def check(self, p) -> TimeVerdict:
@@ -125,7 +132,7 @@ class FrameTimeGuard:
             self.t_used = t
             return out
         shift, support = self.measure(p)
-        tol, _ = self.tolerances()
+        tol, _ = self.tolerances(t)
         if support == 0 or abs(shift) <= tol:
             if self.held is not None:
                 out.faults.append(self._held_fault())
@@ -144,7 +151,7 @@ class FrameTimeGuard:
             self.t_used = t
             return out
         out.faults.append(self._held_fault())
-        tol, _ = self.tolerances()
+        tol, _ = self.tolerances(t)
         agree = h.agree + 1 if abs(shift - h.shift_mm) <= tol else 0
         if agree >= 2:
             out.faults.append(self._fault(p, "prediction_offset", shift_mm=round(shift, 1),

@@ -217,7 +217,8 @@ class LineRunner:
             if (self.source_done and not self._frames_closed and len(self.q_frames) == 0
                     and len(self.q_results) == 0 and self.beats["perceive"].busy_since is None):
                 self._end_of_frames()
-            self._drain_actuator()
+            if not self._unverified_crossings():
+                self._drain_actuator()
             self._deadline_tick()
             for rec in self.tracker.retire(self.clock.now()):
                 self.finished.append(RecordSummary(rec.rid, rec.outcome, rec.outcome_reason, dict(rec.truth),
@@ -346,7 +347,9 @@ class LineRunner:
         the estimator's segment start); the command planned t_open + (actuation + hold) / 2 with a
         fully open half-window of (hold - actuation) / 2. Uncertainty: the change's onset (one frame
         period), the speed's rel_err (or the size of an unsettled change) and its trend. With
-        correct=True (a new speed has just settled) the dead-reckoned positions are re-placed.
+        correct=True (a new speed has just settled) the dead-reckoned positions are re-placed. After a
+        blind interval the onset is only known to lie between the last sample before it and the first
+        after it.
         """
         tr = self.tracker
         if not self.cfg.measure_speed:
@@ -357,20 +360,23 @@ class LineRunner:
         t_onset = tr.speed.t_segment if changing else now
         trust = tr.speed_trust(now)
         rel = trust.rel_err if trust.known else abs(v - v_old) / v
-        act, frame_s = self.cfg.actuation_s, 1.0 / self.cfg.fps
+        act = self.cfg.actuation_s
+        onsets = (t_onset, max(tr.speed.t_onset_lo, t_onset - 10.0)) if changing else (now,)
         hit = []
         for rec in tr.records.values():
             cmd = self._fires.get(rec.rid)
             if rec.state != "SCHEDULED" or rec.final or cmd is None or "speed_change_in_flight" in rec.flags:
                 continue
-            anchor, x_anchor = tr.position_after_change(rec, now, t_onset, v)
-            rest = self.cfg.gate_distance_mm[cmd.gate] - x_anchor
-            if rest <= -rec.half_len_mm:
-                continue                       # through its gate before the new speed applied to it
-            T = max(rest, 0.0) / v
-            unsure = abs(v - v_old) * frame_s / v + rel * T + 0.5 * abs(tr.speed.accel_mm_s2) * T * T / v
             t_plan = cmd.t_open + (act + cmd.hold_s) / 2
-            if abs(anchor + T - t_plan) + unsure >= 0.9 * (cmd.hold_s - act) / 2:
+            dev, T = 0.0, 0.0
+            for onset in onsets:               # the change began somewhere between these two
+                anchor, x_anchor = tr.position_after_change(rec, now, onset, v)
+                rest = self.cfg.gate_distance_mm[cmd.gate] - x_anchor
+                # crossed before the new speed applied to it (old speed), or after (new speed)
+                t_cross = anchor + rest / (v_old if rest < 0 else v)
+                dev, T = max(dev, abs(t_cross - t_plan)), max(T, max(rest, 0.0) / v)
+            unsure = rel * T + 0.5 * abs(tr.speed.accel_mm_s2) * T * T / v
+            if dev + unsure >= 0.9 * (cmd.hold_s - act) / 2:
                 rec.flags.add("speed_change_in_flight")
                 hit.append(rec.rid)
         if correct:
@@ -378,6 +384,35 @@ class LineRunner:
         if hit:
             self.emit("fault", kind="speed_change_in_flight", records=hit, from_mm_s=v_old, to_mm_s=round(v, 1),
                       detail="gate timed with another speed than the belt's now: the item may miss its window")
+
+    def _unverified_crossings(self) -> bool:
+        """True while an item crossed (or is crossing) its gate after the belt speed was last measured
+        more than speed_max_age_s earlier (a blind interval): a speed change nobody saw may have moved
+        it off its window. The commands' replies then wait (their outcomes are not logged) until a
+        usable frame measures the speed again and `_check_in_flight` has judged them; at the end of
+        the frames, or 5 s into the wait, the host gives up and flags them `speed_change_in_flight`."""
+        if not self.cfg.measure_speed:
+            return False
+        now, act = self.clock.now(), self.cfg.actuation_s
+        t_sample = self.tracker.speed.t_sample
+        if now - t_sample <= self.cfg.speed_max_age_s:
+            return False
+        waiting = []
+        for rec in self.tracker.records.values():
+            cmd = self._fires.get(rec.rid)
+            if rec.state != "SCHEDULED" or rec.final or cmd is None or "speed_change_in_flight" in rec.flags:
+                continue
+            if now >= cmd.t_open and cmd.t_open + (act + cmd.hold_s) / 2 - t_sample > self.cfg.speed_max_age_s:
+                waiting.append(rec)
+        if not waiting:
+            return False
+        if self._frames_closed or now - t_sample > self.cfg.speed_max_age_s + 5.0:
+            for rec in waiting:
+                rec.flags.add("speed_change_in_flight")
+            self.emit("fault", kind="speed_unverified_in_flight", records=[r.rid for r in waiting],
+                      t_speed_sample=t_sample, detail="no belt speed measured since before the items crossed")
+            return False
+        return True
 
     def _commit(self, rec: ObjectRecord, t_evidence: float, t_capture: float) -> None:
         now = self.clock.now()

@@ -74,12 +74,13 @@ class BeltSpeedEstimator:
         self.settled_speed_mm_s: float | None = None    # last settled value (None: never measured)
         self.t_segment = -math.inf                    # start of the current constant-speed segment
         self.t_sample = -math.inf                     # capture time of the newest sample
+        self.t_onset_lo = -math.inf                   # a change began after this (last sample on the old speed)
         self.settled = False
         self.rel_err = math.inf
         self._frames: deque[tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=max(1, smooth_frames))
         self.n_changes = 0
         self.max_speed_mm_s = max_speed_mm_s if max_speed_mm_s is not None else 5 * nominal_mm_s
-        self._suspect: tuple[float, float] | None = None     # (t, v_frame) of a frame that deviated
+        self._suspect: tuple[float, float, float] | None = None   # (t, v_frame, previous sample t) of a deviating frame
         self.accel_window_s = accel_window_s
         self._trend: deque[tuple[float, float]] = deque()      # (t, v_frame) of recent frames
         self.accel_mm_s2 = 0.0
@@ -109,17 +110,18 @@ class BeltSpeedEstimator:
                 self.n_changes += 1
                 return SpeedChange(t, prev, v_frame, "stale")
             return None
+        t_before = self.t_sample
         self.t_sample = t
         ref = self.speed_mm_s
         if self._frames and abs(v_frame - ref) > self._tolerance(ref, float(np.median(dt)), len(v), q):
             sus = self._suspect
             if sus is None or (sus[1] - ref) * (v_frame - ref) <= 0:
-                self._suspect = (t, v_frame)          # wait for the next frame before believing it
+                self._suspect = (t, v_frame, t_before)     # wait for the next frame before believing it
                 return None
             # confirmed: the speed changed before the suspect frame; these samples straddle it and
             # only seed the new value
             was_settled = self.settled
-            self._restart(sus[0], v_frame)
+            self._restart(sus[0], v_frame, onset_lo=sus[2])
             self.t_sample = t
             if was_settled:
                 self.n_changes += 1
@@ -149,7 +151,8 @@ class BeltSpeedEstimator:
         vs = np.array([x[1] for x in self._trend])
         self.accel_mm_s2 = float(np.polyfit(ts - ts[-1], vs, 1)[0])
 
-    def _restart(self, t: float, v_mm_s: float) -> None:
+    def _restart(self, t: float, v_mm_s: float, onset_lo: float | None = None) -> None:
+        self.t_onset_lo = self.t_sample if onset_lo is None else onset_lo
         self.t_segment = t
         self.t_sample = t
         self.settled = False
