@@ -207,3 +207,18 @@ def test_test_commands_skip_and_list_bad_files(tmp_path, capsys):
     ref = [np.asarray(EXPECTED["segment"][f"img{i}.png"]["class_map"]) for i in range(3)]
     background = sum(int((m == 0).sum()) for m in ref) / sum(m.size for m in ref)
     assert metrics["pixel_accuracy"] == pytest.approx(background, abs=0.01)
+
+
+def test_task_help_does_not_import_torch():
+    """`fovea <task> --help` stays fast: the command modules import torch only when a command runs."""
+    import subprocess
+    import sys
+
+    from fovea.cli.common import EXPORT_FORMATS
+    from fovea.engine.export import FORMATS
+
+    assert EXPORT_FORMATS == FORMATS
+    code = ("import sys, fovea.cli.anomaly, fovea.cli.classify, fovea.cli.segment; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-500:]

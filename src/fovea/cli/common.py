@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
-import numpy as np
 
 from fovea.cli.progress import progress_bar
 from fovea.engine.results import PREDICTIONS_FILE, prediction_record
+
+if TYPE_CHECKING:
+    import numpy as np
 
 skip_bad_option = click.option(
     "--skip-bad", is_flag=True,
@@ -102,14 +104,16 @@ def overlay_name(path: Path, seen: set[str]) -> str:
     return name
 
 
+EXPORT_FORMATS = ("torchscript", "onnx")  # = fovea.engine.export.FORMATS (a test holds them equal); named
+# here so that `fovea <task> --help` does not import torch
+
+
 def export_options(f):
     """MODEL argument, --format (repeatable) and --out of every `fovea <task> export`."""
-    from fovea.engine.export import FORMATS
-
     f = click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Folder for the exported files [default: MODEL/export].")(f)
-    f = click.option("--format", "formats", multiple=True, default=FORMATS, show_default=True,
-                     type=click.Choice(FORMATS),
+    f = click.option("--format", "formats", multiple=True, default=EXPORT_FORMATS, show_default=True,
+                     type=click.Choice(EXPORT_FORMATS),
                      help="Export format(s), repeat the option. Both take uint8 (B, H, W, 3) RGB images of any "
                           "size and batch and return the task's results.")(f)
     return click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))(f)
