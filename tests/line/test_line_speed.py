@@ -160,3 +160,38 @@ def test_policy_routes_an_uncertain_speed_to_default():
     few = ObjectRecord("o2", 10.0, 10.0, 300.0, 100.0, 35.0, sightings=2)
     few.votes = rec.votes[:2]
     assert decide(few, [], 10.0, 400.0, cfg, 0.01).reason == "insufficient_sightings"
+
+
+def test_a_belt_encoder_gives_the_speed_without_any_item_in_view():
+    """Encoder readings (whole 0.5 mm counts) latched with each frame; the belt is empty."""
+    cfg = LineConfig(mm_per_px=MM_PX, fps=FPS, belt_speed_mm_s=400.0, measure_speed=True, encoder_mm_per_count=0.5)
+    tr = BeltTracker(cfg)
+    steps = [(2.05, 250.0)]
+    changes = []
+    for k in range(41):
+        t = k / FPS
+        belt = np.floor(belt_travel(t, steps, 400.0) / 0.5) * 0.5
+        tr.update(t, Detections.empty(), W_PX, [], belt_mm=belt)
+        changes += [e for kind, e in tr.events if kind == "speed_change"]
+        tr.events = []
+        if 0.5 <= t < 2.05:
+            assert tr.speed_trust(t).known and tr.speed_mm_s == pytest.approx(400.0, abs=0.5 / 0.3 + 1e-6)
+    assert len(changes) == 1 and changes[0]["source"] == "encoder" and 2.05 < changes[0]["t_capture"] <= 2.35
+    assert tr.speed_trust(4.0).known and tr.speed_mm_s == pytest.approx(250.0, abs=0.5 / 0.3 + 1e-6)
+    assert tr.speed_trust(4.0).rel_err < 0.01
+
+
+def test_synthetic_camera_latches_the_encoder_with_each_exposure():
+    from fovea.line.clock import SimClock
+    from fovea.line.sources import ConveyorSource
+    from fovea.synth.conveyor import Conveyor, ConveyorConfig
+
+    conv = Conveyor(ConveyorConfig(n_objects=3, appearance="simple", speed_profile=((0.25, 250.0, 0.0),)))
+    clock = SimClock()
+    src = ConveyorSource(conv, clock=clock, encoder_mm_per_count=0.7)
+    for k in range(6):
+        clock.advance_to(k / conv.config.fps)
+        f = src.read()
+        t = k / conv.config.fps
+        expect = 400.0 * min(t, 0.25) + 250.0 * max(t - 0.25, 0.0)       # closed-form belt travel
+        assert f.meta["belt_mm"] == pytest.approx(np.floor(expect / 0.7 + 1e-9) * 0.7)

@@ -30,6 +30,7 @@ class LineConfig:
     speed_change_rel: float = 0.05         # smallest relative jump taken as a speed change
     speed_max_age_s: float = 1.0           # no speed sample for longer: the speed is not trusted
     speed_err_frac: float = 0.5            # share of a gate window's slack the speed error may use
+    encoder_mm_per_count: float | None = None   # belt encoder step when frames carry meta["belt_mm"]
     decision_x_mm: float = 300.0
     # commit this long before the first gate's commit deadline rather than at the decision line
     # (None: at the decision line): fewer commands are in flight when the belt speed changes, and a

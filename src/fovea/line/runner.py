@@ -252,7 +252,8 @@ class LineRunner:
         gap_before = last is not None and t - last > 1.5 / self.cfg.fps
         seen = self.tracker.update(t, p.dets, p.frame.image.shape[1], p.results,
                                    valid=p.valid, truth_uids=p.truth_uids, shift_mm=shift_mm,
-                                   timing_ok=timing_ok, pitch_ok=not gap_before)
+                                   timing_ok=timing_ok, pitch_ok=not gap_before,
+                                   belt_mm=p.frame.meta.get("belt_mm") if timing_ok else None)
         if p.valid:
             # belt on which an item's centre could lie and be seen: the view plus an item length
             # (an item is detected once a few pixels of it are in view)

@@ -27,11 +27,17 @@ class ConveyorSource:
     ring of `driver_buffer` frames (older ones were overwritten, as in V4L2), waiting for the
     next exposure when none is new. Fault injection by exposure index: `black_frames`,
     `frozen_frames` (repeat the previous image), `fail_reads` (the grab fails).
+    `encoder_mm_per_count`: a belt encoder latched with each exposure; the frame's
+    `meta["belt_mm"]` is the belt travel in whole counts (what a line-scan trigger or an encoder
+    input of the camera provides), which the line uses for its speed instead of tracked motion.
     """
 
     def __init__(self, conveyor, clock=None, driver_buffer: int = 4, black_frames=(), frozen_frames=(),
                  fail_reads=(), n_frames: int | None = None, source_id: str = "synth:conveyor",
-                 x_end_mm: float | None = None):
+                 x_end_mm: float | None = None, encoder_mm_per_count: float | None = None):
+        if encoder_mm_per_count is not None and encoder_mm_per_count <= 0:
+            raise ConfigError(f"ConveyorSource: encoder_mm_per_count={encoder_mm_per_count} must be > 0 (or None)")
+        self.encoder_mm_per_count = encoder_mm_per_count
         self.conveyor = conveyor
         self.clock = clock or RealClock()
         self.fps = conveyor.config.fps
@@ -76,8 +82,11 @@ class ConveyorSource:
             img = self._prev.copy()
         self._prev = img
         t_capture = self.clock.now()
-        return Frame(img, t_capture=t_capture, source_id=self.source_id, index=k,
-                     meta={"t_exposure": self.t0 + t_exp, "truth": truth})
+        meta = {"t_exposure": self.t0 + t_exp, "truth": truth}
+        if self.encoder_mm_per_count is not None:
+            res = self.encoder_mm_per_count
+            meta["belt_mm"] = math.floor(self.conveyor.belt_travel(t_exp) / res) * res
+        return Frame(img, t_capture=t_capture, source_id=self.source_id, index=k, meta=meta)
 
     def close(self) -> None:
         pass

@@ -120,6 +120,7 @@ class BeltTracker:
         self._frame_no = 0
         self.n_arrivals = 0                            # records created, less ghosts merged away
         self.odo: deque[tuple[float, float]] = deque(maxlen=256)   # (t, belt mm travelled by the speeds used)
+        self.encoder: deque[tuple[float, float]] = deque(maxlen=64)  # (t, belt_mm) encoder readings
         self._twins_reported: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ geometry and speed
@@ -196,7 +197,8 @@ class BeltTracker:
     # ------------------------------------------------------------------ update
     def update(self, t: float, dets: Detections, image_width_px: int, results: list[ClassResult | None],
                valid: bool = True, truth_uids: list[int | None] | None = None,
-               shift_mm: float = 0.0, timing_ok: bool = True, pitch_ok: bool = True) -> list[ObjectRecord]:
+               shift_mm: float = 0.0, timing_ok: bool = True, pitch_ok: bool = True,
+               belt_mm: float | None = None) -> list[ObjectRecord]:
         """Fold one processed frame (capture time t) into the records; returns records seen in it.
 
         valid=False marks a frame that could not be used (black, frozen): nobody is seen, and
@@ -205,6 +207,8 @@ class BeltTracker:
         timing_ok=False (a stamp off the camera's grid): tracked, but no speed sample starts or ends here.
         pitch_ok=False (the first frame after a blind interval): a new item's upstream neighbour may
         not be the item before it, so no spacing sample.
+        belt_mm: the belt encoder's travel latched with this frame; when given, the speed comes from
+        the encoder (travel over the estimator's baseline) instead of tracked motion.
         """
         cfg, v = self.cfg, self.speed_mm_s
         self._frame_no += 1
@@ -275,7 +279,10 @@ class BeltTracker:
             if truth_uids is not None and truth_uids[d] is not None:
                 rec.truth[truth_uids[d]] += 1
             seen.append(rec)
-        self._update_speed(t, seen if timing_ok else [])
+        if belt_mm is not None:
+            self._update_speed_encoder(t, float(belt_mm))
+        else:
+            self._update_speed(t, seen if timing_ok else [])
         seen_ids = {id(r) for r in seen}
         for rec in self.records.values():
             if id(rec) in seen_ids:
@@ -336,14 +343,27 @@ class BeltTracker:
                 if dx is not None:
                     samples.append((dx, now[0] - old[0]))
                     break
+        self._fold_speed(t, samples)
+
+    def _fold_speed(self, t: float, samples: list[tuple[float, float]], quant_mm: float | None = None) -> None:
         was_settled = self.speed.settled
-        change = self.speed.update(t, samples)
+        change = self.speed.update(t, samples, quant_mm)
         if change is not None:
             self.events.append(("speed_change", dict(t_capture=t, from_mm_s=round(change.from_mm_s, 1),
                                                      to_mm_s=round(change.to_mm_s, 1), source=change.source)))
         if self.speed.settled and not was_settled:
             self.events.append(("speed_settled", dict(t_capture=t, speed_mm_s=round(self.speed.speed_mm_s, 1),
                                                       rel_err=round(self.speed.rel_err, 4))))
+
+    def _update_speed_encoder(self, t: float, belt_mm: float) -> None:
+        """One sample per frame from the encoder: travel since the oldest reading in the baseline."""
+        if not self.cfg.measure_speed:
+            return
+        self.encoder.append((t, belt_mm))
+        t_from = self.speed.baseline_start(t) - 1e-9
+        old = next((e for e in self.encoder if t_from <= e[0] <= t - 0.5 / self.cfg.fps), None)
+        samples = [(belt_mm - old[1], t - old[0])] if old is not None else []
+        self._fold_speed(t, samples, quant_mm=self.cfg.encoder_mm_per_count or self.cfg.mm_per_px)
 
     def _alias(self, rec: ObjectRecord, tid: int) -> None:
         if tid < 0:
