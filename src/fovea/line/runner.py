@@ -11,6 +11,7 @@ as fast as the CPU allows. Every record gets exactly one `outcome` event.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -380,11 +381,47 @@ class LineRunner:
             if dev + unsure >= 0.9 * (cmd.hold_s - act) / 2:
                 rec.flags.add("speed_change_in_flight")
                 hit.append(rec.rid)
+        if changing or correct:
+            self._check_swing_conflicts(now, onsets, v, v_old, rel)
         if correct:
             tr.correct_after_change(now, t_onset, v)
         if hit:
             self.emit("fault", kind="speed_change_in_flight", records=hit, from_mm_s=v_old, to_mm_s=round(v, 1),
                       detail="gate timed with another speed than the belt's now: the item may miss its window")
+
+    def _check_swing_conflicts(self, now: float, onsets, v: float, v_old: float, rel: float) -> None:
+        """After a speed change, find items that will pass a gate while a swing planned for another
+        item (on the old speed) moves or holds it open: their bin is no longer what the host decided
+        (flag `swing_conflict`; a default decision for them is logged `unknown`)."""
+        tr, act = self.tracker, self.cfg.actuation_s
+        swings = [(c.gate, c.t_open, c.t_open + c.hold_s + act, rid) for rid, c in self._fires.items()
+                  if rid in tr.records and not tr.records[rid].final]
+        if not swings:
+            return
+        hit = []
+        for rec in tr.records.values():
+            if rec.final or "swing_conflict" in rec.flags:
+                continue
+            own = self.cfg.gate_distance_mm[rec.gate] if rec.gate is not None else math.inf
+            for gate, t0, t1, owner in swings:
+                gate_mm = self.cfg.gate_distance_mm[gate]
+                if owner == rec.rid or gate_mm > own:
+                    continue
+                lo, hi = math.inf, -math.inf
+                for onset in onsets:
+                    anchor, x_anchor = tr.position_after_change(rec, now, onset, v)
+                    rest = gate_mm - x_anchor
+                    t_cross = anchor + rest / (v_old if rest < 0 else v)
+                    T = max(rest, 0.0) / v
+                    pad = rec.half_len_mm / v + rel * T
+                    lo, hi = min(lo, t_cross - pad), max(hi, t_cross + pad)
+                if hi >= t0 and lo <= t1 and hi > now - 1.0:
+                    rec.flags.add("swing_conflict")
+                    hit.append([rec.rid, owner, gate])
+                    break
+        if hit:
+            self.emit("fault", kind="swing_conflict", records=hit,
+                      detail="after the speed change this item meets a swing timed for another item")
 
     def _unverified_crossings(self) -> bool:
         """True while an item crossed (or is crossing) its gate after the belt speed was last measured
@@ -427,6 +464,9 @@ class LineRunner:
                   t_evidence=t_evidence, flags=sorted(rec.flags), too_close=too_close[:4],
                   policy="v1")
         if d.lane == DEFAULT:
+            if "swing_conflict" in rec.flags:      # a swing for another item will take it somewhere
+                self._finalize(rec, UNKNOWN, "swing_conflict")
+                return
             self._finalize(rec, DEFAULT, d.reason)
             return
         rec.state = "SCHEDULED"
