@@ -417,6 +417,8 @@ class LineRunner:
                     lo, hi = min(lo, t_cross - pad), max(hi, t_cross + pad)
                 if hi >= t0 and lo <= t1 and hi > now - 1.0:
                     rec.flags.add("swing_conflict")
+                    if rec.state == "SCHEDULED":       # its own DONE would claim its lane: unknown instead
+                        rec.flags.add("speed_change_in_flight")
                     hit.append([rec.rid, owner, gate])
                     break
         if hit:
