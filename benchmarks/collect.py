@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = ["anomaly", "padim_seeds", "data", "engine", "rd", "classify", "train", "segment", "line", "stereo", "scan", "backbones"]
+ORDER = ["anomaly", "padim_seeds", "coreset", "data", "engine", "task_layer", "rd", "classify", "train", "segment", "line",
+         "stereo", "scan", "backbones"]
 
 
 def main() -> None:
