@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,7 +22,7 @@ import pytest
 import torch
 
 import fovea
-from fovea.core import AnomalyResult, ClassResult, Predictor as PredictorProtocol, SegResult
+from fovea.core import AnomalyResult, ClassResult, Frame, Predictor as PredictorProtocol, SegResult
 from fovea.engine.checkpoint import FORMAT_VERSION, RECIPE_FILE, WEIGHTS_FILE
 from fovea.engine.export import export
 from fovea.engine.tasks import BUILTIN_TASK_MODULES, registered_tasks
@@ -221,6 +222,9 @@ def test_batched_predict_equals_predict_one(case):
             one = p.predict_one(img, f"img{i}.png")
             assert one.image_path == f"img{i}.png"
             _assert_same(batched[i], one, 1e-5, f"{name} image {i}")
+    # a Frame's meta["path"] (a Path here) becomes the result's image_path, as a string
+    r = case["predictors"]["onnx"].predict([Frame(images[0], meta={"path": Path("cam/0001.png")})])[0]
+    assert r.image_path == str(Path("cam/0001.png"))
 
 
 def test_batches_are_cut_by_count_and_by_pixels(case):
@@ -297,6 +301,8 @@ def test_bad_paths_wrong_task_and_bad_images_give_clear_errors(case, tmp_path):
             other.predictor.load(path)
     with pytest.raises(DataError, match="frame 1.*uint8"):
         preds["in-process"].predict([_images()[0], np.zeros((8, 8, 3), np.float32)])
+    with pytest.raises(DataError, match="2 paths for 1 frames"):
+        preds["in-process"].predict(_images()[:1], paths=["a.png", "b.png"])
     with pytest.raises(ExportError, match="cannot be exported"):
         preds["onnx"].export(tmp_path)
 

@@ -27,7 +27,7 @@ from fovea.engine.export import FORMATS, ONNX_META, TORCHSCRIPT_META, export
 from fovea.engine.pipeline import InferenceGraph, TaskPipeline
 from fovea.engine.runtime import onnx_session
 from fovea.engine.tasks import get_task
-from fovea.errors import CheckpointError, ExportError
+from fovea.errors import CheckpointError, DataError, ExportError
 
 Runtime = Callable[[np.ndarray], tuple[np.ndarray, ...]]
 CHECKPOINT_FILES = {RECIPE_FILE} | {v.recipe_file for v in LEGACY_LAYOUTS.values()}
@@ -118,7 +118,8 @@ class Predictor:
         if paths is None:
             paths = [f.meta.get("path") if isinstance(f, Frame) else None for f in frames]
         elif len(paths) != len(frames):
-            raise ValueError(f"{len(paths)} paths for {len(frames)} frames")
+            raise DataError(f"predict got {len(paths)} paths for {len(frames)} frames. Fix: one path (or None) per frame.")
+        paths = [None if p is None else str(p) for p in paths]
         images = [check_image(f.image if isinstance(f, Frame) else f, p or f"frame {i}")
                   for i, (f, p) in enumerate(zip(frames, paths))]
         groups: dict[tuple[int, int], list[int]] = {}
