@@ -190,3 +190,21 @@ def test_a_wrong_tracker_state_cannot_blind_the_line():
     causes = [f["cause"] for f in ln.faults]
     assert causes.count("prediction_offset") == 1
     assert ln.used[-3:] == [6, 7, 8]                         # from the third agreeing frame on, frames are used
+
+
+def test_the_stamp_grid_survives_many_mis_stamps_and_follows_a_wrong_fps_setting():
+    # every other frame stepped back by 0.03-0.08 s: the clean ones stay usable, the period stays 0.1 s
+    ln = Line()
+    rng = np.random.default_rng(1)
+    for k in range(40):
+        t = k / FPS - (rng.uniform(0.03, 0.08) if k % 2 and k > 4 else 0.0)
+        ln.feed(perception(t, [V * k / FPS % 400], k))
+    assert ln.guard.period_s() == pytest.approx(0.1)
+    assert [i for i in ln.used if i > 4] == list(range(6, 40, 2))
+    # the camera really runs at 16 fps while the config says 10: once a few intervals are known the
+    # grid is the camera's, not the config's, and frames are used again
+    ln = Line()
+    for k in range(30):
+        ln.feed(perception(k / 16.0, [], k))
+    assert ln.guard.period_s() == pytest.approx(1 / 16.0)
+    assert ln.used[-20:] == list(range(10, 30))

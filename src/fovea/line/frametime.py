@@ -60,15 +60,20 @@ class FrameTimeGuard:
         self.tracker, self.cfg = tracker, config
         self.t_used: float | None = None
         self.held: Held | None = None
-        self._intervals: deque[float] = deque(maxlen=15)
+        self._intervals: deque[float] = deque(maxlen=50)
         self._t_grid: float | None = None          # last stamp that sat on the camera grid
         self._t_prev: float | None = None
 
     def period_s(self) -> float:
-        """The camera's frame period: median of recent stamp intervals (1 / fps until 5 are known)."""
-        if len(self._intervals) >= 5:
-            return float(np.median(self._intervals))
-        return 1.0 / self.cfg.fps
+        """The camera's frame period: the most common recent stamp interval (intervals within 5 % of
+        one another count together), so mis-stamped frames, however many, spread out and cannot
+        move it; 1 / fps until 5 intervals are known."""
+        if len(self._intervals) < 5:
+            return 1.0 / self.cfg.fps
+        iv = np.asarray(self._intervals)
+        close = np.abs(iv[:, None] - iv[None, :]) <= 0.05 * iv[None, :]
+        best = int(np.argmax(close.sum(axis=0)))
+        return float(np.median(iv[close[:, best]]))
 
     def on_grid(self, t: float) -> bool:
         """True when t lies a whole number (>= 1) of frame periods after the last on-grid stamp."""
@@ -78,10 +83,18 @@ class FrameTimeGuard:
         return round(k) >= 1 and abs(k - round(k)) <= 0.25
 
     def _stamp_seen(self, t: float) -> bool:
-        """Record a stamp that passed the order check; returns whether it is on the grid."""
+        """Record a stamp that passed the order check; returns whether it is on the grid.
+
+        Period samples: every raw stamp interval (so a wrong configured fps is learnt) and the
+        interval between on-grid stamps per elapsed period (so a grid survives stamps that are
+        wrong every other frame)."""
         ok = self.on_grid(t)
         if self._t_prev is not None and t > self._t_prev:
             self._intervals.append(t - self._t_prev)
+        if ok and self._t_grid is not None:
+            # the period as seen between on-grid stamps: exact even when the stamps between are not
+            k = max(round((t - self._t_grid) / self.period_s()), 1)
+            self._intervals.append((t - self._t_grid) / k)
         self._t_prev = t
         if ok:
             self._t_grid = t

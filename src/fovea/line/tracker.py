@@ -89,18 +89,32 @@ class Observed:
         return len(self.boxes)
 
 
-def comparable_residuals(obs: Observed, pred_x: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """(N, M) detection-minus-prediction along the belt, edge against edge for cut boxes.
+def comparable_residuals(obs: Observed, pred_x: np.ndarray, half: np.ndarray,
+                         rec_front: np.ndarray | None = None, rec_back: np.ndarray | None = None) -> np.ndarray:
+    """(N, M) detection-minus-prediction along the belt, compared on what both sides know exactly.
 
-    Uncut box: its centre vs the predicted centre; cut on the left (entering): its front edge x1
-    vs the predicted front edge; cut on the right (leaving): its back edge x0 vs the predicted back.
+    A box cut on the left (entering) knows only its front edge x1, one cut on the right (leaving)
+    only its back edge x0; a record whose last sighting was cut knows only that edge too
+    (rec_front / rec_back, (M,) bool; default: both). Both edges known on both sides: centres;
+    else the front edges, else the back edges; else (nothing in common) the centres.
     """
+    M = len(pred_x)
+    rf = np.ones(M, bool) if rec_front is None else rec_front
+    rb = np.ones(M, bool) if rec_back is None else rec_back
     x0, x1 = obs.boxes[:, 0:1], obs.boxes[:, 2:3]
-    cl, cr = obs.cut_left[:, None], obs.cut_right[:, None]
+    df, db = ~obs.cut_right[:, None], ~obs.cut_left[:, None]
+    both_f, both_b = df & rf[None, :], db & rb[None, :]
     centre = (x0 + x1) / 2 - pred_x[None, :]
     front = x1 - (pred_x + half)[None, :]
     back = x0 - (pred_x - half)[None, :]
-    return np.where(cl & ~cr, front, np.where(cr & ~cl, back, centre))
+    return np.where(both_f & both_b, centre, np.where(both_f, front, np.where(both_b, back, centre)))
+
+
+def _known_edges(recs: list) -> tuple[np.ndarray, np.ndarray]:
+    """(front_known, back_known) (M,) bool from each record's last sighting."""
+    f = np.array([not r.track or r.track[-1][1] is not None for r in recs], bool)
+    b = np.array([not r.track or r.track[-1][2] is not None for r in recs], bool)
+    return f, b
 
 
 class BeltTracker:
@@ -175,7 +189,7 @@ class BeltTracker:
         v = self.speed_mm_s
         pred = np.array([r.x_at(t, v) for r in recs])
         half = np.array([r.half_len_mm for r in recs])
-        res = comparable_residuals(obs, pred, half)
+        res = comparable_residuals(obs, pred, half, *_known_edges(recs))
         cy = (obs.boxes[:, 1] + obs.boxes[:, 3]) / 2
         dy = np.abs(cy[:, None] - np.array([r.y_mm for r in recs])[None, :])
         ok = (dy < self.cfg.assoc_gate_mm) & (np.abs(res) <= max_shift_mm)
@@ -227,7 +241,7 @@ class BeltTracker:
         matched_rec: dict[int, int] = {}
         if n and recs:
             half = np.array([r.half_len_mm for r in recs])
-            res = comparable_residuals(obs, pred, half) - shift_mm
+            res = comparable_residuals(obs, pred, half, *_known_edges(recs)) - shift_mm
             ry = np.array([r.y_mm for r in recs])
             dy = np.abs(cy[:, None] - ry[None, :])
             gate = (np.abs(res) < cfg.assoc_gate_mm) & (dy < cfg.assoc_gate_mm)
