@@ -219,6 +219,36 @@ def test_adapted_votes_feed_the_policy_unchanged():
     assert abs(margin - abs(1 - 2 * mean_reject)) < 1e-6 and agree == 0.75
 
 
+# ------------------------------------------------------------------------------ segmentation ground truth
+
+def test_conveyor_labels_match_the_rendered_pixels():
+    """render_with_labels (what the segmenter learns from) against the image itself: without sensor
+    noise, labelled pixels are exactly those that differ from the empty belt, damage labels sit on
+    the drawn brown spots, apple skin on red and boxes on cardboard."""
+    from fovea.synth.conveyor import SEG_CLASS_NAMES, Conveyor, ConveyorConfig
+
+    conv = Conveyor(ConveyorConfig(n_objects=12, seed=2, appearance="simple", noise_sigma=0.0, p_damaged=0.5,
+                                   p_box=0.2))
+    assert SEG_CLASS_NAMES == SEG_NAMES
+    seen = set()
+    for k in range(0, 80, 3):
+        img, labels, truths = conv.render_with_labels(k / conv.config.fps)
+        empty = conv.render(-100.0)[0]                       # long before the first item arrives
+        np.testing.assert_array_equal(labels > 0, np.any(img != empty, axis=2))
+        for cls, rgb_test in ((1, lambda p: (p[:, 0] > 120) & (p[:, 1] < 60)),            # red skin
+                              (3, lambda p: (np.abs(p - [95, 60, 30]) <= 1).all(1)),     # brown spot
+                              (5, lambda p: (p[:, 0] > p[:, 1]) & (p[:, 1] > p[:, 2]) & (p[:, 0] - p[:, 2] > 30))):  # card
+            px = img[labels == cls].astype(int)
+            if len(px):
+                seen.add(cls)
+                assert rgb_test(px).mean() > 0.95, SEG_CLASS_NAMES[cls]
+        for t in truths:                                     # the truth class agrees with the labels
+            x0, y0, x1, y1 = (int(v) for v in t.xyxy)
+            ids = set(np.unique(labels[y0:y1, x0:x1]).tolist()) - {0}
+            assert ids <= ({5} if t.class_name == "box" else {1, 3}), (t.class_name, ids)
+    assert seen == {1, 3, 5}
+
+
 # ------------------------------------------------------------------------------ end to end with trained models
 
 _BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "_line_models.py"
