@@ -260,3 +260,26 @@ def test_absolute_due_across_the_millis_wrap():
         sync.add(10.0 + 0.1 * k, 10.0 + 0.1 * k + 0.001, t_mcu_ms / 1000)
     assert sync.offset_s == pytest.approx(10.2 - 2 ** 32 / 1000)
     assert sync.to_mcu_ms(10.5) == 300
+
+
+def test_close_gives_every_command_its_fate():
+    clock, act, log = sim_actuator()
+    t0 = clock.now()
+    k1 = act.submit(FireCommand("runs", gate=1, t_open=t0 + 0.1, hold_s=0.1))
+    k2 = act.submit(FireCommand("too_far", gate=2, t_open=t0 + 5.0, hold_s=0.1))
+    clock.advance_to(t0 + 0.05)
+    act.close(wait_s=1.0)           # "runs" completes while close waits; "too_far" is stopped by SAFE
+    f = fates(act)
+    assert f["runs"].kind == "done" and len(swings_of(act, k1)) == 1
+    assert (f["too_far"].kind, f["too_far"].reason) == ("lost", "nak_safe") and swings_of(act, k2) == []
+    assert act.in_flight() == 0 and act.emulator.n_latches == {"HOST": 1}
+    assert not faults(log, "mcu_safe")          # the host's own SAFE at shutdown is not a fault
+
+    clock, act, log = sim_actuator()
+    t0 = clock.now()
+    act.submit(FireCommand("in_doubt", gate=1, t_open=t0 + 0.1, hold_s=0.3))
+    clock.advance_to(t0 + 0.15)
+    act.link_port.set_down(True)
+    act.close(wait_s=1.0)
+    f = fates(act)
+    assert (f["in_doubt"].kind, f["in_doubt"].reason) == ("unknown", "link_dead_at_shutdown")

@@ -200,7 +200,8 @@ class ProtocolActuator:
         While the link lives, commands run their course (polling up to wait_s); then SAFE is sent,
         which NAKs what has not started, and the replies are read. Unsent commands are `lost`
         (unsent_at_shutdown: no gate moved). Only a command the link could not report is left; it
-        is resolved as with a dead link (`_give_up`, reason link_dead_at_shutdown).
+        is resolved as with a dead link (`_give_up`, reason link_dead_at_shutdown, or
+        no_answer_at_shutdown when the link was up but its answer never came).
         """
         in_timer = getattr(self.clock, "_running_timer", False)     # a SimClock timer cannot wait
 
@@ -212,23 +213,26 @@ class ProtocolActuator:
                 self.clock.sleep(0.005)
 
         wait(wait_s)
+        safe_sent = False
         with self._lock:
             now = self.clock.now()
             while self._outbox:
                 self._resolve_cmd(self._outbox.popleft(), now, "lost", "unsent_at_shutdown")
             if self.port is not None and self.link == "ready" and self._pending:
                 self._armed_belief = False                  # the host latches it: not a fault
-                self._safe_write("SAFE", now)
+                safe_sent = self._safe_write("SAFE", now)
         wait(0.3)
         with self._lock:
             now = self.clock.now()
+            why = "link_dead_at_shutdown" if self.link != "ready" else "no_answer_at_shutdown"
             for p in list(self._pending.values()):
-                self._give_up(p, now, "link_dead_at_shutdown")
+                self._give_up(p, now, why)
             if self.port is not None:
-                try:
-                    self._write("SAFE", now)
-                except Exception:
-                    pass
+                if not safe_sent:
+                    try:
+                        self._write("SAFE", now)
+                    except Exception:
+                        pass
                 self._close_port()
 
     # ------------------------------------------------------------------ connection
