@@ -11,7 +11,6 @@ as fast as the CPU allows. Every record gets exactly one `outcome` event.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from fovea.line.config import LineConfig
 from fovea.line.events import EventLog
 from fovea.line.fates import LANE, UNKNOWN, swing_outcome
 from fovea.line.frametime import FrameTimeGuard
+from fovea.line.inflight import BeltNow, off_window, swing_conflicts, unverified
 from fovea.line.localize import BackgroundSubtractor, as_localizer, crop
 from fovea.line.policy import DEFAULT, decide, deadline
 from fovea.line.tracker import BeltTracker, ObjectRecord
@@ -341,18 +341,10 @@ class LineRunner:
             self._speed_from = None
 
     def _check_in_flight(self, correct: bool) -> None:
-        """Flag records whose gate command rests on a speed the belt no longer runs at and whose item
-        may miss the open window: the host cannot know their bin (outcome `unknown`).
-
-        The item's centre now crosses its gate at t_anchor + (D - x_anchor) / v (from where the
-        current speed applies to it, `BeltTracker.position_after_change`, after a change began at
-        the estimator's segment start); the command planned t_open + (actuation + hold) / 2 with a
-        fully open half-window of (hold - actuation) / 2. Uncertainty: the change's onset (one frame
-        period), the speed's rel_err (or the size of an unsettled change) and its trend. With
-        correct=True (a new speed has just settled) the dead-reckoned positions are re-placed. After a
-        blind interval the onset is only known to lie between the last sample before it and the first
-        after it.
-        """
+        """Flag commands in flight that a speed change (or a blind interval) may have put off their
+        item (`fovea.line.inflight`): `speed_change_in_flight` (outcome unknown), and
+        `swing_conflict` for items another item's swing will meet. correct=True (a new speed just
+        settled): the dead-reckoned positions are re-placed from the change's onset."""
         tr = self.tracker
         if not self.cfg.measure_speed:
             return
@@ -361,89 +353,37 @@ class LineRunner:
         v_old = self._speed_from if changing else v
         t_onset = tr.speed.t_segment if changing else now
         trust = tr.speed_trust(now)
-        rel = trust.rel_err if trust.known else abs(v - v_old) / v
-        act = self.cfg.actuation_s
         onsets = (t_onset, max(tr.speed.t_onset_lo, t_onset - 10.0)) if changing else (now,)
-        hit = []
-        for rec in tr.records.values():
-            cmd = self._fires.get(rec.rid)
-            if rec.state != "SCHEDULED" or rec.final or cmd is None or "speed_change_in_flight" in rec.flags:
-                continue
-            t_plan = cmd.t_open + (act + cmd.hold_s) / 2
-            dev, T = 0.0, 0.0
-            for onset in onsets:               # the change began somewhere between these two
-                anchor, x_anchor = tr.position_after_change(rec, now, onset, v)
-                rest = self.cfg.gate_distance_mm[cmd.gate] - x_anchor
-                # crossed before the new speed applied to it (old speed), or after (new speed)
-                t_cross = anchor + rest / (v_old if rest < 0 else v)
-                dev, T = max(dev, abs(t_cross - t_plan)), max(T, max(rest, 0.0) / v)
-            unsure = rel * T + 0.5 * abs(tr.speed.accel_mm_s2) * T * T / v
-            if dev + unsure >= 0.9 * (cmd.hold_s - act) / 2:
-                rec.flags.add("speed_change_in_flight")
-                hit.append(rec.rid)
-        if changing or correct:
-            self._check_swing_conflicts(now, onsets, v, v_old, rel)
-        if correct:
-            tr.correct_after_change(now, t_onset, v)
+        belt = BeltNow(now, v, v_old, onsets, trust.rel_err if trust.known else abs(v - v_old) / v,
+                       tr.speed.accel_mm_s2)
+        hit = off_window(tr, self._fires, self.cfg, belt)
+        for rid in hit:
+            tr.records[rid].flags.add("speed_change_in_flight")
         if hit:
             self.emit("fault", kind="speed_change_in_flight", records=hit, from_mm_s=v_old, to_mm_s=round(v, 1),
                       detail="gate timed with another speed than the belt's now: the item may miss its window")
-
-    def _check_swing_conflicts(self, now: float, onsets, v: float, v_old: float, rel: float) -> None:
-        """After a speed change, find items that will pass a gate while a swing planned for another
-        item (on the old speed) moves or holds it open: their bin is no longer what the host decided
-        (flag `swing_conflict`; a default decision for them is logged `unknown`)."""
-        tr, act = self.tracker, self.cfg.actuation_s
-        swings = [(c.gate, c.t_open, c.t_open + c.hold_s + act, rid) for rid, c in self._fires.items()
-                  if rid in tr.records and not tr.records[rid].final]
-        if not swings:
-            return
-        hit = []
-        for rec in tr.records.values():
-            if rec.final or "swing_conflict" in rec.flags:
-                continue
-            own = self.cfg.gate_distance_mm[rec.gate] if rec.gate is not None else math.inf
-            for gate, t0, t1, owner in swings:
-                gate_mm = self.cfg.gate_distance_mm[gate]
-                if owner == rec.rid or gate_mm > own:
-                    continue
-                lo, hi = math.inf, -math.inf
-                for onset in onsets:
-                    anchor, x_anchor = tr.position_after_change(rec, now, onset, v)
-                    rest = gate_mm - x_anchor
-                    t_cross = anchor + rest / (v_old if rest < 0 else v)
-                    T = max(rest, 0.0) / v
-                    pad = rec.half_len_mm / v + rel * T
-                    lo, hi = min(lo, t_cross - pad), max(hi, t_cross + pad)
-                if hi >= t0 and lo <= t1 and hi > now - 1.0:
-                    rec.flags.add("swing_conflict")
-                    if rec.state == "SCHEDULED":       # its own DONE would claim its lane: unknown instead
-                        rec.flags.add("speed_change_in_flight")
-                    hit.append([rec.rid, owner, gate])
-                    break
-        if hit:
-            self.emit("fault", kind="swing_conflict", records=hit,
-                      detail="after the speed change this item meets a swing timed for another item")
+        if changing or correct:
+            met = swing_conflicts(tr, self._fires, self.cfg, belt)
+            for rid, _, _ in met:
+                rec = tr.records[rid]
+                rec.flags.add("swing_conflict")
+                if rec.state == "SCHEDULED":       # its own DONE would claim its lane: unknown instead
+                    rec.flags.add("speed_change_in_flight")
+            if met:
+                self.emit("fault", kind="swing_conflict", records=met,
+                          detail="after the speed change this item meets a swing timed for another item")
+        if correct:
+            tr.correct_after_change(now, t_onset, v)
 
     def _unverified_crossings(self) -> bool:
-        """True while an item crossed (or is crossing) its gate after the belt speed was last measured
-        more than speed_max_age_s earlier (a blind interval): a speed change nobody saw may have moved
-        it off its window. The commands' replies then wait (their outcomes are not logged) until a
-        usable frame measures the speed again and `_check_in_flight` has judged them; at the end of
-        the frames, or 5 s into the wait, the host gives up and flags them `speed_change_in_flight`."""
+        """True while an item crosses its gate on a belt speed not measured for longer than
+        speed_max_age_s (`inflight.unverified`): the commands' replies then wait (outcomes not yet
+        logged) until a usable frame measures the speed and `_check_in_flight` has judged them; at
+        the end of the frames, or 5 s into the wait, they are flagged `speed_change_in_flight`."""
         if not self.cfg.measure_speed:
             return False
-        now, act = self.clock.now(), self.cfg.actuation_s
-        t_sample = self.tracker.speed.t_sample
-        if now - t_sample <= self.cfg.speed_max_age_s:
-            return False
-        waiting = []
-        for rec in self.tracker.records.values():
-            cmd = self._fires.get(rec.rid)
-            if rec.state != "SCHEDULED" or rec.final or cmd is None or "speed_change_in_flight" in rec.flags:
-                continue
-            if now >= cmd.t_open and cmd.t_open + (act + cmd.hold_s) / 2 - t_sample > self.cfg.speed_max_age_s:
-                waiting.append(rec)
+        now, t_sample = self.clock.now(), self.tracker.speed.t_sample
+        waiting = unverified(self.tracker, self._fires, self.cfg, now)
         if not waiting:
             return False
         if self._frames_closed or now - t_sample > self.cfg.speed_max_age_s + 5.0:

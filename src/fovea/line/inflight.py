@@ -1,0 +1,103 @@
+"""Gate commands in flight versus the belt the host now knows: pure checks used by the runner.
+
+A command (`FireCommand`) was timed on the speed of its moment: the item's centre should cross
+its gate at t_plan = t_open + (actuation + hold) / 2, and the gate is fully open for
+(hold - actuation) / 2 either side. When the belt speed changes after the command was sent, the
+item now crosses at t_anchor + (D - x_anchor) / v_new, where (t_anchor, x_anchor) is where the
+new speed began to apply to it (`BeltTracker.position_after_change`). The change's onset is only
+known to lie between two frames (or the two ends of a blind interval), so every check runs at
+both ends and keeps the worst; the speed's own rel_err and trend widen the result.
+
+- `off_window`: items that may now miss their own window (the host cannot know their bin);
+- `swing_conflicts`: items that will pass a gate while a swing timed for another item moves or
+  holds it open (they go where that swing sends them, not where the host decided);
+- `unverified`: items crossing while no speed has been measured for longer than
+  speed_max_age_s: a change nobody saw may have moved them (the runner waits for the next
+  measurement before it logs their outcome).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class BeltNow:
+    """What the belt is believed to do now: speed v (old: v_old), the possible onsets of the
+    latest change (one value when nothing changed), the speed's rel_err and trend."""
+
+    now: float
+    v: float
+    v_old: float
+    onsets: tuple[float, ...]
+    rel_err: float
+    accel_mm_s2: float = 0.0
+
+
+def crossing_times(tracker, rec, gate_mm: float, belt: BeltNow) -> tuple[float, float, float]:
+    """(earliest, latest, T): when `rec`'s centre crosses belt position gate_mm over the possible
+    onsets (before an onset the old speed applied), and the longest time T still to travel."""
+    lo, hi, T = math.inf, -math.inf, 0.0
+    for onset in belt.onsets:
+        anchor, x_anchor = tracker.position_after_change(rec, belt.now, onset, belt.v)
+        rest = gate_mm - x_anchor
+        t_cross = anchor + rest / (belt.v_old if rest < 0 else belt.v)
+        lo, hi, T = min(lo, t_cross), max(hi, t_cross), max(T, max(rest, 0.0) / belt.v)
+    return lo, hi, T
+
+
+def _unsure_s(belt: BeltNow, T: float) -> float:
+    return belt.rel_err * T + 0.5 * abs(belt.accel_mm_s2) * T * T / belt.v
+
+
+def _scheduled(tracker, fires, skip_flag: str):
+    for rec in tracker.records.values():
+        cmd = fires.get(rec.rid)
+        if rec.state == "SCHEDULED" and not rec.final and cmd is not None and skip_flag not in rec.flags:
+            yield rec, cmd
+
+
+def off_window(tracker, fires, cfg, belt: BeltNow) -> list[str]:
+    """rids of scheduled items whose crossing may now fall outside 90 % of their open window."""
+    act, out = cfg.actuation_s, []
+    for rec, cmd in _scheduled(tracker, fires, "speed_change_in_flight"):
+        t_plan = cmd.t_open + (act + cmd.hold_s) / 2
+        lo, hi, T = crossing_times(tracker, rec, cfg.gate_distance_mm[cmd.gate], belt)
+        dev = max(abs(lo - t_plan), abs(hi - t_plan))
+        if dev + _unsure_s(belt, T) >= 0.9 * (cmd.hold_s - act) / 2:
+            out.append(rec.rid)
+    return out
+
+
+def swing_conflicts(tracker, fires, cfg, belt: BeltNow) -> list[list]:
+    """[[rid, owner rid, gate], ...]: items that meet another item's swing on a gate they pass
+    (gates up to their own; all gates for a default item), by their whole length and the uncertainty."""
+    act = cfg.actuation_s
+    swings = [(c.gate, c.t_open, c.t_open + c.hold_s + act, rid) for rid, c in fires.items()
+              if rid in tracker.records and not tracker.records[rid].final]
+    out = []
+    for rec in tracker.records.values():
+        if rec.final or "swing_conflict" in rec.flags:
+            continue
+        own = cfg.gate_distance_mm[rec.gate] if rec.gate is not None else math.inf
+        for gate, t0, t1, owner in swings:
+            gate_mm = cfg.gate_distance_mm[gate]
+            if owner == rec.rid or gate_mm > own:
+                continue
+            lo, hi, T = crossing_times(tracker, rec, gate_mm, belt)
+            pad = rec.half_len_mm / belt.v + _unsure_s(belt, T)
+            if hi + pad >= t0 and lo - pad <= t1 and hi + pad > belt.now - 1.0:
+                out.append([rec.rid, owner, gate])
+                break
+    return out
+
+
+def unverified(tracker, fires, cfg, now: float) -> list:
+    """Scheduled records whose window has begun while the planned crossing lies more than
+    speed_max_age_s after the newest speed sample."""
+    t_sample, act = tracker.speed.t_sample, cfg.actuation_s
+    if now - t_sample <= cfg.speed_max_age_s:
+        return []
+    return [rec for rec, cmd in _scheduled(tracker, fires, "speed_change_in_flight")
+            if now >= cmd.t_open and cmd.t_open + (act + cmd.hold_s) / 2 - t_sample > cfg.speed_max_age_s]
