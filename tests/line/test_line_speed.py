@@ -221,3 +221,27 @@ def test_whole_line_through_400_250_550_steps_keeps_items_in_their_lanes():
     assert a.partial_hits <= 0.01 * a.n_items
     assert a.host_vs_physical_mismatch == 0, a.mismatches
     assert a.accuracy > 0.9, a.lines()
+
+
+def test_in_flight_checks_against_closed_form_crossings():
+    """An item at 500 mm heads for the gate at 700 mm; its command was timed at 400 mm/s."""
+    from fovea.line.actuators import FireCommand
+    from fovea.line.inflight import BeltNow, off_window, swing_conflicts
+
+    cfg = LineConfig(belt_speed_mm_s=400.0, gate_distance_mm={1: 700.0, 2: 800.0}, actuation_s=0.1, margin_s=0.05)
+    tr = BeltTracker(cfg)
+    a = tr._new(10.0, 500.0, 100.0, 35.0)
+    b = tr._new(10.0, 350.0, 100.0, 35.0)               # 150 mm behind, going to the default route
+    a.state, a.gate, b.gate = "SCHEDULED", 1, None
+    t_plan = 10.0 + 200.0 / 400.0                         # centre at the gate
+    half_open = 35.0 / 400.0 + cfg.margin_s               # the fully open half-window around t_plan
+    hold = 2 * half_open + cfg.actuation_s
+    fires = {a.rid: FireCommand(a.rid, 1, t_plan - (cfg.actuation_s + hold) / 2, hold)}
+    same = BeltNow(10.0, 404.0, 400.0, (10.0,), 0.0)       # 1 % faster: 200/404 s, still inside
+    assert off_window(tr, fires, cfg, same) == []
+    slow = BeltNow(10.0, 250.0, 400.0, (10.0,), 0.0)       # now 200/250 = 0.8 s: 0.3 s late
+    assert abs(10.0 + 200.0 / 250.0 - t_plan) > half_open
+    assert off_window(tr, fires, cfg, slow) == [a.rid]
+    assert swing_conflicts(tr, fires, cfg, slow) == []     # b reaches gate 1 at 11.4 s, long after the swing
+    fast = BeltNow(10.0, 700.0, 400.0, (10.0,), 0.0)       # b now crosses gate 1 at 10 + 350/700 = 10.5 s
+    assert swing_conflicts(tr, fires, cfg, fast) == [[b.rid, a.rid, 1]]
