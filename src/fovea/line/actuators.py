@@ -32,7 +32,7 @@ import numpy as np
 from fovea.errors import ConfigError, ProtocolError
 from fovea.line.clock import RealClock
 from fovea.line.emulator import EmulatorLink, FirmwareEmulator
-from fovea.line.fates import ClockSync
+from fovea.line.fates import ClockSync, LinkConfig  # noqa: F401  (LinkConfig is part of this API)
 from fovea.line.protocol import fire_line, open_interval_s, parse_line, status_line
 
 INF = float("inf")
@@ -82,28 +82,6 @@ class _Pending:
     @property
     def deadline(self) -> float:
         return self.cmd.t_open + self.cmd.hold_s
-
-
-@dataclass
-class LinkConfig:
-    """Timing of the host side of the link (seconds)."""
-
-    heartbeat_s: float = 0.1
-    heartbeat_misses: int = 4
-    ack_timeout_s: float = 0.05
-    max_resends: int = 3
-    ready_timeout_s: float = 2.0
-    hello_every_s: float = 0.1            # well inside the MCU watchdog, so a lost READY costs little
-    backoff_s: tuple[float, float] = (0.02, 1.0)
-    young_drop_s: float = 1.0             # while a drop is younger than this ...
-    young_backoff_cap_s: float = 0.05     # ... re-open at least this often (watchdog 0.5 s)
-    mcu_watchdog_s: float = 0.5           # the firmware's WATCHDOG_MS
-    done_grace_s: float = 0.1             # DONE expected by due + hold + this, else STATUS
-    status_every_s: float = 0.1
-    max_queries: int = 5                  # STATUS unanswered this often -> the link is lost
-    dead_after_s: float = 3.0             # link down this long: commands past their deadline -> unknown
-    link_p99_floor_s: float = 0.01
-    auto_arm: bool = True
 
 
 class ProtocolActuator:

@@ -1,4 +1,4 @@
-"""Pure helpers of the host's link client: the MCU clock estimate and a command's physical fate.
+"""Pure parts of the host's link client: its timing, the MCU clock estimate, a command's physical fate.
 
 `ClockSync` maps the MCU's millis() to host time from PING/PONG exchanges. `swing_outcome` says
 whether an item whose centre crosses a gate at a predicted time went through a gate swing with a
@@ -8,6 +8,7 @@ known open interval: into the lane, past it (default route), or cannot be told (
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 LANE, DEFAULT, UNKNOWN = "lane", "default", "unknown"
 WRAP_S = 2 ** 32 / 1000.0          # the MCU's millis() wraps after this many seconds (49.7 days)
@@ -72,3 +73,25 @@ class ClockSync:
     def to_mcu_ms(self, t_host_s: float) -> int:
         """The MCU's millis() at host time t, wrapped as the MCU counts."""
         return int(round((t_host_s - self.offset_s) * 1000)) % 2 ** 32
+
+
+@dataclass
+class LinkConfig:
+    """Timing of the host side of the link (seconds)."""
+
+    heartbeat_s: float = 0.1
+    heartbeat_misses: int = 4
+    ack_timeout_s: float = 0.05
+    max_resends: int = 3
+    ready_timeout_s: float = 2.0
+    hello_every_s: float = 0.1            # well inside the MCU watchdog, so a lost READY costs little
+    backoff_s: tuple[float, float] = (0.02, 1.0)
+    young_drop_s: float = 1.0             # while a drop is younger than this ...
+    young_backoff_cap_s: float = 0.05     # ... re-open at least this often (watchdog 0.5 s)
+    mcu_watchdog_s: float = 0.5           # the firmware's WATCHDOG_MS
+    done_grace_s: float = 0.1             # DONE expected by due + hold + this, else STATUS
+    status_every_s: float = 0.1
+    max_queries: int = 5                  # STATUS unanswered this often -> the link is lost
+    dead_after_s: float = 3.0             # link down this long: commands past their deadline -> unknown
+    link_p99_floor_s: float = 0.01
+    auto_arm: bool = True
