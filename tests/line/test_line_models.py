@@ -104,6 +104,17 @@ def test_anomaly_adapter_calibrated_from_raw_thresholds():
     with pytest.raises(ConfigError, match="image_threshold"):
         AnomalyLaneAdapter.calibrated({"score_min": 1.0})
 
+    class NoThresholds:                       # an exported model whose recipe lacks them
+        @property
+        def thresholds(self):
+            raise KeyError("thresholds")
+
+    with pytest.raises(ConfigError, match="NoThresholds"):
+        AnomalyLaneAdapter.calibrated(NoThresholds())
+    # the lazily chosen adapter of such a model falls back to the plain score (p_reject = s)
+    ap = AdaptedPredictor(type("P", (NoThresholds, FixedPredictor), {})([_anomaly(0.3)]))
+    np.testing.assert_allclose(ap.predict([np.zeros((4, 4, 3), np.uint8)])[0].probs, [0.7, 0.3], atol=1e-6)
+
 
 def test_anomaly_adapter_rejects_bad_settings_and_scores():
     with pytest.raises(ConfigError, match="low < threshold < high"):

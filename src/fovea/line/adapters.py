@@ -115,12 +115,12 @@ class AnomalyLaneAdapter:
         """From the model's raw-unit thresholds (a predictor with `.thresholds` or `.recipe["thresholds"]`, a
         `Thresholds`, or its dict): low = normalised score_min, high = normalised score_max (clipped to 1)."""
         t = thresholds
-        if hasattr(t, "thresholds") or hasattr(t, "recipe"):
-            t = getattr(t, "thresholds", None) or (getattr(t, "recipe", None) or {}).get("thresholds")
-        get = (lambda k: t[k]) if isinstance(t, Mapping) else (lambda k: getattr(t, k))
         try:
+            if not isinstance(t, Mapping) and not hasattr(t, "image_threshold"):     # a predictor
+                t = getattr(t, "thresholds", None) or (getattr(t, "recipe", None) or {}).get("thresholds")
+            get = (lambda k: t[k]) if isinstance(t, Mapping) else (lambda k: getattr(t, k))
             thr, lo, hi = float(get("image_threshold")), float(get("score_min")), float(get("score_max"))
-        except (KeyError, AttributeError, TypeError) as exc:
+        except Exception as exc:      # a predictor without thresholds raises whatever its recipe lookup raises
             raise ConfigError(f"cannot calibrate the anomaly lane adapter from {type(thresholds).__name__}: it carries "
                               "no image_threshold/score_min/score_max. Fix: refit the model's thresholds "
                               "(`fovea anomaly fit`) or build AnomalyLaneAdapter(low=..., high=...) by hand") from exc
