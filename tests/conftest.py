@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("FOVEA_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# as `import fovea` does for users (it comes too late here, after torch): OpenMP threads sleep while
+# waiting instead of spinning against whatever else runs on the machine (benchmarks/threads.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 

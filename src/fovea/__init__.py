@@ -3,9 +3,18 @@
 `fovea.load_predictor(path)` opens a checkpoint folder, a TorchScript `.pt` or an ONNX `.onnx`
 of any task (anomaly, classify, segment) and returns that task's Predictor. It is imported on
 first use, so `import fovea` stays cheap.
+
+Importing fovea before torch makes OpenMP threads sleep while they wait (`OMP_WAIT_POLICY=PASSIVE`,
+unless the environment already sets a policy): with torch's spinning default, 2 threads beside one
+busy process ran predict 4.8x slower than 1 thread, with PASSIVE 0.92x (benchmarks/threads.py).
+OpenMP reads the setting when torch loads it, so a program that imported torch first keeps torch's.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 __all__ = ["load_predictor"]

@@ -4,6 +4,7 @@ is fast and one area's import cost (torch, OpenCV) is paid only when that area r
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -53,8 +54,19 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fovea")
-def cli() -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="FOVEA_THREADS",
+              help="CPU threads for every command (default: torch's choice, one per core; env FOVEA_THREADS).")
+def cli(threads: int | None) -> None:
     """fovea: computer-vision inspection from a camera or a folder of images to a decision."""
+    if threads is not None:
+        set_threads(threads)
+
+
+def set_threads(n: int) -> None:
+    """Use n intra-op threads: through OMP_NUM_THREADS if torch is not loaded yet, else directly."""
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 def main(argv: list[str] | None = None) -> int:

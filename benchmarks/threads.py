@@ -1,0 +1,103 @@
+"""Prediction latency with 1 and 2 threads, idle and beside one busy process (issue 12, item 4).
+
+A PatchCore model (offline EfficientNet-Lite0, 256 px) is fitted once on generated bricks images
+and saved; each configuration then runs in a fresh process (OpenMP reads its settings when it
+loads) that opens the checkpoint with `fovea.load_predictor` and times `predict_one` on the same
+images. Configurations: torch threads 1 or 2; OpenMP wait policy as torch ships it (unset: libgomp's
+threads spin a while before they sleep; the worker imports torch before fovea) or
+`OMP_WAIT_POLICY=PASSIVE` (they sleep at once; what `import fovea` sets when it comes first); no
+other load, or one busy Python process (`while True: pass`) taking a core. The baseline of each
+row is 1 thread under the same load and policy, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _doc import Run, add_doc_args, table  # noqa: E402
+
+WORKER = r"""
+import json, sys, time
+if sys.argv[4] == "torch-first":
+    import torch  # OpenMP loads with torch's own policy; fovea's PASSIVE default comes too late
+import fovea
+import numpy as np, torch
+from fovea.synth.bricks import render_bricks_scene
+torch.set_num_threads(int(sys.argv[2]))
+pred = fovea.load_predictor(sys.argv[1])
+imgs = [render_bricks_scene("one_up", None, rng=1000 + i, size=256)[0] for i in range(8)]
+for im in imgs[:3]:
+    pred.predict_one(im)
+lat = []
+for r in range(int(sys.argv[3])):
+    for im in imgs:
+        t = time.perf_counter(); pred.predict_one(im); lat.append((time.perf_counter() - t) * 1e3)
+print(json.dumps({"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+                  "threads": torch.get_num_threads()}))
+"""
+
+
+def fit_model(out: Path, n_train: int) -> Path:
+    from fovea.cli.main import main as fovea_main
+    from fovea.synth.bricks import generate_bricks
+
+    data = out / "bricks"
+    generate_bricks(data, "one_up", n_train=n_train, n_test_good=2, n_test_bad=2, seed=0)
+    rc = fovea_main(["anomaly", "fit", str(data), "--category", "one_up", "--model", "patchcore",
+                     "--out", str(out / "run"), "--no-test"])
+    if rc != 0:
+        raise SystemExit(f"fit failed with exit code {rc}")
+    return out / "run" / "model"
+
+
+def measure(model: Path, threads: int, passive: bool, busy: bool, rounds: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    order = "fovea-first" if passive else "torch-first"  # `import fovea` first sets PASSIVE
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        out = subprocess.run([sys.executable, "-c", WORKER, str(model), str(threads), str(rounds), order],
+                             env=env, capture_output=True, text=True, check=True)
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=5, help="passes over the 8 timed images")
+    ap.add_argument("--train", type=int, default=20, help="training images of the fitted model")
+    add_doc_args(ap, "threads", "2 rounds, 8 training images")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.train = 2, 8
+    run = Run(args, full_command=".venv/bin/python benchmarks/threads.py")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = fit_model(Path(tmp), args.train)
+        for busy in (False, True):
+            for passive in (False, True):
+                one = measure(model, 1, passive, busy, args.rounds)
+                two = measure(model, 2, passive, busy, args.rounds)
+                for n, r in ((1, one), (2, two)):
+                    rows.append(["one busy process added" if busy else "none added",
+                                 "PASSIVE (fovea default)" if passive else "unset (torch default: spin, then sleep)",
+                                 n, f"{r['p50']:.1f}", f"{r['p95']:.1f}", f"{r['p50'] / one['p50']:.2f}"])
+                    print(rows[-1], flush=True)
+    body = table(["other load", "OpenMP wait policy", "threads", "p50 ms", "p95 ms",
+                  "p50 vs 1 thread (same load, policy)"], rows)
+    body += ["", f"PatchCore predict_one at 256 px, {args.rounds} x 8 images after 3 warm-up calls, each row a "
+             "fresh process; the busy process is a pure-Python loop started before and stopped after the row."]
+    run.write("Threads on a shared machine: predict with 1 and 2 threads", body)
+
+
+if __name__ == "__main__":
+    main()
