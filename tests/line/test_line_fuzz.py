@@ -230,3 +230,17 @@ def test_audit_counts_an_item_pressed_into_a_merged_blob_as_seen():
     assert a.unseen_in_merged_record == 1 and a.unseen_uncounted == 1       # 4 stood alone: truly uncounted
     b = audit(conv, 0.0, [], LineConfig(), [RecordSummary("a", "default", "late", {1: 4, 3: 2})] + recs[1:], events=[])
     assert b.unseen_in_merged_record == 0 and b.unseen_uncounted == 2       # no merged flag: not excused
+
+
+def test_a_run_stuck_in_a_loop_is_stopped_by_the_wall_cap(monkeypatch):
+    """A stage that loops without advancing simulated time cannot be stopped by a clock timer."""
+    from fovea.line import runner as runner_mod
+    from fovea.line.fuzz import FaultSchedule, run_schedule
+
+    def stuck(self, frame):
+        while True:
+            pass
+
+    monkeypatch.setattr(runner_mod.LineRunner, "perceive", stuck)
+    r = run_schedule(FaultSchedule(seed=0, n_items=5), max_wall_s=0.5)
+    assert not r.ended and "wall-time" in r.error and r.wall_s < 5

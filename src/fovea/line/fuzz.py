@@ -20,8 +20,11 @@ families above).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -321,6 +324,28 @@ def _wall_cap(ctx, wall_deadline: float) -> None:
     check()
 
 
+@contextlib.contextmanager
+def _alarm(wall_s: float):
+    """Raise FuzzTimeout after wall_s seconds even inside a busy loop (SIGALRM; main thread on Unix).
+
+    The SimClock timer of `_wall_cap` cannot fire while a stage loops without advancing time; the
+    signal can. Elsewhere (other threads, no setitimer) only the timer cap applies."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise FuzzTimeout(f"run exceeded its wall-time cap of {wall_s} s (stuck without advancing time?)")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(wall_s, 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def run_schedule(schedule: FaultSchedule, max_sim_extra_s: float = 60.0, max_wall_s: float = 300.0,
                  predictor_kw: dict | None = None, keep_run: bool = False) -> FuzzResult:
     """Play one schedule through the real runner + emulator on a SimClock; audit it physically.
@@ -340,9 +365,10 @@ def run_schedule(schedule: FaultSchedule, max_sim_extra_s: float = 60.0, max_wal
     max_sim = conv.duration_s(max(cfg.gate_distance_mm.values()) + 200) + max_sim_extra_s
     pkw = {"error_rate": 0.02, "seed": schedule.seed, **pred, **(predictor_kw or {})}
     try:
-        r = simulate(conv, config=cfg, localizer=localizer, source_kw=source_kw, faults=timed, predictor_kw=pkw,
-                     max_time_s=max_sim, source_faults=source_faults or None, link_faults=rules or None,
-                     actuator_seed=schedule.seed)
+        with _alarm(max_wall_s):
+            r = simulate(conv, config=cfg, localizer=localizer, source_kw=source_kw, faults=timed, predictor_kw=pkw,
+                         max_time_s=max_sim, source_faults=source_faults or None, link_faults=rules or None,
+                         actuator_seed=schedule.seed)
     except FuzzTimeout as exc:
         return FuzzResult(schedule, False, {"not_ended": 1}, {}, {}, time.perf_counter() - t_wall, float("nan"),
                           error=str(exc))
