@@ -1,4 +1,4 @@
-// fovea sorter firmware: two gate servos driven by the fovea line protocol v1.1 (docs/protocol.md).
+// fovea sorter firmware: two gate servos driven by the fovea line protocol v1.2 (docs/protocol.md).
 //
 // Gates: servo 1 on pin 5, servo 2 on pin 6; 0 deg = closed, 90 deg = open. Closed gates (and
 // de-energised servos) send every item to the default route, so power loss is safe.
@@ -10,6 +10,8 @@
 // keeps RAM (DTR, watchdog, brown-out); after such a reset a queued command reads NAK RESET and a
 // swing that was open reads NAK ABORTED, and STATUS <id> tells the host. After a power loss the
 // journal is invalid (magic words) and STATUS answers UNKNOWN.
+// CANCEL <id> (v1.2) withdraws a queued command (NAK <id> CANCELLED: its gate never opens for it);
+// a swing that has begun is never withdrawn (CANCEL <id> TOO_LATE; its DONE / NAK ABORTED follows).
 // The Python emulator (src/fovea/line/mcu.py) implements the same state machine; both are
 // checked against one table, docs/protocol_cases.json.
 
@@ -22,7 +24,7 @@
 typedef uint32_t ms_t;   // millis() as the AVR counts it: wraps after 49.7 days ...
 typedef int32_t dms_t;   // ... so times are compared by their signed difference
 
-#define FW_VERSION "1.1"
+#define FW_VERSION "1.2"
 const uint8_t N_GATES = 2;
 const uint8_t GATE_PINS[N_GATES] = {5, 6};
 const uint8_t ENCODER_PIN = 2;
@@ -43,8 +45,8 @@ const uint32_t JOURNAL_MAGIC = 0x5A17C0DEUL;
 
 enum LineState { STATE_SAFE, STATE_ARMED };
 enum Status { ST_NONE, ST_ACK, ST_OPEN, ST_DONE, ST_NAK };
-enum Reason { R_LATE, R_QUEUE_FULL, R_BAD_ARG, R_SAFE, R_ABORTED, R_RESET, R_BOOT };
-const char *const REASONS[] = {"LATE", "QUEUE_FULL", "BAD_ARG", "SAFE", "ABORTED", "RESET", "BOOT"};
+enum Reason { R_LATE, R_QUEUE_FULL, R_BAD_ARG, R_SAFE, R_ABORTED, R_RESET, R_BOOT, R_CANCELLED };
+const char *const REASONS[] = {"LATE", "QUEUE_FULL", "BAD_ARG", "SAFE", "ABORTED", "RESET", "BOOT", "CANCELLED"};
 
 struct Fire {
   bool used;
@@ -114,6 +116,7 @@ void closeGate(uint8_t g, bool completed, ms_t now);
 void latchSafe(const char *reason, ms_t now);
 void handleLine(char *line, ms_t now);
 void handleFire(char *args, ms_t now);
+void handleCancel(char *args, ms_t now);
 bool parseLong(const char *s, long *out);
 bool parseULong(const char *s, ms_t *out);
 uint8_t queueDepth();
@@ -409,6 +412,8 @@ void handleLine(char *line, ms_t now) {
     sendLine(txBuf);
   } else if (strcmp(line, "FIRE") == 0) {
     handleFire(args, now);
+  } else if (strcmp(line, "CANCEL") == 0) {
+    handleCancel(args, now);
   } else if (strcmp(line, "STATUS") == 0) {
     char *tok = args ? strtok(args, " ") : NULL;
     long id;
@@ -499,6 +504,47 @@ void handleFire(char *args, ms_t now) {
       f.hold = (ms_t)hold;
       break;
     }
+    sendEntry(e);
+  }
+}
+
+// CANCEL <id> [boot=<b>]: withdraw a queued command, never one whose swing has begun. Queued -> NAK
+// CANCELLED (dropped from the schedule); swing open -> CANCEL <id> TOO_LATE; ended -> its status line.
+// An id never seen is recorded as cancelled, so a copy of its FIRE still on the wire is refused
+// (NAK BOOT instead when boot= names another boot; UNKNOWN when every journal slot is live).
+void handleCancel(char *args, ms_t now) {
+  char *tok = args ? strtok(args, " ") : NULL;
+  long id;
+  if (tok == NULL || strchr(tok, '=') != NULL || !parseLong(tok, &id)) {
+    sendLine("ERR BAD_CMD");
+    return;
+  }
+  bool otherBoot = false;
+  while ((tok = strtok(NULL, " ")) != NULL) {
+    if (strncmp(tok, "boot=", 5) == 0) otherBoot = strcmp(tok + 5, bootId) != 0;
+  }
+  runTimers(now);                                 // a swing due by now has begun (as the emulator orders it)
+  RingEntry *e = findRing(id);
+  if (e == NULL && otherBoot) {
+    sendNak(id, R_BOOT);
+  } else if (e == NULL) {
+    if (newEntry(id, ST_NAK, R_CANCELLED) != NULL) {
+      sendNak(id, R_CANCELLED);
+    } else {
+      snprintf(txBuf, sizeof(txBuf), "UNKNOWN %ld", id);
+      sendLine(txBuf);
+    }
+  } else if (e->status == ST_ACK) {
+    for (uint8_t i = 0; i < QUEUE_SIZE; i++) {
+      if (fireQueue[i].used && fireQueue[i].id == id) fireQueue[i].used = false;
+    }
+    e->status = ST_NAK;
+    e->reason = R_CANCELLED;
+    sendEntry(e);
+  } else if (e->status == ST_OPEN) {
+    snprintf(txBuf, sizeof(txBuf), "CANCEL %ld TOO_LATE", id);
+    sendLine(txBuf);
+  } else {
     sendEntry(e);
   }
 }

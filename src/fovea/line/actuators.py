@@ -16,7 +16,9 @@ never opened for it (NAK, never sent, a reset before it started, the watchdog la
 was due); `unknown` means nobody can tell (the MCU lost its journal in a power loss, or the link
 stayed dead). An acked command has a deadline (due + hold + `done_grace_s`) after which the host
 asks `STATUS <id>`; after an MCU reset every command in flight is asked for (the firmware's fate
-journal survives resets that keep RAM). A link dead for `dead_after_s` resolves what is left.
+journal survives resets that keep RAM). `cancel(id)` (`line/cancel.py`, protocol v1.2 CANCEL)
+withdraws a command whose swing has not begun: `lost` with the caller's reason. A link dead for
+`dead_after_s` resolves what is left.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from fovea.errors import ConfigError, ProtocolError
 from fovea.line.clock import RealClock
+from fovea.line.cancel import CancelMixin
 from fovea.line.emulator import EmulatorLink, FirmwareEmulator
 from fovea.line.fates import ClockSync, LinkConfig  # noqa: F401  (LinkConfig is part of this API)
 from fovea.line.protocol import fire_line, open_interval_s, parse_line, status_line
@@ -78,13 +81,17 @@ class _Pending:
     t_query: float = INF         # when to ask STATUS next
     queries: int = 0
     reset_window: tuple[float, float] | None = None    # (last line of the old boot, READY of the new one)
+    cancel: str = ""             # "" | want (CANCEL to send / resend) | refused (the swing had begun)
+    cancel_reason: str = ""
+    t_cancel: float = -INF
+    cancel_sends: int = 0
 
     @property
     def deadline(self) -> float:
         return self.cmd.t_open + self.cmd.hold_s
 
 
-class ProtocolActuator:
+class ProtocolActuator(CancelMixin):
     """Host side of the sorter protocol over any pyserial-like port (write, readline, open, close)."""
 
     def __init__(self, port_factory: Callable[[], Any], clock=None, emit: Callable[..., Any] | None = None,
@@ -159,6 +166,7 @@ class ProtocolActuator:
                 self._heartbeat(now)
             if self.port is not None and self.link == "ready":
                 self._query(now)
+                self._send_cancels(now)
             if self.ready:
                 self._send_outbox(now)
                 self._resend_unacked(now)
@@ -316,6 +324,8 @@ class ProtocolActuator:
                 self._arm(now)
         elif v == "PONG":
             self._on_pong(msg, now)
+        elif v == "CANCEL":
+            self._on_cancel_reply(msg, now)
         elif v in ("ACK", "NAK", "DONE", "UNKNOWN"):
             p = self._pending.get(msg.int_arg(0))
             if p is not None:
@@ -419,6 +429,8 @@ class ProtocolActuator:
                     p.reset_window = (self._t_last_rx, now)
                     self._t_hello = now
                     self._safe_write("HELLO", now)     # learn the new boot
+            elif reason == "CANCELLED":                # withdrawn before its swing began: no gate moved
+                self._resolve(p, now, "lost", p.cancel_reason or "cancelled")
             else:
                 self._resolve(p, now, "lost", "mcu_reset" if reason == "RESET" else f"nak_{reason.lower()}")
 

@@ -13,7 +13,9 @@ both ends and keeps the worst; the speed's own rel_err and trend widen the resul
   holds it open (they go where that swing sends them, not where the host decided);
 - `unverified`: items crossing while no speed has been measured for longer than
   speed_max_age_s: a change nobody saw may have moved them (the runner waits for the next
-  measurement before it logs their outcome).
+  measurement before it logs their outcome);
+- `swings_met_on_default_route`: for an item whose own command was cancelled (it now passes every
+  gate), the live swings it may still meet (its outcome is then unknown, not default).
 """
 
 from __future__ import annotations
@@ -101,3 +103,26 @@ def unverified(tracker, fires, cfg, now: float) -> list:
         return []
     return [rec for rec, cmd in _scheduled(tracker, fires, "speed_change_in_flight")
             if now >= cmd.t_open and cmd.t_open + (act + cmd.hold_s) / 2 - t_sample > cfg.speed_max_age_s]
+
+
+def swings_met_on_default_route(tracker, rec, fires, cfg, now: float, skip=(),
+                                speed_err: float = 0.05) -> list[str]:
+    """Records whose gate swing an item sent to the default route (no swing of its own: it passes
+    every gate) may still meet, from its dead-reckoned position at the current speed; `skip`: owners
+    whose command never opens (cancelled). The crossing is padded by the item's half length, the
+    margin and `speed_err` (relative) of the time still to travel."""
+    v, act = tracker.speed_mm_s, cfg.actuation_s
+    x = rec.x_at(now, v)
+    out = []
+    for owner, c in fires.items():
+        o = tracker.records.get(owner)
+        if owner == rec.rid or owner in skip or o is None or o.final:
+            continue
+        rest = cfg.gate_distance_mm[c.gate] - x
+        if rest < -rec.half_len_mm:
+            continue                                   # the item is past that gate
+        t_cross = now + rest / v
+        pad = rec.half_len_mm / v + cfg.margin_s + speed_err * max(rest, 0.0) / v
+        if t_cross + pad >= c.t_open and t_cross - pad <= c.t_open + c.hold_s + act:
+            out.append(owner)
+    return out

@@ -1,4 +1,4 @@
-"""The sorter firmware's state machine in Python (`firmware/sorter/sorter.ino`, protocol v1.1).
+"""The sorter firmware's state machine in Python (`firmware/sorter/sorter.ino`, protocol v1.2).
 
 `FirmwareEmulator` is driven by explicit times (host seconds): boot -> SAFE, ARM, a heartbeat
 watchdog latching SAFE, a fixed-size schedule, and an id ring that is also the fate journal:
@@ -6,8 +6,11 @@ one slot per command id with its status, gate, due time and the gate's actual op
 The journal survives a reset that keeps RAM (DTR, watchdog, brown-out: the firmware keeps it in
 `.noinit` RAM); at the reboot a queued command becomes `NAK <id> RESET` (never started) and one
 whose swing was open becomes `NAK <id> ABORTED from= to=` (cut at the reset). A power loss clears
-it: `STATUS <id>` then answers `UNKNOWN <id>`. The gate timeline (`swings`) is in host seconds so
-that a simulated run can be audited physically. Transports live in `fovea.line.emulator`.
+it: `STATUS <id>` then answers `UNKNOWN <id>`. `CANCEL <id>` (v1.2) withdraws a queued command
+(`NAK <id> CANCELLED`: its gate never opens for it); a swing already open is not withdrawn
+(`CANCEL <id> TOO_LATE`, its DONE / NAK ABORTED follows as usual). The gate timeline (`swings`)
+is in host seconds so that a simulated run can be audited physically. Transports live in
+`fovea.line.emulator`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from fovea.errors import ProtocolError
 from fovea.line.protocol import MAX_LINE, parse_line
 
-FW_VERSION = "1.1"
+FW_VERSION = "1.2"
 WRAP_MS = 2 ** 32                 # millis() is an unsigned 32-bit counter: it wraps after 49.7 days
 ACTIVE = ("ACK", "OPEN")          # statuses of a command that has not ended yet (never evicted)
 
@@ -272,6 +275,8 @@ class FirmwareEmulator:
             self._emit(t, f"PONG {seq} q={len(self.queue)} state={self.state} t={self._ms(t)}")
         elif v == "FIRE":
             self._fire(msg, t)
+        elif v == "CANCEL":
+            self._cancel(msg, t)
         elif v == "STATUS":
             try:
                 cmd_id = msg.int_arg(0)
@@ -327,6 +332,34 @@ class FirmwareEmulator:
                 due = round(t + at / 1000, 9) if at is not None else float("inf")
             e.gate, e.due, e.enc = gate, due, enc
             self.queue.append(_Fire(cmd_id, gate, due, hold / 1000, enc))
+            self._emit(t, self.status_line(e))
+
+    def _cancel(self, msg, t: float) -> None:
+        """CANCEL <id> [boot=<b>]: withdraw a queued command, never one whose swing has begun.
+
+        Queued -> NAK CANCELLED (dropped from the schedule). Swing open -> CANCEL <id> TOO_LATE.
+        Ended -> its status line. Unknown id: recorded as cancelled (a copy of its FIRE still on
+        the wire is then refused) and NAK CANCELLED, or NAK BOOT when boot= names another boot
+        (nothing recorded), or UNKNOWN when every journal slot holds a live command.
+        """
+        try:
+            cmd_id = msg.int_arg(0)
+        except ProtocolError:
+            self._emit(t, "ERR BAD_CMD")
+            return
+        e = self.find(cmd_id)
+        if e is None and msg.kv.get("boot", self.boot_id) != self.boot_id:
+            self._emit(t, f"NAK {cmd_id} BOOT")
+        elif e is None:
+            kept = self._record(cmd_id, "NAK", "CANCELLED") is not None   # a late FIRE copy is then refused
+            self._emit(t, f"NAK {cmd_id} CANCELLED" if kept else f"UNKNOWN {cmd_id}")
+        elif e.status == "ACK":
+            self.queue = [f for f in self.queue if f.cmd_id != cmd_id]
+            e.status, e.reason = "NAK", "CANCELLED"
+            self._emit(t, self.status_line(e))
+        elif e.status == "OPEN":
+            self._emit(t, f"CANCEL {cmd_id} TOO_LATE")
+        else:
             self._emit(t, self.status_line(e))
 
     def _nak(self, cmd_id: int, reason: str, t: float) -> None:

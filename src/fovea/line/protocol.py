@@ -93,6 +93,11 @@ def status_line(cmd_id: int) -> str:
     return f"STATUS {int(cmd_id)}"
 
 
+def cancel_line(cmd_id: int, boot: str | None = None) -> str:
+    """CANCEL <id> [boot=<b>] (protocol v1.2): withdraw a queued FIRE if its swing has not begun."""
+    return f"CANCEL {int(cmd_id)}" + (f" boot={boot}" if boot else "")
+
+
 def open_interval_s(msg: Message) -> tuple[float, float] | None:
     """(from, to) in seconds relative to the command's due time, from a DONE or NAK ABORTED line."""
     if "from" not in msg.kv or "to" not in msg.kv:

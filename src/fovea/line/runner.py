@@ -26,7 +26,7 @@ from fovea.line.config import LineConfig
 from fovea.line.events import EventLog
 from fovea.line.fates import LANE, UNKNOWN, swing_outcome
 from fovea.line.frametime import FrameTimeGuard
-from fovea.line.inflight import BeltNow, off_window, swing_conflicts, unverified
+from fovea.line.inflight import BeltNow, off_window, swing_conflicts, swings_met_on_default_route, unverified
 from fovea.line.localize import BackgroundSubtractor, as_localizer, crop
 from fovea.line.policy import DEFAULT, decide, deadline
 from fovea.line.tracker import BeltTracker, ObjectRecord
@@ -107,6 +107,9 @@ class LineRunner:
         self._read_failures = 0
         self._last_seen_capture: float | None = None
         self._fires: dict[str, FireCommand] = {}     # record -> its gate command (actuator side)
+        self._conflict_owners: dict[str, set[str]] = {}   # record -> records whose swing it may meet
+        self._cancel_asked: set[str] = set()      # records whose command the runner withdrew (CANCEL)
+        self._cancelled: set[str] = set()         # ... and the MCU confirmed it never opened for them
         self._t_source_done: float | None = None
         self.n_outcomes = 0
         self.n_unseen_est = 0.0
@@ -362,6 +365,7 @@ class LineRunner:
         if hit:
             self.emit("fault", kind="speed_change_in_flight", records=hit, from_mm_s=v_old, to_mm_s=round(v, 1),
                       detail="gate timed with another speed than the belt's now: the item may miss its window")
+        met = []
         if changing or correct:
             met = swing_conflicts(tr, self._fires, self.cfg, belt)
             for rid, _, _ in met:
@@ -372,8 +376,29 @@ class LineRunner:
             if met:
                 self.emit("fault", kind="swing_conflict", records=met,
                           detail="after the speed change this item meets a swing timed for another item")
+        self._cancel_in_flight(hit, met, now)
         if correct:
             tr.correct_after_change(now, t_onset, v)
+
+    def _cancel_in_flight(self, hit: list[str], met: list, now: float) -> None:
+        """Withdraw queued commands a speed change made wrong (protocol v1.2 CANCEL) before their swing
+        begins: the item's own command when it may miss its window (`cancelled_speed_change`), and the
+        command whose swing will meet another item (`cancelled_swing_conflict`). A confirmed cancel
+        sends the item to the default route; one the MCU refused (swing begun) changes nothing."""
+        for rid, owner, _ in met:
+            self._conflict_owners.setdefault(rid, set()).add(owner)
+        cancel = getattr(self.actuator, "cancel", None)
+        why = {owner: "cancelled_swing_conflict" for _, owner, _ in met}
+        why.update({rid: "cancelled_speed_change" for rid in hit})
+        for rid, reason in why.items():
+            cmd, rec = self._fires.get(rid), self.tracker.records.get(rid)
+            if (cancel is None or cmd is None or rec is None or rec.final or rid in self._cancel_asked
+                    or cmd.t_open <= now):
+                continue
+            self._cancel_asked.add(rid)
+            cancel(cmd.cmd_id, reason)
+            if self.clock_simulated:
+                self.actuator.poll()
 
     def _unverified_crossings(self) -> bool:
         """True while an item crosses its gate on a belt speed not measured for longer than
@@ -437,6 +462,12 @@ class LineRunner:
             if ev.kind in ("done", "cut"):
                 lane, reason = self._swing_fate(rec, ev)
                 self._finalize(rec, lane, reason)
+            elif ev.kind == "lost" and ev.reason.startswith("cancelled"):
+                self._cancelled.add(rec.rid)           # no swing of its own; another's may still meet it
+                met = self._conflict_owners.get(rec.rid, set()) - self._cancelled
+                met = met or swings_met_on_default_route(self.tracker, rec, self._fires, self.cfg,
+                                                         self.clock.now(), skip=self._cancelled)
+                self._finalize(rec, *((UNKNOWN, "swing_conflict") if met else (DEFAULT, ev.reason)))
             elif ev.kind == "lost":
                 self._finalize(rec, DEFAULT, ev.reason)
             elif ev.kind == "unknown":
