@@ -5,9 +5,11 @@ of any task (anomaly, classify, segment) and returns that task's Predictor. It i
 first use, so `import fovea` stays cheap.
 
 Importing fovea before torch makes OpenMP threads sleep while they wait (`OMP_WAIT_POLICY=PASSIVE`,
-unless the environment already sets a policy): with torch's spinning default, 2 threads beside one
-busy process ran predict 4.8x slower than 1 thread, with PASSIVE 0.92x (benchmarks/threads.py).
-OpenMP reads the setting when torch loads it, so a program that imported torch first keeps torch's.
+unless the environment already sets a policy). A trade-off, measured by benchmarks/threads.py
+(docs/benchmarks/threads.md): beside one busy process, torch's spinning default made 2 threads
+slower than 1 (on a heavily loaded machine many times slower) and PASSIVE keeps 2 threads level
+with 1; on an idle machine PASSIVE gives up the second thread's gain. Set OMP_WAIT_POLICY yourself
+(or import torch first) to choose otherwise; `fovea --threads N` sets the thread count.
 """
 
 from __future__ import annotations
