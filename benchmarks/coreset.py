@@ -6,6 +6,7 @@ the workload of `fovea anomaly fit` at N images. Both selectors run on the same 
 process, one torch thread, round-robin; the plain loop (`greedy_k_center_reference`, baseline) is
 skipped above --ref-max-images (its time is then estimated from its per-step cost and marked so).
 The indices are compared wherever both ran.
+Quick version: `--quick` (10 and 24 images, plain loop at both; a few minutes).
 """
 
 from __future__ import annotations

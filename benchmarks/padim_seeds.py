@@ -9,6 +9,7 @@ sigma-4 smoothed map, the default; max of the unsmoothed map), and prints the sp
 Anomalib AUROC of that run. Usage (after `benchmarks/anomaly.py --out OUT`):
 
     .venv/bin/python benchmarks/padim_seeds.py --bench-out OUT   # writes docs/benchmarks/padim_seeds.md
+    .venv/bin/python benchmarks/padim_seeds.py --bench-out OUT --quick   # grass only, 2 seeds, printed only
 """
 
 from __future__ import annotations
@@ -32,8 +33,14 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="*", default=["brick", "grass", "gravel"])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks" / "padim_seeds.md"))
+    ap.add_argument("--doc", default=None, help="markdown table (default docs/benchmarks/padim_seeds.md; "
+                    "'-' prints only; --quick prints only unless --doc is given)")
+    ap.add_argument("--quick", action="store_true", help="grass only, 2 subset seeds (a few minutes)")
     args = ap.parse_args()
+    if args.quick:
+        args.datasets, args.seeds = ["grass"], 2
+    if args.doc is None:
+        args.doc = "-" if args.quick else str(ROOT / "docs" / "benchmarks" / "padim_seeds.md")
     torch.set_num_threads(args.threads)
     from fovea.anomaly.models import build_model
     from fovea.anomaly.workflow import FitOptions, fit_pipeline
@@ -68,7 +75,8 @@ def main() -> None:
             rows.append((ds, sigma, values, anomalib))
             print(f"{ds:<8} score sigma {sigma:>3}: " + " ".join(f"{v:.3f}" for v in values)
                   + f"  mean {np.mean(values):.3f}  (Anomalib {anomalib:.3f})", flush=True)
-    _write_doc(Path(args.doc), args, rows, labels, same_subset)
+    if args.doc != "-":
+        _write_doc(Path(args.doc), args, rows, labels, same_subset)
 
 
 def _anomalib_subset(jobs: Path, ds: str):

@@ -6,6 +6,7 @@ current code with `fovea.load_predictor` (which reads the old layout). Both time
 the same generated bricks images, each in a fresh process with one torch thread, old and new
 alternating; the old code is the baseline. The scores of both are compared too.
 The old code comes from a git worktree of a0adeaf (made on first use, outside the repository).
+Quick version: `--quick` (8 training images, 2 rounds, 2 pairs; a few minutes).
 """
 
 from __future__ import annotations
