@@ -8,12 +8,12 @@ A `Predictor` is anything with `predict(frames) -> list[Prediction]`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
-from fovea.errors import DataError
+from fovea.errors import ConfigError, DataError
 
 
 @dataclass
@@ -31,6 +31,15 @@ class Frame:
 
     def __post_init__(self) -> None:
         check_image(self.image, f"Frame.image (source {self.source_id!r}, index {self.index})")
+
+
+def check_config_keys(cls, d, source: str = "") -> None:
+    """Refuse keys of d (e.g. parsed YAML) that are not fields of dataclass cls, naming the valid ones."""
+    names = {f.name for f in fields(cls)}
+    bad = sorted(set(d) - names)
+    if bad:
+        where = f"{source}: " if source else ""
+        raise ConfigError(f"{where}unknown {cls.__name__} keys {bad}. Fix: use only {sorted(names)}.")
 
 
 def check_image(image: Any, where: str = "image") -> np.ndarray:

@@ -9,8 +9,8 @@ import pytest
 from fovea.errors import ConfigError
 from fovea.line.actuators import FireCommand, LinkConfig, SerialActuator, SimulatedActuator
 from fovea.line.clock import SimClock
-from fovea.line.emulator import EmulatorServer
 from fovea.line.events import EventLog
+from _link_helpers import wait_for
 
 
 def sim_actuator(**kw):
@@ -78,22 +78,6 @@ def test_commands_refused_while_safe_are_lost_with_reason():
     (ev,) = drain(act)
     assert (ev.kind, ev.reason) == ("lost", "link_not_ready")
     assert act.emulator.swings == []
-
-
-@pytest.fixture
-def server():
-    srv = EmulatorServer()
-    yield srv
-    srv.close()
-
-
-def wait_for(pred, timeout=5.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_serial_actuator_over_socket_link(server):

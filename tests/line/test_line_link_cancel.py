@@ -11,8 +11,8 @@ import pytest
 
 from fovea.line.actuators import FireCommand, SimulatedActuator
 from fovea.line.clock import SimClock
-from fovea.line.events import EventLog
 from fovea.line.mcu import FirmwareEmulator
+from _link_helpers import fates, sim_actuator
 
 
 # ---------------------------------------------------------------------------- the MCU (emulator)
@@ -57,26 +57,6 @@ def test_cancel_before_the_fire_arrives_refuses_the_late_copy():
 
 
 # ---------------------------------------------------------------------------- the host client
-def sim_actuator():
-    clock = SimClock()
-    log = EventLog()
-    act = SimulatedActuator(clock=clock, emit=log.emit)
-    clock.call_every(0.01, act.poll)
-    clock.advance_to(0.2)
-    assert act.ready
-    return clock, act, log
-
-
-def fates(act):
-    out = {}
-    while not act.events.empty():
-        e = act.events.get()
-        if e.kind != "ack":
-            assert e.record not in out, f"two fates for {e.record}"
-            out[e.record] = e
-    return out
-
-
 def test_client_cancel_resolves_the_command_default_and_no_gate_moves():
     clock, act, log = sim_actuator()
     keep = act.submit(FireCommand("keep", 1, 0.8, 0.1))

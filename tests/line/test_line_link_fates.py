@@ -7,30 +7,9 @@ servo did) or the audit's gate model, never the client's bookkeeping.
 import numpy as np
 import pytest
 
-from fovea.line.actuators import FireCommand, LinkConfig, SimulatedActuator
-from fovea.line.clock import SimClock
-from fovea.line.events import EventLog
+from fovea.line.actuators import FireCommand, LinkConfig
 from fovea.line.fates import DEFAULT, LANE, UNKNOWN, ClockSync, swing_outcome
-
-
-def sim_actuator(**kw):
-    clock = SimClock()
-    log = EventLog()
-    act = SimulatedActuator(clock=clock, emit=log.emit, **kw)
-    clock.call_every(0.01, act.poll)
-    clock.advance_to(0.2)
-    assert act.ready
-    return clock, act, log
-
-
-def fates(act):
-    out = {}
-    while not act.events.empty():
-        e = act.events.get()
-        if e.kind != "ack":
-            assert e.record not in out, f"two fates for {e.record}"
-            out[e.record] = e
-    return out
+from _link_helpers import fates, sim_actuator
 
 
 def swings_of(act, cmd_id):

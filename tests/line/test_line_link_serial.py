@@ -20,22 +20,7 @@ from fovea.line.runner import LineRunner
 from fovea.line.sim import line_config_for
 from fovea.line.sources import ConveyorSource
 from fovea.synth.conveyor import Conveyor, ConveyorConfig
-
-
-@pytest.fixture
-def server():
-    srv = EmulatorServer()
-    yield srv
-    srv.close()
-
-
-def wait_for(pred, timeout=5.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return False
+from _link_helpers import wait_for
 
 
 class Client:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fovea.errors import ConfigError
+from fovea.core import check_config_keys
 
 
 def _jsonable(value: Any) -> Any:
@@ -35,13 +35,6 @@ def _jsonable(value: Any) -> Any:
 
 def _path(value: Any) -> Path | None:
     return None if value is None else Path(value)
-
-
-def _check_keys(cls, d: dict) -> None:
-    names = {f.name for f in fields(cls)}
-    bad = sorted(set(d) - names)
-    if bad:
-        raise ConfigError(f"unknown {cls.__name__} keys {bad}. Fix: use only {sorted(names)}.")
 
 
 @dataclass
@@ -79,7 +72,7 @@ class TrainResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainResult":
         """Inverse of `to_dict`; unknown keys are an error naming the valid ones."""
-        _check_keys(cls, d)
+        check_config_keys(cls, d)
         kw = dict(d)
         for name in ("checkpoint", "curves_png", "last_checkpoint", "out_dir"):
             kw[name] = _path(kw.get(name))
@@ -117,7 +110,7 @@ class TestReport:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TestReport":
         """Inverse of `to_dict`; unknown keys are an error naming the valid ones."""
-        _check_keys(cls, d)
+        check_config_keys(cls, d)
         kw = dict(d)
         kw["paths"] = {k: Path(v) for k, v in kw.get("paths", {}).items()}
         kw["skipped"] = [(str(p), str(r)) for p, r in kw.get("skipped", [])]

@@ -6,10 +6,10 @@ without importing each other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from fovea.errors import ConfigError
+from fovea.core import check_config_keys
 
 
 @dataclass
@@ -48,8 +48,5 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """Build from a dict (e.g. parsed YAML); unknown keys are an error naming the valid ones."""
-        names = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - names)
-        if bad:
-            raise ConfigError(f"unknown TrainConfig keys {bad}. Fix: use only {sorted(names)}.")
+        check_config_keys(cls, d)
         return cls(**d)

@@ -20,13 +20,13 @@ that `LineConfig.lanes` does not list (e.g. "reject", "unknown", "box") take the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fovea.core import AnomalyResult, ClassResult, Frame, SegResult
+from fovea.core import AnomalyResult, ClassResult, Frame, SegResult, check_config_keys
 from fovea.errors import ConfigError, DataError
 
 UNKNOWN = "unknown"   # lane of a crop the adapter cannot judge (never listed in LineConfig.lanes)
@@ -185,10 +185,7 @@ class SegAreaRule:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> "SegAreaRule":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown segmentation rule keys {unknown}; valid keys: {sorted(known)}")
+        check_config_keys(cls, d, source)
         return cls(**dict(d))
 
 

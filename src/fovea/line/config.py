@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fovea.core import check_config_keys
 from fovea.errors import ConfigError
 
 
@@ -116,10 +117,7 @@ class LineConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "LineConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown line config keys {unknown}; valid keys: {sorted(known)}")
+        check_config_keys(cls, d, source)
         return cls(**d)
 
     @classmethod

@@ -278,21 +278,25 @@ class FirmwareEmulator:
         elif v == "CANCEL":
             self._cancel(msg, t)
         elif v == "STATUS":
-            try:
-                cmd_id = msg.int_arg(0)
-            except ProtocolError:
-                self._emit(t, "ERR BAD_CMD")
+            cmd_id = self._cmd_id(msg, t)
+            if cmd_id is None:
                 return
             e = self.find(cmd_id)
             self._emit(t, self.status_line(e) if e is not None else f"UNKNOWN {cmd_id}")
         else:
             self._emit(t, "ERR BAD_CMD")
 
-    def _fire(self, msg, t: float) -> None:
+    def _cmd_id(self, msg, t: float) -> int | None:
+        """The command id a STATUS/FIRE/CANCEL line starts with; None (and ERR BAD_CMD sent) if it has none."""
         try:
-            cmd_id = msg.int_arg(0)
+            return msg.int_arg(0)
         except ProtocolError:
             self._emit(t, "ERR BAD_CMD")
+            return None
+
+    def _fire(self, msg, t: float) -> None:
+        cmd_id = self._cmd_id(msg, t)
+        if cmd_id is None:
             return
         e = self.find(cmd_id)
         if e is not None:                            # idempotent: repeat the status, never re-fire
@@ -342,10 +346,8 @@ class FirmwareEmulator:
         the wire is then refused) and NAK CANCELLED, or NAK BOOT when boot= names another boot
         (nothing recorded), or UNKNOWN when every journal slot holds a live command.
         """
-        try:
-            cmd_id = msg.int_arg(0)
-        except ProtocolError:
-            self._emit(t, "ERR BAD_CMD")
+        cmd_id = self._cmd_id(msg, t)
+        if cmd_id is None:
             return
         e = self.find(cmd_id)
         if e is None and msg.kv.get("boot", self.boot_id) != self.boot_id:
