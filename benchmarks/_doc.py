@@ -92,10 +92,12 @@ class Run:
             lines += [f"**Quick size** (`--quick`), not the full benchmark. Full size: `{self.full_command}`.", ""]
         return lines + list(body)
 
-    def write(self, title: str, body: Sequence[str]) -> str:
-        """Print the block and put it into the doc (between this script's markers); returns the text."""
+    def write(self, title: str, body: Sequence[str], tag: str | None = None) -> str:
+        """Print the block and put it into the doc (between this script's markers; a script that
+        writes several blocks names each with `tag`: `<!-- begin benchmarks/x.py:tag -->`); returns the text."""
         rel = self.script.relative_to(ROOT) if self.script.is_relative_to(ROOT) else Path(self.script.name)
-        begin, end = f"<!-- begin {rel.as_posix()} -->", f"<!-- end {rel.as_posix()} -->"
+        name = rel.as_posix() + (f":{tag}" if tag else "")
+        begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
         text = "\n".join(self.block(body))
         print(text, flush=True)
         if self.doc is None:

@@ -126,19 +126,7 @@ def latency_section(args) -> list[str]:
 
 def put_block(run: "_doc.Run", tag: str, title: str, body: list[str]) -> None:
     """Print a section and put it into the doc between `<!-- begin benchmarks/line.py:<tag> -->` markers."""
-    begin, end = f"<!-- begin benchmarks/line.py:{tag} -->", f"<!-- end benchmarks/line.py:{tag} -->"
-    text = "\n".join(run.block(body))
-    print(text, flush=True)
-    if run.doc is None:
-        return
-    old = run.doc.read_text() if run.doc.is_file() else f"# {title}\n\n"
-    if begin in old and end in old:
-        new = old[: old.index(begin)] + begin + "\n" + text + "\n" + old[old.index(end):]
-    else:
-        new = old.rstrip() + "\n\n" + begin + "\n" + text + "\n" + end + "\n"
-    run.doc.parent.mkdir(parents=True, exist_ok=True)
-    run.doc.write_text(new)
-    print(f"wrote {run.doc}", flush=True)
+    run.write(title, body, tag=tag)
 
 
 def main() -> None:
