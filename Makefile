@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fovea-installed
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow venv browser clean
 
 venv: $(STAMP)
 
@@ -20,7 +20,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/fovea demo --out runs/demo
 
-test: $(STAMP)
+# the dashboard tests drive Debian's chromium (a browser download fails offline); install it once
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: run 'sudo apt-get install chromium' (needed by tests/serve browser tests)" >&2; exit 1; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 # includes the line fault fuzzer's sweep (tests/line/test_line_fuzz.py): 300 schedules x 300 items;
