@@ -1,0 +1,269 @@
+"""Packed-ternary x int8 matrix product: C source compiled on first use, loaded with ctypes.
+
+The same route as `fovea.nn._scan_native`: a plain C shared library (no PyTorch headers) built with
+the system compiler (`CC`, else gcc/cc/clang) with -march=native, cached under `$FOVEA_CACHE_DIR`
+(default `~/.cache/fovea/compress`), keyed by source, flags, compiler and CPU. The kernel returns the
+exact int32 sums acc[m, n] = sum_k w[n, k] * x[m, k]; scaling happens in `kernel.py`.
+
+Inner loop (weights in the HF layout of `packing.py`: byte P[r, k] holds rows r, r+R, r+2R, r+3R):
+the 2-bit codes c = w + 1 are unsigned bytes 0..2 and the activations signed int8, so one
+u8 x s8 dot instruction does the products -- AVX512-VNNI `vpdpbusd` (64 bytes, 4 products summed
+into each int32 lane) or AVX2 `vpmaddubsw` + `vpmaddwd` (as bitnet.cpp's I2_S kernel) -- and
+sum_k c*x - sum_k x = sum_k w*x removes the +1 offset (bitnet.cpp's correction term). Products of
+codes <= 2 with |x| <= 128 cannot saturate the int16 pairs of vpmaddubsw (|2*2*128| = 512).
+Tokens are processed 4 (VNNI) or 2 (AVX2) at a time so that one decoded code vector feeds several
+accumulators.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+C_SOURCE = r"""/* fovea packed ternary GEMM: int32 acc[m, i*R + r] = sum_k w[i*R + r, k] * x[m, k]. */
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+#define FOVEA_VNNI 1
+#elif defined(__AVX2__)
+#include <immintrin.h>
+#define FOVEA_AVX2 1
+#endif
+
+typedef int64_t i64;
+
+/* Scalar tail: columns [k0, K) of packed row p for one token x; adds code*x into s[4]. */
+static void tail(const uint8_t *p, const int8_t *x, i64 k0, i64 K, int32_t s[4]) {
+    for (i64 k = k0; k < K; k++) {
+        int32_t b = p[k], xv = x[k];
+        s[0] += (b & 3) * xv; s[1] += ((b >> 2) & 3) * xv;
+        s[2] += ((b >> 4) & 3) * xv; s[3] += ((b >> 6) & 3) * xv;
+    }
+}
+
+#if FOVEA_VNNI
+#define VB 64  /* bytes per vector */
+#define MB 4   /* tokens per block */
+static i64 body(const uint8_t *p, const int8_t *const *x, int nt, i64 K, int32_t s[MB][4]) {
+    const __m512i three = _mm512_set1_epi8(3);
+    __m512i acc[4][MB];
+    for (int i = 0; i < 4; i++) for (int j = 0; j < MB; j++) acc[i][j] = _mm512_setzero_si512();
+    i64 k = 0;
+    for (; k + VB <= K; k += VB) {
+        __m512i v = _mm512_loadu_si512((const void *)(p + k));
+        __m512i c0 = _mm512_and_si512(v, three);
+        __m512i c1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), three);
+        __m512i c2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), three);
+        __m512i c3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), three);
+        for (int j = 0; j < nt; j++) {
+            __m512i xv = _mm512_loadu_si512((const void *)(x[j] + k));
+            acc[0][j] = _mm512_dpbusd_epi32(acc[0][j], c0, xv);
+            acc[1][j] = _mm512_dpbusd_epi32(acc[1][j], c1, xv);
+            acc[2][j] = _mm512_dpbusd_epi32(acc[2][j], c2, xv);
+            acc[3][j] = _mm512_dpbusd_epi32(acc[3][j], c3, xv);
+        }
+    }
+    for (int j = 0; j < nt; j++)
+        for (int i = 0; i < 4; i++) s[j][i] = _mm512_reduce_add_epi32(acc[i][j]);
+    return k;
+}
+#elif FOVEA_AVX2
+#define VB 32
+#define MB 2
+static inline int32_t hsum8(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+static i64 body(const uint8_t *p, const int8_t *const *x, int nt, i64 K, int32_t s[MB][4]) {
+    const __m256i three = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    __m256i acc[4][MB];
+    for (int i = 0; i < 4; i++) for (int j = 0; j < MB; j++) acc[i][j] = _mm256_setzero_si256();
+    i64 k = 0;
+    for (; k + VB <= K; k += VB) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(p + k));
+        __m256i c[4];
+        c[0] = _mm256_and_si256(v, three);
+        c[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), three);
+        c[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), three);
+        c[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), three);
+        for (int j = 0; j < nt; j++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(x[j] + k));
+            for (int i = 0; i < 4; i++)
+                acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(c[i], xv), ones));
+        }
+    }
+    for (int j = 0; j < nt; j++)
+        for (int i = 0; i < 4; i++) s[j][i] = hsum8(acc[i][j]);
+    return k;
+}
+#else
+#define MB 1
+static i64 body(const uint8_t *p, const int8_t *const *x, int nt, i64 K, int32_t s[MB][4]) {
+    (void)p; (void)x; (void)nt; (void)K;
+    memset(s, 0, sizeof(int32_t) * MB * 4);
+    return 0;  /* everything goes through the scalar tail */
+}
+#endif
+
+/* Report which inner loop was compiled in: 2 = AVX512-VNNI, 1 = AVX2, 0 = scalar. */
+int fovea_ternary_isa(void) {
+#if FOVEA_VNNI
+    return 2;
+#elif FOVEA_AVX2
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* Packed rows [r0, r1) for all M tokens. P (R, K) uint8, X (M, K) int8, sumx (M) int32 = sum_k x,
+ * acc (M, 4R) int32. */
+void fovea_ternary_gemm(const uint8_t *P, const int8_t *X, const int32_t *sumx, int32_t *acc,
+                        i64 R, i64 K, i64 M, i64 r0, i64 r1) {
+    for (i64 r = r0; r < r1; r++) {
+        const uint8_t *p = P + r * K;
+        for (i64 m = 0; m < M; m += MB) {
+            int nt = (int)(M - m < MB ? M - m : MB);
+            const int8_t *xs[MB];
+            int32_t s[MB][4];
+            for (int j = 0; j < nt; j++) xs[j] = X + (m + j) * K;
+            i64 k0 = body(p, xs, nt, K, s);
+            for (int j = 0; j < nt; j++) {
+                if (k0 < K) tail(p, xs[j], k0, K, s[j]);
+                int32_t *row = acc + (m + j) * 4 * R;
+                for (int i = 0; i < 4; i++) row[i * R + r] = s[j][i] - sumx[m + j];
+            }
+        }
+    }
+}
+"""
+
+FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c99"]
+FALLBACK_FLAGS = ["-O3", "-shared", "-fPIC", "-std=c99"]
+
+_LIB = None
+_POOL: ThreadPoolExecutor | None = None
+_POOL_PID = None
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+
+
+def _compiler() -> str:
+    for cand in (os.environ.get("CC"), "gcc", "cc", "clang"):
+        if cand and shutil.which(cand):
+            return shutil.which(cand)
+    raise RuntimeError("no C compiler found (tried $CC, gcc, cc, clang)")
+
+
+def _cpu_key() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return platform.machine() + platform.system() + flags
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("FOVEA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fovea")
+    path = Path(root) / "compress"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    path = Path(tempfile.gettempdir()) / f"fovea-compress-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _build(flag_sets=(FLAGS, FALLBACK_FLAGS)) -> Path:
+    """Compile C_SOURCE once per source/flags/compiler/CPU (first flag set that works); the .so path."""
+    cc = _compiler()
+    errors = []
+    for flags in flag_sets:
+        key = hashlib.sha256("\0".join([C_SOURCE, " ".join(flags), cc, _cpu_key()]).encode()).hexdigest()[:16]
+        out = _cache_dir() / f"fovea_ternary_{key}.so"
+        if out.exists():
+            return out
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "fovea_ternary.c"
+            src.write_text(C_SOURCE)
+            tmp_so = Path(tmp) / "fovea_ternary.so"
+            proc = subprocess.run([cc, *flags, str(src), "-o", str(tmp_so)], capture_output=True, text=True)
+            if proc.returncode == 0:
+                staged = out.with_suffix(f".{os.getpid()}.tmp")
+                shutil.copyfile(tmp_so, staged)
+                os.replace(staged, out)  # atomic: concurrent builders never see a partial file
+                return out
+            errors.append(f"{cc} {' '.join(flags)}: {proc.stderr.strip()[-400:]}")
+    raise RuntimeError("compiling the ternary kernel failed: " + " | ".join(errors))
+
+
+def _open(path: Path):
+    lib = ctypes.CDLL(str(path))
+    lib.fovea_ternary_gemm.argtypes = [_P] * 4 + [_I] * 5
+    lib.fovea_ternary_gemm.restype = None
+    lib.fovea_ternary_isa.argtypes = []
+    lib.fovea_ternary_isa.restype = ctypes.c_int
+    return lib
+
+
+def load():
+    """Build (if needed) and load the kernel library; raises RuntimeError when impossible."""
+    global _LIB
+    if _LIB is None:
+        _LIB = _open(_build())
+    return _LIB
+
+
+def load_variant(extra_flags: list[str]):
+    """The library built with FALLBACK_FLAGS + extra_flags (e.g. ["-mavx2"]): tests every inner loop."""
+    return _open(_build(([*FALLBACK_FLAGS, *extra_flags],)))
+
+
+def isa(lib=None) -> str:
+    """Which inner loop a compiled library uses: 'avx512-vnni', 'avx2' or 'scalar'."""
+    return {2: "avx512-vnni", 1: "avx2", 0: "scalar"}[(lib or load()).fovea_ternary_isa()]
+
+
+def ternary_gemm_int32(packed: torch.Tensor, x_codes: torch.Tensor, lib=None) -> torch.Tensor:
+    """Exact int32 sums (M, 4R): acc[m, n] = sum_k w[n, k] x[m, k] for packed (R, K) uint8, x (M, K) int8.
+
+    Rows n >= N (the padding of the last packed row) hold -sum_k x[m, k]; callers slice [:, :N].
+    """
+    global _POOL, _POOL_PID
+    lib = lib or load()
+    packed = packed.contiguous()
+    x_codes = x_codes.contiguous()
+    rows, k = packed.shape
+    m = x_codes.shape[0]
+    sumx = x_codes.sum(dim=1, dtype=torch.int32).contiguous()
+    acc = torch.empty(m, 4 * rows, dtype=torch.int32)
+    args = [packed.data_ptr(), x_codes.data_ptr(), sumx.data_ptr(), acc.data_ptr(), rows, k, m]
+    parts = max(1, min(rows, torch.get_num_threads()))
+    if parts == 1:
+        lib.fovea_ternary_gemm(*args, 0, rows)
+        return acc
+    if _POOL is None or _POOL._max_workers < parts or _POOL_PID != os.getpid():
+        _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="fovea-ternary")
+        _POOL_PID = os.getpid()
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    futures = [_POOL.submit(lib.fovea_ternary_gemm, *args, bounds[i], bounds[i + 1]) for i in range(parts)]
+    for f in futures:
+        f.result()
+    return acc

@@ -1,0 +1,134 @@
+"""Inference with packed ternary weights: the packed x int8 product and the packed layers.
+
+`packed_ternary_linear` quantises activations per token (int8 absmax, as `BitLinear`), forms the
+exact integer sums sum_k w[n, k] x_q[m, k] with the compiled kernel (`_native.py`) or, as a
+fallback, an fp32 matmul of the unpacked codes (exact: every partial sum is an integer below
+2^24 for K <= 131072), and rescales y = acc * s_w / s_x + b. Both backends produce bit-identical
+results; `backend="auto"` picks the compiled one and falls back (with one warning) when no
+compiler works.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fovea.compress import _native
+from fovea.compress.packing import packed_rows, unpack_ternary
+from fovea.nn.ternary import absmax_int8
+
+__all__ = ["PackedBitConv2d", "PackedBitLinear", "native_available", "packed_ternary_linear", "ternary_int_sums"]
+
+_EXACT_K = 1 << 17  # fp32 holds every integer sum of K products |2 * 128| below 2^24 up to here
+_NATIVE_STATE: dict[str, object] = {}
+
+
+def native_available() -> bool:
+    """True when the C kernel compiled and loaded (tried once per process)."""
+    if "ok" not in _NATIVE_STATE:
+        try:
+            _native.load()
+            _NATIVE_STATE["ok"] = True
+        except (RuntimeError, OSError) as exc:
+            _NATIVE_STATE["ok"] = False
+            _NATIVE_STATE["error"] = str(exc)
+    return bool(_NATIVE_STATE["ok"])
+
+
+def ternary_int_sums(packed: torch.Tensor, out_features: int, x_codes: torch.Tensor,
+                     backend: str = "auto") -> torch.Tensor:
+    """acc (M, N) = x_codes (M, K) int8 @ W^T for the packed ternary W (N, K); exact integers.
+
+    backend: "native" (the C kernel; raises if it cannot be built), "torch" (unpack + fp32
+    matmul, returned as fp32 holding integers) or "auto". Native returns int32.
+    """
+    if backend not in ("auto", "native", "torch"):
+        raise ValueError(f"backend must be 'auto', 'native' or 'torch', got {backend!r}")
+    if packed.shape[0] != packed_rows(out_features) or packed.shape[1] != x_codes.shape[1]:
+        raise ValueError(f"packed {tuple(packed.shape)} does not fit out_features={out_features} "
+                         f"and activations {tuple(x_codes.shape)}")
+    if backend == "auto":
+        backend = "native" if native_available() else "torch"
+        if backend == "torch" and not _NATIVE_STATE.get("warned"):
+            warnings.warn(f"fovea ternary kernel unavailable, using the PyTorch fallback: {_NATIVE_STATE['error']}",
+                          stacklevel=2)
+            _NATIVE_STATE["warned"] = True
+    if backend == "native":
+        return _native.ternary_gemm_int32(packed, x_codes)[:, :out_features]
+    if x_codes.shape[1] > _EXACT_K:
+        raise ValueError(f"the torch fallback is exact only for K <= {_EXACT_K}, got {x_codes.shape[1]}")
+    codes = unpack_ternary(packed, out_features).float()
+    return x_codes.float() @ codes.T
+
+
+def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, out_features: int,
+                          bias: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """BitLinear inference from packed weights: x (..., K) float -> (..., N) fp32.
+
+    scale is the per-tensor absmean s_w; activations are quantised per token like `BitLinear`.
+    """
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    x_codes, s_x = absmax_int8(x2, dim=-1)
+    acc = ternary_int_sums(packed, out_features, x_codes, backend=backend).float()
+    y = acc * (scale.float() / s_x)
+    if bias is not None:
+        y = y + bias.float()
+    return y.reshape(*lead, out_features)
+
+
+class PackedBitLinear(nn.Module):
+    """Frozen BitLinear holding 2-bit packed weights (R, K) uint8 and the fp32 scale as buffers.
+
+    Input (..., in_features) -> (..., out_features). `backend` as in `ternary_int_sums`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, backend: str = "auto",
+                 quantize_activations: bool = True):
+        super().__init__()
+        self.in_features, self.out_features, self.backend = in_features, out_features, backend
+        self.quantize_activations = quantize_activations
+        self.register_buffer("packed", torch.zeros(packed_rows(out_features), in_features, dtype=torch.uint8))
+        self.register_buffer("scale", torch.ones((), dtype=torch.float32))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantize_activations:  # weight-only ternary: float activations, unpacked weight
+            weight = unpack_ternary(self.packed, self.out_features).to(x.dtype) * self.scale.to(x.dtype)
+            return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+        y = packed_ternary_linear(x, self.packed, self.scale, self.out_features, self.bias, self.backend)
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class PackedBitConv2d(nn.Module):
+    """Frozen BitConv2d holding packed weights (R, C_in/groups * kh * kw): (B, C_in, H, W) -> (B, C_out, H', W').
+
+    Activations are quantised per pixel (as `BitConv2d`), the weight is unpacked for `F.conv2d`:
+    the saving here is storage; only the linear layers use the integer kernel.
+    """
+
+    def __init__(self, conv: nn.Conv2d, quantize_activations: bool = True):
+        super().__init__()
+        self.conv_args = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+        self.weight_shape = tuple(conv.weight.shape)
+        fan_in = self.weight_shape[1] * self.weight_shape[2] * self.weight_shape[3]
+        self.register_buffer("packed", torch.zeros(packed_rows(self.weight_shape[0]), fan_in, dtype=torch.uint8))
+        self.register_buffer("scale", torch.ones((), dtype=torch.float32))
+        self.register_buffer("bias", None if conv.bias is None else torch.zeros(self.weight_shape[0]))
+        self.padding_mode = conv.padding_mode
+        self.quantize_activations = quantize_activations
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise NotImplementedError("PackedBitConv2d supports zero padding only")
+        if self.quantize_activations:
+            codes, s_x = absmax_int8(x, dim=1)
+            x = (codes.float() / s_x).to(x.dtype)
+        weight = (unpack_ternary(self.packed, self.weight_shape[0]).float() * self.scale)
+        return F.conv2d(x, weight.reshape(self.weight_shape).to(x.dtype), self.bias, **self.conv_args)
