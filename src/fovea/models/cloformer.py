@@ -1,0 +1,334 @@
+"""CloFormer (Fan et al., "Rethinking Local Perception in Lightweight Vision Transformer",
+arXiv 2303.17803): a light four-stage backbone whose attention has a local and a global branch.
+
+- AttnConv (local, "high-frequency") heads: Q, K, V from one 1x1 conv, each mixed by a shared
+  depthwise k x k conv; the context-aware weights tanh(d^-1/2 * (1x1 -> Swish -> 1x1)(Q * K)) gate V.
+  No softmax, linear in the number of pixels.
+- Global ("low-frequency") heads: Q at full resolution, K and V from the map average-pooled by w;
+  softmax attention through `F.scaled_dot_product_attention`.
+- Block: x += DropPath(Attn(GN(x))); x = Shortcut(x) + DropPath(ConvFFN(GN(x))); the last block of
+  stages 1-3 downsamples inside its ConvFFN (depthwise k5 stride 2) with a conv shortcut.
+
+Configs and parameter counts follow the official code (qhfan/CloFormer, MIT; no weights released),
+whose key layout this module keeps: XXS 4.17 M, XS 7.17 M, S 12.35 M parameters (1000 classes).
+Registered in timm as `cloformer_xxs|xs|s`, with `features_only` (strides 4, 8, 16, 32).
+FLOPs at 224 px (`fovea.models.flops.count_flops`, fvcore convention, attention included):
+0.67 / 1.23 / 2.18 G, above the paper's 0.6 / 1.1 / 2.0 G (the paper's counter is not published).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
+
+from fovea.errors import ConfigError
+from fovea.models._staged import default_cfg, drop_path_rates, init_weights
+
+__all__ = ["CLOFORMER_CONFIGS", "CloFormer", "CloFormerConfig"]
+
+
+@dataclass(frozen=True)
+class CloFormerConfig:
+    """dims/depths/heads per stage; group_splits[i] = [local heads, global heads]; local_kernels[i]
+    = AttnConv kernel; pool_sizes[i] = K/V pooling window of the global branch."""
+
+    dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    heads: tuple[int, ...]
+    group_splits: tuple[tuple[int, int], ...]
+    local_kernels: tuple[int, ...] = (3, 5, 7, 9)
+    pool_sizes: tuple[int, ...] = (8, 4, 2, 1)
+    mlp_kernel: int = 5
+    mlp_ratio: int = 4
+    drop_path_rate: float = 0.0
+
+
+CLOFORMER_CONFIGS = {
+    "cloformer_xxs": CloFormerConfig((32, 64, 128, 256), (2, 2, 6, 2), (4, 4, 8, 16), ((3, 1), (2, 2), (4, 4), (4, 12))),
+    "cloformer_xs": CloFormerConfig((48, 96, 160, 352), (2, 2, 6, 2), (3, 6, 10, 22), ((2, 1), (3, 3), (5, 5), (7, 15)),
+                                    drop_path_rate=0.06),
+    "cloformer_s": CloFormerConfig((64, 128, 224, 448), (2, 2, 6, 2), (4, 8, 14, 28), ((3, 1), (4, 4), (7, 7), (7, 21)),
+                                   drop_path_rate=0.06),
+}
+
+
+# ----------------------------------------------------------------------------------- layers
+
+class ConvBNReLU(nn.Module):
+    """k x k conv -> BatchNorm -> ReLU (official key layout `conv.0/1`)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.BatchNorm2d(c_out), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class PatchEmbedding(nn.Module):
+    """Stride-4 convolutional stem: (B, 3, H, W) -> (B, C, H/4, W/4), group-normalised."""
+
+    def __init__(self, c_in: int, dim: int):
+        super().__init__()
+        self.conv1 = ConvBNReLU(c_in, dim // 2, 2)
+        self.conv2 = ConvBNReLU(dim // 2, dim, 2)
+        self.conv3 = ConvBNReLU(dim, dim, 1)
+        self.conv4 = ConvBNReLU(dim, dim, 1)
+        self.conv5 = nn.Conv2d(dim, dim, 1)
+        self.layernorm = nn.GroupNorm(1, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layernorm(self.conv5(self.conv4(self.conv3(self.conv2(self.conv1(x))))))
+
+
+class AttnMap(nn.Module):
+    """The context-aware weight generator: 1x1 -> Swish -> 1x1 on (B, C, H, W)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.act_block = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.SiLU(), nn.Conv2d(dim, dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act_block(x)
+
+
+class CloAttention(nn.Module):
+    """Local AttnConv heads and global pooled-K/V heads, concatenated, then a 1x1 projection.
+
+    (B, C, H, W) -> (B, C, H, W); head dim d = C / heads; local heads h_l, global heads h_g.
+    """
+
+    def __init__(self, dim: int, heads: int, group_split: tuple[int, int], kernel: int, pool: int,
+                 qkv_bias: bool = True):
+        super().__init__()
+        local, glob = group_split
+        if local + glob != heads or dim % heads:
+            raise ConfigError(f"CloFormer attention: group split {group_split} must sum to heads={heads} and heads "
+                              f"must divide dim={dim}.")
+        self.d = dim // heads
+        self.scale = self.d ** -0.5
+        self.local_heads, self.global_heads, self.pool = local, glob, pool
+        # one local group (one kernel size) per stage, as every released config; lists keep official keys
+        self.qkvs = nn.ModuleList([nn.Conv2d(dim, 3 * local * self.d, 1, bias=qkv_bias)] if local else [])
+        self.convs = nn.ModuleList([nn.Conv2d(3 * local * self.d, 3 * local * self.d, kernel, 1, kernel // 2,
+                                              groups=3 * local * self.d)] if local else [])
+        self.act_blocks = nn.ModuleList([AttnMap(local * self.d)] if local else [])
+        if glob:
+            self.global_q = nn.Conv2d(dim, glob * self.d, 1, bias=qkv_bias)
+            self.global_kv = nn.Conv2d(dim, 2 * glob * self.d, 1, bias=qkv_bias)
+            self.avgpool = nn.AvgPool2d(pool, pool) if pool != 1 else nn.Identity()
+        self.proj = nn.Conv2d(dim, dim, 1, bias=qkv_bias)
+
+    def local_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """AttnConv: (B, C, H, W) -> (B, h_l * d, H, W)."""
+        b, _, h, w = x.shape
+        qkv = self.convs[0](self.qkvs[0](x)).reshape(b, 3, -1, h, w)
+        q, k, v = qkv.unbind(1)
+        weights = torch.tanh(self.act_blocks[0](q * k) * self.scale)
+        return weights * v
+
+    def global_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax attention of full-resolution queries over pooled keys/values: -> (B, h_g * d, H, W)."""
+        b, _, h, w = x.shape
+        q = self.global_q(x).reshape(b, self.global_heads, self.d, h * w).transpose(-1, -2)
+        kv = self.global_kv(self.avgpool(x))
+        kv = kv.reshape(b, 2, self.global_heads, self.d, -1).transpose(-1, -2)
+        out = F.scaled_dot_product_attention(q, kv[:, 0], kv[:, 1])  # (B, h_g, H*W, d); scale d^-1/2
+        return out.transpose(-1, -2).reshape(b, -1, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if self.local_heads:
+            parts.append(self.local_attention(x))
+        if self.global_heads:
+            parts.append(self.global_attention(x))
+        return self.proj(torch.cat(parts, 1))
+
+
+class ConvFFN(nn.Module):
+    """1x1 (C -> rC) -> GELU -> depthwise k x k (stride s) -> 1x1 (-> C_out). (B, C, H, W) -> (B, C_out, H/s, W/s)."""
+
+    def __init__(self, dim: int, hidden: int, kernel: int, stride: int, out_dim: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.act = nn.GELU()
+        self.dwconv = nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, out_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dwconv(self.act(self.fc1(x))))
+
+
+class CloBlock(nn.Module):
+    """Attention half at the input resolution, then the ConvFFN half (stride 2 in a stage's last block)."""
+
+    def __init__(self, dim: int, out_dim: int, heads: int, group_split, kernel: int, pool: int, mlp_kernel: int,
+                 mlp_ratio: int, stride: int, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(1, dim)
+        self.attn = CloAttention(dim, heads, group_split, kernel, pool)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.GroupNorm(1, dim)
+        if stride == 1 and out_dim == dim:
+            self.downsample = nn.Identity()
+        else:
+            self.downsample = nn.Sequential(nn.Conv2d(dim, dim, mlp_kernel, stride, mlp_kernel // 2),
+                                            nn.BatchNorm2d(dim), nn.Conv2d(dim, out_dim, 1))
+        self.mlp = ConvFFN(dim, dim * mlp_ratio, mlp_kernel, stride, out_dim)
+
+    def forward_attention(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.attn(self.norm1(x)))
+
+    def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_ffn(self.forward_attention(x))
+
+
+class CloLayer(nn.Module):
+    """One stage: `blocks` (the last one downsamples unless it is the final stage)."""
+
+    def __init__(self, blocks: list[CloBlock]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (stage feature at this stage's resolution, input of the next stage)."""
+        for blk in self.blocks[:-1]:
+            x = blk(x)
+        feature = self.blocks[-1].forward_attention(x)
+        return feature, self.blocks[-1].forward_ffn(feature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+
+# ----------------------------------------------------------------------------------- model
+
+class CloFormer(nn.Module):
+    """(B, 3, H, W) -> logits (B, num_classes); H, W divisible by 32 (and by 32 * pool at stage 1 for
+    exact pooling: 256 at 224-px-like maps is fine since pooling floors)."""
+
+    def __init__(self, cfg: CloFormerConfig, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
+                 drop_path_rate: float | None = None, global_pool: str = "avg"):
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = cfg.dims[-1]
+        dpr = drop_path_rates(cfg.depths, cfg.drop_path_rate if drop_path_rate is None else drop_path_rate)
+        self.patch_embed = PatchEmbedding(in_chans, cfg.dims[0])
+        layers = []
+        for i, depth in enumerate(cfg.depths):
+            last = i == len(cfg.depths) - 1
+            out_dim = cfg.dims[i] if last else cfg.dims[i + 1]
+            blocks = [CloBlock(cfg.dims[i], cfg.dims[i] if j < depth - 1 else out_dim, cfg.heads[i],
+                               cfg.group_splits[i], cfg.local_kernels[i], cfg.pool_sizes[i], cfg.mlp_kernel,
+                               cfg.mlp_ratio, 2 if (j == depth - 1 and not last) else 1, dpr[i][j])
+                      for j in range(depth)]
+            layers.append(CloLayer(blocks))
+        self.layers = nn.ModuleList(layers)
+        self.norm = nn.GroupNorm(1, cfg.dims[-1])
+        self.head = nn.Linear(cfg.dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [dict(num_chs=c, reduction=4 * 2 ** i, module=f"layers.{i}") for i, c in enumerate(cfg.dims)]
+        self.apply(init_weights)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C4, H/32, W/32), before the head norm."""
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, C4, h, w) -> logits (B, num_classes), or pooled features (B, C4) with `pre_logits`."""
+        x = self.norm(x)
+        if self.global_pool:
+            x = x.mean(dim=(2, 3))
+        x = F.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x, indices=None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """Stage features (B, C_i, H/4/2^i, W/4/2^i): each stage after its last block's attention half
+        (before the strided ConvFFN); the last stage after all blocks (head norm with `norm`)."""
+        from timm.models._features import feature_take_indices
+
+        take, max_index = feature_take_indices(len(self.layers), indices)
+        feats = []
+        x = self.patch_embed(x)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if i == last:
+                x = layer(x)
+                feature = self.norm(x) if norm else x
+            else:
+                feature, x = layer.forward_features(x)
+            if i in take:
+                feats.append(feature)
+            if stop_early and i >= max_index:
+                break
+        return feats if intermediates_only else (x, feats)
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        from timm.models._features import feature_take_indices
+
+        take, max_index = feature_take_indices(len(self.layers), indices)
+        self.layers = self.layers[: max_index + 1]
+        if prune_norm or max_index < len(self.layers) - 1:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
+
+
+# ----------------------------------------------------------------------------------- timm
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> CloFormer:
+    cfg = kwargs.pop("cfg", None) or CLOFORMER_CONFIGS[variant]
+    return build_model_with_cfg(CloFormer, variant, pretrained, cfg=cfg,
+                                feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"), **kwargs)
+
+
+default_cfgs = generate_default_cfgs({name: {**default_cfg("head"), "first_conv": "patch_embed.conv1.conv.0",
+                                             "license": "mit"} for name in CLOFORMER_CONFIGS})
+
+
+@register_model
+def cloformer_xxs(pretrained: bool = False, **kwargs) -> CloFormer:
+    """CloFormer-XXS: 4.17 M parameters (paper 4.2 M), 0.6 GFLOPs in the paper."""
+    return _create("cloformer_xxs", pretrained, **kwargs)
+
+
+@register_model
+def cloformer_xs(pretrained: bool = False, **kwargs) -> CloFormer:
+    """CloFormer-XS: 7.17 M parameters (paper 7.2 M), 1.1 GFLOPs in the paper."""
+    return _create("cloformer_xs", pretrained, **kwargs)
+
+
+@register_model
+def cloformer_s(pretrained: bool = False, **kwargs) -> CloFormer:
+    """CloFormer-S: 12.35 M parameters (paper 12.3 M), 2.0 GFLOPs in the paper."""
+    return _create("cloformer_s", pretrained, **kwargs)
