@@ -49,3 +49,22 @@ def test_bad_shapes_raise():
     q, k, v = _qkv((1, 4, 8), 5, 3, seed=1, requires_grad=False)
     with pytest.raises(ValueError, match="do not fit"):
         tiled_attention(q, k[..., :7], v)
+
+
+def test_sparx_swin_block_attention_goes_through_sdpa(monkeypatch):
+    # timm keeps Swin's window attention on its unfused path unless TIMM_FUSED_ATTN=2; fovea turns
+    # the SDPA path on. Same numbers as timm's explicit softmax path, and SDPA is really called.
+    from fovea.models.sparx_swin import SparXSwinBlock
+
+    torch.manual_seed(0)
+    block = SparXSwinBlock(16, 2, 4, 2, 0.0, (8, 8), 2.0).eval()
+    x = torch.randn(2, 16, 8, 8)
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        fused = block(x)
+        assert calls, "SparX-Swin window attention did not call F.scaled_dot_product_attention"
+        block.swin.attn.fused_attn = False
+        explicit = block(x)
+    torch.testing.assert_close(fused, explicit, rtol=0, atol=1e-5)

@@ -59,6 +59,7 @@ class SparXSwinBlock(nn.Module):
             dim, resolution, num_heads=heads, window_size=window, shift_size=shift, dynamic_mask=True,
             mlp_ratio=mlp_ratio, drop_path=drop_path,
         )
+        self.swin.attn.fused_attn = True  # timm gates Swin's SDPA path behind TIMM_FUSED_ATTN=2; same maths
         self.dmca = DMCA(dim, ganglion_chs, dim, sr) if ganglion_chs else None
 
     def forward(self, x: torch.Tensor, shortcut: torch.Tensor | None = None) -> torch.Tensor:
