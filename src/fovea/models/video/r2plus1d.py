@@ -1,0 +1,52 @@
+"""R(2+1)D (Tran et al., CVPR 2018): every t x d x d convolution factored into a 1 x d x d spatial
+convolution to M channels, BN, ReLU, then a t x 1 x 1 temporal one, with M chosen so the pair has
+the parameters of the full 3D kernel: M = floor(3 d^2 N_in N_out / (d^2 N_in + 3 N_out)) (t = 3
+fixed, as MMAction2's Conv2plus1d; its 1x1x1 shortcut convs are factored the same way).
+
+`r2plus1d_r34`: MMAction2's R34 config (conv1 3x7x7, temporal strides (1,2,2,2), no pool2,
+BN eps 1e-3): 63.76 M parameters with 400 classes, 40.56 GMACs at 8x224^2.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fovea.models.video._registry import register_video_model
+from fovea.models.video.resnet3d import Recognizer3d, ResNet3d
+
+
+def _triple(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
+
+
+class Conv2plus1d(nn.Module):
+    """(2+1)D factorisation of a kernel (t, d, d): (B, N_in, T, H, W) -> (B, N_out, T', H', W')."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel, stride=1, padding=0, *, bn_eps: float = 1e-3):
+        super().__init__()
+        k, s, p = _triple(kernel), _triple(stride), _triple(padding)
+        mid = int(3 * in_ch * out_ch * k[1] * k[2] / (in_ch * k[1] * k[2] + 3 * out_ch))
+        self.mid_channels = mid
+        self.conv_s = nn.Conv3d(in_ch, mid, (1, k[1], k[2]), (1, s[1], s[2]), (0, p[1], p[2]), bias=False)
+        self.bn_s = nn.BatchNorm3d(mid, eps=bn_eps)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv_t = nn.Conv3d(mid, out_ch, (k[0], 1, 1), (s[0], 1, 1), (p[0], 0, 0), bias=False)
+
+    def forward(self, x):
+        return self.conv_t(self.relu(self.bn_s(self.conv_s(x))))
+
+
+def _set_bn_eps(model: nn.Module, eps: float) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.eps = eps
+
+
+@register_video_model
+def r2plus1d_r34(*, num_classes: int = 400, dropout: float = 0.5, features_only: bool = False) -> Recognizer3d:
+    """R(2+1)D-R34, MMAction2 `r2plus1d_r34_8xb8-8x8x1-180e_kinetics400-rgb` (SyncBN -> BatchNorm3d)."""
+    backbone = ResNet3d(34, conv1_kernel=(3, 7, 7), conv1_stride_t=1, pool1_stride_t=1, with_pool2=False,
+                        spatial_strides=(1, 2, 2, 2), temporal_strides=(1, 2, 2, 2), inflate=(1, 1, 1, 1),
+                        conv=Conv2plus1d)
+    _set_bn_eps(backbone, 1e-3)
+    return Recognizer3d(backbone, num_classes, dropout, features_only)
