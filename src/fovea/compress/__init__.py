@@ -6,6 +6,7 @@
 - `fovea.compress.lora`: LoRA adapters on Linear and Conv2d layers of any backbone.
 """
 
+from fovea.compress import lora
 from fovea.compress.kernel import PackedBitConv2d, PackedBitLinear, native_available, packed_ternary_linear
 from fovea.compress.packing import pack_ternary, unpack_ternary
 from fovea.compress.ternary import TernarizeReport, load_packed, save_packed, ternarize, ternary_layers
@@ -15,6 +16,7 @@ __all__ = [
     "PackedBitLinear",
     "TernarizeReport",
     "load_packed",
+    "lora",
     "native_available",
     "pack_ternary",
     "packed_ternary_linear",
