@@ -18,6 +18,8 @@ from torch import nn
 
 from fovea.anomaly.coreset import greedy_k_center
 from fovea.anomaly.features import FeatureExtractor
+from fovea.anomaly.knn import BankIndex
+from fovea.engine.runtime import plain_eager
 
 
 @dataclass
@@ -120,6 +122,22 @@ class PatchCore(nn.Module):
         self.extractor = FeatureExtractor(self.config.backbone, self.config.layers, self.config.weights)
         dim = sum(self.extractor.channels)
         self.register_buffer("memory_bank", torch.zeros(0, dim))
+        self.__dict__["_index"] = (None, None)  # (bank key, BankIndex): plain attribute, not state
+
+    def bank_index(self) -> BankIndex:
+        """The exact k-NN index of the current memory bank, rebuilt when the bank changes."""
+        bank = self.memory_bank
+        key = (bank.data_ptr(), bank._version, tuple(bank.shape))
+        if self._index[0] != key:
+            self.__dict__["_index"] = (key, BankIndex(bank))
+        return self._index[1]
+
+    def _nearest(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C) -> k nearest bank rows (distances (N, k), indices (N, k)): the guarded exact index in
+        eager CPU code; the plain chunked expansion while tracing or exporting (one graph, no branches)."""
+        if plain_eager(x):
+            return self.bank_index().search(x, k)
+        return chunked_nearest(x, self.memory_bank, k, self.config.chunk_size)
 
     @property
     def embedding_dim(self) -> int:
@@ -158,7 +176,10 @@ class PatchCore(nn.Module):
         emb = self.embed(x)
         b, c, h, w = emb.shape
         flat = emb.permute(0, 2, 3, 1).reshape(-1, c)
-        patch_scores = chunked_min_distance(flat, self.memory_bank, self.config.chunk_size).reshape(b, h * w)
+        if plain_eager(flat):
+            patch_scores = self.bank_index().min_distance(flat).reshape(b, h * w)
+        else:
+            patch_scores = chunked_min_distance(flat, self.memory_bank, self.config.chunk_size).reshape(b, h * w)
         scores = self._reweighted_scores(flat.reshape(b, h * w, c), patch_scores)
         maps = patch_scores.reshape(b, 1, h, w)
         maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -169,10 +190,10 @@ class PatchCore(nn.Module):
         max_scores, max_pos = patch_scores.max(1)  # (B,)
         b = feats.shape[0]
         test_patch = feats[torch.arange(b), max_pos]  # (B, C)
-        _, nn_index = chunked_nearest(test_patch, self.memory_bank, 1, self.config.chunk_size)
+        _, nn_index = self._nearest(test_patch, 1)
         bank_nn = self.memory_bank[nn_index[:, 0]]  # (B, C) = m*, the test patch's nearest bank patch
         k = min(self.config.num_neighbors, self.memory_bank.shape[0])
-        _, support = chunked_nearest(bank_nn, self.memory_bank, k, self.config.chunk_size)  # (B, k), m* first
+        _, support = self._nearest(bank_nn, k)  # (B, k), m* first
         support_feats = self.memory_bank[support]  # (B, k, C)
         d = (support_feats - test_patch[:, None, :]).pow(2).sum(-1).clamp_min(0).sqrt()  # (B, k)
         weight = 1.0 - torch.softmax(d, dim=1)[:, 0]

@@ -1,0 +1,103 @@
+"""PatchCore's nearest-neighbour scoring by memory-bank size: guarded exact index vs torch.cdist + topk.
+
+Queries are the 1,024 patch features (152-d, offline ImageNet EfficientNet-Lite0 layers 2+3, 256 px)
+of one generated bricks `one_up` test image; the bank is M patch features of other training images
+of the same kind (an evenly strided subset of their patches; a coreset bank of that size would need
+M / 102 training images at ratio 0.1). Per bank size, in the same process, one torch thread,
+round-robin over repeats:
+
+- `cdist + topk`: `torch.cdist(x, bank).topk(1, largest=False)` on the whole (1024, M) matrix
+  (the naive baseline; Anomalib's PatchCore does the same with its own cdist-like expansion);
+- `chunked min (old)`: fovea's previous unguarded expansion, 4,096 bank rows per block, values only;
+- `BankIndex`: `fovea.anomaly.knn.BankIndex.min_distance` (cache tiles 256 x 2,048, exact with the
+  float32 guard), what `PatchCore.forward` runs now.
+
+Every result is checked against float64 `torch.cdist` (nearest index equal on all rows), and the
+number of rows the guard re-searched directly is printed.
+Quick version: `--quick` (banks of 2,048 and 8,192 rows, 3 repeats; about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _doc import Run, add_doc_args, table  # noqa: E402
+
+
+def bricks_features(n_images: int, first_seed: int = 0) -> torch.Tensor:
+    """(n_images * 1024, 152) PatchCore patch features of generated `one_up` bricks images, 256 px."""
+    from fovea.anomaly.patchcore import PatchCore
+    from fovea.synth.bricks import render_bricks_scene
+
+    model = PatchCore()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    chunks = []
+    with torch.no_grad():
+        for i in range(first_seed, first_seed + n_images):
+            img, _ = render_bricks_scene("one_up", None, rng=i, size=256)
+            x = (torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255 - mean) / std
+            e = model.embed(x)
+            chunks.append(e.permute(0, 2, 3, 1).reshape(-1, e.shape[1]))
+    return torch.cat(chunks).contiguous()
+
+
+def main() -> None:
+    from fovea.anomaly.knn import BankIndex
+    from fovea.anomaly.patchcore import chunked_min_distance
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--banks", default="2048,8192,20480,40960", help="memory-bank rows (comma separated)")
+    ap.add_argument("--repeats", type=int, default=7)
+    add_doc_args(ap, "knn", "banks of 2,048 and 8,192 rows, 3 repeats")
+    args = ap.parse_args()
+    if args.quick:
+        args.banks, args.repeats = "2048,8192", 3
+    torch.set_num_threads(1)
+    run = Run(args, full_command=".venv/bin/python benchmarks/knn.py")
+    banks = [int(v) for v in args.banks.split(",")]
+    x = bricks_features(1, first_seed=10_000)
+    pool = bricks_features(max(1, -(-max(banks) // 1024)) * 2)  # twice the rows needed, strided below
+    rows = []
+    for m in banks:
+        bank = pool[:: max(1, pool.shape[0] // m)][:m].contiguous()
+        index = BankIndex(bank)
+        methods = {
+            "cdist + topk": lambda: torch.cdist(x, bank).topk(1, dim=1, largest=False),
+            "chunked min (old)": lambda: chunked_min_distance(x, bank, 4096),
+            "BankIndex": lambda: index.min_distance(x),
+        }
+        times = {name: [] for name in methods}
+        for _ in range(args.repeats):  # round-robin, so load drift hits every method alike
+            for name, fn in methods.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        ref = torch.cdist(x.double(), bank.double()).min(1)
+        index.rechecked_rows = 0
+        d, i = index.search(x, 1)
+        same = bool(torch.equal(i[:, 0], ref.indices))
+        err = float((d[:, 0].double() - ref.values).abs().max())
+        old_err = float((chunked_min_distance(x, bank, 4096).double() - ref.values).abs().max())
+        med = {name: 1000 * statistics.median(v) for name, v in times.items()}
+        rows.append([f"{m:,}", f"{med['cdist + topk']:.1f}", f"{med['chunked min (old)']:.1f}",
+                     f"{med['BankIndex']:.1f}", f"{med['cdist + topk'] / med['BankIndex']:.2f}x",
+                     "yes" if same else "**NO**", f"{err:.1e} / {old_err:.1e}", index.rechecked_rows])
+        print(rows[-1], flush=True)
+    body = table(["bank rows", "cdist + topk ms", "chunked min (old) ms", "BankIndex ms", "speed-up vs cdist",
+                  "nearest index = float64", "max abs distance error: BankIndex / old", "rows re-searched"], rows)
+    body += ["", f"1,024 query patches (one 256 px image), 152-d features; medians of {args.repeats} round-robin "
+             "repeats, one torch thread. Errors against float64 `torch.cdist`."]
+    run.write("PatchCore nearest-neighbour scoring by bank size", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Exact k-NN of the memory bank (fovea.anomaly.knn) against a slow float64 loop (issue 12)."""
+
+import numpy as np
+import pytest
+import torch
+
+from fovea.anomaly.knn import BankIndex
+from fovea.anomaly.patchcore import chunked_nearest
+from fovea.errors import ConfigError, DataError
+
+
+def _slow_knn(x: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row by row in float64 with direct differences; ties ordered by bank index."""
+    xs, bs = x.double().numpy(), bank.double().numpy()
+    dist, idx = [], []
+    for row in xs:
+        d = np.sqrt(((bs - row) ** 2).sum(1))
+        order = sorted(range(len(bs)), key=lambda j: (d[j], j))[:k]
+        dist.append(d[order])
+        idx.append(order)
+    return np.array(dist), np.array(idx)
+
+
+@pytest.mark.parametrize("k", [1, 3, 9])
+@pytest.mark.parametrize("tiles", [(7, 13), (256, 2048)])
+def test_equals_slow_loop_on_random_features(k, tiles):
+    g = torch.Generator().manual_seed(k)
+    bank, x = torch.rand(300, 20, generator=g) * 4, torch.rand(45, 20, generator=g) * 4
+    index = BankIndex(bank, query_tile=tiles[0], bank_tile=tiles[1])
+    d, i = index.search(x, k)
+    ref_d, ref_i = _slow_knn(x, bank, k)
+    assert np.array_equal(i.numpy(), ref_i)
+    np.testing.assert_allclose(d.double().numpy(), ref_d, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(index.min_distance(x).double().numpy(), ref_d[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_guard_catches_float32_cancellation():
+    """Two tight clusters far apart: the bank mean lies between them, so even centred the expanded
+    form |x|^2 - 2x.b + |b|^2 cancels away the within-cluster distances. The plain expansion then
+    picks wrong neighbours; the guarded index must notice and still return the exact ones."""
+    g = torch.Generator().manual_seed(0)
+    axis = torch.zeros(16)
+    axis[0] = 3000.0
+    bank = torch.cat([axis + 0.05 * torch.randn(200, 16, generator=g), -axis + 0.05 * torch.randn(200, 16, generator=g)])
+    x = axis + 0.05 * torch.randn(40, 16, generator=g)
+    ref_d, ref_i = _slow_knn(x, bank, 2)
+    _, plain_i = chunked_nearest(x, bank, 2, 64)
+    assert not np.array_equal(plain_i.numpy(), ref_i)  # the failure the guard exists for
+    index = BankIndex(bank, query_tile=16, bank_tile=64)
+    d, i = index.search(x, 2)
+    assert index.rechecked_rows > 0
+    assert np.array_equal(i.numpy(), ref_i)
+    np.testing.assert_allclose(d.double().numpy(), ref_d, rtol=1e-4)
+
+
+def test_duplicate_bank_rows_and_exact_matches():
+    g = torch.Generator().manual_seed(3)
+    bank = torch.randn(50, 8, generator=g)
+    bank[30] = bank[10]  # a duplicate: equal distances, the lower index first
+    x = torch.stack([bank[10], bank[4] + 1e-3, torch.randn(8, generator=g)])
+    d, i = BankIndex(bank, bank_tile=16).search(x, 3)
+    ref_d, ref_i = _slow_knn(x, bank, 3)
+    assert i[0, :2].tolist() == [10, 30] and float(d[0, 0]) == 0.0
+    assert np.array_equal(i.numpy(), ref_i)
+    np.testing.assert_allclose(d.double().numpy(), ref_d, rtol=1e-5, atol=1e-6)
+
+
+def test_k_larger_than_bank_and_bad_input():
+    bank = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    d, i = BankIndex(bank).search(bank[:2], 10)
+    assert d.shape == (2, 4) and sorted(i[0].tolist()) == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match="non-empty"):
+        BankIndex(torch.zeros(0, 3))
+    with pytest.raises(DataError, match=r"\(N, 3\)"):
+        BankIndex(bank).search(torch.zeros(2, 5), 1)
+
+
+def test_patchcore_traced_graph_scores_like_eager():
+    """Export keeps the plain chunked expansion; it must agree with the guarded eager path."""
+    from fovea.anomaly.patchcore import PatchCore
+
+    torch.manual_seed(0)
+    model = PatchCore(weights="random", coreset_ratio=0.5, chunk_size=100).eval()
+    model.fit([torch.randn(2, 3, 64, 64)])
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        eager_scores, eager_maps = model(x)
+        traced = torch.jit.trace(model, x, check_trace=False)
+        traced_scores, traced_maps = traced(x)
+    torch.testing.assert_close(traced_scores, eager_scores, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(traced_maps, eager_maps, rtol=1e-3, atol=1e-3)
