@@ -4,9 +4,10 @@ Per object (all in the canonical frame of `fovea.spatial.frame`):
 1. the mask's pixels (eroded by `erode_px` so mixed depth at the silhouette is left out) are
    back-projected; pixels on a depth discontinuity (flying pixels) are dropped;
 2. outliers: points past an empty stretch (> max(2 cm, 4 sigma, 3 pixels)) on any axis (`gap_trim`);
-3. flags: `border` (the mask touches the image border) and `occluded` (another object is nearer
-   the camera right at the mask's edge): the object's extents are then lower bounds, so size and
-   distance questions about it are skipped (counted);
+3. flags: `border` (the mask touches the image border), `occluded` (another object is nearer
+   the camera right at the mask's edge) and `coverage` (< 80 % of the eroded mask has valid,
+   smooth depth, e.g. stereo's unmatched left band): the object's extents are then lower bounds,
+   so size and distance questions about it are skipped (counted);
 4. the hidden back: a single view sees the front and the top. The back is completed by a 180 deg
    rotation of the visible points about the vertical axis through the footprint centre (x: the
    middle of the silhouette's x range; z: the middle of the top band's z range, the top band being
@@ -34,6 +35,9 @@ from fovea.errors import DataError, MaskMismatchError
 from fovea.spatial.frame import SupportFrame, find_support_frame
 
 
+MIN_COVERAGE = 0.8
+
+
 @dataclass
 class ObjectGeometry:
     """One object in the canonical frame (metres). lo, hi (3,): its upright bounding box; footprint
@@ -54,7 +58,8 @@ class ObjectGeometry:
     resting: bool = True
     n_points: int = 0
     pixel_box: tuple = (0, 0, 0, 0)  # x0, y0, x1, y1 of the mask (for pictures)
-    support_id: int | None = None  # what it rests on (0 = the support surface), when known (truth)
+    support_id: int | None = None  # what it rests on (0 = the support surface)
+    coverage: float = 1.0  # fraction of the (eroded) mask with valid depth
 
     @property
     def centre(self) -> np.ndarray:
@@ -67,7 +72,8 @@ class ObjectGeometry:
 
     @property
     def reliable(self) -> bool:
-        return not (self.border or self.occluded)
+        """Extents are not lower bounds: inside the image, not occluded, >= 80 % of the mask has depth."""
+        return not (self.border or self.occluded) and self.coverage >= MIN_COVERAGE
 
     @property
     def footprint_area(self) -> float:
@@ -223,6 +229,7 @@ def lift_scene(depth: np.ndarray, K: np.ndarray, labels: np.ndarray, names: dict
         if erode_px > 0:
             me = cv2.erode(m, np.ones((2 * erode_px + 1,) * 2, np.uint8))
             m = me if me.sum() >= min_points else m
+        n_mask = int(m.sum())
         rr, cc = np.nonzero(m.astype(bool) & smooth[r0:r1, c0:c1])
         if len(rr) < min_points:
             skipped["too few valid depth pixels"] += 1
@@ -240,6 +247,7 @@ def lift_scene(depth: np.ndarray, K: np.ndarray, labels: np.ndarray, names: dict
         g.border = bool(sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w)
         g.occluded = oid in occluded
         g.pixel_box = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+        g.coverage = len(rr) / max(n_mask, 1)
         objects.append(g)
     snap_to_supports(objects)
     return LiftResult(objects, frame, skipped, (w, h))

@@ -52,9 +52,14 @@ def questions_from_frame(depth: np.ndarray, K: np.ndarray, labels: np.ndarray, n
     return records, FrameInfo(lift, skipped)
 
 
-def stereo_depth(scene: Scene, num_disparities: int = 128) -> np.ndarray:
-    """fovea's SGBM matcher on the scene's rectified pair -> (H, W) float32 depth in metres (nan unknown)."""
-    disp, _ = compute_disparity(scene.rgb, scene.right_rgb, SGMConfig(num_disparities=num_disparities))
+STEREO_DISPARITIES = {"room": 96, "tabletop": 160}  # working range: z >= 0.66 m (room), >= 0.2 m (tabletop)
+
+
+def stereo_depth(scene: Scene, num_disparities: int | None = None) -> np.ndarray:
+    """fovea's SGBM matcher (left-right check, holes NOT filled: unknown stays nan) on the scene's
+    rectified pair -> (H, W) float32 depth in metres."""
+    nd = num_disparities or STEREO_DISPARITIES.get(scene.kind, 128)
+    disp, _ = compute_disparity(scene.rgb, scene.right_rgb, SGMConfig(num_disparities=nd, fill_holes=False))
     return disparity_to_depth(disp, float(scene.K[0, 0]), scene.baseline_m)
 
 

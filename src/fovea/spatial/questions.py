@@ -30,6 +30,9 @@ from fovea.spatial.lift import ObjectGeometry
 # quantities that are asked only when the estimated value is at least this (relative errors of
 # near-zero values mean nothing); the skip is counted
 MIN_VALUE_M = {"gap_distance": 0.03, "vertical_distance": 0.05, "horizontal_distance": 0.05, "centre_distance": 0.05}
+# a length is asked only when it is >= this many times its uncertainty (sigma; sqrt(2) sigma for an
+# extent, the difference of two noisy ends), i.e. an expected relative error below ~10 %
+RESOLUTION_FACTOR = 8.0
 PAIR_QUANTITIES = ("centre_distance", "gap_distance", "vertical_distance", "horizontal_distance")
 SIZE_QUANTITIES = ("width", "height", "depth_extent", "footprint_area")
 
@@ -113,6 +116,9 @@ def _quantity_questions(b: _Builder, objs, ph, per_type: int, camera: np.ndarray
                     b.skipped["direction_clock: objects closer than 10 cm horizontally"] += 1
                     continue
             v = quantity(qtype, x, y)
+            if qtype != "direction_clock" and v < RESOLUTION_FACTOR * np.hypot(x.sigma_m, y.sigma_m):
+                b.skipped[f"{qtype}: below the depth resolution"] += 1
+                continue
             if qtype in MIN_VALUE_M and v < MIN_VALUE_M[qtype]:
                 b.skipped[f"{qtype}: value below {MIN_VALUE_M[qtype] * 100:.0f} cm"] += 1
                 continue
@@ -124,6 +130,10 @@ def _quantity_questions(b: _Builder, objs, ph, per_type: int, camera: np.ndarray
         for i in b.rng.permutation(len(objs))[:per_type]:
             x = objs[i]
             v = quantity(qtype, x, camera=camera)
+            scale = float(min(x.rect_sides)) if qtype == "footprint_area" else v
+            if scale < RESOLUTION_FACTOR * np.sqrt(2) * x.sigma_m:
+                b.skipped[f"{qtype}: below the depth resolution"] += 1
+                continue
             A = ph[x.id]
             X = _fmt_value(qtype, v, b.imperial)
             b.add(qtype, _fill(b.pick(T.QUANTITY_Q[qtype]), A=A), _fill(b.pick(T.QUANTITY_A[qtype]), A=A, X=X),
@@ -201,6 +211,8 @@ def generate_questions(objects: list[ObjectGeometry], counts: dict[str, int], ca
     usable = [g for g in named if g.reliable]
     b.skipped["object: mask touches the image border"] += sum(g.border for g in named)
     b.skipped["object: occluded by a nearer object"] += sum(g.occluded and not g.border for g in named)
+    b.skipped["object: under 80 % of its mask has depth"] += sum(not (g.border or g.occluded) and not g.reliable
+                                                                 for g in named)
     _relation_questions(b, usable, phrases, per_type)
     _quantity_questions(b, usable, phrases, per_type, camera)
     _among_questions(b, usable, phrases, per_type)
