@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "stereo": "fovea.cli.geometry:stereo",
     "measure": "fovea.cli.geometry:measure",
     "oilspill": "fovea.cli.oilspill:oilspill",
+    "spatial": "fovea.cli.spatial:spatial",
 }
 
 

@@ -179,11 +179,14 @@ def parse_clock(text: str) -> int | None:
 
 def parse_yes_no(text: str) -> str | None:
     """'yes' | 'no' | 'same' from the first such word, None if none."""
-    m = re.search(r"\b(yes|no|not|same|neither|equal|too close)\b", text.lower())
+    m = re.search(r"\b(yes|correct|that's right|true|no|not|incorrect|false|same|neither|equal|too close)\b",
+                  text.lower())
     if not m:
         return None
     w = m.group(1)
-    return "yes" if w == "yes" else "no" if w in ("no", "not") else "same"
+    if w in ("yes", "correct", "that's right", "true"):
+        return "yes"
+    return "no" if w in ("no", "not", "incorrect", "false") else "same"
 
 
 # ---- object phrases ----------------------------------------------------------------------------------
