@@ -196,9 +196,15 @@ def lift_object(q: np.ndarray, oid: int, name: str, sigma_m: float, max_points: 
 
 def lift_scene(depth: np.ndarray, K: np.ndarray, labels: np.ndarray, names: dict[int, str],
                sigma: Callable = rendered_sigma, gravity_cam: np.ndarray | None = None, erode_px: int = 1,
-               min_points: int = 30, source: str = "input", seed: int = 0) -> LiftResult:
+               min_points: int = 30, source: str = "input", seed: int = 0, depth_is_metric: bool = True) -> LiftResult:
     """Metric depth (H, W) float metres, K (3, 3), instance labels (H, W) int (0 = background, k = object k
-    named names[k]) -> LiftResult. Masks that cannot be lifted are counted in `skipped` by reason."""
+    named names[k]) -> LiftResult. Masks that cannot be lifted are counted in `skipped` by reason.
+    depth_is_metric=False (relative / normalised depth, e.g. VGGT, MiDaS) is refused: no constant
+    factor makes it metric (VQASynth's hard-coded x10 is the bug this avoids)."""
+    if not depth_is_metric:
+        raise DataError(f"{source}: the depth is marked non-metric (relative or normalised). Spatial answers need "
+                        "metres. Fix: use stereo, an RGB-D sensor or a metric depth model, or scale the depth with a "
+                        "known metric anchor first.")
     depth = np.asarray(depth)
     labels = np.asarray(labels)
     K = np.asarray(K, np.float64)
@@ -241,9 +247,15 @@ def lift_scene(depth: np.ndarray, K: np.ndarray, labels: np.ndarray, names: dict
         sig = float(sigma(z_med))
         q = q[gap_trim(q, max(0.02, 4 * sig, 3 * z_med / K[0, 0]))]
         g = lift_object(q, oid, name, sig, seed=seed)
-        rim = (erode_px + 0.5) * z_med / K[0, 0]  # the eroded / filtered silhouette rim, back in x
+        rim = (erode_px + 0.5) * z_med / K[0, 0]  # the eroded / filtered silhouette rim, given back
         g.lo[0] -= rim
         g.hi[0] += rim
+        # on the floor direction z the same rim is stretched by 1 / sin(elevation of the view ray)
+        cam = frame.camera_canonical
+        elev = np.arctan2(cam[1] - g.hi[1], max(float(np.hypot(g.centre[0], g.centre[2])), 1e-6))
+        rim_z = min(rim / max(np.sin(elev), 0.2), 0.05 * g.size[2])
+        g.lo[2] -= rim_z
+        g.hi[2] += rim_z
         g.border = bool(sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w)
         g.occluded = oid in occluded
         g.pixel_box = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
