@@ -30,7 +30,9 @@ from pathlib import Path
 import torch
 
 C_SOURCE = r"""/* fovea packed ternary GEMM: int32 acc[m, i*R + r] = sum_k w[i*R + r, k] * x[m, k]. */
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
@@ -128,30 +130,89 @@ int fovea_ternary_isa(void) {
 #endif
 }
 
+/* The 4 x MB int32 sums of packed row r for tokens m .. m + nt - 1 (Sum w*x, offset removed). */
+static inline int block_sums(const uint8_t *P, const int8_t *X, const int32_t *sumx, i64 K, i64 M, i64 r, i64 m,
+                             int32_t s[MB][4]) {
+    const uint8_t *p = P + r * K;
+    int nt = (int)(M - m < MB ? M - m : MB);
+    const int8_t *xs[MB];
+    for (int j = 0; j < nt; j++) xs[j] = X + (m + j) * K;
+    i64 k0 = body(p, xs, nt, K, s);
+    for (int j = 0; j < nt; j++) {
+        if (k0 < K) tail(p, xs[j], k0, K, s[j]);
+        for (int i = 0; i < 4; i++) s[j][i] -= sumx[m + j];
+    }
+    return nt;
+}
+
 /* Packed rows [r0, r1) for all M tokens. P (R, K) uint8, X (M, K) int8, sumx (M) int32 = sum_k x,
  * acc (M, 4R) int32. */
 void fovea_ternary_gemm(const uint8_t *P, const int8_t *X, const int32_t *sumx, int32_t *acc,
                         i64 R, i64 K, i64 M, i64 r0, i64 r1) {
-    for (i64 r = r0; r < r1; r++) {
-        const uint8_t *p = P + r * K;
+    int32_t s[MB][4];
+    for (i64 r = r0; r < r1; r++)
         for (i64 m = 0; m < M; m += MB) {
-            int nt = (int)(M - m < MB ? M - m : MB);
-            const int8_t *xs[MB];
-            int32_t s[MB][4];
-            for (int j = 0; j < nt; j++) xs[j] = X + (m + j) * K;
-            i64 k0 = body(p, xs, nt, K, s);
+            int nt = block_sums(P, X, sumx, K, M, r, m, s);
+            for (int j = 0; j < nt; j++)
+                for (int i = 0; i < 4; i++) acc[(m + j) * 4 * R + i * R + r] = s[j][i];
+        }
+}
+
+/* Per-token int8 quantisation exactly as fovea.nn.ternary.absmax_int8 (fp32, ties to even):
+ * s = 127 * (1 / max(max_k |x|, 1e-5)); q = clamp(rint(x * s), -128, 127). Writes XQ, sumx = sum_k q, sx = s. */
+void fovea_quantize_rows(const float *X, i64 M, i64 K, int8_t *XQ, int32_t *sumx, float *sx) {
+    for (i64 m = 0; m < M; m++) {
+        const float *x = X + m * K;
+        float amax = 0.0f;
+        for (i64 k = 0; k < K; k++) amax = fmaxf(amax, fabsf(x[k]));
+        float s = 127.0f * (1.0f / fmaxf(amax, 1e-5f)); /* torch's 127 / t is 127 * reciprocal(t) */
+        int32_t sum = 0;
+        for (i64 k = 0; k < K; k++) {
+            float v = fminf(fmaxf(nearbyintf(x[k] * s), -128.0f), 127.0f);
+            XQ[m * K + k] = (int8_t)v;
+            sum += (int32_t)v;
+        }
+        sumx[m] = sum;
+        sx[m] = s;
+    }
+}
+
+/* Float output for packed rows [r0, r1): Y[m, n] = acc * (w_scale / sx[m]) (+ bias[n]), Y (M, N). */
+void fovea_ternary_linear_rows(const uint8_t *P, const int8_t *XQ, const int32_t *sumx, const float *sx,
+                               float w_scale, const float *bias, float *Y, i64 R, i64 K, i64 M, i64 N,
+                               i64 r0, i64 r1) {
+    int32_t s[MB][4];
+    for (i64 r = r0; r < r1; r++)
+        for (i64 m = 0; m < M; m += MB) {
+            int nt = block_sums(P, XQ, sumx, K, M, r, m, s);
             for (int j = 0; j < nt; j++) {
-                if (k0 < K) tail(p, xs[j], k0, K, s[j]);
-                int32_t *row = acc + (m + j) * 4 * R;
-                for (int i = 0; i < 4; i++) row[i * R + r] = s[j][i] - sumx[m + j];
+                float f = w_scale / sx[m + j];
+                for (int i = 0; i < 4; i++) {
+                    i64 n = i * R + r;
+                    if (n >= N) continue;
+                    float y = (float)s[j][i] * f;
+                    Y[(m + j) * N + n] = bias ? y + bias[n] : y;
+                }
             }
         }
-    }
+}
+
+/* Single-threaded whole layer: quantise X (M, K) float, multiply, rescale into Y (M, N). 0 = ok. */
+int fovea_ternary_linear(const float *X, const uint8_t *P, float w_scale, const float *bias, float *Y,
+                         i64 R, i64 K, i64 M, i64 N) {
+    int8_t *xq = malloc((size_t)(M * K));
+    int32_t *sumx = malloc(sizeof(int32_t) * (size_t)M);
+    float *sx = malloc(sizeof(float) * (size_t)M);
+    if (!xq || !sumx || !sx) { free(xq); free(sumx); free(sx); return 1; }
+    fovea_quantize_rows(X, M, K, xq, sumx, sx);
+    fovea_ternary_linear_rows(P, xq, sumx, sx, w_scale, bias, Y, R, K, M, N, 0, R);
+    free(xq); free(sumx); free(sx);
+    return 0;
 }
 """
 
-FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c99"]
-FALLBACK_FLAGS = ["-O3", "-shared", "-fPIC", "-std=c99"]
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC", "-std=c99"]
+FALLBACK_FLAGS = ["-O3", "-ffp-contract=off", "-shared", "-fPIC", "-std=c99"]
 
 _LIB = None
 _POOL: ThreadPoolExecutor | None = None
@@ -204,7 +265,7 @@ def _build(flag_sets=(FLAGS, FALLBACK_FLAGS)) -> Path:
             src = Path(tmp) / "fovea_ternary.c"
             src.write_text(C_SOURCE)
             tmp_so = Path(tmp) / "fovea_ternary.so"
-            proc = subprocess.run([cc, *flags, str(src), "-o", str(tmp_so)], capture_output=True, text=True)
+            proc = subprocess.run([cc, *flags, str(src), "-o", str(tmp_so), "-lm"], capture_output=True, text=True)
             if proc.returncode == 0:
                 staged = out.with_suffix(f".{os.getpid()}.tmp")
                 shutil.copyfile(tmp_so, staged)
@@ -218,6 +279,12 @@ def _open(path: Path):
     lib = ctypes.CDLL(str(path))
     lib.fovea_ternary_gemm.argtypes = [_P] * 4 + [_I] * 5
     lib.fovea_ternary_gemm.restype = None
+    lib.fovea_quantize_rows.argtypes = [_P, _I, _I, _P, _P, _P]
+    lib.fovea_quantize_rows.restype = None
+    lib.fovea_ternary_linear_rows.argtypes = [_P] * 4 + [ctypes.c_float, _P, _P] + [_I] * 6
+    lib.fovea_ternary_linear_rows.restype = None
+    lib.fovea_ternary_linear.argtypes = [_P, _P, ctypes.c_float, _P, _P] + [_I] * 4
+    lib.fovea_ternary_linear.restype = ctypes.c_int
     lib.fovea_ternary_isa.argtypes = []
     lib.fovea_ternary_isa.restype = ctypes.c_int
     return lib
@@ -246,7 +313,6 @@ def ternary_gemm_int32(packed: torch.Tensor, x_codes: torch.Tensor, lib=None) ->
 
     Rows n >= N (the padding of the last packed row) hold -sum_k x[m, k]; callers slice [:, :N].
     """
-    global _POOL, _POOL_PID
     lib = lib or load()
     packed = packed.contiguous()
     x_codes = x_codes.contiguous()
@@ -259,11 +325,45 @@ def ternary_gemm_int32(packed: torch.Tensor, x_codes: torch.Tensor, lib=None) ->
     if parts == 1:
         lib.fovea_ternary_gemm(*args, 0, rows)
         return acc
-    if _POOL is None or _POOL._max_workers < parts or _POOL_PID != os.getpid():
-        _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="fovea-ternary")
-        _POOL_PID = os.getpid()
     bounds = [rows * i // parts for i in range(parts + 1)]
-    futures = [_POOL.submit(lib.fovea_ternary_gemm, *args, bounds[i], bounds[i + 1]) for i in range(parts)]
+    futures = [_pool(parts).submit(lib.fovea_ternary_gemm, *args, bounds[i], bounds[i + 1]) for i in range(parts)]
     for f in futures:
         f.result()
     return acc
+
+
+def _pool(parts: int) -> ThreadPoolExecutor:
+    global _POOL, _POOL_PID
+    if _POOL is None or _POOL._max_workers < parts or _POOL_PID != os.getpid():
+        _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="fovea-ternary")
+        _POOL_PID = os.getpid()
+    return _POOL
+
+
+def ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: float, out_features: int,
+                   bias: torch.Tensor | None, lib=None) -> torch.Tensor:
+    """y (M, N) fp32 = BitLinear inference for x (M, K) fp32: quantise, multiply, rescale, all in C."""
+    lib = lib or load()
+    x = x.contiguous()
+    packed = packed.contiguous()
+    rows, k = packed.shape
+    m = x.shape[0]
+    y = torch.empty(m, out_features, dtype=torch.float32)
+    b = 0 if bias is None else bias.contiguous().data_ptr()
+    parts = max(1, min(rows, torch.get_num_threads()))
+    if parts == 1:
+        if lib.fovea_ternary_linear(x.data_ptr(), packed.data_ptr(), scale, b, y.data_ptr(), rows, k, m, out_features):
+            raise MemoryError("fovea ternary kernel: out of memory for the quantised activations")
+        return y
+    xq = torch.empty(m, k, dtype=torch.int8)
+    sumx = torch.empty(m, dtype=torch.int32)
+    sx = torch.empty(m, dtype=torch.float32)
+    lib.fovea_quantize_rows(x.data_ptr(), m, k, xq.data_ptr(), sumx.data_ptr(), sx.data_ptr())
+    args = [packed.data_ptr(), xq.data_ptr(), sumx.data_ptr(), sx.data_ptr(), scale, b, y.data_ptr(),
+            rows, k, m, out_features]
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    futures = [_pool(parts).submit(lib.fovea_ternary_linear_rows, *args, bounds[i], bounds[i + 1])
+               for i in range(parts)]
+    for f in futures:
+        f.result()
+    return y

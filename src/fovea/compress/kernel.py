@@ -38,6 +38,22 @@ def native_available() -> bool:
     return bool(_NATIVE_STATE["ok"])
 
 
+def _check_backend(backend: str) -> None:
+    if backend not in ("auto", "native", "torch"):
+        raise ValueError(f"backend must be 'auto', 'native' or 'torch', got {backend!r}")
+
+
+def _resolve_auto() -> str:
+    """"native" when the C kernel loads, else "torch" (warning once, naming the compiler error)."""
+    if native_available():
+        return "native"
+    if not _NATIVE_STATE.get("warned"):
+        warnings.warn(f"fovea ternary kernel unavailable, using the PyTorch fallback: {_NATIVE_STATE['error']}",
+                      stacklevel=3)
+        _NATIVE_STATE["warned"] = True
+    return "torch"
+
+
 def ternary_int_sums(packed: torch.Tensor, out_features: int, x_codes: torch.Tensor,
                      backend: str = "auto") -> torch.Tensor:
     """acc (M, N) = x_codes (M, K) int8 @ W^T for the packed ternary W (N, K); exact integers.
@@ -45,17 +61,12 @@ def ternary_int_sums(packed: torch.Tensor, out_features: int, x_codes: torch.Ten
     backend: "native" (the C kernel; raises if it cannot be built), "torch" (unpack + fp32
     matmul, returned as fp32 holding integers) or "auto". Native returns int32.
     """
-    if backend not in ("auto", "native", "torch"):
-        raise ValueError(f"backend must be 'auto', 'native' or 'torch', got {backend!r}")
+    _check_backend(backend)
     if packed.shape[0] != packed_rows(out_features) or packed.shape[1] != x_codes.shape[1]:
         raise ValueError(f"packed {tuple(packed.shape)} does not fit out_features={out_features} "
                          f"and activations {tuple(x_codes.shape)}")
     if backend == "auto":
-        backend = "native" if native_available() else "torch"
-        if backend == "torch" and not _NATIVE_STATE.get("warned"):
-            warnings.warn(f"fovea ternary kernel unavailable, using the PyTorch fallback: {_NATIVE_STATE['error']}",
-                          stacklevel=2)
-            _NATIVE_STATE["warned"] = True
+        backend = _resolve_auto()
     if backend == "native":
         return _native.ternary_gemm_int32(packed, x_codes)[:, :out_features]
     if x_codes.shape[1] > _EXACT_K:
@@ -70,8 +81,18 @@ def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Te
 
     scale is the per-tensor absmean s_w; activations are quantised per token like `BitLinear`.
     """
+    _check_backend(backend)
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1])
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    if backend == "auto":
+        backend = _resolve_auto()
+    if backend == "native":  # quantise, multiply and rescale in one C call (same arithmetic as below)
+        if packed.shape[0] != packed_rows(out_features) or packed.shape[1] != x2.shape[1]:
+            raise ValueError(f"packed {tuple(packed.shape)} does not fit out_features={out_features} "
+                             f"and activations {tuple(x2.shape)}")
+        y = _native.ternary_linear(x2, packed, float(scale), out_features,
+                                   None if bias is None else bias.float())
+        return y.reshape(*lead, out_features)
     x_codes, s_x = absmax_int8(x2, dim=-1)
     acc = ternary_int_sums(packed, out_features, x_codes, backend=backend).float()
     y = acc * (scale.float() / s_x)
