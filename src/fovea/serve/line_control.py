@@ -15,6 +15,7 @@ is disarmed or latched safe: no gate moves, items take the default lane).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -26,6 +27,19 @@ from fovea.errors import ConfigError, LineError
 from fovea.line.annotate import LineAnnotator
 from fovea.line.events import EventLog
 from fovea.serve.render import encode
+
+def finite(x: Any) -> Any:
+    """x with NaN/inf floats as None, recursively (browsers' JSON.parse refuses NaN)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    if isinstance(x, np.generic):
+        return finite(x.item())
+    return x
+
 
 LIVE_TYPES = ("decision", "outcome", "fault", "health", "run_start", "run_end", "line")
 SPARK_N = 60
@@ -175,12 +189,12 @@ class LineController:
     def status(self) -> dict[str, Any]:
         """What the dashboard shows: state, counters per lane, recent decisions and faults, latencies."""
         with self._lock:
-            return {"state": self.state, "run_id": self.run_id, "running": self.running, "frames": self.n_frames,
+            return finite({"state": self.state, "run_id": self.run_id, "running": self.running, "frames": self.n_frames,
                     "lanes": dict(self.lanes), "outcomes": sum(self.lanes.values()), "decisions": self.n_decisions,
                     "faults": self.n_faults, "recent_decisions": list(self.recent_decisions)[::-1],
                     "recent_faults": list(self.recent_faults)[::-1],
                     "latency_ms": {k: [round(v, 2) for v in d] for k, d in self.latency_ms.items()},
-                    "armed": bool(self._actuator is not None and self._actuator.cfg.auto_arm), "info": self.info}
+                    "armed": bool(self._actuator is not None and self._actuator.cfg.auto_arm), "info": self.info})
 
     # ------------------------------------------------------------------ events
     def on_event(self, ev: dict) -> None:
@@ -211,7 +225,7 @@ class LineController:
             elif t in ("ack", "done") and ev.get("cmd") in self._cmd_t:
                 self._sample(t, ev["t"] - self._cmd_t[ev["cmd"]])
         if t in LIVE_TYPES:
-            self.events.push(ev)
+            self.events.push(finite(ev))
 
     def _sample(self, stage: str, seconds: float) -> None:
         self.latency_ms[stage].append(seconds * 1e3)
