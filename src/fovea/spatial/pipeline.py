@@ -29,7 +29,7 @@ class FrameInfo:
 
 def mask_counts(labels: np.ndarray, names: dict[int, str]) -> dict[str, int]:
     """name -> number of non-empty masks carrying it."""
-    present = set(np.unique(labels).tolist())
+    present = set(np.nonzero(np.bincount(np.asarray(labels, np.int64).ravel()))[0].tolist())
     out: dict[str, int] = {}
     for k, n in names.items():
         if k in present:
