@@ -108,6 +108,8 @@ CASES = {  # case id -> (task, builder)
     "anomaly-padim": ("anomaly", lambda: _anomaly("padim", layers=(1, 2, 3), n_features=12)),
     "anomaly-rd": ("anomaly", lambda: _anomaly("reverse_distillation", fit=False, layers=(1, 2, 3), embed_dim=16,
                                                decoder_blocks=1, decoder_width=1.0)),
+    "anomaly-vae": ("anomaly", lambda: _anomaly("vae", fit=False, width=8, n_down=2, latent_channels=4)),
+    "anomaly-vqvae": ("anomaly", lambda: _anomaly("vqvae", fit=False, width=8, n_down=2, embed_dim=4, num_codes=8)),
     "classify": ("classify", _classify),
     "segment": ("segment", _segment),
 }

@@ -19,6 +19,8 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "padim": ("fovea.anomaly.padim", "Padim", "PadimConfig"),
     "reverse_distillation": ("fovea.anomaly.reverse_distillation", "ReverseDistillation",
                              "ReverseDistillationConfig"),
+    "vae": ("fovea.anomaly.vae", "VAE", "VAEConfig"),
+    "vqvae": ("fovea.anomaly.vqvae", "VQVAE", "VQVAEConfig"),
 }
 
 

@@ -23,7 +23,8 @@ __all__ = ["QuantizerOutput", "VectorQuantizer", "GumbelQuantizer", "gumbel_tau"
 
 class QuantizerOutput(NamedTuple):
     """quantized (B, D, H, W) with straight-through gradient; indices (B, H, W) int64; loss = codebook +
-    commitment (+ Gumbel KL); perplexity and usage (fraction of codes used) of this batch."""
+    commitment (+ Gumbel KL); perplexity and usage (fraction of codes used) of this batch. In eval mode
+    without autograd (inference, export) the losses and statistics are zeros and only the codes are computed."""
 
     quantized: torch.Tensor
     indices: torch.Tensor
@@ -85,6 +86,10 @@ class VectorQuantizer(nn.Module):
         idx = self.distances(flat.detach()).argmin(1)
         onehot = F.one_hot(idx, self.num_codes).to(flat.dtype)
         e = self.codebook[idx].clone()  # the codes the assignment was made with (before any update)
+        if not (self.training or torch.is_grad_enabled()):  # inference / export: the codes only
+            zero = flat.new_zeros(())
+            return QuantizerOutput(e.reshape(b, h, w, d).permute(0, 3, 1, 2), idx.reshape(b, h, w), zero, zero,
+                                   zero, zero, zero)
         if self.training and self.ema:
             self._ema_update(flat.detach(), onehot)
         if self.training and self.dead_code_threshold > 0:

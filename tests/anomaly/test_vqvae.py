@@ -1,0 +1,132 @@
+"""VQ-VAE and the VQGAN losses: quantised reconstruction, codebook statistics in the history, hinge loss
+and adaptive weight against closed forms, the discriminator switch-on step, one-optimizer gradient
+separation of generator and discriminator, traceability."""
+
+import numpy as np
+import pytest
+import torch
+
+from fovea.anomaly.models import build_model
+from fovea.anomaly.vqgan_losses import (FeaturePerceptualLoss, PatchDiscriminator, adaptive_weight,
+                                        generator_logits, hinge_d_loss, vqgan_loss)
+from fovea.anomaly.vqvae import VQVAE, VQVAEConfig
+from fovea.errors import ConfigError
+
+
+def _small(**kw) -> VQVAE:
+    torch.manual_seed(0)
+    return VQVAE(VQVAEConfig(width=8, n_down=2, embed_dim=4, num_codes=16, score_sigma=1.0, **kw))
+
+
+def test_forward_decodes_the_nearest_codes():
+    m = _small().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        scores, maps = m(x)
+        z = m.encoder(x)
+        cb = m.quantizer.codebook
+        flat = z.permute(0, 2, 3, 1).reshape(-1, 4)
+        idx = torch.stack([((cb - v) ** 2).sum(1).argmin() for v in flat])  # slow nearest code
+        zq = cb[idx].reshape(2, 4, 4, 4).permute(0, 3, 1, 2)
+        recon = m.decoder(zq)
+    torch.testing.assert_close(maps, ((x - recon) ** 2).sum(1, keepdim=True))
+    assert scores.shape == (2,)
+
+
+def test_hinge_loss_and_adaptive_weight_closed_forms():
+    assert float(hinge_d_loss(torch.zeros(3), torch.zeros(3))) == pytest.approx(1.0)
+    assert float(hinge_d_loss(torch.tensor([2.0, 0.5]), torch.tensor([-3.0, 0.0]))) == pytest.approx(
+        0.5 * ((0 + 0.5) / 2 + (0 + 1) / 2))
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    rec = (3 * w).sum()            # grad (3, 3): norm 3 sqrt 2
+    g = (w * torch.tensor([1.0, -1.0])).sum()  # grad (1, -1): norm sqrt 2
+    assert float(adaptive_weight(rec, g, w, disc_weight=0.5)) == pytest.approx(0.5 * 3 * 2 ** 0.5 / (2 ** 0.5 + 1e-4))
+    flat = (w * 0).sum()           # vanishing generator gradient: finite, clamped at 1e4
+    assert float(adaptive_weight(rec, flat, w)) == pytest.approx(1e4)
+
+
+def test_disc_is_off_before_disc_start_and_each_net_gets_its_own_gradient():
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(3, ndf=8, n_layers=2)
+    last = torch.nn.Parameter(torch.randn(3, 3))
+    x = torch.randn(2, 3, 32, 32)
+    noise = torch.randn(2, 3, 32, 32)
+    x_hat = torch.einsum("oc,bchw->bohw", last, noise)
+    cb = torch.tensor(0.1)
+    before = vqgan_loss(x, x_hat, cb, step=4, disc=disc, last_layer=last, disc_start=5)
+    assert set(before) == {"rec", "codebook", "loss"}
+    assert float(before["loss"]) == pytest.approx(float((x - x_hat).abs().mean()) + 0.1, rel=1e-6)
+    after = vqgan_loss(x, x_hat, cb, step=5, disc=disc, last_layer=last, disc_start=5)
+    assert {"g", "d", "d_weight"} <= set(after)
+    after["loss"].backward()
+    # the discriminator's gradient is exactly that of its hinge loss (generator term blocked)
+    ref = PatchDiscriminator(3, ndf=8, n_layers=2)
+    ref.load_state_dict(disc.state_dict())
+    hinge_d_loss(ref(x), ref(x_hat.detach())).backward()
+    for (n, p), (_, q) in zip(disc.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    # the generator side: d loss / d last = d(rec + w g) / d last with w fixed (independent recomputation)
+    last2 = last.detach().clone().requires_grad_(True)
+    x_hat2 = torch.einsum("oc,bchw->bohw", last2, noise)
+    rec2 = (x - x_hat2).abs().mean()
+    g2 = -ref(x_hat2).mean()
+    (rec2 + float(after["d_weight"]) * g2).backward()
+    torch.testing.assert_close(last.grad, last2.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_generator_logits_do_not_touch_disc_parameters():
+    disc = PatchDiscriminator(3, ndf=8, n_layers=1)
+    x_hat = torch.randn(1, 3, 16, 16, requires_grad=True)
+    generator_logits(disc, x_hat).mean().backward()
+    assert x_hat.grad is not None and all(p.grad is None for p in disc.parameters())
+    torch.testing.assert_close(generator_logits(disc, x_hat), disc(x_hat))
+
+
+def test_perceptual_loss_zero_on_identical_images_and_positive_otherwise():
+    from fovea.anomaly.features import FeatureExtractor
+
+    loss = FeaturePerceptualLoss(FeatureExtractor("test_efficientnet", (1, 2), "random"))
+    x = torch.randn(1, 3, 32, 32)
+    assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss(x, x + torch.randn_like(x))) > 0
+    assert not list(loss.parameters())  # held outside the module tree: never saved with the model
+
+
+def test_fit_logs_codebook_usage_and_perplexity(tmp_path):
+    m = build_model("vqvae", width=8, n_down=2, embed_dim=4, num_codes=8, epochs=3, batch_size=2, lr=5e-3,
+                    out_dir=str(tmp_path), backbone="ignored", weights="random", seed=0)
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 16, 16)
+    m.fit([x])
+    assert len(m.history) == 3
+    for row in m.history:
+        assert 1.0 <= row["perplexity"] <= 8.0 and 0 < row["codebook_usage"] <= 1.0
+        assert row["restarted_codes"] >= 0
+    assert np.isfinite(m.history[-1]["train_loss"]) and m.history[-1]["train_loss"] < m.history[0]["train_loss"]
+
+
+def test_fit_with_vqgan_losses_runs_the_discriminator(tmp_path):
+    m = build_model("vqvae", width=8, n_down=2, embed_dim=4, num_codes=8, epochs=2, batch_size=2, lr=1e-3,
+                    gan=True, disc_start=1, disc_ndf=8, disc_layers=1, backbone="test_efficientnet",
+                    weights="random", layers=(1,), out_dir=str(tmp_path))
+    d0 = {k: v.clone() for k, v in m.discriminator.state_dict().items()}
+    m.fit([torch.randn(4, 3, 16, 16)])
+    assert m.step == 4 and all(np.isfinite(r["train_loss"]) for r in m.history)
+    assert any(not torch.equal(v, m.discriminator.state_dict()[k]) for k, v in d0.items())
+
+
+def test_eval_forward_traces_and_matches():
+    m = _small().eval()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x, check_trace=False)
+        ref, got = m(x), traced(x)
+    torch.testing.assert_close(got[0], ref[0])
+    torch.testing.assert_close(got[1], ref[1])
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="decay"):
+        VQVAEConfig(decay=1.5)
+    with pytest.raises(ConfigError, match="num_codes=0"):
+        VQVAEConfig(num_codes=0)
