@@ -1,0 +1,64 @@
+"""int8 post-training static quantization of exported fovea ONNX models with ONNX Runtime.
+
+`quantize_onnx_static(model, out, calibration_images)` runs the exported graph (uint8 images in,
+as every fovea export) over calibration images -- normal images for an anomaly model -- to fix the
+activation ranges, then writes a QDQ model: weights int8 per output channel, activations uint8
+(the U8S8 form ONNX Runtime's x86 VNNI kernels run). `op_types` limits which operators are
+quantized: an anomaly model keeps its memory-bank distance MatMul in float by quantizing only
+"Conv" (the backbone).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from fovea.errors import ConfigError, ExportError
+
+__all__ = ["quantize_onnx_static"]
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over uint8 (H, W, 3) images, one image per batch."""
+
+    def __init__(self, input_name: str, images: Iterable[np.ndarray]):
+        self.input_name = input_name
+        self.items = iter([np.ascontiguousarray(im, dtype=np.uint8)[None] for im in images])
+
+    def get_next(self):
+        item = next(self.items, None)
+        return None if item is None else {self.input_name: item}
+
+
+def quantize_onnx_static(model_path, out_path, calibration_images: Sequence[np.ndarray],
+                         op_types: Sequence[str] | None = ("Conv", "MatMul", "Gemm"),
+                         per_channel: bool = True) -> Path:
+    """Write the int8 (QDQ) version of the fovea ONNX file `model_path` to `out_path`; returns out_path.
+
+    calibration_images: uint8 (H, W, 3) arrays (a few dozen normal images are enough).
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model_path, out_path = Path(model_path), Path(out_path)
+    if not model_path.is_file():
+        raise ExportError(f"quantize_onnx_static: {model_path} does not exist; export the model first")
+    if len(calibration_images) == 0:
+        raise ConfigError(f"quantize_onnx_static({model_path}): no calibration images; pass a few dozen normal images")
+    input_name = onnx.load(str(model_path), load_external_data=False).graph.input[0].name
+    prepared = out_path.with_suffix(".prep.onnx")
+    try:
+        quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(out_path), _Reader(input_name, calibration_images),
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=per_channel,
+                        op_types_to_quantize=list(op_types) if op_types else None,
+                        calibrate_method=CalibrationMethod.MinMax)
+    except Exception as exc:
+        raise ExportError(f"int8 quantization of {model_path} failed: {exc}") from exc
+    finally:
+        prepared.unlink(missing_ok=True)
+    return out_path
