@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "stereo": "fovea.cli.geometry:stereo",
     "measure": "fovea.cli.geometry:measure",
     "oilspill": "fovea.cli.oilspill:oilspill",
+    "serve": "fovea.cli.serve:serve",
+    "predict": "fovea.cli.predict:predict",
     "spatial": "fovea.cli.spatial:spatial",
 }
 
