@@ -22,6 +22,14 @@ runner as `fault` events with kind `frame_time`, the cause, and the implied time
 Safety net: if three frames in a row agree with each other but not with the predictions, the
 predictions are what is wrong (`prediction_offset` fault) and the third frame is used, so a bad
 tracker state can never blind the line for good.
+
+Doubt: from the first frame whose content contradicts the predictions (held, dropped, or taken by
+the safety net) until `DOUBT_CLEAR_FRAMES` frames in a row agree with them again, the host does not
+know where the items are on the belt: either the frames or the predictions are off, and a frame
+that agrees now and then between wrong ones proves nothing. `doubt_from` is then the capture time
+of the last frame that agreed before the episode (the belt may have moved other than predicted
+since), `max_offset_mm` the largest shift the safety net applied. Stamp-only faults (repeated,
+backwards, off the grid) and unusable frames neither start nor end an episode.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from typing import Any
 import numpy as np
 
 from fovea.line.config import LineConfig
+
+DOUBT_CLEAR_FRAMES = 3      # frames in a row agreeing with the predictions that end a doubt episode
 
 
 @dataclass
@@ -63,6 +73,27 @@ class FrameTimeGuard:
         self._intervals: deque[float] = deque(maxlen=50)
         self._t_grid: float | None = None          # last stamp that sat on the camera grid
         self._t_prev: float | None = None
+        self.t_agreed: float | None = None         # capture time of the last frame that agreed
+        self.doubt_from: float | None = None       # see the module docstring; None: no doubt
+        self.max_offset_mm = 0.0
+        self._agree_run = 0
+
+    @property
+    def in_doubt(self) -> bool:
+        """True while frame content and predictions disagree (see the module docstring)."""
+        return self.doubt_from is not None
+
+    def _disagree(self, t: float) -> None:
+        if self.doubt_from is None:
+            self.doubt_from = self.t_agreed if self.t_agreed is not None else t
+            self.max_offset_mm = 0.0
+        self._agree_run = 0
+
+    def _agree(self, t: float) -> None:
+        self.t_agreed = t
+        self._agree_run += 1
+        if self._agree_run >= DOUBT_CLEAR_FRAMES:
+            self.doubt_from = None
 
     def period_s(self) -> float:
         """The camera's frame period: the most common recent stamp interval (intervals within 5 % of
@@ -150,9 +181,12 @@ class FrameTimeGuard:
             if self.held is not None:
                 out.faults.append(self._held_fault())
                 self.held = None
+            if support:
+                self._agree(t)
             out.use.append((p, shift if support else 0.0, grid_ok))
             self.t_used = t
             return out
+        self._disagree(t)
         if self.held is None:
             self.held = Held(p, shift, last if last is not None else t, grid_ok)
             return out
@@ -169,6 +203,7 @@ class FrameTimeGuard:
         if agree >= 2:
             out.faults.append(self._fault(p, "prediction_offset", shift_mm=round(shift, 1),
                                           detail="three frames agree with each other, not with the tracker"))
+            self.max_offset_mm = max(self.max_offset_mm, abs(shift))
             out.use.append((p, shift, grid_ok))
             self.held = None
             self.t_used = t

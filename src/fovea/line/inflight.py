@@ -12,8 +12,11 @@ both ends and keeps the worst; the speed's own rel_err and trend widen the resul
 - `swing_conflicts`: items that will pass a gate while a swing timed for another item moves or
   holds it open (they go where that swing sends them, not where the host decided);
 - `unverified`: items crossing while no speed has been measured for longer than
-  speed_max_age_s: a change nobody saw may have moved them (the runner waits for the next
-  measurement before it logs their outcome);
+  speed_max_age_s, or after frames began to contradict the predictions (`FrameTimeGuard` doubt):
+  a change nobody saw may have moved them (the runner waits for the next measurement, or the end
+  of the doubt, before it logs their outcome);
+- `crossing_envelope`: when an item crossed its gate, from its last sighting and the lowest and
+  highest belt speed measured since (the runner judges a DONE against this, not against the plan);
 - `swings_met_on_default_route`: for an item whose own command was cancelled (it now passes every
   gate), the live swings it may still meet (its outcome is then unknown, not default).
 """
@@ -95,14 +98,39 @@ def swing_conflicts(tracker, fires, cfg, belt: BeltNow) -> list[list]:
     return out
 
 
-def unverified(tracker, fires, cfg, now: float) -> list:
+def unverified(tracker, fires, cfg, now: float, doubt_from: float | None = None) -> list:
     """Scheduled records whose window has begun while the planned crossing lies more than
-    speed_max_age_s after the newest speed sample."""
+    speed_max_age_s after the newest speed sample, or after `doubt_from` (frames contradict the
+    predictions since then; None: they do not)."""
     t_sample, act = tracker.speed.t_sample, cfg.actuation_s
-    if now - t_sample <= cfg.speed_max_age_s:
+    stale = now - t_sample > cfg.speed_max_age_s
+    if not stale and doubt_from is None:
         return []
-    return [rec for rec, cmd in _scheduled(tracker, fires, "speed_change_in_flight")
-            if now >= cmd.t_open and cmd.t_open + (act + cmd.hold_s) / 2 - t_sample > cfg.speed_max_age_s]
+    out = []
+    for rec, cmd in _scheduled(tracker, fires, "speed_change_in_flight"):
+        t_plan = cmd.t_open + (act + cmd.hold_s) / 2
+        if now >= cmd.t_open and ((stale and t_plan - t_sample > cfg.speed_max_age_s)
+                                  or (doubt_from is not None and t_plan > doubt_from)):
+            out.append(rec)
+    return out
+
+
+def crossing_envelope(tracker, rec, gate_mm: float, now: float) -> tuple[float, float]:
+    """(earliest, latest) time `rec`'s centre crossed (or crosses) belt position gate_mm: from where
+    it was last seen, at the highest and the lowest belt speed measured since (`speed_range`; the
+    configured speed when the speed is not measured). Whatever the belt did in between, its mean
+    speed over that travel lies between the two, so the true crossing does too."""
+    v = tracker.speed_mm_s
+    t_seen = rec.t_seen if rec.t_seen == rec.t_seen else rec.t_last
+    _, x_seen = tracker.position_after_change(rec, now, t_seen, v)
+    rest = gate_mm - x_seen
+    if tracker.cfg.measure_speed:
+        v_lo, v_hi = tracker.speed.speed_range(t_seen, max(now, t_seen))
+    else:
+        v_lo = v_hi = v
+    if rest <= 0:
+        return t_seen + rest / v_lo, t_seen + rest / v_hi
+    return t_seen + rest / v_hi, t_seen + rest / v_lo
 
 
 def swings_met_on_default_route(tracker, rec, fires, cfg, now: float, skip=(),

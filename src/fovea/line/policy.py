@@ -12,7 +12,8 @@ only if the position error it can cause on the way to the gate, (gate - x) * rel
 |accel| T^2 / 2 for a speed still trending (T the time to the gate), stays within
 `speed_err_frac` of the gate window's slack (half the item's length + margin * v): otherwise the
 item's deadline rests on a guess and it takes the default route (`speed_unsettled`,
-`speed_stale`, `speed_unmeasured`, `speed_uncertain`).
+`speed_stale`, `speed_unmeasured`, `speed_uncertain`; the runner also passes an untrusted speed,
+`frame_time_doubt`, while frames contradict the tracker's predictions).
 
 Everything else takes the default route (no gate moves; de-energised gates are closed).
 """
@@ -27,7 +28,8 @@ from fovea.line.config import LineConfig
 from fovea.line.speed import SpeedTrust
 from fovea.line.tracker import ObjectRecord
 
-POLICY_VERSION = "2"
+POLICY_NAME = "evidence"     # positive, on-time evidence or the default route (this module)
+POLICY_VERSION = "3"         # 3: no lane while frames contradict the belt (reason frame_time_doubt)
 DEFAULT = "default"
 
 

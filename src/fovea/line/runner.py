@@ -19,16 +19,15 @@ import numpy as np
 
 from fovea.core import ClassResult, Detections, Frame
 from fovea.errors import LineError
-from fovea.line.actuators import ActuatorEvent, FireCommand
+from fovea.line.actuators import FireCommand
 from fovea.line.blind import estimate_unseen
 from fovea.line.clock import BoundedQueue, RealClock
 from fovea.line.config import LineConfig
 from fovea.line.events import EventLog
-from fovea.line.fates import LANE, UNKNOWN, swing_outcome
 from fovea.line.frametime import FrameTimeGuard
-from fovea.line.inflight import BeltNow, off_window, swing_conflicts, swings_met_on_default_route, unverified
 from fovea.line.localize import BackgroundSubtractor, as_localizer, crop
-from fovea.line.policy import DEFAULT, decide, deadline
+from fovea.line.outcomes import OutcomeSide
+from fovea.line.policy import DEFAULT
 from fovea.line.tracker import BeltTracker, ObjectRecord
 
 
@@ -80,7 +79,7 @@ class RecordSummary:
     flags: tuple[str, ...] = ()
 
 
-class LineRunner:
+class LineRunner(OutcomeSide):
     """Wires a source, a localizer, a classifier and an actuator into one sorting line."""
 
     def __init__(self, source, predictor, actuator, config: LineConfig | None = None, localizer=None,
@@ -245,6 +244,9 @@ class LineRunner:
             if shift is None:
                 shift = self.time_guard.measure(q)[0] if q.valid else 0.0
             self._apply_perception(q, shift, timing_ok)
+        for f in verdict.faults:
+            if f["cause"] == "prediction_offset":
+                self._offset_in_flight(abs(f["shift_mm"]))
 
     def _apply_perception(self, p: Perception, shift_mm: float, timing_ok: bool = True) -> None:
         """Fold one checked frame into the tracker: blind-interval count, records, speed, commits."""
@@ -342,170 +344,6 @@ class LineRunner:
         self._check_in_flight(correct=settled)
         if settled:
             self._speed_from = None
-
-    def _check_in_flight(self, correct: bool) -> None:
-        """Flag commands in flight that a speed change (or a blind interval) may have put off their
-        item (`fovea.line.inflight`): `speed_change_in_flight` (outcome unknown), and
-        `swing_conflict` for items another item's swing will meet. correct=True (a new speed just
-        settled): the dead-reckoned positions are re-placed from the change's onset."""
-        tr = self.tracker
-        if not self.cfg.measure_speed:
-            return
-        now, v = self.clock.now(), tr.speed_mm_s
-        changing = self._speed_from is not None
-        v_old = self._speed_from if changing else v
-        t_onset = tr.speed.t_segment if changing else now
-        trust = tr.speed_trust(now)
-        onsets = (t_onset, max(tr.speed.t_onset_lo, t_onset - 10.0)) if changing else (now,)
-        belt = BeltNow(now, v, v_old, onsets, trust.rel_err if trust.known else abs(v - v_old) / v,
-                       tr.speed.accel_mm_s2)
-        hit = off_window(tr, self._fires, self.cfg, belt)
-        for rid in hit:
-            tr.records[rid].flags.add("speed_change_in_flight")
-        if hit:
-            self.emit("fault", kind="speed_change_in_flight", records=hit, from_mm_s=v_old, to_mm_s=round(v, 1),
-                      detail="gate timed with another speed than the belt's now: the item may miss its window")
-        met = []
-        if changing or correct:
-            met = swing_conflicts(tr, self._fires, self.cfg, belt)
-            for rid, _, _ in met:
-                rec = tr.records[rid]
-                rec.flags.add("swing_conflict")
-                if rec.state == "SCHEDULED":       # its own DONE would claim its lane: unknown instead
-                    rec.flags.add("speed_change_in_flight")
-            if met:
-                self.emit("fault", kind="swing_conflict", records=met,
-                          detail="after the speed change this item meets a swing timed for another item")
-        self._cancel_in_flight(hit, met, now)
-        if correct:
-            tr.correct_after_change(now, t_onset, v)
-
-    def _cancel_in_flight(self, hit: list[str], met: list, now: float) -> None:
-        """Withdraw queued commands a speed change made wrong (protocol v1.2 CANCEL) before their swing
-        begins: the item's own command when it may miss its window (`cancelled_speed_change`), and the
-        command whose swing will meet another item (`cancelled_swing_conflict`). A confirmed cancel
-        sends the item to the default route; one the MCU refused (swing begun) changes nothing."""
-        for rid, owner, _ in met:
-            self._conflict_owners.setdefault(rid, set()).add(owner)
-        cancel = getattr(self.actuator, "cancel", None)
-        why = {owner: "cancelled_swing_conflict" for _, owner, _ in met}
-        why.update({rid: "cancelled_speed_change" for rid in hit})
-        for rid, reason in why.items():
-            cmd, rec = self._fires.get(rid), self.tracker.records.get(rid)
-            if (cancel is None or cmd is None or rec is None or rec.final or rid in self._cancel_asked
-                    or cmd.t_open <= now):
-                continue
-            self._cancel_asked.add(rid)
-            cancel(cmd.cmd_id, reason)
-            if self.clock_simulated:
-                self.actuator.poll()
-
-    def _unverified_crossings(self) -> bool:
-        """True while an item crosses its gate on a belt speed not measured for longer than
-        speed_max_age_s (`inflight.unverified`): the commands' replies then wait (outcomes not yet
-        logged) until a usable frame measures the speed and `_check_in_flight` has judged them; at
-        the end of the frames, or 5 s into the wait, they are flagged `speed_change_in_flight`."""
-        if not self.cfg.measure_speed:
-            return False
-        now, t_sample = self.clock.now(), self.tracker.speed.t_sample
-        waiting = unverified(self.tracker, self._fires, self.cfg, now)
-        if not waiting:
-            return False
-        if self._frames_closed or now - t_sample > self.cfg.speed_max_age_s + 5.0:
-            for rec in waiting:
-                rec.flags.add("speed_change_in_flight")
-            self.emit("fault", kind="speed_unverified_in_flight", records=[r.rid for r in waiting],
-                      t_speed_sample=t_sample, detail="no belt speed measured since before the items crossed")
-            return False
-        return True
-
-    def _commit(self, rec: ObjectRecord, t_evidence: float, t_capture: float) -> None:
-        now = self.clock.now()
-        v = self.tracker.speed_mm_s
-        too_close = self.tracker.neighbours_too_close(rec, now)
-        d = decide(rec, too_close, now, v, self.cfg, self.link_p99_s, self.tracker.speed_trust(now))
-        rec.state = "DECIDED"
-        rec.lane, rec.gate = d.lane, d.gate
-        self.emit("decision", record=rec.rid, lane=d.lane, gate=d.gate, reason=d.reason, t_commit=d.t_commit,
-                  class_name=d.class_name, confidence=d.confidence, margin=d.margin, votes=d.votes,
-                  t_evidence=t_evidence, flags=sorted(rec.flags), too_close=too_close[:4],
-                  policy="v1")
-        if d.lane == DEFAULT:
-            if "swing_conflict" in rec.flags:      # a swing for another item will take it somewhere
-                self._finalize(rec, UNKNOWN, "swing_conflict")
-                return
-            self._finalize(rec, DEFAULT, d.reason)
-            return
-        rec.state = "SCHEDULED"
-        cmd = FireCommand(rec.rid, d.gate, d.t_open, d.hold_s, t_decision=now, t_capture=t_capture)
-        self._fires[rec.rid] = cmd
-        self.actuator.submit(cmd)
-        if self.clock_simulated:
-            self.actuator.poll()
-
-    def _drain_actuator(self) -> None:
-        """Turn each command's reported fate into the record's one outcome: its lane, default, or unknown.
-
-        `done` / `cut` carry the gate's actual open interval; the item's centre was planned to
-        cross the gate mid-window (t_open + (actuation + hold) / 2, +- margin_s), so
-        `fates.swing_outcome` tells whether it passed the open gate (lane), met a closed one
-        (default) or a moving one / cannot be told (unknown, reason partial_swing).
-        """
-        q = self.actuator.events
-        while not q.empty():
-            ev: ActuatorEvent = q.get()
-            rec = self.tracker.records.get(ev.record)
-            if rec is None or rec.final:
-                if ev.kind != "ack":
-                    self.emit("fault", kind="orphan_reply", record=ev.record, cmd=ev.cmd_id, detail=ev.kind)
-                continue
-            if ev.kind in ("done", "cut"):
-                lane, reason = self._swing_fate(rec, ev)
-                self._finalize(rec, lane, reason)
-            elif ev.kind == "lost" and ev.reason.startswith("cancelled"):
-                self._cancelled.add(rec.rid)           # no swing of its own; another's may still meet it
-                met = self._conflict_owners.get(rec.rid, set()) - self._cancelled
-                met = met or swings_met_on_default_route(self.tracker, rec, self._fires, self.cfg,
-                                                         self.clock.now(), skip=self._cancelled)
-                self._finalize(rec, *((UNKNOWN, "swing_conflict") if met else (DEFAULT, ev.reason)))
-            elif ev.kind == "lost":
-                self._finalize(rec, DEFAULT, ev.reason)
-            elif ev.kind == "unknown":
-                self._finalize(rec, UNKNOWN, ev.reason)
-
-    def _swing_fate(self, rec: ObjectRecord, ev: ActuatorEvent) -> tuple[str, str]:
-        cmd = self._fires.get(rec.rid)
-        if cmd is None:                                  # not ours: trust the MCU's word
-            return (rec.lane, "done") if ev.kind == "done" else (UNKNOWN, "partial_swing")
-        t_from = cmd.t_open if ev.t_from is None else ev.t_from
-        t_to = cmd.t_open + cmd.hold_s if ev.t_to is None else ev.t_to
-        act = self.cfg.actuation_s
-        where = swing_outcome(cmd.t_open + (act + cmd.hold_s) / 2, self.cfg.margin_s, t_from, t_to, act)
-        if where == LANE and "speed_change_in_flight" in rec.flags:
-            return UNKNOWN, "speed_change_in_flight"     # the crossing time rests on the old speed
-        if where == LANE:
-            return rec.lane, "done" if ev.kind == "done" else "cut_after_pass"
-        if where == DEFAULT:
-            return DEFAULT, "swing_missed_item" if ev.kind == "done" else "cut_before_pass"
-        return UNKNOWN, "partial_swing"
-
-    def _deadline_tick(self) -> None:
-        now = self.clock.now()
-        v = self.tracker.speed_mm_s
-        guard = max(2 * self.cfg.tick_s, self.cfg.commit_lead_s or 0.0)
-        for rec in list(self.tracker.records.values()):
-            if rec.state == "TRACKED" and now >= deadline(rec, v, self.cfg, self.link_p99_s) - guard:
-                self._commit(rec, now, rec.t_last)
-
-    def _finalize(self, rec: ObjectRecord, lane: str, reason: str) -> None:
-        if rec.final:
-            self.emit("fault", kind="duplicate_outcome", record=rec.rid, detail=f"{rec.outcome} then {lane}")
-            return
-        rec.outcome, rec.outcome_reason = lane, reason
-        rec.state = {DEFAULT: "DEFAULT", UNKNOWN: "UNKNOWN"}.get(lane, "DONE")
-        self.n_outcomes += 1
-        self.emit("outcome", record=rec.rid, lane=lane, reason=reason, flags=sorted(rec.flags),
-                  truth=sorted(rec.truth))
 
     def flush(self) -> None:
         """End of run: every record still open gets its one outcome."""

@@ -20,6 +20,10 @@ Acceleration (`accel_mm_s2`): least-squares slope of the frame estimates over th
 `accel_window_s`; a slow ramp never trips the change test, but an item's deadline a second away
 still moves by a * T^2 / 2, so the policy counts it (see `fovea.line.policy`).
 
+History (`history`, `speed_range`): every frame estimate, also those a segment restart or a
+suspect frame did not keep, so that the speeds the belt ran at between two moments are known
+even through a ramp that the piecewise-constant estimate only follows in steps.
+
 Uncertainty (`rel_err`, relative, about one sigma): the larger of the quantization bound
 `quant_mm / (baseline_s * v) / sqrt(n)` (`quant_mm` = one pixel in mm, or the encoder step) and
 the robust spread of the samples `1.4826 MAD / v / sqrt(n)`. Tolerance for a change:
@@ -84,6 +88,7 @@ class BeltSpeedEstimator:
         self.accel_window_s = accel_window_s
         self._trend: deque[tuple[float, float]] = deque()      # (t, v_frame) of recent frames
         self.accel_mm_s2 = 0.0
+        self.history: deque[tuple[float, float]] = deque(maxlen=600)   # (t, v_frame) of every frame
 
     # ------------------------------------------------------------------ input
     def baseline_start(self, t: float) -> float:
@@ -101,6 +106,8 @@ class BeltSpeedEstimator:
         dt = np.array([s[1] for s in ok], np.float64)
         v = dx / dt
         v_frame = float(np.median(v))
+        if not self.history or t > self.history[-1][0]:
+            self.history.append((t, v_frame))
         source = "tracking" if quant_mm is None else "encoder"
         prev = self.settled_speed_mm_s
         if prev is not None and t - self.t_sample > self.max_age_s:
@@ -175,6 +182,14 @@ class BeltSpeedEstimator:
         return max(quant, mad)
 
     # ------------------------------------------------------------------ output
+    def speed_range(self, t_from: float, t_to: float) -> tuple[float, float]:
+        """(lowest, highest) belt speed measured over [t_from, t_to] (mm/s): the frame estimates taken
+        in that span and up to one baseline (window_s) after it (a frame's samples reach back that
+        far), and the current estimate."""
+        vs = [v for t, v in self.history if t_from <= t <= t_to + self.window_s]
+        vs.append(self.speed_mm_s)
+        return min(vs), max(vs)
+
     def trust(self, now: float) -> SpeedTrust:
         """Whether the current estimate may time a gate at `now` (see the module docstring)."""
         if self.settled_speed_mm_s is None and not self.settled:

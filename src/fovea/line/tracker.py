@@ -159,6 +159,17 @@ class BeltTracker:
             return SpeedTrust(self.cfg.belt_speed_mm_s, True, 0.0, "")
         return self.speed.trust(now)
 
+    def configured_speed_check(self, now: float) -> SpeedTrust:
+        """measure_speed=False: the configured speed, trusted, with rel_err = how far the belt's
+        measured speed (the estimator's latest value, if a sample is younger than speed_max_age_s)
+        is from it, so the policy sends items to the default route while the belt visibly runs at
+        another speed than the gates are timed for (`speed_uncertain`) instead of guessing."""
+        v = self.cfg.belt_speed_mm_s
+        est = self.speed
+        if est.settled_speed_mm_s is None and not est.settled or now - est.t_sample > self.cfg.speed_max_age_s:
+            return SpeedTrust(v, True, 0.0, "")
+        return SpeedTrust(v, True, abs(est.speed_mm_s - v) / v, "")
+
     @property
     def speed_known(self) -> bool:
         """True unless the speed is measured and not (yet, or no longer) trusted."""
@@ -340,9 +351,10 @@ class BeltTracker:
         rec.frames.add(self._frame_no)
 
     def _update_speed(self, t: float, seen: list[ObjectRecord]) -> None:
-        """One displacement sample per record seen now and earlier in the estimator's baseline."""
-        if not self.cfg.measure_speed:
-            return
+        """One displacement sample per record seen now and earlier in the estimator's baseline.
+
+        The estimator also runs with measure_speed=False: gates are then timed on the configured
+        speed, and the measurement only checks it (`configured_speed_check`)."""
         t_from = self.speed.baseline_start(t) - 1e-9
         min_dt = 0.5 / self.cfg.fps                      # a falsified stamp must not make a dt of ~0
         samples = []
@@ -371,8 +383,6 @@ class BeltTracker:
 
     def _update_speed_encoder(self, t: float, belt_mm: float) -> None:
         """One sample per frame from the encoder: travel since the oldest reading in the baseline."""
-        if not self.cfg.measure_speed:
-            return
         self.encoder.append((t, belt_mm))
         t_from = self.speed.baseline_start(t) - 1e-9
         old = next((e for e in self.encoder if t_from <= e[0] <= t - 0.5 / self.cfg.fps), None)
