@@ -137,14 +137,22 @@ def test_cmd(model, data, out_dir, topk, skip_bad):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/classify-predict"),
               show_default=True, help="Where predictions.jsonl goes.")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Images read and predicted at a time.")
+@click.option("--zero-shot", "zero_shot", multiple=True,
+              help="Zero-shot: a class description, repeated per class (--zero-shot 'good apple' --zero-shot "
+                   "'bruised apple'); MODEL is then a two-tower folder from `fovea vl train`.")
 @skip_bad_option
-def predict_cmd(model, inputs, out, batch_size, skip_bad):
+def predict_cmd(model, inputs, out, batch_size, zero_shot, skip_bad):
     """Classify INPUTS (files, folders or quoted glob patterns) with MODEL (a `classify fit` folder, .pt or .onnx).
 
     Writes OUT/predictions.jsonl, one {"task", "image", "result"} line per image; the result holds
     class_id, class_name, confidence and probs.
     """
-    predictor = load_task_predictor("classify", model)
+    if zero_shot:
+        from fovea.cli.label import zero_shot_teacher
+
+        predictor = zero_shot_teacher(model, zero_shot)
+    else:
+        predictor = load_task_predictor("classify", model)
     run = predict_images(predictor, "classify", inputs, out, skip_bad=skip_bad, batch_size=batch_size)
     click.echo(f"{run.n_predicted} image(s) classified with the {predictor.runtime} model -> {run.predictions}")
     echo_skipped(run.skipped)

@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "serve": "fovea.cli.serve:serve",
     "predict": "fovea.cli.predict:predict",
     "spatial": "fovea.cli.spatial:spatial",
+    "label": "fovea.cli.label:label",
+    "vl": "fovea.cli.label:vl",
 }
 
 

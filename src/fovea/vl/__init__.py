@@ -1,0 +1,1 @@
+"""Vision-language workflows: contrastive training, zero-shot classification, prompt learning, probes."""
