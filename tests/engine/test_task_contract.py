@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import fovea
-from fovea.core import AnomalyResult, ClassResult, Frame, Predictor as PredictorProtocol, SegResult
+from fovea.core import AnomalyResult, CaptionResult, ClassResult, Frame, Predictor as PredictorProtocol, SegResult
 from fovea.engine.checkpoint import FORMAT_VERSION, RECIPE_FILE, WEIGHTS_FILE
 from fovea.engine.export import export
 from fovea.engine.tasks import BUILTIN_TASK_MODULES, registered_tasks
@@ -102,6 +102,22 @@ def _segment():
     return pipe
 
 
+def _caption():
+    from fovea.caption.pipeline import CaptionPipeline
+    from fovea.caption.vocab import Vocab
+    from fovea.models.captioner import Captioner, CaptionerConfig
+    from fovea.models.text_decoder import TextDecoderConfig
+
+    torch.manual_seed(0)
+    vocab = Vocab.build(["a good apple", "a bruised apple with a cut", "dark spots at the top, small"])
+    cfg = CaptionerConfig(backbone=TINY, weights="random", embed_dim=8, max_caption_len=6,
+                          text=TextDecoderConfig(vocab_size=len(vocab), dim=16, depth=1, heads=2, max_len=12))
+    pipe = CaptionPipeline(Captioner(cfg), vocab, (32, 32)).eval()
+    with torch.no_grad():  # well separated logits: no near-tie argmax that a runtime's rounding could flip
+        pipe.captioner.text.embed.weight.mul_(20.0)
+    return pipe
+
+
 CASES = {  # case id -> (task, builder)
     "anomaly-patchcore": ("anomaly", lambda: _anomaly("patchcore", layers=(2, 3), coreset_ratio=0.25,
                                                       projection_dim=16)),
@@ -110,6 +126,11 @@ CASES = {  # case id -> (task, builder)
                                                decoder_blocks=1, decoder_width=1.0)),
     "anomaly-vae": ("anomaly", lambda: _anomaly("vae", fit=False, width=8, n_down=2, latent_channels=4)),
     "anomaly-vqvae": ("anomaly", lambda: _anomaly("vqvae", fit=False, width=8, n_down=2, embed_dim=4, num_codes=8)),
+    "anomaly-winclip": ("anomaly", lambda: _anomaly(  # tiny random two-tower; k_shot=1 saves a memory too
+        "winclip", k_shot=1, normal_states=("{}",), anomalous_states=("damaged {}",), templates=("a {}.",),
+        tower_config={"image_backbone": TINY, "image_size": 96, "text_tower": "clip", "embed_dim": 16,
+                      "clip_text": {"vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}})),
+    "caption": ("caption", _caption),
     "classify": ("classify", _classify),
     "segment": ("segment", _segment),
 }
@@ -134,6 +155,19 @@ def _reference(pipe, image: np.ndarray) -> dict[str, np.ndarray]:
         raw = pipe.raw(torch.from_numpy(image.copy())[None])
     if pipe.task == "classify":
         return {"probs": _softmax(raw.numpy()[0].astype(np.float64), 0)}
+    if pipe.task == "caption":  # the cached incremental decoder, not the exported fixed-length loop
+        from fovea.caption.vocab import BOS, EOS
+        from fovea.models.text_decoder import greedy_decode
+
+        cap = pipe.captioner
+        with torch.no_grad():
+            memory = cap.image_tokens(pipe.preprocess(torch.from_numpy(image.copy())[None]))
+            tokens = greedy_decode(cap.text, torch.tensor([BOS]), cap.cfg.max_caption_len, eos=EOS, memory=memory)
+            ids = torch.cat([torch.tensor([BOS]), tokens])[None]
+            logp = torch.log_softmax(cap.lm_logits(ids, memory)[0, :-1], -1).gather(1, tokens[:, None])
+        kept = tokens.tolist()
+        n = kept.index(EOS) if EOS in kept else len(kept)
+        return {"tokens": tokens[:n].numpy().astype(np.float64), "mean_logprob": np.array(float(logp.mean()))}
     if pipe.task == "segment":
         logits = raw.numpy()[0]
         up = np.stack([_resize(c, h, w) for c in logits])
@@ -152,6 +186,8 @@ def _arrays(r) -> dict[str, np.ndarray]:
         return {"score": np.array(r.score), "raw_score": np.array(r.raw_score), "anomaly_map": r.anomaly_map}
     if isinstance(r, (ClassResult, SegResult)):
         return {"probs": r.probs}
+    if isinstance(r, CaptionResult):
+        return {"tokens": r.tokens.astype(np.float64), "mean_logprob": np.array(r.mean_logprob)}
     raise AssertionError(f"unexpected result type {type(r).__name__}")
 
 
@@ -263,6 +299,8 @@ def test_results_match_an_independent_post_process(case):
         elif isinstance(r, SegResult):
             assert r.class_map.shape == img.shape[:2]
             np.testing.assert_array_equal(r.class_map, r.probs.argmax(0))
+        elif isinstance(r, CaptionResult):
+            assert r.text == pipe.vocab.decode(r.tokens.tolist()) and np.isfinite(r.mean_logprob)
         else:
             assert r.class_names == ("good", "scratch", "dent") and r.probs.std() > 0.01
 

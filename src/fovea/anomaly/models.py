@@ -21,6 +21,7 @@ MODELS: dict[str, tuple[str, str, str]] = {
                              "ReverseDistillationConfig"),
     "vae": ("fovea.anomaly.vae", "VAE", "VAEConfig"),
     "vqvae": ("fovea.anomaly.vqvae", "VQVAE", "VQVAEConfig"),
+    "winclip": ("fovea.anomaly.winclip", "WinCLIP", "WinCLIPConfig"),
 }
 
 
