@@ -33,6 +33,8 @@ def test_dual_frequency_unwrapping_recovers_the_distance():
     w1 = phase_to_distance(phase_of_distance(d, f1), f1)
     w2 = phase_to_distance(phase_of_distance(d, f2), f2)
     assert np.allclose(unwrap_dual(w1, w2, f1, f2, 45.0), d, atol=1e-6)
+    with pytest.raises(ConfigError, match="joint unambiguous range"):
+        unwrap_dual(w1, w2, 80e6, 65e6, 30.0)  # gcd 5 MHz: every distance aliases 29.98 m further
 
 
 def test_flying_pixel_and_amplitude_filters():

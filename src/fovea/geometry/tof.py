@@ -47,7 +47,13 @@ def phase_to_distance(phi: np.ndarray, freq_hz: float) -> np.ndarray:
 def unwrap_dual(d1: np.ndarray, d2: np.ndarray, f1_hz: float, f2_hz: float, max_range_m: float) -> np.ndarray:
     """Two wrapped distances at f1, f2 -> one distance in [0, max_range_m): the (n1, n2) wrap counts whose
     candidates d1 + n1 r1 and d2 + n2 r2 agree best; their weighted mean (weights f^2, the phase-noise
-    variance ratio). max_range_m should not exceed c / (2 gcd(f1, f2))."""
+    variance ratio). max_range_m must be below the pair's joint range c / (2 gcd(f1, f2)): beyond it
+    every distance has an exact alias."""
+    joint = unambiguous_range_m(float(np.gcd(int(round(f1_hz)), int(round(f2_hz)))))
+    if max_range_m >= joint:
+        raise ConfigError(f"max_range_m={max_range_m} reaches the joint unambiguous range {joint:.2f} m of "
+                          f"{f1_hz / 1e6:g} and {f2_hz / 1e6:g} MHz (c / 2 gcd). Fix: lower max_range_m or pick "
+                          "frequencies with a smaller common divisor.")
     r1, r2 = unambiguous_range_m(f1_hz), unambiguous_range_m(f2_hz)
     n1 = np.arange(int(np.ceil(max_range_m / r1)))
     n2 = np.arange(int(np.ceil(max_range_m / r2)))
