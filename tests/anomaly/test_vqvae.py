@@ -130,3 +130,50 @@ def test_config_errors():
         VQVAEConfig(decay=1.5)
     with pytest.raises(ConfigError, match="num_codes=0"):
         VQVAEConfig(num_codes=0)
+
+
+def test_cli_fit_test_export_predict_with_vqvae(tmp_path, capsys):
+    """`fovea anomaly fit --model vqvae` -> report, TorchScript export, predict: the one workflow."""
+    import json
+
+    import cv2
+
+    from fovea.cli.main import main
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for sub in ("good", "bad", "masks"):
+        (root / sub).mkdir(parents=True)
+
+    def stripes():
+        img = np.full((32, 32, 3), 120, np.uint8)
+        img[:, ::8] = 170
+        return np.clip(img.astype(int) + rng.integers(-8, 8, img.shape), 0, 255).astype(np.uint8)
+
+    for i in range(12):
+        cv2.imwrite(str(root / "good" / f"g{i:02d}.png"), stripes())
+    for i in range(6):
+        img, mask = stripes(), np.zeros((32, 32), np.uint8)
+        y, x = rng.integers(4, 20, 2)
+        img[y:y + 8, x:x + 8] = (20, 20, 220)
+        mask[y:y + 8, x:x + 8] = 255
+        cv2.imwrite(str(root / "bad" / f"b{i:02d}.png"), img)
+        cv2.imwrite(str(root / "masks" / f"b{i:02d}.png"), mask)
+    out = tmp_path / "run"
+    args = ["anomaly", "fit", str(root), "--normal-dir", "good", "--abnormal-dir", "bad", "--mask-dir", "masks",
+            "--input-size", "32", "--out", str(out), "--normal-split", "0.34", "--model", "vqvae", "--epochs", "6",
+            "--batch-size", "4", "--option", "width=8", "--option", "n_down=2", "--option", "num_codes=16",
+            "--option", "lr=0.01"]
+    assert main(args) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"image_auroc", "pixel_auroc", "aupro"} <= set(metrics)
+    assert metrics["pixel_auroc"] > 0.8  # a red square on grey stripes is not in the normal codebook
+    recipe = json.loads((out / "model" / "recipe.json").read_text())
+    assert recipe["config"]["model"] == "vqvae" and recipe["config"]["model_config"]["num_codes"] == 16
+    assert main(["anomaly", "export", str(out / "model"), "--out", str(out / "export"), "--format", "torchscript"]) == 0
+    assert main(["anomaly", "predict", str(out / "export" / "model.pt"), str(root / "bad"), "--out",
+                 str(tmp_path / "pred"), "--no-overlays"]) == 0
+    lines = (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all(json.loads(l)["task"] == "anomaly" for l in lines)
+    assert main(args[:-2] + ["--option", "lr"]) == 2  # not KEY=VALUE: a clear error
+    assert "not KEY=VALUE" in capsys.readouterr().err

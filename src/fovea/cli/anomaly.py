@@ -71,7 +71,8 @@ def anomaly() -> None:
 @anomaly.command()
 @data_options
 @click.option("--model", "model_name", default="patchcore", show_default=True,
-              type=click.Choice(["patchcore", "padim", "reverse_distillation"]), help="Anomaly model.")
+              type=click.Choice(["patchcore", "padim", "reverse_distillation", "vae", "vqvae", "winclip"]),
+              help="Anomaly model.")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True,
               help="Any timm backbone with features_only (offline ImageNet weights ship for efficientnet_lite0).")
 @click.option("--weights", default="default", show_default=True,
@@ -84,9 +85,12 @@ def anomaly() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/anomaly"), show_default=True,
               help="Output folder; the checkpoint goes to OUT/model, the test report to OUT.")
 @click.option("--no-test", is_flag=True, help="Skip testing (and the report) after fitting.")
+@click.option("--option", "extra_options", multiple=True, metavar="KEY=VALUE",
+              help="Any other model option (value parsed as JSON, else a string), e.g. --option k_shot=4 "
+                   "--option object_name='tray of bricks' (winclip), --option gan=true (vqvae). Repeat.")
 def fit(data, category, normal_dir, abnormal_dirs, mask_dir, normal_test_dir, normal_split, val_split, seed,
         skip_bad, model_name, backbone, weights, layers, input_size, coreset_ratio, epochs, batch_size, out,
-        no_test):
+        no_test, extra_options):
     """Fit a model on the normal images of DATA, choose thresholds on validation, then test it."""
     from fovea.anomaly.workflow import FitOptions, fit_anomaly
 
@@ -99,6 +103,7 @@ def fit(data, category, normal_dir, abnormal_dirs, mask_dir, normal_test_dir, no
         model_options["coreset_ratio"] = coreset_ratio
     if epochs is not None:
         model_options["epochs"] = epochs
+    model_options.update(_parse_options(extra_options))
     options = FitOptions(model=model_name, input_size=(input_size, input_size), batch_size=batch_size,
                          model_options=model_options)
     with progress_bar() as progress:
@@ -109,6 +114,24 @@ def fit(data, category, normal_dir, abnormal_dirs, mask_dir, normal_test_dir, no
     echo_skipped(result.skipped)
     if not no_test:
         report_test(result.checkpoint, splits.test, out, skip_bad, data)
+
+
+def _parse_options(items) -> dict:
+    """KEY=VALUE strings -> dict; values parsed as JSON (numbers, true/false, lists), else kept as strings."""
+    import json
+
+    from fovea.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r} is not KEY=VALUE. Fix: e.g. --option k_shot=4")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def report_test(model_path, samples, out, skip_bad: bool, data) -> dict:
