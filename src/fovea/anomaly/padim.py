@@ -1,12 +1,21 @@
 """PaDiM (Defard et al., ICPR-W 2020): a Gaussian per patch position.
 
-Features of three stages are upsampled to the finest one and concatenated; a random subset of
-`n_features` channels is kept; at each position a mean and a covariance (+ eps * I) are fitted on
+Features of three stages are upsampled to the finest one and concatenated; `n_features` of the
+channels are kept (`channel_rule`, below); at each position a mean and a covariance (+ eps * I) are fitted on
 normal images. The map is the Mahalanobis distance of each test patch to its position's Gaussian,
 upsampled to the input; the image score is the maximum of that map after Gaussian smoothing
 (sigma 4, as the paper smooths its maps; Anomalib scores the same way; `score_sigma=0` gives the
 unsmoothed maximum). Over five channel-subset seeds the smoothed maximum scored higher on the
 brick and gravel texture sets and lower on grass (`benchmarks/padim_seeds.py`).
+
+Channel rules (`channel_rule`):
+- "variance" (default): the `n_features` channels with the largest variance over the normal
+  training images, averaged over positions (the within-position variance that the Gaussians model),
+  computed on the first `rule_images` training images. No draw: the same data give the same channels.
+- "stride": every (C / n_features)-th channel of the concatenation (evenly spaced, data-free).
+- "random": the paper's and Anomalib's random subset, drawn with `seed` (checkpoints written
+  before the option existed load with this rule; their subset is a saved buffer either way).
+`benchmarks/padim_seeds.py` measures the three against several random seeds.
 """
 
 from __future__ import annotations
@@ -20,6 +29,9 @@ from torch import nn
 
 from fovea.anomaly.features import FeatureExtractor
 from fovea.anomaly.postprocess import gaussian_blur_map
+from fovea.errors import ConfigError
+
+CHANNEL_RULES = ("variance", "stride", "random")
 
 
 @dataclass
@@ -31,9 +43,12 @@ class PadimConfig:
     score_sigma: float = 4.0   # Gaussian smoothing of the map before its max = image score (0 = raw max)
     seed: int = 0
     weights: str | None = "default"
+    channel_rule: str = "variance"  # "variance" | "stride" | "random" (module docstring)
+    rule_images: int = 32           # training images the variance rule looks at (the first ones)
 
-    # options missing from older checkpoints: they were fitted (and thresholded) on the raw max
-    SAVED_DEFAULTS: ClassVar[dict] = {"score_sigma": 0.0}
+    # options missing from older checkpoints: they were fitted (and thresholded) on the raw max, with a
+    # random channel subset
+    SAVED_DEFAULTS: ClassVar[dict] = {"score_sigma": 0.0, "channel_rule": "random"}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,19 +61,58 @@ class Padim(nn.Module):
         super().__init__()
         self.config = config or PadimConfig(**overrides)
         self.extractor = FeatureExtractor(self.config.backbone, self.config.layers, self.config.weights)
+        if self.config.channel_rule not in CHANNEL_RULES:
+            raise ConfigError(f"PaDiM channel_rule {self.config.channel_rule!r} is unknown. "
+                              f"Fix: use one of {list(CHANNEL_RULES)}.")
         total = sum(self.extractor.channels)
         n = min(self.config.n_features, total)
-        gen = torch.Generator().manual_seed(self.config.seed)
-        self.register_buffer("channel_index", torch.randperm(total, generator=gen)[:n].sort().values)
+        if self.config.channel_rule == "random":
+            gen = torch.Generator().manual_seed(self.config.seed)
+            index = torch.randperm(total, generator=gen)[:n].sort().values
+        elif self.config.channel_rule == "stride":
+            index = torch.linspace(0, total - 1, n).round().long().unique()
+        else:  # "variance": chosen from the training images in `fit`; all-channel placeholder until then
+            index = torch.arange(n)
+        self.register_buffer("channel_index", index)
         self.register_buffer("mean", torch.zeros(0, n))  # (P, d)
         self.register_buffer("inv_covariance", torch.zeros(0, n, n))  # (P, d, d)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, d, h, w) random channel subset of the concatenated stages."""
+    def all_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, C, h, w) every channel of the stages, upsampled to the finest one."""
         feats = self.extractor(x)
         size = feats[0].shape[-2:]
         feats = [feats[0]] + [F.interpolate(f, size=size, mode="nearest") for f in feats[1:]]
-        return torch.cat(feats, 1).index_select(1, self.channel_index)
+        return torch.cat(feats, 1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, d, h, w) the chosen channel subset of the concatenated stages."""
+        return self.all_channels(x).index_select(1, self.channel_index)
+
+    def _embeddings(self, batches: Iterable[torch.Tensor | dict]):
+        """Yield (B, d, h, w) training embeddings. With the variance rule the first `rule_images` images
+        are held (all channels) until the channels are chosen from them (`choose_by_variance`)."""
+        held, count = [], 0
+        for batch in batches:
+            x = batch["image"] if isinstance(batch, dict) else batch
+            if self.config.channel_rule != "variance":
+                yield self.embed(x)
+                continue
+            e = self.all_channels(x)
+            if held is None:
+                yield e.index_select(1, self.channel_index)
+                continue
+            held.append(e)
+            count += e.shape[0]
+            if count >= self.config.rule_images:
+                yield from self._release(held)
+                held = None
+        if held:
+            yield from self._release(held)
+
+    def _release(self, held: list[torch.Tensor]):
+        self.channel_index = choose_by_variance(torch.cat(held), self.config.n_features)
+        for e in held:
+            yield e.index_select(1, self.channel_index)
 
     @torch.no_grad()
     def fit(self, batches: Iterable[torch.Tensor | dict], progress=None) -> None:
@@ -72,9 +126,8 @@ class Padim(nn.Module):
         total = None
         outer = None
         count = 0
-        for batch in batches:
-            x = batch["image"] if isinstance(batch, dict) else batch
-            e = self.embed(x).double()  # (B, d, h, w)
+        for e in self._embeddings(batches):
+            e = e.double()  # (B, d, h, w)
             b, d, h, w = e.shape
             e = e.permute(2, 3, 1, 0).reshape(h * w, d, b)  # (P, d, B)
             if outer is None:
@@ -106,3 +159,12 @@ class Padim(nn.Module):
         maps = F.interpolate(m.reshape(b, 1, h, w), size=x.shape[-2:], mode="bilinear", align_corners=False)
         smooth = gaussian_blur_map(maps, self.config.score_sigma)
         return smooth.amax(dim=(1, 2, 3)), maps
+
+
+def choose_by_variance(embeddings: torch.Tensor, n: int) -> torch.Tensor:
+    """(N, C, h, w) normal embeddings -> sorted indices (min(n, C),) of the channels with the largest
+    variance over the N images, averaged over the h * w positions (ties: lower index first)."""
+    e = embeddings.double().flatten(2)                               # (N, C, P)
+    var = e.var(dim=0, unbiased=embeddings.shape[0] > 1).mean(1)     # (C,)
+    order = sorted(range(var.numel()), key=lambda c: (-float(var[c]), c))
+    return torch.tensor(sorted(order[:n]), dtype=torch.long)
