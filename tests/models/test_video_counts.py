@@ -22,6 +22,10 @@ REFERENCE = {
     "tsm_r50_nl": (8, 224, 31.68, 61.10),
     "slowfast_r50": (32, 224, 34.48, 27.64),
     "timesformer_divst": (8, 224, 121.57, 195.83),
+    # PyTorchVideo hub configs (notes sec. 10): i3d_r50, r2plus1d_r50, slowfast_r50 (8x8)
+    "i3d_r50_8x8": (8, 224, 28.04, 28.41),
+    "r2plus1d_r50": (16, 224, 28.11, 57.53),
+    "slowfast_r50_8x8": (32, 224, 34.57, 50.31),
 }
 # MMAction2 README/metafile "FLOPs" (MACs per view at the 256^2 test crop)
 PUBLISHED_256 = {"i3d_r50": (32, 43.5), "slowfast_r50": (32, 36.3), "r2plus1d_r34": (8, 53.1)}

@@ -142,14 +142,16 @@ class ResNet3d(nn.Module):
                  non_local=((0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0, 0, 0), (0, 0, 0)),
                  non_local_factory: Callable[[int], nn.Module] | None = None,
                  conv: ConvFactory = conv3d, stem_conv: ConvFactory | None = None,
-                 lateral_channels: Sequence[int] = (0, 0, 0, 0)):
+                 lateral_channels: Sequence[int] = (0, 0, 0, 0), block: type[nn.Module] | None = None,
+                 stem_pool: bool = True):
         super().__init__()
-        block, stage_blocks = STAGE_BLOCKS[depth]
+        default_block, stage_blocks = STAGE_BLOCKS[depth]
+        block = block or default_block
         k = _triple(conv1_kernel)
         self.conv1 = (stem_conv or conv)(in_channels, base_channels, k, (conv1_stride_t, 2, 2),
                                          tuple((x - 1) // 2 for x in k))
         self.bn1 = nn.BatchNorm3d(base_channels)
-        self.maxpool = nn.MaxPool3d((1, 3, 3), (pool1_stride_t, 2, 2), (0, 1, 1))
+        self.maxpool = nn.MaxPool3d((1, 3, 3), (pool1_stride_t, 2, 2), (0, 1, 1)) if stem_pool else nn.Identity()
         self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1)) if with_pool2 else None
         inplanes = base_channels
         self.stage_channels = []

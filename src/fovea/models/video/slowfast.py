@@ -21,7 +21,8 @@ class SlowFast(nn.Module):
     """forward (B, 3, T, H, W) -> (B, K); `forward_features` -> (slow (B, 2048, T/8, h, w), fast (B, 256, T, h, w))."""
 
     def __init__(self, num_classes: int = 400, *, alpha: int = 8, beta_inv: int = 8, fusion_kernel: int = 5,
-                 resample_rate: int = 8, dropout: float = 0.5, features_only: bool = False):
+                 resample_rate: int = 8, lateral_norm: bool = False, dropout: float = 0.5,
+                 features_only: bool = False):
         super().__init__()
         self.alpha, self.resample_rate = alpha, resample_rate
         self.features_only = features_only
@@ -33,11 +34,16 @@ class SlowFast(nn.Module):
         self.fast = ResNet3d(50, base_channels=fast_base, conv1_kernel=(5, 7, 7), conv1_stride_t=1,
                              pool1_stride_t=1, with_pool2=False, inflate=(1, 1, 1, 1))
         pad = (fusion_kernel - 1) // 2
-        self.laterals = nn.ModuleList(
-            nn.Conv3d(c, 2 * c, (fusion_kernel, 1, 1), (alpha, 1, 1), (pad, 0, 0), bias=False) for c in fast_widths)
+        self.laterals = nn.ModuleList(self._lateral(c, fusion_kernel, alpha, pad, lateral_norm) for c in fast_widths)
         self.num_features = self.slow.num_features + self.fast.num_features
         self.dropout = nn.Dropout(dropout)
         self.fc = None if features_only else nn.Linear(self.num_features, num_classes)
+
+    @staticmethod
+    def _lateral(c: int, k: int, alpha: int, pad: int, norm: bool) -> nn.Module:
+        """Fast -> slow fusion: Conv3d (k,1,1) stride (alpha,1,1) to 2c channels (+ BN, ReLU in PySlowFast)."""
+        conv = nn.Conv3d(c, 2 * c, (k, 1, 1), (alpha, 1, 1), (pad, 0, 0), bias=False)
+        return nn.Sequential(conv, nn.BatchNorm3d(2 * c), nn.ReLU(inplace=True)) if norm else conv
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both pathways' last maps; the slow input is frames 0, rate, 2 rate, ... (nearest resampling)."""
@@ -63,4 +69,15 @@ class SlowFast(nn.Module):
 @register_video_model
 def slowfast_r50(*, num_classes: int = 400, **kwargs) -> SlowFast:
     """SlowFast-R50 4x16, MMAction2 `slowfast_r50_8xb8-4x16x1-256e_kinetics400-rgb` (32 frames in)."""
+    return SlowFast(num_classes, **kwargs)
+
+
+@register_video_model
+def slowfast_r50_8x8(*, num_classes: int = 400, **kwargs) -> SlowFast:
+    """SlowFast-R50 8x8 as PySlowFast / PyTorchVideo `slowfast_r50` build it: 32 frames in, slow sees
+    every 4th (8 frames), alpha 4, fusion kernel 7 with BN + ReLU on the laterals (34.57 M params)."""
+    kwargs.setdefault("alpha", 4)
+    kwargs.setdefault("resample_rate", 4)
+    kwargs.setdefault("fusion_kernel", 7)
+    kwargs.setdefault("lateral_norm", True)
     return SlowFast(num_classes, **kwargs)
