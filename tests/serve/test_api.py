@@ -234,10 +234,13 @@ def test_queue_full_is_429_with_retry_after_and_nothing_is_lost():
     with TestClient(app) as c:
         first = batcher.submit([imgs[0]])        # taken by the worker, which blocks in predict
         _wait(lambda: batcher.depth == 0)
-        queued = batcher.submit(imgs[1:4])       # the queue is full: 3 images
+        queued = batcher.submit(imgs[1:3])       # 2 of 3 places taken: a request of two images does not fit
+        r = c.post("/api/predict/slow", files=[("file", (f"{i}.png", png_bytes(imgs[i]), "image/png")) for i in (4, 5)])
+        assert r.status_code == 429 and "no room for 2 more" in r.json()["detail"]
+        queued += batcher.submit(imgs[3:4])      # the queue is full: 3 images
         r = c.post("/api/predict/slow", content=png_bytes(imgs[5]), headers={"content-type": "image/png"})
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1 and r.json()["error"] == "queue_full"
-        assert 'fovea_serve_rejected_total{reason="queue_full"} 1.0' in c.get("/metrics").text
+        assert 'fovea_serve_rejected_total{reason="queue_full"} 2.0' in c.get("/metrics").text
         pred.gate.set()
         got = [j.future.result(30).probs[0] for j in first + queued]
         assert got == pytest.approx([10.0, 20.0, 30.0, 40.0])   # each caller its own image's answer

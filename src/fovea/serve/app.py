@@ -214,10 +214,14 @@ def _add_model_routes(app: FastAPI, registry: ModelRegistry, metrics: ServeMetri
             metrics.rejected.labels("unknown_model").inc()
             return _error(404, "unknown_model", f"no model named {name!r}; loaded: {sorted(registry.slots)}. "
                                                 "Fix: start the server with --model NAME=PATH")
+        if slot.batcher.depth >= slot.batcher.max_queue:  # full: answer before reading or decoding the body
+            return _queue_full(name, QueueFull(name, slot.batcher.depth, slot.batcher.max_queue, 1,
+                                               slot.batcher.retry_after_s(1)))
         try:
             uploads = await _read_images(request, cfg)
             td = time.perf_counter()
-            images = [decode_image(data, nm, cfg.max_pixels) for nm, data in uploads]
+            # decoding off the event loop keeps it answering (429s, health, streams) under load
+            images = await asyncio.to_thread(lambda: [decode_image(d, nm, cfg.max_pixels) for nm, d in uploads])
         except UploadRejected as exc:
             reason = {413: "too_large", 415: "unsupported_type"}.get(exc.status, "bad_image")
             metrics.rejected.labels(reason).inc()
@@ -227,9 +231,7 @@ def _add_model_routes(app: FastAPI, registry: ModelRegistry, metrics: ServeMetri
         try:
             jobs = slot.batcher.submit(images)
         except QueueFull as exc:
-            metrics.rejected.labels("queue_full").inc()
-            metrics.requests.labels(name, "429").inc()
-            return _error(429, "queue_full", str(exc), {"Retry-After": str(exc.retry_after_s)})
+            return _queue_full(name, exc)
         metrics.queue_depth.labels(name).set(slot.batcher.depth)
         try:
             results = [await asyncio.wrap_future(j.future) for j in jobs]
@@ -248,6 +250,11 @@ def _add_model_routes(app: FastAPI, registry: ModelRegistry, metrics: ServeMetri
         metrics.latency.labels(name, "total").observe(time.perf_counter() - t0)
         metrics.requests.labels(name, "200").inc()
         return {"model": name, "task": task, "version": slot.version, "predictions": records}
+
+    def _queue_full(name: str, exc: QueueFull) -> JSONResponse:
+        metrics.rejected.labels("queue_full").inc()
+        metrics.requests.labels(name, "429").inc()
+        return _error(429, "queue_full", str(exc), {"Retry-After": str(exc.retry_after_s)})
 
     @app.get("/api/models", summary="The served models")
     async def list_models():

@@ -81,14 +81,17 @@ class MicroBatcher:
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._closed
 
+    def retry_after_s(self, n: int) -> int:
+        """Whole seconds until the queue has likely drained enough for n more images (at least 1)."""
+        return max(1, math.ceil((len(self._jobs) + n) * self._s_per_image))
+
     def submit(self, images: list[np.ndarray]) -> list[Job]:
         """Queue every image of one request or none (QueueFull); returns their jobs in order."""
         with self._cv:
             if self._closed:
                 raise QueueFull(self.name, len(self._jobs), self.max_queue, len(images), 1)
             if len(self._jobs) + len(images) > self.max_queue:
-                wait = (len(self._jobs) + len(images)) * self._s_per_image
-                raise QueueFull(self.name, len(self._jobs), self.max_queue, len(images), max(1, math.ceil(wait)))
+                raise QueueFull(self.name, len(self._jobs), self.max_queue, len(images), self.retry_after_s(len(images)))
             now = time.perf_counter()
             jobs = [Job(im, t_enqueued=now) for im in images]
             self._jobs.extend(jobs)
