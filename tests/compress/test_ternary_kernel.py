@@ -90,3 +90,32 @@ def test_shape_mismatch_is_a_clear_error():
     packed = pack_ternary(torch.zeros(8, 16, dtype=torch.int8))
     with pytest.raises(ValueError, match="does not fit"):
         ternary_int_sums(packed, 8, torch.zeros(2, 15, dtype=torch.int8))
+
+
+def test_vnni_tile_kernel_is_bit_identical_to_the_fallback():
+    if not HAVE_CC or not native_available() or not _native.has_tiles():
+        pytest.skip("no AVX512-VNNI tile kernel on this CPU")
+    g = torch.Generator().manual_seed(7)
+    for n, k, m in [(1, 1, 1), (7, 5, 3), (33, 70, 5), (16, 16, 4), (40, 200, 9)]:
+        codes = torch.randint(-1, 2, (n, k), generator=g).to(torch.int8)
+        x, bias = torch.randn(m, k, generator=g) * 3, torch.randn(n, generator=g)
+        packed = pack_ternary(codes)
+        scale = torch.tensor(0.37)
+        ref = packed_ternary_linear(x, packed, scale, n, bias, backend="torch")
+        tiled = packed_ternary_linear(x, packed, scale, n, bias, backend="native", tiles=_native.make_tiles(packed, n))
+        assert torch.equal(tiled, ref), (n, k, m)
+
+
+def test_packed_module_uses_cached_tiles_and_matches():
+    from fovea.compress.kernel import PackedBitLinear
+
+    torch.manual_seed(8)
+    layer = PackedBitLinear(48, 20)
+    codes, scale = absmean_ternary(torch.randn(20, 48))
+    layer.packed.copy_(pack_ternary(codes))
+    layer.scale.fill_(scale)
+    x = torch.randn(3, 48)
+    ref = packed_ternary_linear(x, layer.packed, layer.scale, 20, layer.bias, backend="torch")
+    assert torch.equal(layer(x), ref)
+    layer.packed.copy_(pack_ternary(-codes))  # new weights: the tile cache must follow
+    assert torch.equal(layer(x), packed_ternary_linear(x, layer.packed, layer.scale, 20, layer.bias, backend="torch"))

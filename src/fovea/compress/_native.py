@@ -56,6 +56,16 @@ static void tail(const uint8_t *p, const int8_t *x, i64 k0, i64 K, int32_t s[4])
 #if FOVEA_VNNI
 #define VB 64  /* bytes per vector */
 #define MB 4   /* tokens per block */
+/* The four lane sums of a, b, c, d as one (sum a, sum b, sum c, sum d) vector: halve each to
+ * 128 bits, then two rounds of horizontal adds (cheaper than four full reductions). */
+static inline __m128i half4(__m512i v) {
+    __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+static inline __m128i hsum4(__m512i a, __m512i b, __m512i c, __m512i d) {
+    __m128i ab = _mm_hadd_epi32(half4(a), half4(b)), cd = _mm_hadd_epi32(half4(c), half4(d));
+    return _mm_hadd_epi32(ab, cd);
+}
 static i64 body(const uint8_t *p, const int8_t *const *x, int nt, i64 K, int32_t s[MB][4]) {
     const __m512i three = _mm512_set1_epi8(3);
     __m512i acc[4][MB];
@@ -75,8 +85,7 @@ static i64 body(const uint8_t *p, const int8_t *const *x, int nt, i64 K, int32_t
             acc[3][j] = _mm512_dpbusd_epi32(acc[3][j], c3, xv);
         }
     }
-    for (int j = 0; j < nt; j++)
-        for (int i = 0; i < 4; i++) s[j][i] = _mm512_reduce_add_epi32(acc[i][j]);
+    for (int j = 0; j < nt; j++) _mm_storeu_si128((__m128i *)s[j], hsum4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
     return k;
 }
 #elif FOVEA_AVX2
@@ -209,6 +218,72 @@ int fovea_ternary_linear(const float *X, const uint8_t *P, float w_scale, const 
     free(xq); free(sumx); free(sx);
     return 0;
 }
+
+/* ---- Tiled layout (AVX512-VNNI only): no horizontal sums. A tile = 64 bytes = 16 output rows x 16
+ * input columns: byte 4*o + t holds, in bits 2i..2i+1, the code of row ob*16 + o, column
+ * kb*16 + 4*i + t. vpdpbusd with the broadcast int32 of x[kb*16 + 4i .. + 3] then adds
+ * sum_t code * x into lane o: 16 outputs accumulate in one register over all K. Tiles of one
+ * row block are contiguous (kb = 0 .. KB-1). XQ rows have stride KB*16 (zero padded). */
+int fovea_ternary_has_tiles(void) {
+#if FOVEA_VNNI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+void fovea_quantize_rows_padded(const float *X, i64 M, i64 K, i64 Kp, int8_t *XQ, int32_t *sumx, float *sx) {
+    for (i64 m = 0; m < M; m++) {
+        fovea_quantize_rows(X + m * K, 1, K, XQ + m * Kp, sumx + m, sx + m);
+        for (i64 k = K; k < Kp; k++) XQ[m * Kp + k] = 0;
+    }
+}
+
+void fovea_ternary_tiles_rows(const uint8_t *T, const int8_t *XQ, const int32_t *sumx, const float *sx,
+                              float w_scale, const float *bias, float *Y, i64 KB, i64 M, i64 N,
+                              i64 ob0, i64 ob1) {
+#if FOVEA_VNNI
+    const __m512i three = _mm512_set1_epi8(3);
+    const i64 Kp = KB * 16;
+    for (i64 ob = ob0; ob < ob1; ob++) {
+        const uint8_t *tb = T + ob * KB * 64;
+        i64 n0 = ob * 16;
+        int valid = (int)(N - n0 < 16 ? N - n0 : 16);
+        __mmask16 mask = (__mmask16)((1u << valid) - 1u);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(mask, bias + n0) : _mm512_setzero_ps();
+        for (i64 m = 0; m < M; m += 4) {
+            int nt = (int)(M - m < 4 ? M - m : 4);
+            __m512i acc[4][4]; /* [plane][token]: 16 independent dependency chains */
+            for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_si512();
+            for (i64 kb = 0; kb < KB; kb++) {
+                __m512i v = _mm512_loadu_si512((const void *)(tb + kb * 64));
+                __m512i c0 = _mm512_and_si512(v, three);
+                __m512i c1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), three);
+                __m512i c2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), three);
+                __m512i c3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), three);
+                for (int j = 0; j < nt; j++) {
+                    const int32_t *xk = (const int32_t *)(XQ + (m + j) * Kp + kb * 16);
+                    acc[0][j] = _mm512_dpbusd_epi32(acc[0][j], c0, _mm512_set1_epi32(xk[0]));
+                    acc[1][j] = _mm512_dpbusd_epi32(acc[1][j], c1, _mm512_set1_epi32(xk[1]));
+                    acc[2][j] = _mm512_dpbusd_epi32(acc[2][j], c2, _mm512_set1_epi32(xk[2]));
+                    acc[3][j] = _mm512_dpbusd_epi32(acc[3][j], c3, _mm512_set1_epi32(xk[3]));
+                }
+            }
+            for (int j = 0; j < nt; j++) {
+                __m512i a = _mm512_add_epi32(_mm512_add_epi32(acc[0][j], acc[1][j]),
+                                             _mm512_add_epi32(acc[2][j], acc[3][j]));
+                __m512i w = _mm512_sub_epi32(a, _mm512_set1_epi32(sumx[m + j]));
+                __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(w), _mm512_set1_ps(w_scale / sx[m + j]));
+                if (bias) y = _mm512_add_ps(y, bv);
+                _mm512_mask_storeu_ps(Y + (m + j) * N + n0, mask, y);
+            }
+        }
+    }
+#else
+    (void)T; (void)XQ; (void)sumx; (void)sx; (void)w_scale; (void)bias; (void)Y; (void)KB; (void)M; (void)N;
+    (void)ob0; (void)ob1;
+#endif
+}
 """
 
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC", "-std=c99"]
@@ -285,6 +360,12 @@ def _open(path: Path):
     lib.fovea_ternary_linear_rows.restype = None
     lib.fovea_ternary_linear.argtypes = [_P, _P, ctypes.c_float, _P, _P] + [_I] * 4
     lib.fovea_ternary_linear.restype = ctypes.c_int
+    lib.fovea_quantize_rows_padded.argtypes = [_P, _I, _I, _I, _P, _P, _P]
+    lib.fovea_quantize_rows_padded.restype = None
+    lib.fovea_ternary_tiles_rows.argtypes = [_P] * 4 + [ctypes.c_float, _P, _P] + [_I] * 5
+    lib.fovea_ternary_tiles_rows.restype = None
+    lib.fovea_ternary_has_tiles.argtypes = []
+    lib.fovea_ternary_has_tiles.restype = ctypes.c_int
     lib.fovea_ternary_isa.argtypes = []
     lib.fovea_ternary_isa.restype = ctypes.c_int
     return lib
@@ -363,6 +444,53 @@ def ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: float, out_feat
             rows, k, m, out_features]
     bounds = [rows * i // parts for i in range(parts + 1)]
     futures = [_pool(parts).submit(lib.fovea_ternary_linear_rows, *args, bounds[i], bounds[i + 1])
+               for i in range(parts)]
+    for f in futures:
+        f.result()
+    return y
+
+
+def make_tiles(packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    """The VNNI tile layout (NB, KB, 64) uint8 of HF-packed weights (R, K); see the C comment."""
+    from fovea.compress.packing import unpack_ternary
+
+    codes = unpack_ternary(packed, out_features).to(torch.uint8) + 1  # (N, K) in {0, 1, 2}
+    n, k = codes.shape
+    nb, kb = -(-n // 16), -(-k // 16)
+    padded = torch.ones(nb * 16, kb * 16, dtype=torch.uint8)  # code 1 = weight 0
+    padded[:n, :k] = codes
+    blocks = padded.reshape(nb, 16, kb, 4, 4).permute(0, 2, 1, 4, 3)  # (ob, kb, o, t, i)
+    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8)
+    tiles = (blocks << shifts).sum(dim=-1, dtype=torch.uint8)  # disjoint bits: the sum is an OR
+    return tiles.reshape(nb, kb, 64).contiguous()
+
+
+def has_tiles(lib=None) -> bool:
+    """True when the loaded library has the VNNI tile kernel."""
+    return bool((lib or load()).fovea_ternary_has_tiles())
+
+
+def ternary_linear_tiles(x: torch.Tensor, tiles: torch.Tensor, scale: float, out_features: int,
+                         bias: torch.Tensor | None, lib=None) -> torch.Tensor:
+    """As `ternary_linear`, from `make_tiles` weights (VNNI libraries only): y (M, N) fp32."""
+    lib = lib or load()
+    x = x.contiguous()
+    nb, kb, _ = tiles.shape
+    m, k = x.shape
+    xq = torch.empty(m, kb * 16, dtype=torch.int8)
+    sumx = torch.empty(m, dtype=torch.int32)
+    sx = torch.empty(m, dtype=torch.float32)
+    lib.fovea_quantize_rows_padded(x.data_ptr(), m, k, kb * 16, xq.data_ptr(), sumx.data_ptr(), sx.data_ptr())
+    y = torch.empty(m, out_features, dtype=torch.float32)
+    b = 0 if bias is None else bias.contiguous().data_ptr()
+    args = [tiles.data_ptr(), xq.data_ptr(), sumx.data_ptr(), sx.data_ptr(), scale, b, y.data_ptr(), kb, m,
+            out_features]
+    parts = max(1, min(nb, torch.get_num_threads()))
+    if parts == 1:
+        lib.fovea_ternary_tiles_rows(*args, 0, nb)
+        return y
+    bounds = [nb * i // parts for i in range(parts + 1)]
+    futures = [_pool(parts).submit(lib.fovea_ternary_tiles_rows, *args, bounds[i], bounds[i + 1])
                for i in range(parts)]
     for f in futures:
         f.result()

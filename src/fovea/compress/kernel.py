@@ -76,10 +76,12 @@ def ternary_int_sums(packed: torch.Tensor, out_features: int, x_codes: torch.Ten
 
 
 def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, out_features: int,
-                          bias: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+                          bias: torch.Tensor | None = None, backend: str = "auto",
+                          tiles: torch.Tensor | None = None) -> torch.Tensor:
     """BitLinear inference from packed weights: x (..., K) float -> (..., N) fp32.
 
     scale is the per-tensor absmean s_w; activations are quantised per token like `BitLinear`.
+    tiles: `_native.make_tiles(packed, N)` (the VNNI register-tile layout) to use the tiled kernel.
     """
     _check_backend(backend)
     lead = x.shape[:-1]
@@ -90,8 +92,11 @@ def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Te
         if packed.shape[0] != packed_rows(out_features) or packed.shape[1] != x2.shape[1]:
             raise ValueError(f"packed {tuple(packed.shape)} does not fit out_features={out_features} "
                              f"and activations {tuple(x2.shape)}")
-        y = _native.ternary_linear(x2, packed, float(scale), out_features,
-                                   None if bias is None else bias.float())
+        b = None if bias is None else bias.float()
+        if tiles is not None:
+            y = _native.ternary_linear_tiles(x2, tiles, float(scale), out_features, b)
+        else:
+            y = _native.ternary_linear(x2, packed, float(scale), out_features, b)
         return y.reshape(*lead, out_features)
     x_codes, s_x = absmax_int8(x2, dim=-1)
     acc = ternary_int_sums(packed, out_features, x_codes, backend=backend).float()
@@ -120,8 +125,19 @@ class PackedBitLinear(nn.Module):
         if not self.quantize_activations:  # weight-only ternary: float activations, unpacked weight
             weight = unpack_ternary(self.packed, self.out_features).to(x.dtype) * self.scale.to(x.dtype)
             return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
-        y = packed_ternary_linear(x, self.packed, self.scale, self.out_features, self.bias, self.backend)
+        tiles = self._tiles() if self.backend != "torch" else None
+        y = packed_ternary_linear(x, self.packed, self.scale, self.out_features, self.bias, self.backend, tiles)
         return y.to(x.dtype)
+
+    def _tiles(self) -> torch.Tensor | None:
+        """The VNNI tile layout of `packed`, rebuilt when `packed` changes; None without the tile kernel."""
+        if not native_available() or not _native.has_tiles():
+            return None
+        key = (self.packed.data_ptr(), self.packed._version)
+        if getattr(self, "_tile_key", None) != key:
+            self._tile_cache = _native.make_tiles(self.packed, self.out_features)
+            self._tile_key = key
+        return self._tile_cache
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
