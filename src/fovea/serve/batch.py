@@ -96,6 +96,7 @@ class BatchRun:
     seconds: float
     files: dict[str, Path] = field(default_factory=dict)
     workers: int = 1
+    first_row_s: float = 0.0      # when the first row was written (model loading, worker start-up)
 
 
 def predict_batch(model: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, *, engine: str = "local",
@@ -117,9 +118,9 @@ def predict_batch(model: str | Path, inputs: Sequence[str | Path], out_dir: str 
         rows = _local_rows(model, paths, batch_size)
     else:
         rows = _ray_rows(model, paths, batch_size, num_workers, address, threads_per_worker)
-    files, n_rows, n_err = _write(rows, paths, out, parquet)
+    files, n_rows, n_err, t_first = _write(rows, paths, out, parquet)
     return BatchRun(engine, len(paths), n_rows, n_err, time.perf_counter() - t0, files,
-                    1 if engine == "local" else num_workers)
+                    1 if engine == "local" else num_workers, t_first - t0)
 
 
 def _local_rows(model: str, paths: list[str], batch_size: int) -> Iterator[dict]:
@@ -152,10 +153,13 @@ def _ray_rows(model: str, paths: list[str], batch_size: int, num_workers: int, a
         yield {"idx": int(row["idx"]), "record": row["record"]}
 
 
-def _write(rows: Iterator[dict], paths: list[str], out: Path, parquet: bool) -> tuple[dict[str, Path], int, int]:
-    """Stream rows to predictions.jsonl (and parquet), checking each input appears once, in order."""
+def _write(rows: Iterator[dict], paths: list[str], out: Path, parquet: bool
+           ) -> tuple[dict[str, Path], int, int, float]:
+    """Stream rows to predictions.jsonl (and parquet), checking each input appears once, in order.
+    Returns (files, rows, error rows, perf_counter time of the first row)."""
     target = out / PREDICTIONS_FILE
     n = n_err = 0
+    t_first = 0.0
     writer = None
     records: list[str] | None = [] if parquet else None
     with target.open("w") as fh:
@@ -164,6 +168,8 @@ def _write(rows: Iterator[dict], paths: list[str], out: Path, parquet: bool) -> 
                 raise DataError(f"batch output row {n} is input {row['idx']} (expected {n}): the engine lost, "
                                 "repeated or reordered rows; predictions.jsonl is incomplete")
             rec = row["record"]
+            if n == 0:
+                t_first = time.perf_counter()
             fh.write(rec + "\n")
             n_err += "error" in json.loads(rec)
             n += 1
@@ -179,7 +185,7 @@ def _write(rows: Iterator[dict], paths: list[str], out: Path, parquet: bool) -> 
         writer = _parquet_chunk(writer, records, out)
         writer.close()
         files["parquet"] = out / "predictions.parquet"
-    return files, n, int(n_err)
+    return files, n, int(n_err), t_first
 
 
 def _parquet_chunk(writer, records: list[str], out: Path):
