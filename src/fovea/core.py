@@ -351,6 +351,29 @@ class ClassResult:
 
 
 @dataclass
+class CaptionResult:
+    """Image captioning: text; tokens (L,) int64 ids up to and without the end token; mean_logprob: the
+    decoder's mean log-probability of its chosen tokens (a confidence)."""
+
+    text: str
+    tokens: np.ndarray
+    mean_logprob: float = 0.0
+    image_path: str | None = None
+
+    def to_dict(self, include_maps: bool = False) -> dict[str, Any]:
+        """JSON-safe record (include_maps: accepted for a uniform signature; a caption has no maps)."""
+        return {"kind": "caption", "image_path": self.image_path, "text": self.text,
+                "tokens": [int(t) for t in self.tokens], "mean_logprob": float(self.mean_logprob)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CaptionResult":
+        """Inverse of `to_dict`."""
+        _check_kind(d, "caption", "CaptionResult")
+        return cls(text=str(d["text"]), tokens=np.asarray(d.get("tokens", []), np.int64),
+                   mean_logprob=float(d.get("mean_logprob", 0.0)), image_path=d.get("image_path"))
+
+
+@dataclass
 class SegResult:
     """Semantic segmentation: class_map (H, W) int64; probs (C, H, W) float32 or None."""
 
@@ -385,7 +408,7 @@ class SegResult:
                    class_names=tuple(d.get("class_names") or ()), image_path=d.get("image_path"))
 
 
-Prediction = Union[AnomalyResult, Detections, ClassResult, SegResult]
+Prediction = Union[AnomalyResult, Detections, ClassResult, SegResult, CaptionResult]
 ImageLike = Union[np.ndarray, Frame]
 
 

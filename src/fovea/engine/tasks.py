@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from fovea.errors import CheckpointError
 
 # modules whose import registers the built-in tasks (imported by `fovea.load_predictor`)
-BUILTIN_TASK_MODULES = ("fovea.anomaly.predictor", "fovea.classify.predictor", "fovea.segment.predictor")
+BUILTIN_TASK_MODULES = ("fovea.anomaly.predictor", "fovea.classify.predictor", "fovea.segment.predictor",
+                        "fovea.caption.predictor")
 
 
 @dataclass(frozen=True)

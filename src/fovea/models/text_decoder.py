@@ -89,9 +89,7 @@ class DecoderLayer(nn.Module):
         h = self.norm1(x)
         a, kv = self.attn(h, h, mask, past)
         x = x + a
-        if self.cross is not None:
-            if memory is None:
-                raise ValueError("this decoder cross-attends to image tokens: pass memory (B, M, memory_dim)")
+        if self.cross is not None and memory is not None:  # no memory: the unimodal (text-only) mode
             x = x + self.cross(self.norm_cross(x), memory)[0]
         return x + self.mlp(self.norm2(x)), kv
 
@@ -117,10 +115,15 @@ class TextDecoder(nn.Module):
         t = ids.shape[1]
         past_len = 0 if cache is None else cache.length
         if positions is None:
+            last = past_len + t - 1
             positions = torch.arange(past_len, past_len + t, device=ids.device)
-        if int(positions.max()) >= self.cfg.max_len:
-            raise ValueError(f"position {int(positions.max())} >= max_len {self.cfg.max_len}: the decoder was built "
-                             f"for at most {self.cfg.max_len} tokens; build it with a larger max_len")
+        elif torch.jit.is_tracing() or torch.compiler.is_compiling():
+            last = -1  # explicit positions only come from eager decoding (Medusa); exports use the default
+        else:
+            last = int(positions.max())
+        if last >= self.cfg.max_len:
+            raise ValueError(f"position {last} >= max_len {self.cfg.max_len}: the decoder was built for at most "
+                             f"{self.cfg.max_len} tokens; build it with a larger max_len")
         if mask is None:
             mask = causal_mask(t, past_len, ids.device)
         x = self.embed(ids) + self.pos(positions)

@@ -1,0 +1,124 @@
+"""The captioner's pieces against hand computations: vocabulary, BLEU-4, CIDEr-D, BLIP's objectives,
+attribute read-back; and a tiny captioner that must learn its training captions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fovea.caption.metrics import attribute_accuracy, bleu4, cider_d, read_apple_caption
+from fovea.caption.objectives import itc_loss, itm_batch, lm_loss, sample_hard_negatives
+from fovea.caption.vocab import BOS, EOS, PAD, UNK, Vocab, words
+from fovea.errors import ConfigError
+
+
+def test_vocab_round_trip_and_errors():
+    v = Vocab.build(["A bruised apple, small.", "a good apple"])
+    assert v.tokens[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    ids = v.encode("a bruised apple, small.")
+    assert ids[0] == BOS and ids[-1] == EOS and v.decode(ids[1:]) == "a bruised apple, small."
+    assert v.encode("a purple apple")[2] == UNK
+    batch, pad = v.batch(["a good apple", "a bruised apple, small."], max_len=5)
+    assert batch.shape == (2, 5) and batch[1, -1] == EOS and pad[0].tolist() == [False] * 5
+    assert v.batch(["a good apple", "a"], max_len=8)[1][1].tolist() == [False] * 3 + [True] * 2
+    assert batch[0, -1] == EOS and PAD == 0
+    with pytest.raises(ConfigError, match="must start with"):
+        Vocab(["a", "b"])
+
+
+def test_bleu4_by_hand():
+    assert bleu4(["the cat sat on the mat"], [["the cat sat on the mat"]]) == pytest.approx(1.0)
+    # hyp 7 words, ref 8: p1 = 7/7, p2 = 5/6, p3 = 3/5, p4 = 2/4 (n-grams across "the red" are missing)
+    hyp, ref = "the cat sat on the red mat", "the cat sat on the big red mat"
+    p = [1.0, 5 / 6, 3 / 5, 2 / 4]
+    expected = math.exp(1 - 8 / 7) * math.exp(sum(math.log(x) for x in p) / 4)
+    assert bleu4([hyp], [[ref]]) == pytest.approx(expected)
+    assert bleu4(["a b c"], [["x y z w"]]) == 0.0
+    # clipping: 'the the the the' against 'the cat' has p1 = 1/4
+    assert words("A, b.") == ["a", ",", "b", "."]
+
+
+def test_cider_d_by_hand():
+    refs = [["a red apple"], ["a green pear"]]
+    # a hypothesis equal to its reference: cosine 1 for every n with a non-zero idf vector -> 10 x mean
+    # n = 1: idf('a') = 0 but 'red', 'apple' > 0 -> cos 1; n = 2: both bigrams unique -> 1; n = 3: 1; n = 4: empty -> 0
+    assert cider_d(["a red apple", "a green pear"], refs) == pytest.approx(10 * 3 / 4)
+    assert cider_d(["a green pear", "a red apple"], refs) == pytest.approx(0.0)
+    # length penalty: one extra word -> exp(-1 / 72) on the matching n-gram terms
+    score = cider_d(["a red apple x", "a green pear"], refs)
+    assert score < 10 * 3 / 4
+
+
+def test_itc_targets_spread_over_duplicate_captions():
+    torch.manual_seed(0)
+    img, txt = F.normalize(torch.randn(4, 8), dim=1), F.normalize(torch.randn(4, 8), dim=1)
+    same = torch.eye(4, dtype=torch.bool)
+    same[0, 1] = same[1, 0] = True
+    scale = torch.tensor(5.0)
+    logits = scale * img @ txt.T
+    slow = 0.0
+    for i in range(4):
+        pos = same[i].nonzero().flatten()
+        slow += -torch.log_softmax(logits[i], 0)[pos].mean() / 2 / 4
+        slow += -torch.log_softmax(logits[:, i], 0)[pos].mean() / 2 / 4
+    assert torch.allclose(itc_loss(img, txt, scale, same), slow, atol=1e-6)
+
+
+def test_hard_negatives_never_positive_and_follow_the_softmax():
+    sim = torch.tensor([[5.0, 1.0, 2.0, 0.0], [1.0, 5.0, 0.0, 0.5], [2.0, 0.0, 5.0, 1.0], [0.0, 0.5, 1.0, 5.0]])
+    same = torch.eye(4, dtype=torch.bool)
+    same[0, 2] = same[2, 0] = True  # 0 and 2 share a caption: never each other's negative
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_hard_negatives(sim, same, gen) for _ in range(4000)])
+    assert not any(bool(same[i, draws[:, i]].any()) for i in range(4))
+    w = torch.softmax(sim[1], 0).masked_fill(same[1], 0)
+    expected = (w / w.sum())[[0, 2, 3]]
+    freq = torch.stack([(draws[:, 1] == j).float().mean() for j in (0, 2, 3)])
+    assert torch.allclose(freq, expected, atol=0.03)
+    with pytest.raises(ValueError, match="no negative"):
+        sample_hard_negatives(sim[:2, :2], torch.ones(2, 2, dtype=torch.bool))
+    ii, tt, labels = itm_batch(sim, same, gen)
+    assert labels.tolist() == [1] * 4 + [0] * 8
+    assert not any(bool(same[i, t]) for i, t, y in zip(ii, tt, labels) if y == 0)
+
+
+def test_lm_loss_ignores_padding():
+    logits = torch.randn(2, 4, 6)
+    ids = torch.tensor([[1, 4, 5, 2], [1, 3, 2, 0]])
+    terms = [F.cross_entropy(logits[b, t][None], ids[b, t + 1][None]) for b in range(2) for t in range(3)
+             if ids[b, t + 1] != PAD]
+    assert torch.allclose(lm_loss(logits, ids), torch.stack(terms).mean(), atol=1e-6)
+
+
+def test_apple_attributes_read_back():
+    r = read_apple_caption("a photo of a damaged red apple with a small bruise on the left side")
+    assert r == {"damaged": True, "kind": "bruise", "position": "on the left side", "size": "small"}
+    assert read_apple_caption("a photo of a good green apple")["damaged"] is False
+    truths = [{"damaged": True, "main_kind": "cut", "position": "at the top", "size": "large"},
+              {"damaged": False}]
+    acc = attribute_accuracy(["a damaged apple with a large cut at the bottom", "a fresh apple"], truths)
+    assert acc == {"damaged": 1.0, "kind": 1.0, "position": 0.0, "size": 1.0}
+
+
+def test_a_tiny_captioner_learns_its_training_captions():
+    from fovea.caption.predictor import CaptionPredictor
+    from fovea.caption.train import CaptionTrainConfig, train_captioner
+    from fovea.models.captioner import CaptionerConfig
+    from fovea.models.text_decoder import TextDecoderConfig
+    from fovea.synth.captions import CaptionSample
+
+    rng = np.random.default_rng(0)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+    texts = ["a red square", "a green square, small", "a blue disc", "a yellow disc at the top"]
+    samples = [CaptionSample((np.array(c, np.uint8) + rng.integers(0, 10, (32, 32, 3))).astype(np.uint8), [t, t])
+               for c, t in zip(colours, texts)]
+    cfg = CaptionerConfig(backbone="test_efficientnet", weights="random", embed_dim=16, max_caption_len=8,
+                          text=TextDecoderConfig(dim=32, depth=1, heads=2, max_len=12))
+    pipe, history = train_captioner(samples, cfg, CaptionTrainConfig(steps=150, batch=4, lr=1e-2, input_size=32))
+    assert history[-1]["lm"] < 0.1 * history[0]["lm"]
+    got = [r.text for r in CaptionPredictor.from_pipeline(pipe).predict([s.image for s in samples])]
+    assert got == texts
