@@ -300,3 +300,33 @@ def test_multipart_without_file_field_is_400(client):
     r = client.post("/api/predict/cls", data={"image": "x"}, files=[("other", ("a.png", b"x", "image/png"))])
     assert r.status_code == 400 and "`file`" in r.json()["detail"]
     assert re.search("fovea_serve_rejected_total", client.get("/metrics").text)
+
+
+def test_reports_are_listed_and_served_read_only(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "bricks").mkdir(parents=True)
+    (runs / "bricks" / "report.html").write_text("<html>bricks report</html>")
+    (tmp_path / "secret.txt").write_text("not for the web")
+    app = create_app({}, ServeConfig(reports_dir=str(runs)))
+    with TestClient(app) as c:
+        listed = c.get("/api/reports").json()["reports"]
+        assert [(r["name"], r["url"]) for r in listed] == [("bricks", "/reports/bricks/report.html")]
+        assert "bricks report" in c.get("/reports/bricks/report.html").text
+        for url in ("/reports/%2e%2e/secret.txt", "/reports/..%2Fsecret.txt", "/reports/bricks/%2e%2e/%2e%2e/secret.txt"):
+            r = c.get(url)
+            assert r.status_code == 404 and "not for the web" not in r.text, url
+    with pytest.raises(ConfigError, match="not a folder"):
+        ServeConfig(reports_dir=str(tmp_path / "missing"))
+
+
+def test_serve_cli_refuses_bad_model_options(tmp_path):
+    from click.testing import CliRunner
+
+    from fovea.cli.serve import serve
+
+    res = CliRunner().invoke(serve, ["--model", "no_equals_sign"])
+    assert res.exit_code != 0 and "NAME=PATH" in str(res.exception)
+    res = CliRunner().invoke(serve, ["--model", f"../up={tmp_path}"])
+    assert res.exit_code != 0 and "not allowed" in str(res.exception)
+    res = CliRunner().invoke(serve, ["--model", f"a={tmp_path}", "--model", f"a={tmp_path}"])
+    assert res.exit_code != 0 and "same NAME" in res.output
