@@ -138,3 +138,28 @@ def test_tiny_training_on_the_engine_lowers_the_loss_and_reloads(tmp_path):
     assert losses[-1] < 0.9 * losses[0]  # 15 optimizer steps
     x = torch.from_numpy(np.stack([s.image for s in samples[:3]]))
     torch.testing.assert_close(load_two_tower(tmp_path / "vl").encode_image(x), model.encode_image(x))
+
+
+def test_coop_context_initialised_from_words_reproduces_the_written_prompt_and_learns():
+    pytest.importorskip("open_clip")
+    from fovea.models.vl.two_tower import TwoTowerConfig, build_two_tower
+    from fovea.vl.fewshot import CoOpPrompts, fit_coop, fit_linear_probe
+
+    torch.manual_seed(0)
+    model = build_two_tower(TwoTowerConfig(**TINY)).eval()
+    names = ["good apple", "bruised apple", "apple with a cut"]
+    prompts = CoOpPrompts(model, names, init="a photo of a")
+    with torch.no_grad():
+        torch.testing.assert_close(prompts(), model.encode_text([f"a photo of a {n}" for n in names]),
+                                   atol=1e-5, rtol=1e-4)
+    feats = torch.randn(12, model.visual.trunk.num_features)
+    labels = [i % 3 for i in range(12)]
+    coop = fit_coop(model, names, feats, labels, steps=60, lr=5e-2)
+    with torch.no_grad():
+        img = model.project_image(feats)
+        before = (img @ prompts().T).argmax(1).numpy()
+        after = (img @ coop().T).argmax(1).numpy()
+    assert (after == labels).mean() > max((before == labels).mean(), 0.5)
+    probe = fit_linear_probe(model, feats, labels, 3)
+    with torch.no_grad():
+        assert (probe(img).argmax(1).numpy() == labels).all()  # 12 points in 16-d: separable

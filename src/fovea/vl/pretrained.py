@@ -38,6 +38,7 @@ class CaptionRecipe:
 
 
 DEFAULT_RECIPE = CaptionRecipe()
+APPLE_CLASSES = ("good apple", "damaged apple")  # validation probe: picks the best epoch
 
 
 def cache_dir() -> Path:
@@ -56,5 +57,7 @@ def trained_two_tower(recipe: CaptionRecipe = DEFAULT_RECIPE, folder: str | Path
     val = make_caption_samples({"apples": recipe.n_val_apples}, size=recipe.image_px, seed=recipe.seed + 1)
     cfg = TrainConfig(lr=recipe.lr, batch_size=recipe.batch_size, max_epochs=recipe.epochs, schedule="cosine",
                       seed=recipe.seed)
-    model, _ = train_two_tower(train, out, val_samples=val, config=TwoTowerConfig(**recipe.model), train=cfg)
+    labels = [int(s.truth["damaged"]) for s in val]
+    model, _ = train_two_tower(train, out, val_samples=val, config=TwoTowerConfig(**recipe.model), train=cfg,
+                               probe_classes=APPLE_CLASSES, probe_labels=labels)
     return model

@@ -28,7 +28,7 @@ from fovea.io import read_image
 from fovea.models.vl.two_tower import TwoTower, TwoTowerConfig, build_two_tower, save_two_tower
 from fovea.nn.contrastive import ClipLoss, SigLipLoss
 
-__all__ = ["CachedPairs", "ContrastiveTask", "ProjectionHeads", "cache_features", "read_captions_csv", "train_two_tower"]
+__all__ = ["CachedPairs", "ContrastiveTask", "ProjectionHeads", "ZeroShotProbe", "cache_features", "read_captions_csv", "train_two_tower"]
 
 
 @dataclass
@@ -128,9 +128,10 @@ class ContrastiveTask:
 
     name = "vl"
 
-    def __init__(self, model: TwoTower, loss: str = "clip"):
+    def __init__(self, model: TwoTower, loss: str = "clip", probe: ZeroShotProbe | None = None):
         self.model = ProjectionHeads(model)
         self.loss = SigLipLoss() if loss == "siglip" else ClipLoss(local_loss=True, gather_with_grad=True)
+        self.probe = probe
 
     def _loss(self, heads: ProjectionHeads, batch: dict) -> torch.Tensor:
         img, txt = heads.project(batch["image_feat"], batch["text_feat"])
@@ -142,15 +143,51 @@ class ContrastiveTask:
     def validation_metrics(self, model, loader) -> dict[str, float]:
         with torch.no_grad():
             losses = [float(self._loss(model, b)) for b in loader]
-        return {"val_loss": float(np.mean(losses))}
+            out = {"val_loss": float(np.mean(losses))}
+            if self.probe is not None:
+                out["val_acc"] = self.probe.accuracy(model)
+        return out
+
+
+@dataclass
+class ZeroShotProbe:
+    """Zero-shot accuracy on validation images during training: text trunk features of every
+    template x class prompt (C * T, W), cached image trunk features (N, F) and true classes (N,).
+
+    With a locked text tower the prompt features never change, so each check costs two matmuls.
+    A contrastive validation loss is a poor guide here (many captions repeat across images)."""
+
+    prompt_feats: torch.Tensor
+    n_classes: int
+    image_feats: torch.Tensor
+    labels: np.ndarray
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model: TwoTower, class_prompts: Sequence[str], image_feats: torch.Tensor, labels,
+              templates: Sequence[str] | None = None) -> "ZeroShotProbe":
+        from fovea.vl.zeroshot import INSPECTION_TEMPLATES
+
+        templates = templates or INSPECTION_TEMPLATES
+        prompts = [t.format(c) for c in class_prompts for t in templates]
+        return cls(model.text_trunk_features(prompts), len(class_prompts), image_feats, np.asarray(labels))
+
+    def accuracy(self, heads: ProjectionHeads) -> float:
+        img, txt = heads.project(self.image_feats, self.prompt_feats)
+        mean = txt.reshape(self.n_classes, -1, txt.shape[-1]).mean(1)
+        pred = (img @ F.normalize(mean, dim=-1).T).argmax(1).numpy()
+        return float((pred == self.labels).mean())
 
 
 def train_two_tower(train_samples: Sequence, out_dir: str | Path, *, val_samples: Sequence | None = None,
                     config: TwoTowerConfig | None = None, train: TrainConfig | None = None,
-                    model: TwoTower | None = None) -> tuple[TwoTower, dict]:
+                    model: TwoTower | None = None, probe_classes: Sequence[str] | None = None,
+                    probe_labels: Sequence[int] | None = None) -> tuple[TwoTower, dict]:
     """Train projections (+ temperature) of a two-tower model on image-caption samples; save to out_dir.
 
-    Returns (model, summary) with timings and the best validation loss.
+    With `probe_classes` (class descriptions) and `probe_labels` (true class of every validation
+    sample) the best epoch is the one with the highest zero-shot validation accuracy (val_acc), else
+    the lowest validation loss. Returns (model, summary) with timings, history and the best metric.
     """
     t0 = time.perf_counter()
     config = config or TwoTowerConfig()
@@ -158,17 +195,24 @@ def train_two_tower(train_samples: Sequence, out_dir: str | Path, *, val_samples
     if not (model.config.lock_image and model.config.lock_text):
         raise DataError("train_two_tower trains locked towers on cached features. Fix: lock_image=lock_text=True "
                         "(unlocked trunks need an image-level data loader, not written yet).")
-    train_ds = cache_features(model, train_samples)
-    val_ds = cache_features(model, val_samples) if val_samples else None
+    # samples, or CachedPairs already computed with this model's trunks (benchmarks reuse them)
+    train_ds = train_samples if isinstance(train_samples, CachedPairs) else cache_features(model, train_samples)
+    val_ds = val_samples if isinstance(val_samples, CachedPairs) or not val_samples else \
+        cache_features(model, val_samples)
     t_cache = time.perf_counter() - t0
     train = replace(train or TrainConfig(lr=3e-3, batch_size=128, max_epochs=60, weight_decay=0.0,
                                           schedule="cosine"), out_dir=str(out_dir))
+    probe = None
+    if val_ds is not None and probe_classes is not None:
+        probe = ZeroShotProbe.build(model, probe_classes, val_ds.image_feats, probe_labels)
     if val_ds is not None and train.monitor is None:
-        train = replace(train, monitor="val_loss", mode="min")
-    task = ContrastiveTask(model, model.config.loss)
+        train = replace(train, monitor="val_acc", mode="max") if probe else replace(train, monitor="val_loss", mode="min")
+    task = ContrastiveTask(model, model.config.loss, probe)
     result = fit(task, train_ds, val_ds, train)
-    out = save_two_tower(model, out_dir, {"n_train": len(train_ds), "best_val_loss": result.best_metric})
-    summary = {"cache_s": t_cache, "fit_s": result.timings_s["fit"], "best_val_loss": result.best_metric,
+    out = save_two_tower(model, out_dir, {"n_train": len(train_ds), "best_metric": result.best_metric,
+                                          "monitor": train.monitor})
+    summary = {"cache_s": t_cache, "fit_s": result.timings_s["fit"], "best_metric": result.best_metric,
+               "monitor": train.monitor, "best_epoch": result.best_epoch,
                "n_train": len(train_ds), "out_dir": str(out), "logit_scale": float(model.logit().detach()),
                "history": result.history}
     return model.eval(), summary
