@@ -24,11 +24,13 @@ COMMANDS: dict[str, str] = {
     "stereo": "fovea.cli.geometry:stereo",
     "measure": "fovea.cli.geometry:measure",
     "oilspill": "fovea.cli.oilspill:oilspill",
+    "caption": "fovea.cli.caption:caption",
     "serve": "fovea.cli.serve:serve",
     "predict": "fovea.cli.predict:predict",
     "spatial": "fovea.cli.spatial:spatial",
     "label": "fovea.cli.label:label",
     "vl": "fovea.cli.label:vl",
+    "video": "fovea.cli.video:video",
 }
 
 

@@ -24,13 +24,15 @@ from fovea.weights import create_backbone
 @dataclass
 class CaptionerConfig:
     """backbone: timm name (offline ImageNet weights for efficientnet_lite0); weights: "default" | "random" |
-    path; text: the text transformer; embed_dim: ITC embedding size; max_caption_len: tokens generated."""
+    path; text: the text transformer; embed_dim: ITC embedding size; max_caption_len: tokens generated;
+    feature_level: timm `out_indices` entry of the image tokens."""
 
     backbone: str = "efficientnet_lite0"
     weights: str = "default"
     text: TextDecoderConfig = field(default_factory=TextDecoderConfig)
     embed_dim: int = 64
     max_caption_len: int = 20
+    feature_level: int = -2  # backbone stage whose tokens the text attends to (-2: stride 16, finer than -1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,7 +50,7 @@ class Captioner(nn.Module):
     def __init__(self, cfg: CaptionerConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = create_backbone(cfg.backbone, cfg.weights, features_only=True, out_indices=(-1,))
+        self.backbone = create_backbone(cfg.backbone, cfg.weights, features_only=True, out_indices=(cfg.feature_level,))
         channels = self.backbone.feature_info.channels()[-1]
         text_cfg = TextDecoderConfig(**{**asdict(cfg.text), "memory_dim": cfg.text.dim})
         self.image_proj = nn.Linear(channels, text_cfg.dim)
