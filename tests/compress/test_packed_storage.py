@@ -82,3 +82,21 @@ def test_load_errors_name_the_file(tmp_path):
         load_packed(wrong, tmp_path / "m.safetensors")
     with pytest.raises(CheckpointError, match="no ternary layers"):
         save_packed(_model(), tmp_path / "plain.safetensors")
+
+
+def test_vmamba_linear2d_is_ternarized_and_round_trips(tmp_path):
+    from fovea.nn.layers import Linear2d
+    from fovea.nn.ternary import BitLinear2d
+
+    torch.manual_seed(5)
+    model = nn.Sequential(Linear2d(6, 12), nn.GELU(), Linear2d(12, 4))
+    report = ternarize(model)
+    assert report.converted == ["0", "2"] and isinstance(model[0], BitLinear2d)
+    x = torch.randn(2, 6, 5, 3)
+    # per pixel, a Linear2d equals BitLinear on the channel vector
+    ref = BitLinear.from_linear(model[0])(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(model[0](x), ref, rtol=1e-5, atol=1e-6)
+    expected = model(x).detach()
+    save_packed(model, tmp_path / "v.safetensors")
+    fresh = load_packed(nn.Sequential(Linear2d(6, 12), nn.GELU(), Linear2d(12, 4)), tmp_path / "v.safetensors")
+    torch.testing.assert_close(fresh(x), expected, rtol=1e-4, atol=1e-5)

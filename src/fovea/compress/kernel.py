@@ -109,12 +109,14 @@ def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Te
 class PackedBitLinear(nn.Module):
     """Frozen BitLinear holding 2-bit packed weights (R, K) uint8 and the fp32 scale as buffers.
 
-    Input (..., in_features) -> (..., out_features). `backend` as in `ternary_int_sums`.
+    Input (..., in_features) -> (..., out_features), or with `channels_first` (B, C_in, H, W) ->
+    (B, C_out, H, W). `backend` as in `ternary_int_sums`.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, backend: str = "auto",
-                 quantize_activations: bool = True):
+                 quantize_activations: bool = True, channels_first: bool = False):
         super().__init__()
+        self.channels_first = channels_first  # (B, C, H, W) in and out, per pixel (VMamba's Linear2d)
         self.in_features, self.out_features, self.backend = in_features, out_features, backend
         self.quantize_activations = quantize_activations
         self.register_buffer("packed", torch.zeros(packed_rows(out_features), in_features, dtype=torch.uint8))
@@ -122,6 +124,11 @@ class PackedBitLinear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:
+            return self._forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.quantize_activations:  # weight-only ternary: float activations, unpacked weight
             weight = unpack_ternary(self.packed, self.out_features).to(x.dtype) * self.scale.to(x.dtype)
             return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))

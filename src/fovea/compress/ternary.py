@@ -1,10 +1,10 @@
 """Ternarize any fovea model and store it packed: `ternarize`, `save_packed`, `load_packed`.
 
-`ternarize` swaps plain nn.Linear / nn.Conv2d layers (selected by fnmatch patterns on their
+`ternarize` swaps plain nn.Linear / nn.Conv2d layers (and VMamba's per-pixel `Linear2d`) (selected by fnmatch patterns on their
 qualified names) for `fovea.nn.ternary.BitLinear` / `BitConv2d` sharing the same Parameters, so
 the model trains on as before with straight-through ternary weights (quantization-aware
-fine-tuning). Subclasses with their own forward (timm's Conv2dSame, VMamba's Linear2d) are left
-alone and listed as skipped with the reason.
+fine-tuning). Other subclasses with their own forward (timm's Conv2dSame) are left alone and
+listed as skipped with the reason.
 
 `save_packed` writes one safetensors file: every ternary layer as `<name>.weight.packed` (uint8,
 HF 2-bit layout, see packing.py) plus `<name>.weight.scale` (fp32), every other tensor of the state
@@ -27,7 +27,8 @@ from torch import nn
 from fovea.compress.kernel import PackedBitConv2d, PackedBitLinear
 from fovea.compress.packing import pack_ternary
 from fovea.errors import CheckpointError
-from fovea.nn.ternary import BitConv2d, BitLinear, absmean_ternary
+from fovea.nn.layers import Linear2d
+from fovea.nn.ternary import BitConv2d, BitLinear, BitLinear2d, absmean_ternary
 
 __all__ = ["FORMAT", "TernarizeReport", "load_packed", "save_packed", "ternarize", "ternary_layers"]
 
@@ -67,6 +68,10 @@ def ternarize(model: nn.Module, include=("*",), exclude=(), convs: bool = True,
         if not name or not _matches(name, include) or _matches(name, exclude):
             continue
         if isinstance(module, (BitLinear, BitConv2d, PackedBitLinear, PackedBitConv2d)):
+            continue
+        if type(module) is Linear2d:  # per-pixel linear on (B, C, H, W) (VMamba)
+            _set_child(model, name, BitLinear2d.from_linear(module, quantize_activations))
+            report.converted.append(name)
             continue
         if isinstance(module, nn.Linear):
             if type(module).forward is not nn.Linear.forward:
@@ -108,7 +113,8 @@ def save_packed(model: nn.Module, path) -> dict[str, int]:
         packed_bytes += packed.numel() + 4
         fp32_bytes += layer.weight.numel() * 4
         skip.add(f"{name}.weight")
-        meta[name] = {"kind": "linear" if isinstance(layer, BitLinear) else "conv2d",
+        kind = "linear2d" if isinstance(layer, BitLinear2d) else "linear" if isinstance(layer, BitLinear) else "conv2d"
+        meta[name] = {"kind": kind,
                       "shape": list(layer.weight.shape), "quantize_activations": layer.quantize_activations}
     for key, value in model.state_dict().items():
         if key not in skip:
@@ -128,9 +134,10 @@ def _packed_module(name: str, info: dict, model: nn.Module, path) -> nn.Module:
     if list(old.weight.shape) != info["shape"]:
         raise CheckpointError(f"{path}: layer {name!r} has weight shape {info['shape']} in the file but "
                               f"{list(old.weight.shape)} in the model; build the saved architecture")
-    if info["kind"] == "linear":
+    if info["kind"] in ("linear", "linear2d"):
         return PackedBitLinear(old.in_features, old.out_features, bias=old.bias is not None,
-                               quantize_activations=info["quantize_activations"])
+                               quantize_activations=info["quantize_activations"],
+                               channels_first=info["kind"] == "linear2d")
     return PackedBitConv2d(old, quantize_activations=info["quantize_activations"])
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "EPS",
     "BitConv2d",
     "BitLinear",
+    "BitLinear2d",
     "absmax_int8",
     "absmean_ternary",
     "fake_quant_activations",
@@ -99,6 +100,18 @@ class BitLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", quantize_activations={self.quantize_activations}"
+
+
+class BitLinear2d(BitLinear):
+    """BitLinear applied per pixel of a (B, C_in, H, W) map -> (B, C_out, H, W) (VMamba's `Linear2d`).
+
+    Weight in nn.Linear layout (out, in); activations are scaled per pixel over the channels.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantize_activations:
+            x = fake_quant_activations(x, dim=1)
+        return F.conv2d(x, fake_quant_weights(self.weight)[:, :, None, None], self.bias)
 
 
 class BitConv2d(nn.Conv2d):
