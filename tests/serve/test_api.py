@@ -162,8 +162,8 @@ def test_huge_bodies_are_413_declared_or_streamed(strict):
             yield bytes(10_000)
     r = strict.post("/api/predict/cls", content=chunks(), headers={"content-type": "image/png"})
     assert r.status_code == 413
-    r = strict.post("/api/predict/cls", files=_files(textures(5, 16, 16, 0)))
-    assert r.status_code == 413 and "limit is 4" in r.json()["detail"]
+    r = strict.post("/api/predict/cls", files=_files(textures(9, 16, 16, 0)))
+    assert r.status_code == 413 and "limit is 4" in r.json()["detail"] and "9 images" in r.json()["detail"]
 
 
 def test_api_key_is_required_when_set(strict, model_dirs):

@@ -179,25 +179,34 @@ async def _read_images(request: Request, cfg: ServeConfig) -> list[tuple[str, by
     """(name, bytes) of each uploaded image: multipart fields `file`, or the raw body as one image."""
     ctype = request.headers.get("content-type", "")
     if ctype.lower().startswith("multipart/form-data"):
-        form = await request.form(max_files=cfg.max_files + 1, max_fields=cfg.max_files + 16)
-        files = form.getlist("file")
-        if not files:
-            raise UploadRejected(400, "form", "the form holds no field named `file`",
-                                 "send each image as a multipart field `file` (repeatable)")
-        if len(files) > cfg.max_files:
-            raise UploadRejected(413, "form", f"{len(files)} images in one request, the limit is {cfg.max_files}",
-                                 "split the request")
-        out = []
-        for i, f in enumerate(files):
-            if isinstance(f, str):
-                raise UploadRejected(400, f"file[{i}]", "field `file` is text, not a file upload",
-                                     "send it as a file part (filename and bytes)")
-            name = (f.filename or f"file[{i}]")[-200:]
-            check_content_type(f.content_type, name)
-            out.append((name, await f.read()))
-        return out
+        # the parser's own file cap is loose (its refusal is a bare 400); the body limit bounds the
+        # total and the count below answers 413 with the limit
+        form = await request.form(max_files=4 * cfg.max_files + 16, max_fields=4 * cfg.max_files + 16)
+        try:
+            return await _form_images(form, cfg)
+        finally:
+            await form.close()
     check_content_type(ctype, "body")
     return [("body", await request.body())]
+
+
+async def _form_images(form, cfg: ServeConfig) -> list[tuple[str, bytes]]:
+    files = form.getlist("file")
+    if not files:
+        raise UploadRejected(400, "form", "the form holds no field named `file`",
+                             "send each image as a multipart field `file` (repeatable)")
+    if len(files) > cfg.max_files:
+        raise UploadRejected(413, "form", f"{len(files)} images in one request, the limit is {cfg.max_files}",
+                             "split the request")
+    out = []
+    for i, f in enumerate(files):
+        if isinstance(f, str):
+            raise UploadRejected(400, f"file[{i}]", "field `file` is text, not a file upload",
+                                 "send it as a file part (filename and bytes)")
+        name = (f.filename or f"file[{i}]")[-200:]
+        check_content_type(f.content_type, name)
+        out.append((name, await f.read()))
+    return out
 
 
 def _add_model_routes(app: FastAPI, registry: ModelRegistry, metrics: ServeMetrics, cfg: ServeConfig) -> None:
