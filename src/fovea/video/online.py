@@ -23,18 +23,19 @@ import torch.nn.functional as F
 from fovea.errors import ConfigError
 from fovea.models.video.tsm import TSM, OnlineTSM
 from fovea.video.dataset import LITE0_MEAN_255, LITE0_STD_255
+from fovea.video.transforms import resize_short_side
 
 
 class OnlineEventRecognizer:
     """frames (H, W, 3) uint8 RGB in, class probabilities (K,) out, one per processed frame."""
 
     def __init__(self, model: TSM, class_names: list[str], window: int = 8, frame_stride: int = 1,
-                 mean=LITE0_MEAN_255, std=LITE0_STD_255):
+                 short_side: int | None = None, mean=LITE0_MEAN_255, std=LITE0_STD_255):
         if window < 1 or frame_stride < 1:
             raise ConfigError(f"window={window} and frame_stride={frame_stride} must be >= 1")
         self.online = OnlineTSM(model.eval())
         self.class_names = list(class_names)
-        self.window, self.frame_stride = window, frame_stride
+        self.window, self.frame_stride, self.short_side = window, frame_stride, short_side
         self._mean = torch.tensor(mean).view(1, 3, 1, 1)
         self._std = torch.tensor(std).view(1, 3, 1, 1)
         self.n_seen = 0
@@ -51,8 +52,10 @@ class OnlineEventRecognizer:
         self.n_seen += 1
         if k % self.frame_stride:
             return None
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float()
-        self.online.step((x - self._mean) / self._std)
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(1).float()   # (3, 1, H, W)
+        if self.short_side:
+            x = resize_short_side(x, self.short_side)
+        self.online.step((x.transpose(0, 1) - self._mean) / self._std)
         self.last_probs = F.softmax(self.online.logits(self.window), dim=-1)[0].numpy()
         return self.last_probs
 
