@@ -18,6 +18,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from fovea.line.actuators import SerialActuator
@@ -116,19 +117,21 @@ def run_family(family: str, n_items: int, seed: int, p_lost: float = 0.03) -> di
                 unseen=rep.items_without_record, sorted=sum(v for k, v in rep.bins.items() if k != "default"),
                 resets=resets, latches=latches.get("HB_TIMEOUT", 0),
                 mcu_safe_logged=sum(e["reason"] == "HB_TIMEOUT" for e in log.of_type("fault") if e["kind"] == "mcu_safe"),
-                lines_lost=lost, reconnects=act.n_reconnects)
+                lines_lost=lost, reconnects=act.n_reconnects,
+                reasons=Counter(e["reason"] for e in log.of_type("outcome") if e["lane"] == "default"))
 
 
 def table(rows: list[dict]) -> list[str]:
     head = ("family", "items", "run ended", "two outcomes", "double actuations", "logged != bin", "unknown (flagged)",
             "partial hits", "wrong lane", "unseen", "sorted", "resets", "watchdog latches / logged",
-            "lines lost", "reconnects", "wall s")
+            "lines lost", "reconnects", "wall s", "top default reasons")
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         out.append("| " + " | ".join(str(x) for x in (
             r["family"], r["items"], "yes" if r["ended"] else "NO", r["two_outcomes"], r["double_act"], r["ne_bin"],
             r["unknown"], r["partial"], r["wrong_lane"], r["unseen"], r["sorted"], r["resets"],
-            f"{r['latches']} / {r['mcu_safe_logged']}", r["lines_lost"], r["reconnects"], f"{r['wall_s']:.1f}")) + " |")
+            f"{r['latches']} / {r['mcu_safe_logged']}", r["lines_lost"], r["reconnects"], f"{r['wall_s']:.1f}",
+            ", ".join(f"{k} {v}" for k, v in r["reasons"].most_common(3)))) + " |")
     return out
 
 

@@ -138,11 +138,12 @@ def _perception(t, xs, index):
 
 def test_the_guard_stays_in_doubt_until_frames_agree_again():
     """Stale frames (lag 1) mixed with fresh ones: a fresh frame that agrees now and then between
-    contradicting ones does not end the doubt; DOUBT_CLEAR_FRAMES agreeing frames in a row do."""
+    contradicting ones does not end the doubt; DOUBT_CLEAR_FRAMES agreeing frames in a row do. One
+    stale frame alone (3) is in doubt only until the next frame agrees."""
     cfg = LineConfig(mm_per_px=MM_PX, fps=FPS, belt_speed_mm_s=400.0)
     tr = BeltTracker(cfg)
     guard = FrameTimeGuard(tr, cfg)
-    stale = {6, 8, 9, 11, 13}
+    stale = {3, 6, 8, 9, 11, 13}
     states = {}
     for k in range(13 + DOUBT_CLEAR_FRAMES + 1):
         t = k / FPS
@@ -151,9 +152,10 @@ def test_the_guard_stays_in_doubt_until_frames_agree_again():
         for q, shift, ok in v.use:
             tr.update(q.frame.t_capture, q.dets, W_PX, q.results, shift_mm=shift or 0.0, timing_ok=ok)
         states[k] = (guard.in_doubt, guard.doubt_from)
-    assert not any(states[k][0] for k in range(6))
-    for k in range(6, 14 + DOUBT_CLEAR_FRAMES - 1):
-        assert states[k] == (True, pytest.approx(0.5)), k      # from the last agreeing frame (5) on
+    assert states[3] == (True, pytest.approx(0.2)) and not any(states[k][0] for k in (0, 1, 2, 4, 5))
+    assert states[6] == (True, pytest.approx(0.5)) and not states[7][0]
+    for k in range(8, 14 + DOUBT_CLEAR_FRAMES - 1):
+        assert states[k] == (True, pytest.approx(0.7)), k      # from the last agreeing frame (7) on
     assert not states[13 + DOUBT_CLEAR_FRAMES][0]
 
 

@@ -26,7 +26,9 @@ tracker state can never blind the line for good.
 Doubt: from the first frame whose content contradicts the predictions (held, dropped, or taken by
 the safety net) until `DOUBT_CLEAR_FRAMES` frames in a row agree with them again, the host does not
 know where the items are on the belt: either the frames or the predictions are off, and a frame
-that agrees now and then between wrong ones proves nothing. `doubt_from` is then the capture time
+that agrees now and then between wrong ones proves nothing. One contradicting frame alone (a
+jittered stamp) followed by an agreeing one ends the doubt at once: that frame was never used, and
+the next one confirms the predictions. `doubt_from` is then the capture time
 of the last frame that agreed before the episode (the belt may have moved other than predicted
 since), `max_offset_mm` the largest shift the safety net applied. Stamp-only faults (repeated,
 backwards, off the grid) and unusable frames neither start nor end an episode.
@@ -77,6 +79,7 @@ class FrameTimeGuard:
         self.doubt_from: float | None = None       # see the module docstring; None: no doubt
         self.max_offset_mm = 0.0
         self._agree_run = 0
+        self._n_disagree = 0                       # contradicting frames in the current episode
 
     @property
     def in_doubt(self) -> bool:
@@ -87,12 +90,14 @@ class FrameTimeGuard:
         if self.doubt_from is None:
             self.doubt_from = self.t_agreed if self.t_agreed is not None else t
             self.max_offset_mm = 0.0
+            self._n_disagree = 0
+        self._n_disagree += 1
         self._agree_run = 0
 
     def _agree(self, t: float) -> None:
         self.t_agreed = t
         self._agree_run += 1
-        if self._agree_run >= DOUBT_CLEAR_FRAMES:
+        if self._agree_run >= DOUBT_CLEAR_FRAMES or self._n_disagree <= 1:
             self.doubt_from = None
 
     def period_s(self) -> float:

@@ -56,10 +56,10 @@ def _unsure_s(belt: BeltNow, T: float) -> float:
     return belt.rel_err * T + 0.5 * abs(belt.accel_mm_s2) * T * T / belt.v
 
 
-def _scheduled(tracker, fires, skip_flag: str):
+def _scheduled(tracker, fires, *skip_flags: str):
     for rec in tracker.records.values():
         cmd = fires.get(rec.rid)
-        if rec.state == "SCHEDULED" and not rec.final and cmd is not None and skip_flag not in rec.flags:
+        if rec.state == "SCHEDULED" and not rec.final and cmd is not None and not rec.flags.intersection(skip_flags):
             yield rec, cmd
 
 
@@ -107,7 +107,7 @@ def unverified(tracker, fires, cfg, now: float, doubt_from: float | None = None)
     if not stale and doubt_from is None:
         return []
     out = []
-    for rec, cmd in _scheduled(tracker, fires, "speed_change_in_flight"):
+    for rec, cmd in _scheduled(tracker, fires, "speed_change_in_flight", "position_in_doubt"):
         t_plan = cmd.t_open + (act + cmd.hold_s) / 2
         if now >= cmd.t_open and ((stale and t_plan - t_sample > cfg.speed_max_age_s)
                                   or (doubt_from is not None and t_plan > doubt_from)):
