@@ -21,6 +21,7 @@ def test_pack_layout_by_hand():
     assert torch.equal(unpack_ternary(pack_ternary(w), 5), w)
 
 
+@pytest.mark.slow  # importing transformers alone takes ~7 s
 def test_pack_equals_transformers_pack_weights():
     bitnet = pytest.importorskip("transformers.integrations.bitnet")
     torch.manual_seed(0)
