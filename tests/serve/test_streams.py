@@ -66,6 +66,8 @@ def _wait(cond, timeout_s: float = 20.0, what: str = "condition"):
 def test_stream_snapshot_and_stop(served):
     app, url, _ = served
     assert httpx.get(url + "/snapshot.jpg").status_code == 404            # no line yet
+    r = httpx.post(url + "/api/line/start", json={"model": "not_served"})
+    assert r.status_code == 422 and "not served" in r.json()["detail"]
     r = httpx.post(url + "/api/line/start", json={"n_objects": 6, "seed": 1})
     assert r.status_code == 200 and r.json()["state"] == "RUNNING"
     assert httpx.post(url + "/api/line/start", json={}).status_code == 409   # one run at a time
