@@ -49,9 +49,9 @@ def apples(quick: bool):
 
 def _config(quick: bool, lr: float, out: str, epochs: int | None = None) -> TrainConfig:
     return TrainConfig(optimizer="adamw", lr=lr, weight_decay=0.01, batch_size=32,
-                       max_epochs=epochs or (3 if quick else 6), schedule="cosine", warmup_epochs=1, seed=0,
+                       max_epochs=epochs or (3 if quick else 5), schedule="cosine", warmup_epochs=1, seed=0,
                        monitor="val_acc", mode="max", out_dir=str(ROOT / "fit" / out),
-                       max_cpu_time_s=90 if quick else 240)
+                       max_cpu_time_s=90 if quick else 150)
 
 
 def accuracy(pipe, ds) -> float:
@@ -80,7 +80,8 @@ def fp32_classifier(data, quick: bool):
         pipe.load_state_dict(saved["state"])
         return pipe, saved["record"]
     record = train(pipe, data, _config(quick, 5e-4, "full"))
-    torch.save({"state": pipe.state_dict(), "record": record}, cache)
+    torch.save({"state": pipe.state_dict(), "record": record}, cache.with_suffix(".tmp"))
+    cache.with_suffix(".tmp").replace(cache)  # atomic: parallel sections wait for this file
     return pipe, record
 
 
@@ -138,7 +139,7 @@ def qat_section(run, quick: bool) -> None:
     n_all = sum(p.numel() for p in fp32.network.parameters())
     qat = copy.deepcopy(fp32)
     ternarize(qat.network, **LITE0_TERNARY)
-    rec = train(qat, data, _config(quick, 5e-4, "qat", epochs=4 if quick else 8))
+    rec = train(qat, data, _config(quick, 5e-4, "qat", epochs=4 if quick else 6))
     rows = [["fp32 full fine-tune", f"{full['test_acc']:.3f}", "-", "-"],
             ["ternary, no fine-tuning (PTQ)", f"{ptq_acc:.3f}", f"{100 * (ptq_acc - full['test_acc']):+.1f}", "-"],
             ["ternary QAT (STE, from the fp32 model)", f"{rec['test_acc']:.3f}",
@@ -164,7 +165,7 @@ def bricks(quick: bool):
     from fovea.data import load_mvtec
     from fovea.synth.bricks import generate_bricks
 
-    n_train, n_good, n_bad = (30, 16, 16) if quick else (60, 30, 30)
+    n_train, n_good, n_bad = (30, 16, 16) if quick else (40, 24, 24)
     root = ROOT / f"bricks_{n_train}"
     if not (root / "one_up" / "train").is_dir():
         generate_bricks(root, "one_up", n_train, n_good, n_bad, 256, 0)
@@ -216,7 +217,7 @@ def patchcore_qat(quick: bool) -> dict:
             m.eval()
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=2e-4)
     c0 = _cpu()
-    for _ in range(3 if quick else 6):
+    for _ in range(3 if quick else 4):
         for xb in train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))].split(8):
             with torch.no_grad():
                 target = teacher(xb)
