@@ -160,9 +160,9 @@ def train_event_model(args, out: Path):
     cfg = TrainConfig(lr=2e-3, batch_size=8, max_epochs=args.epochs, schedule="cosine", weight_decay=1e-4,
                       out_dir=str(out / "fit"), seed=0)
     c0, t0 = time.process_time(), time.perf_counter()
-    fit(task, VideoClipDataset(itr, 8, train=True, short_side=64), None, cfg)
+    fit(task, VideoClipDataset(itr, 8, train=True, short_side=args.short_side), None, cfg)
     fit_cpu, fit_wall = time.process_time() - c0, time.perf_counter() - t0
-    loader = torch.utils.data.DataLoader(VideoClipDataset(ite, 8, train=False, short_side=64), batch_size=8)
+    loader = torch.utils.data.DataLoader(VideoClipDataset(ite, 8, train=False, short_side=args.short_side), batch_size=8)
     metrics = evaluate(task.model, loader, len(names))
     from safetensors.torch import save_file
 
@@ -171,7 +171,7 @@ def train_event_model(args, out: Path):
 
 
 def line_run(model, names, duration_s: float, jams: list, seed: int, stride: int, window: int, threshold: float,
-             min_frames: int):
+             min_frames: int, short_side: int):
     """An online stage on a ConveyorSource with a SimClock; returns the raised records and the conveyor."""
     from fovea.line.clock import SimClock
     from fovea.line.events import EventLog
@@ -184,7 +184,7 @@ def line_run(model, names, duration_s: float, jams: list, seed: int, stride: int
     conv = EventConveyor(ConveyorConfig(n_objects=n_obj, lead_in_mm=0.0, gap_mm=(40.0, 120.0), p_box=0.15,
                                         fps=10.0, seed=seed), EventSchedule(jams=jams))
     source = ConveyorSource(conv, clock=SimClock(), n_frames=int(duration_s * 10))
-    rec = OnlineEventRecognizer(model, names, window=window, frame_stride=stride, short_side=64)
+    rec = OnlineEventRecognizer(model, names, window=window, frame_stride=stride, short_side=short_side)
     stops = []
     stage = VideoEventStage(rec, EventDebouncer(names, ("jam",), threshold, min_frames, clear_frames=4),
                             EventLog(), on_stop=lambda k, r: stops.append(r), stop_on=("jam",))
@@ -204,7 +204,8 @@ def part_events(run: Run, args) -> None:
     out = RUNS / ("events_quick" if args.quick else "events")
     model, names, m, times = train_event_model(args, out)
     body = [f"Conveyor-event clips: {args.n_train} training and {args.n_test} held-out clips per class "
-            f"({', '.join(names)}), 16 frames at 10 fps, 96x160 (resized to 64 px short side), H.264 MP4 via PyAV; "
+            f"({', '.join(names)}), 16 frames at 10 fps, 96x160 (resized to {args.short_side} px short side), "
+            "H.264 MP4 via PyAV; "
             f"held-out clips come from other seeds (new belts, items and event times). Generation {times['gen_s']:.0f} s.",
             "", f"TSM (causal shift) on ImageNet EfficientNet-Lite0, stem + first 3 stages frozen, 8 TSN segments, "
             f"AdamW 2e-3 cosine, batch 8, {args.epochs} epochs on the shared engine: {times['fit_cpu_s']:.0f} CPU s "
@@ -216,11 +217,11 @@ def part_events(run: Run, args) -> None:
     body += table(["truth"] + names, [[n] + row for n, row in zip(names, m["confusion"])])
     # ---- the line: jams flagged within 1 s, no false stop in a normal run
     stride, window, threshold, min_frames = 2, 4, 0.6, 2
-    n_jams = 4 if args.quick else 10
+    n_jams = 4 if args.quick else 6
     jams = [(10.0 + 20.0 * k, 10.0 + 20.0 * k + 4.0, 260.0) for k in range(n_jams)]
     c0 = time.process_time()
     stops, stage = line_run(model, names, 10.0 + 20.0 * n_jams, jams, seed=7, stride=stride, window=window,
-                            threshold=threshold, min_frames=min_frames)
+                            threshold=threshold, min_frames=min_frames, short_side=args.short_side)
     lat, false_in_jam_run = [], 0
     for r in stops:
         t = r["t_exposure"]
@@ -236,7 +237,7 @@ def part_events(run: Run, args) -> None:
     within = sum(1 for d in flagged if d is not None and d <= 1.0)
     normal_s = 120.0 if args.quick else 600.0
     nstops, nstage = line_run(model, names, normal_s, [], seed=8, stride=stride, window=window,
-                              threshold=threshold, min_frames=min_frames)
+                              threshold=threshold, min_frames=min_frames, short_side=args.short_side)
     line_cpu = time.process_time() - c0
     body += ["", f"Line stage (`VideoEventStage` on a `ConveyorSource`, simulated clock, 10 fps, every {stride}nd frame "
              f"processed, mean of the last {window} frame features, stop after {min_frames} processed frames with "
@@ -249,12 +250,12 @@ def part_events(run: Run, args) -> None:
     ok_line = within == n_jams and false_in_jam_run == 0 and len(nstops) == 0
     body += ["", f"Each jam flagged within 1 s and no false stop: {'MET' if ok_line else 'NOT met'}."]
     # ---- temporal localization on long generated videos
-    n_videos, dur = (2, 60.0) if args.quick else (4, 90.0)
+    n_videos, dur = (2, 60.0) if args.quick else (3, 60.0)
     dets, truths = [], []
     kinds = ["normal", "jam", "fall", "rollback"]
     for v in range(n_videos):
         frames, events, conv = make_event_video(dur, seed=100 + v)
-        probs = frame_probabilities(model, frames, window=16, num_segments=8, stride=2, short_side=64)
+        probs = frame_probabilities(model, frames, window=16, num_segments=8, stride=4, short_side=args.short_side)
         probs4 = probs[:, [names.index(k) for k in kinds]]
         offset = v * (dur + 100)
         for s in localize(probs4 / probs4.sum(1, keepdims=True), fps=10.0, threshold=0.5, min_len_s=0.3):
@@ -262,7 +263,7 @@ def part_events(run: Run, args) -> None:
         truths += [Segment(e.t_start_s + offset, e.t_end_s + offset, kinds.index(e.kind)) for e in events]
     lm = localization_map(dets, truths)
     body += ["", f"Temporal localization: {n_videos} generated videos of {dur:.0f} s (jams, falls, roll-backs; "
-             f"{len(truths)} events), per-frame probabilities from 16-frame windows every 2 frames, segments at "
+             f"{len(truths)} events), per-frame probabilities from 16-frame windows every 4 frames, segments at "
              f"P >= 0.5 (>= 0.3 s), temporal NMS 0.5.", ""]
     body += table(["mAP@0.5", "mAP@0.75", "mAP@0.5:0.95", "detections", ">= 0.8 at 0.5"],
                   [[f"{lm['mAP@0.5']:.3f}", f"{lm['mAP@0.75']:.3f}", f"{lm['mAP@0.5:0.95']:.3f}", len(dets),
@@ -278,10 +279,11 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=None)
     ap.add_argument("--n-test", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--short-side", type=int, default=48, help="frames are resized to this short side (px)")
     args = ap.parse_args()
     args.n_train = args.n_train or (20 if args.quick else 40)
     args.n_test = args.n_test or (8 if args.quick else 40)
-    args.epochs = args.epochs or (2 if args.quick else 5)
+    args.epochs = args.epochs or (2 if args.quick else 10)
     run = Run(args, full_command=".venv/bin/python benchmarks/video.py")
     print(f"load average {load_average():.1f}", flush=True)
     if args.part in ("latency", "all"):

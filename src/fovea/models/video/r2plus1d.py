@@ -60,7 +60,8 @@ class Bottleneck2plus1d(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv_s(self.relu(self.bn_t(self.conv_t(out))))))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
 
 
 @register_video_model

@@ -68,11 +68,11 @@ class Bottleneck3d(nn.Module):
         self.non_local = non_local
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(out + identity)
+        out += x if self.downsample is None else self.downsample(x)
+        out = F.relu(out, inplace=True)
         return out if self.non_local is None else self.non_local(out)
 
 
@@ -94,10 +94,10 @@ class BasicBlock3d(nn.Module):
         self.non_local = non_local
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(out + identity)
+        out += x if self.downsample is None else self.downsample(x)
+        out = F.relu(out, inplace=True)
         return out if self.non_local is None else self.non_local(out)
 
 
@@ -166,7 +166,7 @@ class ResNet3d(nn.Module):
         self.num_features = inplanes
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        return self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of the four stages, each (B, C_i, T_i, H_i, W_i)."""
