@@ -1,0 +1,137 @@
+"""Training loops on gymnasium environments: DACER (one update per environment step after a random
+warm-up), SAC from stable-baselines3 as the baseline, both evaluated at the same environment steps with
+the same deterministic evaluation (no exploration noise, fixed evaluation seeds)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fovea.rl.dacer import DACER, DACERConfig
+
+
+@dataclass
+class Curve:
+    """Evaluation points: env steps and mean undiscounted return over the evaluation episodes."""
+
+    algo: str
+    env_id: str
+    seed: int
+    steps: list[int] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+class Replay:
+    """A ring buffer of transitions (float32 arrays)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int):
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.act = np.zeros((capacity, act_dim), np.float32)
+        self.rew = np.zeros(capacity, np.float32)
+        self.done = np.zeros(capacity, np.float32)
+        self.capacity, self.size, self.pos = capacity, 0, 0
+
+    def add(self, obs, act, rew, next_obs, done) -> None:
+        i = self.pos
+        self.obs[i], self.act[i], self.rew[i], self.next_obs[i], self.done[i] = obs, act, rew, next_obs, done
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        idx = rng.integers(0, self.size, n)
+        return {k: torch.from_numpy(getattr(self, k)[idx]) for k in ("obs", "act", "rew", "next_obs", "done")}
+
+
+def _scale(env):
+    low, high = env.action_space.low, env.action_space.high
+    return lambda a: low + (np.asarray(a) + 1.0) * 0.5 * (high - low)
+
+
+def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, seed: int) -> float:
+    """Mean return of `policy` (obs -> action in the env's units) over `episodes` seeded episodes."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    total = []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=10_000 + seed * 100 + k)
+        ret, done = 0.0, False
+        while not done:
+            obs, r, term, trunc, _ = env.step(policy(obs))
+            ret += float(r)
+            done = term or trunc
+        total.append(ret)
+    env.close()
+    return float(np.mean(total))
+
+
+def train_dacer(env_id: str, total_steps: int, seed: int = 0, cfg: DACERConfig | None = None, warmup: int = 5000,
+                eval_every: int = 5000, eval_episodes: int = 5, buffer: int = 1_000_000,
+                log: Callable[[str], None] | None = None) -> tuple[DACER, Curve]:
+    import gymnasium as gym
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    env = gym.make(env_id)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    agent = DACER(obs_dim, act_dim, cfg)
+    replay = Replay(obs_dim, act_dim, min(buffer, total_steps))
+    to_env = _scale(env)
+    curve = Curve("DACER", env_id, seed)
+    t0 = time.perf_counter()
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    for step in range(1, total_steps + 1):
+        a = rng.uniform(-1, 1, act_dim).astype(np.float32) if step <= warmup else agent.act(obs)
+        next_obs, r, term, trunc, _ = env.step(to_env(a))
+        replay.add(obs, a, r, next_obs, float(term))
+        obs = next_obs
+        if term or trunc:
+            obs, _ = env.reset()
+        if step > warmup:
+            agent.update(replay.sample(agent.cfg.batch_size, rng))
+            if agent.updates % agent.cfg.alpha_every == 0:
+                states = replay.sample(min(agent.cfg.entropy_states, replay.size), rng)["obs"]
+                agent.update_alpha(states)
+        if step % eval_every == 0:
+            ret = evaluate(lambda o: to_env(agent.act(o, explore=False)), env_id, eval_episodes, seed)
+            curve.steps.append(step)
+            curve.returns.append(ret)
+            if log:
+                log(f"DACER {env_id} seed {seed} step {step}: return {ret:.1f}, alpha {float(agent.log_alpha.exp()):.3f}, "
+                    f"entropy {agent.entropy:.2f}, {time.perf_counter() - t0:.0f} s")
+    curve.wall_s = time.perf_counter() - t0
+    return agent, curve
+
+
+def train_sac(env_id: str, total_steps: int, seed: int = 0, warmup: int = 5000, eval_every: int = 5000,
+              eval_episodes: int = 5, log: Callable[[str], None] | None = None) -> Curve:
+    """stable-baselines3 SAC with its defaults (lr 3e-4, batch 256, auto entropy), same warm-up and evaluation."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    curve = Curve("SAC (stable-baselines3)", env_id, seed)
+    t0 = time.perf_counter()
+
+    class _Eval(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % eval_every == 0:
+                ret = evaluate(lambda o: self.model.predict(o, deterministic=True)[0], env_id, eval_episodes, seed)
+                curve.steps.append(self.num_timesteps)
+                curve.returns.append(ret)
+                if log:
+                    log(f"SAC {env_id} seed {seed} step {self.num_timesteps}: return {ret:.1f}, "
+                        f"{time.perf_counter() - t0:.0f} s")
+            return True
+
+    model = SAC("MlpPolicy", gym.make(env_id), learning_starts=warmup, seed=seed, device="cpu", verbose=0)
+    model.learn(total_timesteps=total_steps, callback=_Eval())
+    curve.wall_s = time.perf_counter() - t0
+    return curve
