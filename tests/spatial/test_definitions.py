@@ -63,12 +63,19 @@ def test_relations_and_new_types_by_hand():
     assert decide(*relation("above", d, a)) == "yes" and decide(*relation("below", a, d)) == "yes"
     assert decide(*relation("taller", b, a)) == "yes" and decide(*relation("wider", a, b)) == "yes"
     assert decide(*relation("bigger", a, d)) == "yes"   # 0.4*0.2*0.3 = 0.024 vs 0.002 m^3
+    assert decide(*relation("thinner", b, a)) == "yes"  # 0.2 vs 0.4 m wide
+    assert decide(*relation("shorter", a, b)) == "yes"  # 0.3 vs 0.6 m tall
+    assert decide(*relation("smaller", d, c)) == "yes"  # 0.002 vs 0.3*0.3*0.2 = 0.018 m^3
+    assert decide(*relation("right", b, c)) == "yes" and decide(*relation("left", c, b)) == "yes"
     win, lead, _ = among("closest_to", a, [b, c, d])
     # d's centre is 0.2 m above a's; the runner-up c is hypot(1, 0.05) away (centres y 0.15 and 0.1)
     assert win == 4 and lead == pytest.approx(np.hypot(1.0, 0.05) - 0.2)
     assert among("farthest_from", a, [b, c, d])[0] == 2  # hypot(1, 0.15) > hypot(1, 0.05)
     # gap between a and b footprints 0.7 m: c (min side 0.3) fits, a 0.8-m-wide box would not
     assert fits(c, a, b)[0] == pytest.approx(0.7 - 0.3)
+    assert fits(a, b, d)[0] == pytest.approx(0.7 - 0.2)   # a's smaller footprint side is 0.2 m
+    assert fits(a, c, d)[0] == pytest.approx((2.85 - 2.05) - 0.2)  # c's and d's footprints 0.8 m apart in z
+    assert fits(c, a, d)[0] == pytest.approx(0.0 - 0.3)   # d stands on a: their footprints overlap -> no
     assert on_top(d, a) == (True, True)
     assert on_top(a, d)[0] is False and on_top(c, a)[0] is False
 
