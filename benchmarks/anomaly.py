@@ -226,10 +226,12 @@ def _rss_mb() -> float:
 
 
 # ----------------------------------------------------------------------------- running jobs
-def run_job(side: str, job: dict, work: Path, anomalib_py: Path | None, resume: bool = False) -> dict:
+def run_job(side: str, job: dict, work: Path, anomalib_py: Path | None, resume: bool = False,
+            timeout_s: float | None = None) -> dict:
     """Run one side's job in a fresh process; returns its result JSON plus load averages.
 
     resume: reuse a finished job of an earlier (interrupted) run when its job file is identical.
+    timeout_s: stop the job after that many seconds and return {"timed_out": True, ...} instead.
     """
     tag = f"{job['name']}_{job['model']}_{side}"
     job = dict(job, out_json=str(work / f"{tag}.json"), out_npz=str(work / f"{tag}.npz"),
@@ -258,7 +260,12 @@ def run_job(side: str, job: dict, work: Path, anomalib_py: Path | None, resume: 
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     with open(work / f"{tag}.log", "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(work))
+        try:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(work), timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"side": side, "model": job["model"], "dataset": job["name"], "timed_out": True,
+                    "timeout_s": timeout_s, "process_s": time.perf_counter() - t0, "load_start": load0,
+                    "load_end": os.getloadavg()[0]}
     if proc.returncode != 0:
         tail = (work / f"{tag}.log").read_text()[-3000:]
         raise SystemExit(f"{side} job {tag} failed (exit {proc.returncode}); log {work / f'{tag}.log'}:\n{tail}")

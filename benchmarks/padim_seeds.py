@@ -1,30 +1,121 @@
-"""How much PaDiM's image AUROC on the texture sets depends on its random channel subset.
+"""PaDiM's channel rule: the non-random rules against random subsets over several seeds, fovea and Anomalib.
 
-PaDiM keeps `n_features` (100) randomly chosen channels of the concatenated stages. Anomalib and
-fovea draw different subsets (Python `random.sample` under `seed_everything` vs a seeded
-`torch.randperm`), so the fovea-vs-Anomalib PaDiM rows of `benchmarks/anomaly.py` compare two
-draws. This script refits fovea's PaDiM on the same splits and images as a finished
-`benchmarks/anomaly.py` run, for several subset seeds and both image-score rules (max of the
-sigma-4 smoothed map, the default; max of the unsmoothed map), and prints the spread beside the
-Anomalib AUROC of that run. Usage (after `benchmarks/anomaly.py --out OUT`):
+PaDiM keeps `n_features` (100) of the concatenated stages' channels. The paper and Anomalib draw
+them at random, which makes image AUROC depend on the seed. fovea's default rule is now
+"variance" (the channels with the largest within-position variance over the first 32 training
+images); "stride" takes evenly spaced channels. This script refits fovea's PaDiM on the same splits
+and images as a finished `benchmarks/anomaly.py` run (everything else as there: Lite0, 256 px,
+sigma-4 smoothed max as image score) with:
 
-    .venv/bin/python benchmarks/padim_seeds.py --bench-out OUT   # writes docs/benchmarks/padim_seeds.md
-    .venv/bin/python benchmarks/padim_seeds.py --bench-out OUT --quick   # grass only, 2 seeds, printed only
+- each non-random rule (one fit each);
+- the "random" rule for subset seeds 0..S-1 (fovea's draw, a seeded torch.randperm);
+- Anomalib's own draws for seeds 0..S-1: the `idx` buffer Anomalib 2.7's Padim gets after
+  `seed_everything(seed)` (its random-init backbone consumes the torch RNG first), read in
+  `benchmarks/.venv-anomalib` by building the model exactly as `_anomalib_child.py` does; fovea's PaDiM
+  is then fitted with that subset. The seed-0 draw is checked against the checkpoint of the real
+  Anomalib run, and the table shows that run's AUROC beside fovea's with the same subset (equal when
+  the two PaDiMs agree).
+
+Usage (after `benchmarks/anomaly.py --models padim --datasets brick grass gravel --out OUT`):
+
+    .venv/bin/python benchmarks/padim_seeds.py --bench-out OUT            # -> docs/benchmarks/padim_seeds.md
+    .venv/bin/python benchmarks/padim_seeds.py --bench-out OUT --quick    # grass only, 2 seeds
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from fovea.engine.metrics import auroc
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _doc import Run, add_doc_args, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+VENV_PY = ROOT / "benchmarks" / ".venv-anomalib" / "bin" / "python"
+
+_DRAWS = """
+import json, sys
+sys.path.insert(0, {bench!r})
+from lightning.pytorch import seed_everything
+from _anomalib_child import _build_model
+job = json.load(open({job!r}))
+out = {{}}
+for seed in {seeds!r}:
+    seed_everything(seed, workers=True)
+    out[seed] = _build_model(job).model.idx.tolist()
+print("DRAWS " + json.dumps(out))
+"""
+
+
+def anomalib_draws(job_file: Path, seeds: list[int]) -> dict[int, torch.Tensor]:
+    """Anomalib's channel subset for each seed, as its Padim draws it (in the Anomalib venv)."""
+    code = _DRAWS.format(bench=str(ROOT / "benchmarks"), job=str(job_file), seeds=seeds)
+    proc = subprocess.run([str(VENV_PY), "-c", code], capture_output=True, text=True,
+                          env={"PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin"})
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRAWS ")]
+    if proc.returncode != 0 or not line:
+        raise SystemExit(f"reading Anomalib's draws failed:\n{proc.stderr[-2000:]}")
+    return {int(k): torch.tensor(v) for k, v in json.loads(line[0][6:]).items()}
+
+
+def saved_subset(jobs: Path, ds: str):
+    """The `idx` buffer of the real Anomalib PaDiM run on `ds` (its checkpoint), if saved."""
+    ckpts = sorted((jobs / f"{ds}_padim_anomalib_results").rglob("model.ckpt"))
+    if not ckpts:
+        return None
+    return torch.load(ckpts[-1], map_location="cpu", weights_only=True)["state_dict"]["model.idx"].clone()
+
+
+class Split:
+    """Preprocessed train batches and test images of one data set of the anomaly benchmark run."""
+
+    def __init__(self, job: dict):
+        from fovea.anomaly.pipeline import AnomalyPipeline
+        from fovea.io import read_image
+
+        self.job = job
+        self.input_size = tuple(job["input_size"])
+        pre = AnomalyPipeline(torch.nn.Identity(), self.input_size)
+        bs = int(job["batch_size"])
+        with torch.no_grad():
+            xs = [pre.preprocess(torch.from_numpy(np.array(read_image(p)))[None]) for p in job["train_paths"]]
+        self.batches = [torch.cat(xs[i:i + bs]) for i in range(0, len(xs), bs)]
+        self.images = [np.array(read_image(p)) for p in job["test_paths"]]
+        self.labels = np.array([0 if Path(p).parent.name == "good" else 1 for p in job["test_paths"]])
+
+    def auroc(self, subset: torch.Tensor | None = None, **options) -> float:
+        """Fit fovea's PaDiM (subset: fixed channel indices) and return the test image AUROC."""
+        from fovea.anomaly.models import build_model
+        from fovea.anomaly.pipeline import AnomalyPipeline
+        from fovea.engine.metrics import auroc
+
+        opts = {"backbone": self.job["backbone"], "n_features": self.job["n_features"], **options}
+        model = build_model("padim", **opts)
+        if subset is not None:
+            model.config.channel_rule = "random"  # keep the given indices (the rule only acts in fit)
+            model.channel_index = subset.sort().values
+        pipe = AnomalyPipeline(model, self.input_size).eval()
+        with torch.no_grad():
+            model.fit(self.batches)
+            scores = np.array([float(pipe.raw(torch.from_numpy(im)[None])[0][0]) for im in self.images])
+        return auroc(scores, self.labels)
+
+
+def anomalib_run_auroc(results: dict, ds: str) -> float:
+    for r in results.get("rows", []):
+        if r.get("dataset") == ds and r.get("model") == "padim" and r.get("side") == "anomalib":
+            return float(r["image_auroc"])
+    return float("nan")
+
+
+def spread(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
 def main() -> None:
@@ -32,103 +123,45 @@ def main() -> None:
     ap.add_argument("--bench-out", default=str(ROOT / "runs" / "bench_anomaly"), help="OUT of a finished anomaly.py run")
     ap.add_argument("--datasets", nargs="*", default=["brick", "grass", "gravel"])
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--doc", default=None, help="markdown table (default docs/benchmarks/padim_seeds.md; "
-                    "'-' prints only; --quick prints only unless --doc is given)")
-    ap.add_argument("--quick", action="store_true", help="grass only, 2 subset seeds (a few minutes)")
+    ap.add_argument("--threads", type=int, default=1)
+    add_doc_args(ap, "padim_seeds", "grass only, 2 seeds")
     args = ap.parse_args()
     if args.quick:
         args.datasets, args.seeds = ["grass"], 2
-    if args.doc is None:
-        args.doc = "-" if args.quick else str(ROOT / "docs" / "benchmarks" / "padim_seeds.md")
     torch.set_num_threads(args.threads)
-    from fovea.anomaly.models import build_model
-    from fovea.anomaly.workflow import FitOptions, fit_pipeline
-    from fovea.io import read_image
-
+    run = Run(args, full_command=f".venv/bin/python benchmarks/padim_seeds.py --bench-out {args.bench_out}")
     jobs = Path(args.bench_out) / "jobs"
     results = json.loads((Path(args.bench_out) / "results.json").read_text())
-    rows, same_subset = [], []
+    seeds = list(range(args.seeds))
+    rows, checks, summary = [], [], []
     for ds in args.datasets:
-        job = json.loads((jobs / f"{ds}_padim_fovea_job.json").read_text())
-        val = [SimpleNamespace(path=Path(p), label=int(lb), mask_path=Path(m) if m else None) for p, lb, m in job["val"]]
-        images = [np.array(read_image(p)) for p in job["test_paths"]]
-        labels = np.array([0 if Path(p).parent.name == "good" else 1 for p in job["test_paths"]])
-        anomalib = _anomalib_auroc(results, ds)
-        subset = _anomalib_subset(jobs, ds)
-        if subset is not None:  # fovea's PaDiM with exactly the channels Anomalib drew
-            model = build_model("padim", backbone=job["backbone"], seed=0, n_features=job["n_features"])
-            model.channel_index = subset
-            value = _fit_and_score(model, job, val, images, labels)
-            same_subset.append((ds, value, anomalib))
-            print(f"{ds:<8} fovea with Anomalib's channel subset: {value:.3f}  (Anomalib {anomalib:.3f})", flush=True)
-        for sigma in (4.0, 0.0):
-            values = []
-            for seed in range(args.seeds):
-                opts = {"backbone": job["backbone"], "seed": seed, "score_sigma": sigma, "n_features": job["n_features"]}
-                pipe, _ = fit_pipeline([Path(p) for p in job["train_paths"]], val,
-                                       FitOptions(model="padim", input_size=tuple(job["input_size"]),
-                                                  batch_size=int(job["batch_size"]), model_options=opts))
-                with torch.no_grad():
-                    scores = np.array([float(pipe.raw(torch.from_numpy(im)[None])[0][0]) for im in images])
-                values.append(auroc(scores, labels))
-            rows.append((ds, sigma, values, anomalib))
-            print(f"{ds:<8} score sigma {sigma:>3}: " + " ".join(f"{v:.3f}" for v in values)
-                  + f"  mean {np.mean(values):.3f}  (Anomalib {anomalib:.3f})", flush=True)
-    if args.doc != "-":
-        _write_doc(Path(args.doc), args, rows, labels, same_subset)
-
-
-def _anomalib_subset(jobs: Path, ds: str):
-    """The `idx` buffer (Anomalib's random channel subset) of the Anomalib PaDiM run on `ds`, if saved."""
-    ckpts = sorted((jobs / f"{ds}_padim_anomalib_results").rglob("model.ckpt"))
-    if not ckpts:
-        return None
-    state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)["state_dict"]
-    return state["model.idx"].clone()
-
-
-def _fit_and_score(model, job, val, images, labels) -> float:
-    from fovea.anomaly.pipeline import AnomalyPipeline
-    from fovea.io import read_image
-
-    pipe = AnomalyPipeline(model, tuple(job["input_size"])).eval()
-    bs = int(job["batch_size"])
-    paths = job["train_paths"]
-    with torch.no_grad():
-        model.fit([torch.cat([pipe.preprocess(torch.from_numpy(np.array(read_image(p)))[None])
-                              for p in paths[i:i + bs]]) for i in range(0, len(paths), bs)])
-        scores = np.array([float(pipe.raw(torch.from_numpy(im)[None])[0][0]) for im in images])
-    return auroc(scores, labels)
-
-
-def _anomalib_auroc(results, ds: str) -> float:
-    rows = results["rows"] if isinstance(results, dict) and "rows" in results else results
-    for r in rows:
-        if r.get("dataset") == ds and r.get("model") == "padim" and r.get("side") == "anomalib":
-            return float(r["image_auroc"])
-    return float("nan")
-
-
-def _write_doc(path: Path, args, rows, labels, same_subset) -> None:
-    n_bad = int(labels.sum())
-    lines = ["# PaDiM: spread over the random channel subset", "",
-             f"Produced by `.venv/bin/python benchmarks/padim_seeds.py --bench-out {args.bench_out}` on the splits of "
-             f"that `benchmarks/anomaly.py` run ({len(labels)} test images, {n_bad} anomalous: "
-             f"{n_bad * (len(labels) - n_bad)} normal/anomalous pairs per AUROC). fovea PaDiM refitted for "
-             f"channel-subset seeds 0-{args.seeds - 1}; everything else as in the anomaly benchmark.", "",
-             "| data set | image score | AUROC per seed | mean | min-max | Anomalib (its own subset) |",
-             "|---|---|---|---|---|---|"]
-    for ds, sigma, values, anomalib in rows:
-        rule = "max of sigma-4 smoothed map (default)" if sigma else "max of unsmoothed map"
-        lines.append(f"| {ds} | {rule} | {' '.join(f'{v:.3f}' for v in values)} | {np.mean(values):.3f} | "
-                     f"{min(values):.3f}-{max(values):.3f} | {anomalib:.3f} |")
-    if same_subset:
-        lines += ["", "Same subset: fovea's PaDiM fitted with the channel indices Anomalib drew (its checkpoint's `idx` "
-                  "buffer), sigma-4 smoothed score:", "", "| data set | fovea, Anomalib's subset | Anomalib |", "|---|---|---|"]
-        lines += [f"| {ds} | {v:.3f} | {a:.3f} |" for ds, v, a in same_subset]
-    path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {path}")
+        job_file = jobs / f"{ds}_padim_anomalib_job.json"
+        split = Split(json.loads(job_file.read_text()))
+        draws = anomalib_draws(job_file, seeds)
+        saved = saved_subset(jobs, ds)
+        actual = anomalib_run_auroc(results, ds)
+        variance = split.auroc(channel_rule="variance")
+        stride = split.auroc(channel_rule="stride")
+        fovea_random = [split.auroc(channel_rule="random", seed=s) for s in seeds]
+        anomalib_subsets = [split.auroc(subset=draws[s]) for s in seeds]
+        same_draw = saved is not None and torch.equal(saved.sort().values, draws[0].sort().values)
+        checks.append([ds, "yes" if same_draw else "**NO**", f"{anomalib_subsets[0]:.3f}", f"{actual:.3f}"])
+        rows.append([ds, f"{variance:.3f}", f"{stride:.3f}", spread(fovea_random), spread(anomalib_subsets)])
+        summary.append((variance, stride, float(np.mean(fovea_random)), float(np.mean(anomalib_subsets))))
+        print(rows[-1], checks[-1], flush=True)
+    n_bad = int(split.labels.sum())
+    body = table(["data set", "variance rule (default)", "stride rule", f"random, fovea seeds 0-{seeds[-1]}: mean (min-max)",
+                  f"random, Anomalib's draws for seeds 0-{seeds[-1]}: mean (min-max)"], rows)
+    means = np.array(summary).mean(0) if summary else []
+    if len(means):
+        body += ["", f"Mean over the data sets: variance {means[0]:.3f}, stride {means[1]:.3f}, fovea random "
+                 f"{means[2]:.3f}, Anomalib's draws {means[3]:.3f}."]
+    body += ["", f"Image AUROC of fovea's PaDiM (Lite0, 256 px, 100 channels, sigma-4 smoothed max), on the test images of "
+             f"`{args.bench_out}` ({len(split.labels)} per data set, {n_bad} anomalous). 'Anomalib's draws' = the channel "
+             "subsets Anomalib 2.7's Padim takes for those seeds, fitted by fovea's PaDiM; check below:", ""]
+    body += table(["data set", "seed-0 draw = the real Anomalib run's saved idx", "fovea with that subset",
+                   "the real Anomalib run (seed 0)"], checks)
+    run.write("PaDiM: channel rule vs random subsets", body)
 
 
 if __name__ == "__main__":

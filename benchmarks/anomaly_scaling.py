@@ -1,0 +1,190 @@
+"""fovea vs Anomalib 2.7 by training-set size: PatchCore and PaDiM at 24, 50, 100, 200 images (fovea alone at 400).
+
+Same protocol as `benchmarks/anomaly.py` (whose job runner, data layout, weights check and metrics
+this script reuses): generated data at 256 px, ImageNet EfficientNet-Lite0 on both sides, one
+process per (side, data set, model, size) so peak RSS is per job, one torch thread, sides alternating
+who goes first. Per data set one generation with the largest training count; each size takes the
+first N training images, and every size shares the same validation and test images. An Anomalib job
+past --anomalib-timeout-min (30) is stopped and reported as "> 30 min" (it is not retried at larger
+sizes). Writes the table to docs/benchmarks/anomaly_scaling.md and a log-log PNG of fit and
+predict time against training images beside it.
+
+    .venv/bin/python benchmarks/anomaly_scaling.py --quick   # 24 and 50 images, one_up + brick
+    .venv/bin/python benchmarks/anomaly_scaling.py           # 24/50/100/200 (+ fovea 400), one_up + brick
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import anomaly as A  # noqa: E402
+from _doc import DOCS, Run, add_doc_args, table  # noqa: E402
+
+TEST_GOOD, TEST_BAD = 16, 24
+
+
+def prepare(out: Path, name: str, n_train: int, seed: int):
+    """Generate `name` with n_train normal training images; return its fovea splits."""
+    from fovea.data import load_mvtec
+    from fovea.synth.bricks import generate_bricks
+    from fovea.synth.textures import generate_textures
+
+    kind = "bricks" if name in A.BRICKS else "texture"
+    root = out / "data" / kind
+    if not (root / name / "train").is_dir():
+        (generate_bricks if kind == "bricks" else generate_textures)(root, name, n_train, TEST_GOOD, TEST_BAD, 256, seed)
+    return load_mvtec(root, name, val_split_ratio=0.5, seed=seed), kind
+
+
+def make_job(name: str, model: str, splits, split_dir: Path, weights: Path, ref: Path, args) -> dict:
+    return {"name": name, "model": model, "seed": args.seed, "threads": args.threads, "batch_size": 8,
+            "input_size": [256, 256], "warmup": 3, "backbone": A.BACKBONE,
+            "layers": [A.TIMM_MODULES[i] for i in A.MODELS[model]["layers"]], "weights": str(weights),
+            "reference": str(ref), "split_dir": str(split_dir),
+            "train_paths": [str(s.path) for s in splits.train],
+            "val": [[str(s.path), int(s.label), str(s.mask_path) if s.mask_path else None] for s in splits.val],
+            "test_paths": [str(s.path) for s in splits.test],
+            **{k: v for k, v in A.MODELS[model].items() if k != "layers"}}
+
+
+def run(args) -> list[dict]:
+    out = Path(args.out).resolve()
+    sizes = [int(v) for v in args.sizes.split(",")]
+    fovea_only = [int(v) for v in args.fovea_only_sizes.split(",") if v]
+    anomalib_py = None if args.skip_anomalib else A.anomalib_python(install=not args.no_install)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = A.write_weights(out)
+    rows, t_start = [], time.perf_counter()
+    stopped: set[tuple[str, str]] = set()  # (data set, model) whose Anomalib job timed out
+    for name in args.datasets:
+        splits, kind = prepare(out, name, max(sizes + fovea_only), args.seed)
+        refs = {m: A.write_reference(out, m, splits.train[0].path, (256, 256)) for m in args.models}
+        for k, n in enumerate(sorted(set(sizes + fovea_only))):
+            sub = copy.copy(splits)
+            sub.train = splits.train[:n]
+            split_dir = out / "splits" / f"{name}_{n}"
+            A.materialise_split(sub, split_dir)
+            work = out / "jobs" / f"n{n}"
+            work.mkdir(parents=True, exist_ok=True)
+            for model in args.models:
+                job = make_job(name, model, sub, split_dir, weights, refs[model], args)
+                sides = ["fovea"] if (n not in sizes or anomalib_py is None) else (
+                    ["fovea", "anomalib"] if k % 2 == 0 else ["anomalib", "fovea"])
+                for side in sides:
+                    if side == "anomalib" and (name, model) in stopped:
+                        rows.append({"side": side, "model": model, "dataset": name, "n_train": n, "kind": kind,
+                                     "timed_out": True, "skipped_after_timeout": True})
+                        continue
+                    print(f"[{time.perf_counter() - t_start:6.0f}s] {name} {model} n={n} {side} ...", flush=True)
+                    res = A.run_job(side, job, work, anomalib_py, args.resume,
+                                    timeout_s=60 * args.anomalib_timeout_min if side == "anomalib" else None)
+                    res.update(kind=kind, n_train=n)
+                    if res.get("timed_out"):
+                        stopped.add((name, model))
+                    else:
+                        res.update(A.evaluate(res["out_npz"], splits.test))
+                        res["p50_ms"], res["p95_ms"] = A.latency_stats(res["latency_ms"])
+                        print(f"    fit {res['fit_s']:.1f}s p50 {res['p50_ms']:.0f}ms image AUROC "
+                              f"{res['image_auroc']:.3f} peak {res['peak_rss_mb']:.0f}MB load {res['load_start']:.1f}",
+                              flush=True)
+                    rows.append(res)
+                    (out / "scaling_results.json").write_text(json.dumps(rows, indent=1, default=str))
+    return rows
+
+
+def cell(r: dict | None, key: str, fmt: str, limit_min: int) -> str:
+    if r is None:
+        return "-"
+    if r.get("timed_out"):
+        return f"> {limit_min} min" if key == "fit_s" else "-"
+    return format(r[key], fmt)
+
+
+def report(rows: list[dict], limit_min: int) -> list[str]:
+    index = {(r["dataset"], r["model"], r["n_train"], r["side"]): r for r in rows}
+    keys = sorted({(r["dataset"], r["model"], r["n_train"]) for r in rows})
+    body = []
+    for ds, model, n in keys:
+        f, a = index.get((ds, model, n, "fovea")), index.get((ds, model, n, "anomalib"))
+        speed = (f"{a['fit_s'] / f['fit_s']:.1f}x" if f and a and not a.get("timed_out") else
+                 (f"> {60 * limit_min / f['fit_s']:.0f}x" if f and a else "-"))
+        lat = f"{f['p50_ms'] / a['p50_ms']:.2f}" if f and a and not a.get("timed_out") else "-"
+        body.append([ds, model, n, cell(f, "fit_s", ".1f", limit_min), cell(a, "fit_s", ".1f", limit_min), speed,
+                     f"{cell(f, 'p50_ms', '.0f', limit_min)} / {cell(f, 'p95_ms', '.0f', limit_min)}",
+                     f"{cell(a, 'p50_ms', '.0f', limit_min)} / {cell(a, 'p95_ms', '.0f', limit_min)}", lat,
+                     f"{cell(f, 'peak_rss_mb', '.0f', limit_min)} / {cell(a, 'peak_rss_mb', '.0f', limit_min)}",
+                     f"{cell(f, 'image_auroc', '.3f', limit_min)} / {cell(a, 'image_auroc', '.3f', limit_min)}",
+                     f"{cell(f, 'pixel_auroc', '.3f', limit_min)} / {cell(a, 'pixel_auroc', '.3f', limit_min)}",
+                     f"{cell(f, 'aupro', '.3f', limit_min)} / {cell(a, 'aupro', '.3f', limit_min)}",
+                     f"{(f or a or {}).get('load_start', float('nan')):.1f}"])
+    return table(["data set", "model", "train images", "fit s fovea", "fit s Anomalib", "fit speed-up",
+                  "predict p50 / p95 ms fovea", "Anomalib", "p50 fovea / Anomalib", "peak RSS MB fovea / Anomalib",
+                  "image AUROC fovea / Anomalib", "pixel AUROC", "AUPRO", "load at start"], body)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "fit_s", "fit s"), (axes[1], "p50_ms", "predict p50 ms")):
+        for (ds, model, side) in sorted({(r["dataset"], r["model"], r["side"]) for r in rows}):
+            pts = sorted((r["n_train"], r[key]) for r in rows if (r["dataset"], r["model"], r["side"]) == (ds, model, side)
+                         and not r.get("timed_out"))
+            if pts:
+                ax.plot(*zip(*pts), marker="o", linestyle="-" if side == "fovea" else "--", label=f"{side} {model} {ds}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training images")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="24,50,100,200", help="training images, both sides")
+    ap.add_argument("--fovea-only-sizes", default="400", help="training images, fovea alone")
+    ap.add_argument("--datasets", nargs="*", default=["one_up", "brick"])
+    ap.add_argument("--models", nargs="*", default=list(A.MODELS), choices=list(A.MODELS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--anomalib-timeout-min", type=int, default=30)
+    ap.add_argument("--out", default=str(A.ROOT / "runs" / "bench_anomaly_scaling"))
+    ap.add_argument("--skip-anomalib", action="store_true")
+    ap.add_argument("--no-install", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="reuse finished jobs of an interrupted run in OUT")
+    add_doc_args(ap, "anomaly_scaling", "24 and 50 images, no fovea-only size")
+    args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.fovea_only_sizes = "24,50", ""
+    import torch
+
+    torch.set_num_threads(args.threads)  # the jobs run with --threads; the doc's machine line says so too
+    run_info = Run(args, full_command=".venv/bin/python benchmarks/anomaly_scaling.py")
+    rows = run(args)
+    body = report(rows, args.anomalib_timeout_min)
+    png = (Path(args.doc).parent if args.doc != "-" else Path(args.out)) / "anomaly_scaling.png"
+    plot(rows, png)
+    body += ["", f"![fit and predict time against training images (log-log)]({png.name})", "",
+             f"Test set per data set: {TEST_GOOD} good + {TEST_BAD} defective images, half of them the validation "
+             "split (thresholds), the other half scored. fit s = the whole fit call (backbone, features, coreset or "
+             "Gaussians, validation pass); peak RSS of the job's process. One torch thread per side."]
+    run_info.write(f"Anomaly detection by training-set size: fovea vs Anomalib {A.ANOMALIB_VERSION}", body)
+
+
+if __name__ == "__main__":
+    main()
