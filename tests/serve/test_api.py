@@ -94,7 +94,8 @@ def test_models_health_ready_and_metrics(client):
     for stage in ("decode", "queue", "infer", "total"):
         assert f'model="cls",stage="{stage}"' in text
     assert 'fovea_serve_queue_depth{model="cls"}' in text
-    assert client.get("/openapi.json").json()["paths"]["/api/predict/{name}"]
+    doc = client.get("/openapi.json").json()["paths"]["/api/predict/{name}"]["post"]
+    assert "multipart/form-data" in doc["requestBody"]["content"] and {"413", "415", "429"} <= set(doc["responses"])
 
 
 def _metric(client, name: str) -> float:

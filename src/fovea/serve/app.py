@@ -209,8 +209,22 @@ async def _form_images(form, cfg: ServeConfig) -> list[tuple[str, bytes]]:
     return out
 
 
+PREDICT_BODY_DOC = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": "one or more images (repeat the field)"}}}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+    "responses": {"400": {"description": "corrupt or truncated image"}, "401": {"description": "API key needed"},
+                  "404": {"description": "unknown model"},
+                  "413": {"description": "body, file count or pixel count over the limit"},
+                  "415": {"description": "not an image"}, "422": {"description": "model name not allowed"},
+                  "429": {"description": "queue full; see Retry-After"}}}
+
+
 def _add_model_routes(app: FastAPI, registry: ModelRegistry, metrics: ServeMetrics, cfg: ServeConfig) -> None:
-    @app.post("/api/predict/{name}", summary="Predict one or more images with a served model")
+    @app.post("/api/predict/{name}", summary="Predict one or more images with a served model",
+              openapi_extra=PREDICT_BODY_DOC)
     async def predict(name: str, request: Request, overlay: bool = False):
         t0 = time.perf_counter()
         try:
