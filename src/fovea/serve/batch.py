@@ -133,8 +133,12 @@ def _local_rows(model: str, paths: list[str], batch_size: int) -> Iterator[dict]
 
 def _ray_rows(model: str, paths: list[str], batch_size: int, num_workers: int, address: str | None,
               threads: int) -> Iterator[dict]:
-    import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    try:
+        import ray
+        from ray.data import ActorPoolStrategy, DataContext
+    except ImportError as exc:
+        raise ConfigError(f"--engine ray needs Ray Data ({exc}). Fix: pip install 'fovea[ray]' "
+                          "(ray[data]), or use --engine local") from exc
 
     if not ray.is_initialized():
         if address:
@@ -190,8 +194,12 @@ def _write(rows: Iterator[dict], paths: list[str], out: Path, parquet: bool
 
 def _parquet_chunk(writer, records: list[str], out: Path):
     """Append rows (task, image, result JSON, error) to OUT/predictions.parquet."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ConfigError(f"--parquet needs pyarrow ({exc}). Fix: pip install pyarrow (it comes with "
+                          "fovea[ray]), or leave --parquet out: predictions.jsonl is always written") from exc
 
     dicts = [json.loads(r) for r in records]
     table = pa.table({"task": [d["task"] for d in dicts], "image": [d["image"] for d in dicts],
