@@ -10,16 +10,20 @@ from fovea.anomaly.padim import Padim, choose_by_variance
 from fovea.errors import ConfigError
 
 
-def _numpy_top_variance(e: np.ndarray, n: int) -> list[int]:
+def _numpy_top_variance(e: np.ndarray, n: int, largest: bool = True) -> list[int]:
     """e (N, C, h, w): per channel and position the variance over images, averaged over positions."""
     var = e.reshape(e.shape[0], e.shape[1], -1).var(axis=0, ddof=1).mean(1)
-    return sorted(sorted(range(len(var)), key=lambda c: (-var[c], c))[:n])
+    sign = -1 if largest else 1
+    return sorted(sorted(range(len(var)), key=lambda c: (sign * var[c], c))[:n])
 
 
 def test_choose_by_variance_matches_numpy():
     g = torch.Generator().manual_seed(0)
     e = torch.randn(6, 12, 4, 5, generator=g) * torch.linspace(0.1, 3.0, 12).roll(5)[None, :, None, None]
     assert choose_by_variance(e, 5).tolist() == _numpy_top_variance(e.double().numpy(), 5)
+    low = choose_by_variance(e, 5, largest=False).tolist()
+    assert low == _numpy_top_variance(e.double().numpy(), 5, largest=False)
+    assert not set(low) & set(choose_by_variance(e, 5).tolist())
 
 
 def test_variance_rule_fit_uses_first_images_and_streams_the_rest():
@@ -39,14 +43,15 @@ def test_variance_rule_fit_uses_first_images_and_streams_the_rest():
     np.testing.assert_allclose(model.inv_covariance[7].numpy(), np.linalg.inv(cov), rtol=2e-3, atol=2e-3)
 
 
-def test_variance_rule_with_fewer_images_than_rule_images():
+@pytest.mark.parametrize("rule", ["variance", "low_variance"])
+def test_variance_rules_with_fewer_images_than_rule_images(rule):
     torch.manual_seed(1)
-    model = Padim(weights="random", n_features=6, rule_images=32).eval()
+    model = Padim(weights="random", n_features=6, rule_images=32, channel_rule=rule).eval()
     batches = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)]
     with torch.no_grad():
         full = torch.cat([model.all_channels(b) for b in batches]).double().numpy()
     model.fit(batches)
-    assert model.channel_index.tolist() == _numpy_top_variance(full, 6)
+    assert model.channel_index.tolist() == _numpy_top_variance(full, 6, largest=rule == "variance")
     assert model.mean.shape == (full.shape[2] * full.shape[3], 6)
 
 

@@ -12,6 +12,9 @@ Channel rules (`channel_rule`):
 - "variance" (default): the `n_features` channels with the largest variance over the normal
   training images, averaged over positions (the within-position variance that the Gaussians model),
   computed on the first `rule_images` training images. No draw: the same data give the same channels.
+- "low_variance": the `n_features` channels with the smallest such variance (normal data barely use
+  them, so an anomaly that does stands out; cf. Rippel et al. 2020, where the least-variance principal
+  components of normal features separated anomalies best).
 - "stride": every (C / n_features)-th channel of the concatenation (evenly spaced, data-free).
 - "random": the paper's and Anomalib's random subset, drawn with `seed` (checkpoints written
   before the option existed load with this rule; their subset is a saved buffer either way).
@@ -31,7 +34,7 @@ from fovea.anomaly.features import FeatureExtractor
 from fovea.anomaly.postprocess import gaussian_blur_map
 from fovea.errors import ConfigError
 
-CHANNEL_RULES = ("variance", "stride", "random")
+CHANNEL_RULES = ("variance", "low_variance", "stride", "random")
 
 
 @dataclass
@@ -43,7 +46,7 @@ class PadimConfig:
     score_sigma: float = 4.0   # Gaussian smoothing of the map before its max = image score (0 = raw max)
     seed: int = 0
     weights: str | None = "default"
-    channel_rule: str = "variance"  # "variance" | "stride" | "random" (module docstring)
+    channel_rule: str = "variance"  # "variance" | "low_variance" | "stride" | "random" (module docstring)
     rule_images: int = 32           # training images the variance rule looks at (the first ones)
 
     # options missing from older checkpoints: they were fitted (and thresholded) on the raw max, with a
@@ -71,7 +74,7 @@ class Padim(nn.Module):
             index = torch.randperm(total, generator=gen)[:n].sort().values
         elif self.config.channel_rule == "stride":
             index = torch.linspace(0, total - 1, n).round().long().unique()
-        else:  # "variance": chosen from the training images in `fit`; all-channel placeholder until then
+        else:  # "variance", "low_variance": chosen from the training images in `fit`; all-channel placeholder until then
             index = torch.arange(n)
         self.register_buffer("channel_index", index)
         self.register_buffer("mean", torch.zeros(0, n))  # (P, d)
@@ -94,7 +97,7 @@ class Padim(nn.Module):
         held, count = [], 0
         for batch in batches:
             x = batch["image"] if isinstance(batch, dict) else batch
-            if self.config.channel_rule != "variance":
+            if not self.config.channel_rule.endswith("variance"):
                 yield self.embed(x)
                 continue
             e = self.all_channels(x)
@@ -110,7 +113,8 @@ class Padim(nn.Module):
             yield from self._release(held)
 
     def _release(self, held: list[torch.Tensor]):
-        self.channel_index = choose_by_variance(torch.cat(held), self.config.n_features)
+        self.channel_index = choose_by_variance(torch.cat(held), self.config.n_features,
+                                                largest=self.config.channel_rule == "variance")
         for e in held:
             yield e.index_select(1, self.channel_index)
 
@@ -161,10 +165,12 @@ class Padim(nn.Module):
         return smooth.amax(dim=(1, 2, 3)), maps
 
 
-def choose_by_variance(embeddings: torch.Tensor, n: int) -> torch.Tensor:
+def choose_by_variance(embeddings: torch.Tensor, n: int, largest: bool = True) -> torch.Tensor:
     """(N, C, h, w) normal embeddings -> sorted indices (min(n, C),) of the channels with the largest
-    variance over the N images, averaged over the h * w positions (ties: lower index first)."""
+    (largest=False: smallest) variance over the N images, averaged over the h * w positions (ties:
+    lower index first)."""
     e = embeddings.double().flatten(2)                               # (N, C, P)
     var = e.var(dim=0, unbiased=embeddings.shape[0] > 1).mean(1)     # (C,)
-    order = sorted(range(var.numel()), key=lambda c: (-float(var[c]), c))
+    sign = -1.0 if largest else 1.0
+    order = sorted(range(var.numel()), key=lambda c: (sign * float(var[c]), c))
     return torch.tensor(sorted(order[:n]), dtype=torch.long)
