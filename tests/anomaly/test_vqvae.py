@@ -5,6 +5,7 @@ separation of generator and discriminator, traceability."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fovea.anomaly.models import build_model
 from fovea.anomaly.vqgan_losses import (FeaturePerceptualLoss, PatchDiscriminator, adaptive_weight,
@@ -15,7 +16,7 @@ from fovea.errors import ConfigError
 
 def _small(**kw) -> VQVAE:
     torch.manual_seed(0)
-    return VQVAE(VQVAEConfig(width=8, n_down=2, embed_dim=4, num_codes=16, score_sigma=1.0, **kw))
+    return VQVAE(VQVAEConfig(width=8, n_down=2, embed_dim=4, num_codes=16, score_sigma=1.0, target="pixels", **kw))
 
 
 def test_forward_decodes_the_nearest_codes():
@@ -94,7 +95,7 @@ def test_perceptual_loss_zero_on_identical_images_and_positive_otherwise():
 
 def test_fit_logs_codebook_usage_and_perplexity(tmp_path):
     m = build_model("vqvae", width=8, n_down=2, embed_dim=4, num_codes=8, epochs=3, batch_size=2, lr=5e-3,
-                    out_dir=str(tmp_path), backbone="ignored", weights="random", seed=0)
+                    out_dir=str(tmp_path), backbone="ignored", weights="random", seed=0, target="pixels")
     torch.manual_seed(0)
     x = torch.randn(4, 3, 16, 16)
     m.fit([x])
@@ -107,7 +108,7 @@ def test_fit_logs_codebook_usage_and_perplexity(tmp_path):
 
 def test_fit_with_vqgan_losses_runs_the_discriminator(tmp_path):
     m = build_model("vqvae", width=8, n_down=2, embed_dim=4, num_codes=8, epochs=2, batch_size=2, lr=1e-3,
-                    gan=True, disc_start=1, disc_ndf=8, disc_layers=1, backbone="test_efficientnet",
+                    gan=True, target="pixels", disc_start=1, disc_ndf=8, disc_layers=1, backbone="test_efficientnet",
                     weights="random", layers=(1,), out_dir=str(tmp_path))
     d0 = {k: v.clone() for k, v in m.discriminator.state_dict().items()}
     m.fit([torch.randn(4, 3, 16, 16)])
@@ -125,13 +126,42 @@ def test_eval_forward_traces_and_matches():
     torch.testing.assert_close(got[1], ref[1])
 
 
+def test_feature_target_reconstructs_standardised_backbone_features(tmp_path):
+    """target='features': the map is the upsampled squared error of standardised Lite-style features."""
+    torch.manual_seed(0)
+    m = build_model("vqvae", width=8, n_down=1, embed_dim=4, num_codes=8, epochs=2, batch_size=2,
+                    backbone="test_efficientnet", weights="random", feature_layers=(2, 3), out_dir=str(tmp_path))
+    x = torch.randn(4, 3, 32, 32)
+    m.fit([x])
+    with torch.no_grad():
+        raw = torch.cat([m.extractor(x)[0], F.interpolate(m.extractor(x)[1], size=(4, 4), mode="bilinear",
+                                                                   align_corners=False)], 1)
+        # the standardisation was fitted on exactly these images: per-channel mean 0, std 1
+        t = m.target_of(x)
+        torch.testing.assert_close(t.mean(dim=(0, 2, 3)), torch.zeros(t.shape[1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(t.std(dim=(0, 2, 3)), torch.ones(t.shape[1]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(t, (raw - raw.mean(dim=(0, 2, 3), keepdim=True)) /
+                                   raw.std(dim=(0, 2, 3), keepdim=True), atol=1e-5, rtol=0)
+        scores, maps = m(x)
+        recon, _ = m.reconstruct(t)
+        ref = F.interpolate(((t - recon) ** 2).sum(1, keepdim=True), size=(32, 32), mode="bilinear",
+                            align_corners=False)
+    torch.testing.assert_close(maps, ref)
+    assert scores.shape == (4,) and m.history[-1]["perplexity"] >= 1.0
+
+
 def test_config_errors():
+    with pytest.raises(ConfigError, match="target='pixels'"):
+        VQVAEConfig(gan=True)
+    with pytest.raises(ConfigError, match="target="):
+        VQVAEConfig(target="latents")
     with pytest.raises(ConfigError, match="decay"):
         VQVAEConfig(decay=1.5)
     with pytest.raises(ConfigError, match="num_codes=0"):
         VQVAEConfig(num_codes=0)
 
 
+@pytest.mark.slow
 def test_cli_fit_test_export_predict_with_vqvae(tmp_path, capsys):
     """`fovea anomaly fit --model vqvae` -> report, TorchScript export, predict: the one workflow."""
     import json
@@ -163,7 +193,7 @@ def test_cli_fit_test_export_predict_with_vqvae(tmp_path, capsys):
     args = ["anomaly", "fit", str(root), "--normal-dir", "good", "--abnormal-dir", "bad", "--mask-dir", "masks",
             "--input-size", "32", "--out", str(out), "--normal-split", "0.34", "--model", "vqvae", "--epochs", "6",
             "--batch-size", "4", "--option", "width=8", "--option", "n_down=2", "--option", "num_codes=16",
-            "--option", "lr=0.01"]
+            "--option", "lr=0.01", "--option", "target=pixels"]
     assert main(args) == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"image_auroc", "pixel_auroc", "aupro"} <= set(metrics)
@@ -175,5 +205,5 @@ def test_cli_fit_test_export_predict_with_vqvae(tmp_path, capsys):
                  str(tmp_path / "pred"), "--no-overlays"]) == 0
     lines = (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 6 and all(json.loads(l)["task"] == "anomaly" for l in lines)
-    assert main(args[:-2] + ["--option", "lr"]) == 2  # not KEY=VALUE: a clear error
+    assert main(args[:-4] + ["--option", "lr"]) == 2  # not KEY=VALUE: a clear error
     assert "not KEY=VALUE" in capsys.readouterr().err

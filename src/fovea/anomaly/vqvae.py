@@ -1,12 +1,15 @@
 """Reconstruction anomaly models, part 2: VQ-VAE (van den Oord et al. 2017), optionally with VQGAN losses.
 
-Encoder (B, 3, H, W) -> (B, D, H / 2^n, W / 2^n) -> `fovea.nn.quantizer.VectorQuantizer` (paper loss,
+Encoder (B, C, h, w) -> (B, D, h / 2^n, w / 2^n) -> `fovea.nn.quantizer.VectorQuantizer` (paper loss,
 beta = 0.25 on the encoder term, straight-through; EMA codebook gamma = 0.99 and dead-code restarts by
 default) -> decoder. Trained on normal images with MSE + the quantiser loss, or with `gan=True` on the
 VQGAN losses (`fovea.anomaly.vqgan_losses`: L1 + perceptual term on frozen EfficientNet-Lite0 features,
 PatchGAN hinge loss from `disc_start`, adaptive weight on the decoder's last layer). A normal-only
-codebook cannot express a defect, so the reconstruction replaces it by normal content. Anomaly map
-(B, 1, H, W) = per-pixel squared error summed over channels; score = max of the smoothed map.
+codebook cannot express a defect, so the reconstruction replaces it by normal content. What is
+reconstructed (`target`): the image (C = 3), or the frozen EfficientNet-Lite0 features of `feature_layers`
+standardised per channel (default; a pixel codebook also learns to rebuild rotated bricks, features of
+the wrong orientation it cannot). Anomaly map (B, 1, H, W) = squared error summed over channels per
+position (bilinearly upsampled for features); score = max of the smoothed map.
 Codebook usage and perplexity are logged per epoch into `history`.
 """
 
@@ -40,7 +43,11 @@ class VQVAEConfig:
     decay: float = 0.99
     dead_code_threshold: float = 1.0  # EMA assignments per batch below which a code is restarted (0 = off)
     score_sigma: float = 4.0
-    # VQGAN option
+    # what is reconstructed: "pixels" (the image) or "features" (frozen, standardised backbone features of
+    # `feature_layers`, upsampled to the first one's grid and concatenated; the map is their error, upsampled)
+    target: str = "features"
+    feature_layers: tuple[int, ...] = (2, 3)
+    # VQGAN option (pixel target)
     gan: bool = False
     perceptual_weight: float = 1.0
     disc_start: int = 100             # optimizer step at which the discriminator switches on
@@ -61,6 +68,11 @@ class VQVAEConfig:
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(i) for i in self.layers)
+        self.feature_layers = tuple(int(i) for i in self.feature_layers)
+        if self.target not in ("pixels", "features"):
+            raise ConfigError(f"VQ-VAE target={self.target!r}; use 'pixels' or 'features'")
+        if self.gan and self.target != "pixels":
+            raise ConfigError("the VQGAN losses (gan=True) need target='pixels'. Fix: add target='pixels'.")
         if min(self.width, self.n_down, self.embed_dim, self.num_codes) < 1:
             raise ConfigError(f"VQ-VAE sizes must be >= 1: width={self.width}, n_down={self.n_down}, "
                               f"embed_dim={self.embed_dim}, num_codes={self.num_codes}")
@@ -78,24 +90,47 @@ class VQVAE(nn.Module):
         super().__init__()
         self.config = config or VQVAEConfig(**overrides)
         cfg = self.config
-        self.encoder = ConvEncoder(cfg.width, cfg.n_down, cfg.embed_dim)
+        channels = 3
+        if cfg.target == "features":
+            from fovea.anomaly.features import FeatureExtractor
+
+            self.extractor = FeatureExtractor(cfg.backbone, cfg.feature_layers, cfg.weights)
+            channels = sum(self.extractor.channels)
+            self.register_buffer("feature_mean", torch.zeros(1, channels, 1, 1))
+            self.register_buffer("feature_std", torch.ones(1, channels, 1, 1))
+        self.encoder = ConvEncoder(cfg.width, cfg.n_down, cfg.embed_dim, in_channels=channels)
         self.quantizer = VectorQuantizer(cfg.num_codes, cfg.embed_dim, cfg.beta, cfg.ema, cfg.decay,
                                          dead_code_threshold=cfg.dead_code_threshold)
-        self.decoder = ConvDecoder(cfg.width, cfg.n_down, cfg.embed_dim)
+        self.decoder = ConvDecoder(cfg.width, cfg.n_down, cfg.embed_dim, out_channels=channels)
         self.discriminator = PatchDiscriminator(3, cfg.disc_ndf, cfg.disc_layers) if cfg.gan else None
         self.__dict__["perceptual"] = None  # built at fit time (training only, never saved)
         self.__dict__["step"] = 0
         self.__dict__["step_stats"] = []
         self.history: list[dict] = []
 
-    def reconstruct(self, x: torch.Tensor):
-        """(recon (B, 3, H, W), QuantizerOutput)."""
-        check_input_size(x, self.config.n_down)
-        q = self.quantizer(self.encoder(x))
+    def raw_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> frozen features (B, C, h, w) of `feature_layers`, upsampled to the first one's grid."""
+        with torch.no_grad():
+            feats = self.extractor(x)
+        size = feats[0].shape[-2:]
+        return torch.cat([f if f.shape[-2:] == size else
+                          F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats], 1)
+
+    def target_of(self, x: torch.Tensor) -> torch.Tensor:
+        """What is reconstructed: the image itself, or its standardised features (B, C, h, w)."""
+        if self.config.target == "pixels":
+            return x
+        return (self.raw_features(x) - self.feature_mean) / self.feature_std
+
+    def reconstruct(self, t: torch.Tensor):
+        """target (B, C, h, w) -> (reconstruction (B, C, h, w), QuantizerOutput)."""
+        check_input_size(t, self.config.n_down)
+        q = self.quantizer(self.encoder(t))
         return self.decoder(q.quantized), q
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """MSE + quantiser loss, or the VQGAN losses with `gan=True`; records usage/perplexity per step."""
+        x = self.target_of(x)
         recon, q = self.reconstruct(x)
         cfg = self.config
         if cfg.gan:
@@ -112,8 +147,11 @@ class VQVAE(nn.Module):
         return loss
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        recon, _ = self.reconstruct(x)
-        maps = pixel_error_map(x, recon)
+        t = self.target_of(x)
+        recon, _ = self.reconstruct(t)
+        maps = pixel_error_map(t, recon)
+        if maps.shape[-2:] != x.shape[-2:]:
+            maps = F.interpolate(maps, size=[x.shape[-2], x.shape[-1]], mode="bilinear", align_corners=False)
         smooth = gaussian_blur_map(maps, self.config.score_sigma)
         return smooth.amax(dim=(1, 2, 3)), maps
 
@@ -130,9 +168,19 @@ class VQVAE(nn.Module):
         usage and the running count of restarted codes."""
         self._build_perceptual()
         self.step, self.step_stats[:] = 0, []
-        result = train_reconstruction(self, train_loader, lambda m, x: m.loss(x), progress)
+        batches = [(b["image"] if isinstance(b, dict) else b).detach().float() for b in train_loader]
+        if self.config.target == "features" and batches:
+            self._fit_feature_statistics(batches)
+        result = train_reconstruction(self, batches, lambda m, x: m.loss(x), progress)
         self._merge_codebook_stats()
         return result
+
+    @torch.no_grad()
+    def _fit_feature_statistics(self, batches: list[torch.Tensor]) -> None:
+        """Per-channel mean and std of the training features (the standardisation of the target)."""
+        feats = torch.cat([self.raw_features(b) for b in batches])
+        self.feature_mean.copy_(feats.mean(dim=(0, 2, 3), keepdim=True))
+        self.feature_std.copy_(feats.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
 
     def _merge_codebook_stats(self) -> None:
         if not self.history or not self.step_stats:
