@@ -102,8 +102,15 @@ def test_vnni_tile_kernel_is_bit_identical_to_the_fallback():
         packed = pack_ternary(codes)
         scale = torch.tensor(0.37)
         ref = packed_ternary_linear(x, packed, scale, n, bias, backend="torch")
-        tiled = packed_ternary_linear(x, packed, scale, n, bias, backend="native", tiles=_native.make_tiles(packed, n))
-        assert torch.equal(tiled, ref), (n, k, m)
+        old = torch.get_num_threads()
+        try:
+            for threads in (1, 2):  # one C call, and the quantise + row-block thread split
+                torch.set_num_threads(threads)
+                tiled = packed_ternary_linear(x, packed, scale, n, bias, backend="native",
+                                              tiles=_native.make_tiles(packed, n))
+                assert torch.equal(tiled, ref), (n, k, m, threads)
+        finally:
+            torch.set_num_threads(old)
 
 
 def test_packed_module_uses_cached_tiles_and_matches():

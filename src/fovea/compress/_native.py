@@ -284,6 +284,20 @@ void fovea_ternary_tiles_rows(const uint8_t *T, const int8_t *XQ, const int32_t 
     (void)ob0; (void)ob1;
 #endif
 }
+
+/* Single-threaded whole layer on tiles: quantise (padded), multiply, rescale. 0 = ok. */
+int fovea_ternary_tiles_linear(const float *X, const uint8_t *T, float w_scale, const float *bias, float *Y,
+                               i64 NB, i64 KB, i64 K, i64 M, i64 N) {
+    i64 Kp = KB * 16;
+    int8_t *xq = malloc((size_t)(M * Kp));
+    int32_t *sumx = malloc(sizeof(int32_t) * (size_t)M);
+    float *sx = malloc(sizeof(float) * (size_t)M);
+    if (!xq || !sumx || !sx) { free(xq); free(sumx); free(sx); return 1; }
+    fovea_quantize_rows_padded(X, M, K, Kp, xq, sumx, sx);
+    fovea_ternary_tiles_rows(T, xq, sumx, sx, w_scale, bias, Y, KB, M, N, 0, NB);
+    free(xq); free(sumx); free(sx);
+    return 0;
+}
 """
 
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC", "-std=c99"]
@@ -364,6 +378,8 @@ def _open(path: Path):
     lib.fovea_quantize_rows_padded.restype = None
     lib.fovea_ternary_tiles_rows.argtypes = [_P] * 4 + [ctypes.c_float, _P, _P] + [_I] * 5
     lib.fovea_ternary_tiles_rows.restype = None
+    lib.fovea_ternary_tiles_linear.argtypes = [_P, _P, ctypes.c_float, _P, _P] + [_I] * 5
+    lib.fovea_ternary_tiles_linear.restype = ctypes.c_int
     lib.fovea_ternary_has_tiles.argtypes = []
     lib.fovea_ternary_has_tiles.restype = ctypes.c_int
     lib.fovea_ternary_isa.argtypes = []
@@ -477,18 +493,21 @@ def ternary_linear_tiles(x: torch.Tensor, tiles: torch.Tensor, scale: float, out
     x = x.contiguous()
     nb, kb, _ = tiles.shape
     m, k = x.shape
+    b = 0 if bias is None else bias.contiguous().data_ptr()
+    parts = max(1, min(nb, torch.get_num_threads()))
+    if parts == 1:  # one C call: no scratch tensors
+        y = torch.empty(m, out_features, dtype=torch.float32)
+        if lib.fovea_ternary_tiles_linear(x.data_ptr(), tiles.data_ptr(), scale, b, y.data_ptr(), nb, kb, k, m,
+                                          out_features):
+            raise MemoryError("fovea ternary kernel: out of memory for the quantised activations")
+        return y
     xq = torch.empty(m, kb * 16, dtype=torch.int8)
     sumx = torch.empty(m, dtype=torch.int32)
     sx = torch.empty(m, dtype=torch.float32)
     lib.fovea_quantize_rows_padded(x.data_ptr(), m, k, kb * 16, xq.data_ptr(), sumx.data_ptr(), sx.data_ptr())
     y = torch.empty(m, out_features, dtype=torch.float32)
-    b = 0 if bias is None else bias.contiguous().data_ptr()
     args = [tiles.data_ptr(), xq.data_ptr(), sumx.data_ptr(), sx.data_ptr(), scale, b, y.data_ptr(), kb, m,
             out_features]
-    parts = max(1, min(nb, torch.get_num_threads()))
-    if parts == 1:
-        lib.fovea_ternary_tiles_rows(*args, 0, nb)
-        return y
     bounds = [nb * i // parts for i in range(parts + 1)]
     futures = [_pool(parts).submit(lib.fovea_ternary_tiles_rows, *args, bounds[i], bounds[i + 1])
                for i in range(parts)]
