@@ -73,7 +73,7 @@ def test_relations_and_new_types_by_hand():
     assert among("farthest_from", a, [b, c, d])[0] == 2  # hypot(1, 0.15) > hypot(1, 0.05)
     # gap between a and b footprints 0.7 m: c (min side 0.3) fits, a 0.8-m-wide box would not
     assert fits(c, a, b)[0] == pytest.approx(0.7 - 0.3)
-    assert fits(a, b, d)[0] == pytest.approx(0.7 - 0.2)   # a's smaller footprint side is 0.2 m
+    assert fits(a, b, d)[0] == pytest.approx((0.9 - 0.1) - 0.2)  # b and d footprints 0.8 m apart; a: 0.2 m side
     assert fits(a, c, d)[0] == pytest.approx((2.85 - 2.05) - 0.2)  # c's and d's footprints 0.8 m apart in z
     assert fits(c, a, d)[0] == pytest.approx(0.0 - 0.3)   # d stands on a: their footprints overlap -> no
     assert on_top(d, a) == (True, True)
