@@ -28,7 +28,7 @@ class CaptionRecipe:
     n_val_apples: int = 100
     image_px: int = 128
     seed: int = 0
-    epochs: int = 80
+    epochs: int = 40
     lr: float = 3e-3
     batch_size: int = 128
     model: dict = field(default_factory=lambda: asdict(TwoTowerConfig()))
