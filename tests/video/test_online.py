@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import fovea.models.video as V
@@ -42,3 +43,17 @@ def test_stage_reads_a_line_source_logs_and_stops_once():
     assert [r["frame"] for r in raised] == [2]              # processed frames 0, 2: the second one raises
     assert stops == [("jam", 2)] and log.of_type("video_event")[0]["kind"] == "jam"
     assert len(stage.infer_s) == 6                          # every 2nd of 12 frames was processed
+
+
+@pytest.mark.slow      # the dynamo exporter takes ~1 min of CPU
+def test_tsm_exports_to_onnx_with_the_same_logits(tmp_path):
+    from fovea.video.export import export_clip_onnx, onnx_predict
+
+    torch.manual_seed(0)
+    model = V.create_model("tsm_lite0", num_classes=3, weights="random", num_segments=4,
+                           shift_mode="bidirectional").eval()
+    path = export_clip_onnx(model, tmp_path / "tsm.onnx", num_frames=4, height=64, width=96)
+    clip = torch.randn(3, 3, 4, 64, 96)
+    with torch.no_grad():
+        ref = model(clip).numpy()
+    np.testing.assert_allclose(onnx_predict(path, clip.numpy()), ref, atol=1e-4, rtol=1e-4)
