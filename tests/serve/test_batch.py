@@ -19,6 +19,7 @@ from fovea.serve.batch import predict_batch
 from _serve_helpers import png_bytes, textures
 
 BROKEN = "04b.png"
+pytestmark = pytest.mark.timeout(900)  # hang guard for the Ray test (pytest-timeout), not a speed target
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from _serve_helpers import png_bytes, textures
 
 REPO = Path(__file__).resolve().parents[2]
 ARTEFACTS = Path(os.environ.get("FOVEA_TEST_ARTEFACTS", REPO / "build" / "test-artefacts")) / "serve"
+pytestmark = pytest.mark.timeout(600)  # hang guard (pytest-timeout), not a speed target
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 

@@ -19,6 +19,8 @@ from fovea.serve.server import ServerThread
 from fovea.synth.conveyor import ConveyorConfig
 
 FRAME_SCALE = 3
+# hang guards (pytest-timeout), far above a run on a loaded machine: a stream that never ends fails, not hangs
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -105,6 +106,30 @@ class BodyLimit:
         return await self.app(scope, limited, send)
 
 
+class ApiKeyAuth:
+    """ASGI middleware: 401 unless header X-API-Key or query `key` equals `key` (paths in OPEN_PATHS are open).
+
+    A plain ASGI class rather than `@app.middleware("http")`, whose per-request task and stream
+    plumbing costs every request (429s included) noticeably on a busy machine."""
+
+    def __init__(self, app, key: str, on_reject=None):
+        self.app, self.key, self.on_reject = app, key.encode(), on_reject
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not _is_open(scope["path"]):
+            headers = dict(scope.get("headers") or [])
+            given = headers.get(b"x-api-key")
+            if given is None:
+                given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("key", [""])[0].encode()
+            if not secrets.compare_digest(given, self.key):
+                if self.on_reject is not None:
+                    self.on_reject()
+                response = _error(401, "unauthorized", "this server needs an API key: send header X-API-Key "
+                                  "(or ?key= for images and event streams)", {"WWW-Authenticate": "X-API-Key"})
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def _too_large(limit: int, n: int | None) -> JSONResponse:
     size = f"{n} bytes" if n is not None else "more bytes"
     return JSONResponse({"error": "too_large", "detail": f"request body of {size} is over the limit of {limit} "
@@ -153,15 +178,8 @@ def create_app(models: dict[str, Any] | None = None, config: ServeConfig | None 
         metrics.rejected.labels("too_large").inc()
         return _too_large(cfg.max_body_bytes, None)
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if cfg.api_key and not _is_open(request.url.path):
-            given = request.headers.get("x-api-key") or request.query_params.get("key") or ""
-            if not secrets.compare_digest(given.encode(), cfg.api_key.encode()):
-                metrics.rejected.labels("unauthorized").inc()
-                return _error(401, "unauthorized", "this server needs an API key: send header X-API-Key "
-                              "(or ?key= for images and event streams)", {"WWW-Authenticate": "X-API-Key"})
-        return await call_next(request)
+    if cfg.api_key:  # outermost: a request without the key is refused before its body is read
+        app.add_middleware(ApiKeyAuth, key=cfg.api_key, on_reject=metrics.rejected.labels("unauthorized").inc)
 
     _add_model_routes(app, registry, metrics, cfg)
     _add_service_routes(app, registry, metrics, cfg)
