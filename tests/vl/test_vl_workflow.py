@@ -58,6 +58,9 @@ class _FakeTextModel:
             rows.append(F.normalize(self.table[p], dim=0) if normalize else self.table[p])
         return torch.stack(rows)
 
+    def logit(self):
+        return torch.tensor(100.0)
+
     def encode_image(self, images):
         return F.normalize(images.float().reshape(len(images), -1)[:, : self.dim], dim=-1)
 

@@ -2,8 +2,10 @@
 
 Each class name goes through every template ("a photo of a {}." ...); each prompt's embedding is
 L2-normalised, the class's prompts are averaged and the mean re-normalised: a classifier (D, C).
-Logits = 100 x normalised image embedding @ classifier (the fixed 100 of open_clip's evaluation),
-probabilities by softmax. `zero_shot_predictor` wraps it as a fovea classify predictor, so every
+Logits = t x normalised image embedding @ classifier with the model's learned temperature t
+(open_clip's evaluation uses a fixed 100, which only sharpens the probabilities: the ranking is the
+same, but with 100 nearly every confidence reads 1.000 and a review sorted by uncertainty loses
+its meaning); probabilities by softmax. `zero_shot_predictor` wraps it as a fovea classify predictor, so every
 classify command (predict, test, the line) can use it.
 """
 
@@ -23,7 +25,6 @@ INSPECTION_TEMPLATES: tuple[str, ...] = (
     "{}", "a photo of a {}.", "a close-up photo of a {}.", "an image of a {}.", "a {} on a conveyor belt.",
     "a picture of the {}.", "a cropped photo of a {}.",
 )
-LOGIT_SCALE = 100.0
 
 
 def _check_classes(class_prompts: Sequence[str]) -> list[str]:
@@ -58,7 +59,7 @@ def build_zero_shot_classifier(model: TwoTower, class_prompts: Sequence[str],
 def zero_shot_probs(model: TwoTower, classifier: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> (B, C) class probabilities."""
     model.eval()
-    return torch.softmax(LOGIT_SCALE * model.encode_image(images) @ classifier, dim=-1)
+    return torch.softmax(model.logit() * model.encode_image(images) @ classifier, dim=-1)
 
 
 def zero_shot_predictor(model: TwoTower, class_prompts: Sequence[str], templates: Sequence[str] = INSPECTION_TEMPLATES,
