@@ -20,7 +20,8 @@ from fovea.models.video.tsn import Lite0Trunk, Recognizer2d, ResNetTrunk
 SHIFT_MODES = ("bidirectional", "causal")
 
 
-def temporal_shift(x: torch.Tensor, num_segments: int, shift_div: int = 8, mode: str = "bidirectional") -> torch.Tensor:
+def temporal_shift(x: torch.Tensor, num_segments: int, shift_div: int = 8,
+                   mode: str = "bidirectional") -> torch.Tensor:
     """Shift channel groups along time. x (B*T, C, H, W) -> same shape."""
     bt, c, h, w = x.shape
     t = num_segments

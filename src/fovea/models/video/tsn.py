@@ -16,7 +16,8 @@ from fovea.models.video._registry import register_video_model
 
 
 class ResNetTrunk(nn.Module):
-    """torchvision ResNet-50 without avgpool/fc (names kept: conv1, bn1, layer1..4). (N, 3, H, W) -> (N, 2048, H/32, W/32)."""
+    """torchvision ResNet-50 without avgpool/fc (names kept: conv1, bn1, layer1..4).
+    (N, 3, H, W) -> (N, 2048, H/32, W/32)."""
 
     def __init__(self, in_channels: int = 3):
         super().__init__()
