@@ -15,6 +15,9 @@ qualitative answers contradicting the true sign).
 - ToF 80 MHz: one frequency, wraps at 1.87 m; ToF 80 + 65 MHz: dual-frequency unwrapping (searched to 20 m;
   the pair's joint range is 29.98 m);
   + filters: amplitude threshold and flying-pixel filter. 2x2 sub-rays per pixel mix at edges.
+Spatial questions use each source's own noise model: stereo Z^2 / (f B) x 0.25 px (masks eroded 2 px),
+structured light the same triangulation formula with the projector's f and baseline and 0.1 px
+column noise, ToF a constant 2 mm (masks eroded 1 px).
 """
 
 from __future__ import annotations
@@ -33,14 +36,15 @@ from _doc import Run, add_doc_args, table  # noqa: E402
 F1, F2 = 80e6, 65e6
 
 
-def depth_maps(sc) -> dict[str, tuple[np.ndarray, float]]:
-    """source -> (depth (H, W) metres, CPU seconds)."""
+def depth_maps(sc) -> dict[str, tuple[np.ndarray, float, object, int]]:
+    """source -> (depth (H, W) metres, CPU seconds, depth noise model sigma(z), mask erosion px)."""
     from fovea.geometry.structured_light import (
         ProjectorCameraPair, column_patterns, decode_columns, triangulate_columns,
     )
     from fovea.geometry.tof import (
         amplitude_filter, flying_pixel_filter, four_bucket, phase_to_distance, radial_to_z, unwrap_dual,
     )
+    from fovea.spatial.lift import stereo_sigma
     from fovea.spatial.pipeline import stereo_depth
     from fovea.synth.depth_sensors import render_structured_light, render_tof
 
@@ -48,6 +52,7 @@ def depth_maps(sc) -> dict[str, tuple[np.ndarray, float]]:
     c0 = time.process_time()
     out["stereo (fovea SGBM, baseline)"] = (stereo_depth(sc), time.process_time() - c0)
     pair = ProjectorCameraPair.side_by_side(sc.K, 0.15 if sc.kind == "room" else 0.08)
+    sig_sl = stereo_sigma(float(pair.K_proj[0, 0]), float(-pair.T[0]), 0.1)  # triangulation, 0.1 px column noise
     pats = column_patterns(*pair.proj_size, period_px=16, n_steps=4)
     caps = render_structured_light(sc, pair, pats, seed=sc.seed)
     c0 = time.process_time()
@@ -66,7 +71,10 @@ def depth_maps(sc) -> dict[str, tuple[np.ndarray, float]]:
     c0 = time.process_time()
     zf = flying_pixel_filter(amplitude_filter(z2, a1, 0.01))
     out["ToF 80 + 65 MHz + filters"] = (zf, t_dec + time.process_time() - c0)
-    return out
+    sig_st = stereo_sigma(float(sc.K[0, 0]), sc.baseline_m)
+    sig_tof = lambda z: np.full_like(np.asarray(z, np.float64), 0.002)  # noqa: E731  (phase noise ~ 2 mm)
+    models = {"stereo": (sig_st, 2), "structured": (sig_sl, 1), "ToF": (sig_tof, 1)}
+    return {k: (z, t, *next(m for key, m in models.items() if k.startswith(key))) for k, (z, t) in out.items()}
 
 
 def main() -> None:
@@ -90,7 +98,7 @@ def main() -> None:
         has = np.isfinite(gt)
         truth = true_objects(sc)
         cam = sc.world_to_canonical(sc.camera_centre[None])[0]
-        for name, (z, cpu) in depth_maps(sc).items():
+        for name, (z, cpu, sigma, erode) in depth_maps(sc).items():
             s = stats[name]
             ok = has & np.isfinite(z)
             rel = np.abs(z[ok] - gt[ok]) / gt[ok]
@@ -101,7 +109,7 @@ def main() -> None:
             s["cpu"].append(cpu)
             try:
                 recs, _ = questions_from_frame(z.astype(np.float32), sc.K, sc.labels, sc.names, f"s{i}",
-                                               sigma=lambda zz: 0.004 * np.asarray(zz) + 0.001, seed=i, erode_px=2)
+                                               sigma=sigma, seed=i, erode_px=erode)
             except SupportSurfaceError:
                 s["refused"].append(1)  # the depth is too wrong to find the floor: counted, no questions
                 continue
