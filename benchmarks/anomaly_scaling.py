@@ -167,6 +167,8 @@ def main() -> None:
     ap.add_argument("--skip-anomalib", action="store_true")
     ap.add_argument("--no-install", action="store_true")
     ap.add_argument("--resume", action="store_true", help="reuse finished jobs of an interrupted run in OUT")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the table from OUT/scaling_results.json (e.g. of a run still going: marked partial)")
     add_doc_args(ap, "anomaly_scaling", "24 and 50 images, no fovea-only size")
     args = ap.parse_args()
     if args.quick:
@@ -175,8 +177,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)  # the jobs run with --threads; the doc's machine line says so too
     run_info = Run(args, full_command=".venv/bin/python benchmarks/anomaly_scaling.py")
-    rows = run(args)
+    if args.report_only:
+        rows = json.loads((Path(args.out) / "scaling_results.json").read_text())
+    else:
+        rows = run(args)
     body = report(rows, args.anomalib_timeout_min)
+    if args.report_only:
+        body = [f"**Rendered from `{args.out}/scaling_results.json`** with --report-only: the rows measured so far "
+                "(a run may still be going or have stopped); load figures are per job.", ""] + body
     png = (Path(args.doc).parent if args.doc != "-" else Path(args.out)) / "anomaly_scaling.png"
     plot(rows, png)
     body += ["", f"![fit and predict time against training images (log-log)]({png.name})", "",
