@@ -134,6 +134,10 @@ def part_online(run: Run, args) -> None:
 
 
 # ----------------------------------------------------------------------------- conveyor events
+def _set_size(labels: Path) -> int:
+    return len(labels.read_text().splitlines()) - 1 if labels.is_file() else -1
+
+
 def train_event_model(args, out: Path):
     import torch
 
@@ -146,8 +150,11 @@ def train_event_model(args, out: Path):
 
     names = list(EVENT_CLASSES)
     t0 = time.perf_counter()
-    tr = write_event_clip_set(out / "train", args.n_train, seed=1)
-    te = write_event_clip_set(out / "test", args.n_test, seed=2)
+    tr, te = out / "train" / "labels.csv", out / "test" / "labels.csv"
+    if not (args.reuse_set and _set_size(tr) == args.n_train * len(names)):
+        tr = write_event_clip_set(out / "train", args.n_train, seed=1)
+    if not (args.reuse_set and _set_size(te) == args.n_test * len(names)):
+        te = write_event_clip_set(out / "test", args.n_test, seed=2)
     t_gen = time.perf_counter() - t0
     itr, _ = items_from_csv(tr, names)
     ite, _ = items_from_csv(te, names)
@@ -162,7 +169,8 @@ def train_event_model(args, out: Path):
     c0, t0 = time.process_time(), time.perf_counter()
     fit(task, VideoClipDataset(itr, 8, train=True, short_side=args.short_side), None, cfg)
     fit_cpu, fit_wall = time.process_time() - c0, time.perf_counter() - t0
-    loader = torch.utils.data.DataLoader(VideoClipDataset(ite, 8, train=False, short_side=args.short_side), batch_size=8)
+    test_set = VideoClipDataset(ite, 8, train=False, short_side=args.short_side)
+    loader = torch.utils.data.DataLoader(test_set, batch_size=8)
     metrics = evaluate(task.model, loader, len(names))
     from safetensors.torch import save_file
 
@@ -206,7 +214,8 @@ def part_events(run: Run, args) -> None:
     body = [f"Conveyor-event clips: {args.n_train} training and {args.n_test} held-out clips per class "
             f"({', '.join(names)}), 16 frames at 10 fps, 96x160 (resized to {args.short_side} px short side), "
             "H.264 MP4 via PyAV; "
-            f"held-out clips come from other seeds (new belts, items and event times). Generation {times['gen_s']:.0f} s.",
+            "held-out clips come from other seeds (new belts, items and event times). "
+            f"Generation {times['gen_s']:.0f} s.",
             "", f"TSM (causal shift) on ImageNet EfficientNet-Lite0, stem + first 3 stages frozen, 8 TSN segments, "
             f"AdamW 2e-3 cosine, batch 8, {args.epochs} epochs on the shared engine: {times['fit_cpu_s']:.0f} CPU s "
             f"({times['fit_wall_s']:.0f} s wall).", ""]
@@ -239,7 +248,8 @@ def part_events(run: Run, args) -> None:
     nstops, nstage = line_run(model, names, normal_s, [], seed=8, stride=stride, window=window,
                               threshold=threshold, min_frames=min_frames, short_side=args.short_side)
     line_cpu = time.process_time() - c0
-    body += ["", f"Line stage (`VideoEventStage` on a `ConveyorSource`, simulated clock, 10 fps, every {stride}nd frame "
+    body += ["", "Line stage (`VideoEventStage` on a `ConveyorSource`, simulated clock, 10 fps, "
+             f"every {stride}nd frame "
              f"processed, mean of the last {window} frame features, stop after {min_frames} processed frames with "
              f"P(jam) >= {threshold}): {line_cpu:.0f} CPU s for both runs; online inference median "
              f"{statistics.median(nstage.infer_s) * 1e3:.1f} ms per processed frame.", ""]
@@ -279,6 +289,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=None)
     ap.add_argument("--n-test", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--reuse-set", action="store_true", help="reuse clip sets of the same size already on disk")
     ap.add_argument("--short-side", type=int, default=48, help="frames are resized to this short side (px)")
     args = ap.parse_args()
     args.n_train = args.n_train or (20 if args.quick else 40)
