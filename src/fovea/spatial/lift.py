@@ -166,9 +166,9 @@ def gap_trim(p: np.ndarray, gap_m: float) -> np.ndarray:
 
 
 def noise_trim_pct(sigma_m: float) -> float:
-    """Percent trimmed at each end when taking extremes: 0 for clean depth (sigma < 3 mm: a yawed box's
-    corner is a thin but real tail), 1 % for noisy depth (the min / max of thousands of noisy points
-    sits several sigma beyond the surface)."""
+    """Percent trimmed at each end of the z (depth) range: 0 for clean depth (sigma < 3 mm: a yawed box's
+    corner is a thin but real tail), 1 % for noisy depth (the min / max of thousands of noisy depths
+    sits several sigma beyond the surface). x is never trimmed: depth noise only scales it."""
     return 0.0 if sigma_m < 0.003 else 1.0
 
 
@@ -182,7 +182,7 @@ def complete_points(q: np.ndarray, sigma_m: float) -> tuple[np.ndarray, float]:
         band = q
     t = noise_trim_pct(sigma_m)
     zc = float(np.mean(np.percentile(band[:, 2], [t, 100 - t])))
-    xc = float(np.mean(np.percentile(q[:, 0], [t, 100 - t])))
+    xc = float(q[:, 0].min() + q[:, 0].max()) / 2
     mirrored = np.stack([2 * xc - q[:, 0], q[:, 1], 2 * zc - q[:, 2]], 1)
     return np.concatenate([q, mirrored]), y_top
 
@@ -192,10 +192,10 @@ def lift_object(q: np.ndarray, oid: int, name: str, sigma_m: float, max_points: 
     """Cleaned visible canonical points (N, 3) of one object -> its ObjectGeometry (module doc 4-5)."""
     full, y_top = complete_points(q, sigma_m)
     t = noise_trim_pct(sigma_m)
-    lo, hi = np.percentile(full, t, axis=0), np.percentile(full, 100 - t, axis=0)
-    lo[1] = full[:, 1].min()
+    lo, hi = full.min(0), full.max(0)
+    lo[2], hi[2] = np.percentile(full[:, 2], [t, 100 - t])  # depth noise acts along the rays: mostly z
     if t > 0:
-        full = full[((full[:, [0, 2]] >= lo[[0, 2]]) & (full[:, [0, 2]] <= hi[[0, 2]])).all(1)]
+        full = full[(full[:, 2] >= lo[2]) & (full[:, 2] <= hi[2])]
     rng = np.random.default_rng(seed + oid)
     if len(full) > max_points:
         full = full[rng.choice(len(full), max_points, replace=False)]
