@@ -45,15 +45,17 @@ KERNEL_SHAPES = [  # (out, in, where)
 
 
 def interleaved_median_ms(fns: dict, repeats: int) -> dict:
-    """Median ms of each fn; the calls alternate (a, b, c, a, b, c, ...) so load changes hit all alike."""
+    """Median thread-CPU ms of each fn (one torch thread, so CPU time = compute time; wall time on a
+    loaded machine counts preemptions, which hit long calls more often than short ones); the calls
+    alternate (a, b, c, a, b, c, ...) so cache and frequency changes hit all alike."""
     for fn in fns.values():
         fn()
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(time.thread_time() - t0)
     return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
@@ -82,8 +84,8 @@ def kernel_section(run: Run, quick: bool) -> None:
             rows.append([f"{n}x{k}", where, m, f"{fp32:.3f}", f"{native:.3f}", f"**{fp32 / native:.1f}x**",
                          f"{rowloop:.3f}", f"{fallback:.2f}", f"{rel:.1e}"])
             print(rows[-1], flush=True)
-    body = table(["W (out x in)", "where", "tokens", "fp32 F.linear ms", "packed kernel ms", "speed-up",
-                  "HF-layout row loop ms", "torch fallback ms", "rel. err vs fp32"], rows)
+    body = table(["W (out x in)", "where", "tokens", "fp32 F.linear CPU ms", "packed kernel CPU ms", "speed-up",
+                  "HF-layout row loop CPU ms", "torch fallback CPU ms", "rel. err vs fp32"], rows)
     body += ["", f"Kernel: `{_native.isa()}` (compiled with -march=native on this CPU); 'packed kernel' = the "
              "register-tile loop (16 outputs x 16 inputs per 64-byte tile, no horizontal sums; what "
              "PackedBitLinear uses on AVX512-VNNI), 'HF-layout row loop' = the same product straight from the "
