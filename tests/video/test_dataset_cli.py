@@ -77,3 +77,29 @@ def test_events_set_writes_mp4_clips_and_labels(tmp_path):
     assert names == sorted(["normal", "jam", "fall", "rollback", "stuck"]) and len(items) == 5
     with VideoReader(items[0].path) as r:
         assert len(r) == 8 and (r.info.height, r.info.width) == (96, 160)
+
+
+def test_multi_view_testing_fuses_clips_and_crops_by_mean_softmax(tmp_path, moving_square):
+    from fovea.video.metrics import fuse_views
+    from fovea.video.samplers import tsn_test_views
+    from fovea.video.train import predict_scores
+
+    assert tsn_test_views(100, 4, 2).tolist() == [[6, 31, 56, 81], [18, 43, 68, 93]]
+    assert tsn_test_views(100, 4, 1).tolist() == [[12, 37, 62, 87]]       # = the TSN test centres
+    path, _ = moving_square
+    items, _ = items_from_csv(_csv(tmp_path, path))
+    ds = VideoClipDataset(items, num_segments=4, train=False, size=40, num_clips=2, three_crops=True)
+    views, _ = ds[0]
+    assert views.shape == (6, 3, 4, 40, 40)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 40 * 40, 3))
+    scores, labels = predict_scores(model, torch.utils.data.DataLoader(ds, batch_size=1))
+    with torch.no_grad():
+        per_view = model(views).numpy()[None]                       # (1, V, K)
+    np.testing.assert_allclose(np.exp(scores), fuse_views(per_view), rtol=1e-5)
+
+
+def _csv(tmp_path, video):
+    p = tmp_path / "one.csv"
+    p.write_text(f"path,label\n{video},a\n")
+    return p

@@ -18,8 +18,9 @@ from torch.utils.data import Dataset
 
 from fovea.errors import DataError
 from fovea.video.decode import VideoReader
-from fovea.video.samplers import tsn_indices
-from fovea.video.transforms import center_crop, frames_to_clip, hflip, normalize, random_crop, resize_short_side
+from fovea.video.samplers import tsn_indices, tsn_test_views
+from fovea.video.transforms import (center_crop, frames_to_clip, hflip, normalize, random_crop, resize_short_side,
+                                    three_crop)
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 LITE0_MEAN_255 = (127.5, 127.5, 127.5)       # timm efficientnet_lite0: mean = std = 0.5 of 1.0
@@ -78,16 +79,19 @@ def items_from_csv(path: str | Path, class_names: list[str] | None = None) -> tu
 class VideoClipDataset(Dataset):
     """(clip (3, T, H, W) float normalised, label) per video, T = num_segments TSN frames.
 
-    size: crop side (None: keep the decoded size); short_side: resize first (None: no resize)."""
+    size: crop side (None: keep the decoded size); short_side: resize first (None: no resize).
+    Multi-view testing (train=False): `num_clips` TSN samplings x (3 crops if `three_crops`, else 1)
+    -> each item is (V, 3, T, H, W); `fovea.video.train.predict_scores` fuses views by mean softmax."""
 
     def __init__(self, items: list[VideoItem], num_segments: int = 8, *, train: bool, size: int | None = None,
                  short_side: int | None = None, mean=LITE0_MEAN_255, std=LITE0_STD_255, flip: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, num_clips: int = 1, three_crops: bool = False):
         if not items:
             raise DataError("VideoClipDataset: no items. Fix: pass at least one labelled video.")
         self.items, self.num_segments, self.train = list(items), num_segments, train
         self.size, self.short_side, self.mean, self.std = size, short_side, mean, std
         self.flip, self.seed = flip, seed
+        self.num_clips, self.three_crops = num_clips, three_crops
         self._draws = np.zeros(len(self.items), np.int64)     # per-item draw counter: new offsets each epoch
 
     def __len__(self) -> int:
@@ -100,6 +104,8 @@ class VideoClipDataset(Dataset):
     def __getitem__(self, index: int):
         item = self.items[index]
         rng = self._rng(index)
+        if not self.train and (self.num_clips > 1 or self.three_crops):
+            return self._views(item), torch.tensor(item.label)
         with VideoReader(item.path) as reader:
             idx = tsn_indices(len(reader), self.num_segments, train=self.train, rng=rng)
             frames = reader.get_frames(idx)
@@ -111,3 +117,18 @@ class VideoClipDataset(Dataset):
         if self.train and self.flip and rng.random() < 0.5:
             clip = hflip(clip)
         return normalize(clip, self.mean, self.std), torch.tensor(item.label)
+
+    def _views(self, item: VideoItem) -> torch.Tensor:
+        """(num_clips * crops, 3, T, H, W) test views of one video."""
+        with VideoReader(item.path) as reader:
+            idx = tsn_test_views(len(reader), self.num_segments, self.num_clips)
+            frames = reader.get_frames(idx.reshape(-1))
+        views = []
+        for k in range(self.num_clips):
+            clip = frames_to_clip(frames[k * self.num_segments:(k + 1) * self.num_segments])
+            if self.short_side:
+                clip = resize_short_side(clip, self.short_side)
+            size = self.size or min(clip.shape[-2:])
+            crops = three_crop(clip, size) if self.three_crops else [center_crop(clip, size)]
+            views += [normalize(c, self.mean, self.std) for c in crops]
+        return torch.stack(views)

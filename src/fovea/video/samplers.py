@@ -34,6 +34,16 @@ def tsn_indices(num_frames: int, num_segments: int, *, train: bool, rng: np.rand
     return np.minimum(np.floor(pos).astype(np.int64), num_frames - 1)
 
 
+def tsn_test_views(num_frames: int, num_segments: int, num_clips: int) -> np.ndarray:
+    """Multi-clip TSN testing: `num_clips` samplings whose offsets are spread evenly inside every
+    segment (clip k at fraction (k + 0.5) / num_clips). (num_clips, num_segments); one clip = the centres."""
+    _check(num_frames, num_segments=num_segments, num_clips=num_clips)
+    edges = np.arange(num_segments + 1) * num_frames / num_segments
+    frac = (np.arange(num_clips) + 0.5) / num_clips
+    pos = edges[None, :-1] + frac[:, None] * (edges[1:] - edges[:-1])[None]
+    return np.minimum(np.floor(pos).astype(np.int64), num_frames - 1)
+
+
 def dense_indices(num_frames: int, clip_len: int, frame_interval: int = 1, num_clips: int = 1, *, train: bool,
                   rng: np.random.Generator | None = None) -> np.ndarray:
     """Dense clips of `clip_len` frames `frame_interval` apart: one random start per clip when training,
