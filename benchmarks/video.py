@@ -138,7 +138,7 @@ def _set_size(labels: Path) -> int:
     return len(labels.read_text().splitlines()) - 1 if labels.is_file() else -1
 
 
-def train_event_model(args, out: Path):
+def train_event_model(args, out: Path, sets: Path):
     import torch
 
     import fovea.models.video as V
@@ -150,21 +150,21 @@ def train_event_model(args, out: Path):
 
     names = list(EVENT_CLASSES)
     t0 = time.perf_counter()
-    tr, te = out / "train" / "labels.csv", out / "test" / "labels.csv"
+    tr, te = sets / "train" / "labels.csv", sets / "test" / "labels.csv"
     if not (args.reuse_set and _set_size(tr) == args.n_train * len(names)):
-        tr = write_event_clip_set(out / "train", args.n_train, seed=1)
+        tr = write_event_clip_set(sets / "train", args.n_train, seed=1)
     if not (args.reuse_set and _set_size(te) == args.n_test * len(names)):
-        te = write_event_clip_set(out / "test", args.n_test, seed=2)
+        te = write_event_clip_set(sets / "test", args.n_test, seed=2)
     t_gen = time.perf_counter() - t0
     itr, _ = items_from_csv(tr, names)
     ite, _ = items_from_csv(te, names)
     model = V.create_model("tsm_lite0", num_classes=len(names), num_segments=8, shift_mode="causal")
     net = model.backbone.net
-    for mod in [net.conv_stem, net.bn1] + [net.blocks[i] for i in range(3)]:
+    for mod in [net.conv_stem, net.bn1] + [net.blocks[i] for i in range(args.freeze)]:
         for p in mod.parameters():
             p.requires_grad_(False)
     task = VideoClassifyTask(model, names)
-    cfg = TrainConfig(lr=2e-3, batch_size=8, max_epochs=args.epochs, schedule="cosine", weight_decay=1e-4,
+    cfg = TrainConfig(lr=args.lr, batch_size=8, max_epochs=args.epochs, schedule="cosine", weight_decay=1e-4,
                       out_dir=str(out / "fit"), seed=0)
     c0, t0 = time.process_time(), time.perf_counter()
     fit(task, VideoClipDataset(itr, 8, train=True, short_side=args.short_side), None, cfg)
@@ -209,15 +209,16 @@ def part_events(run: Run, args) -> None:
     from fovea.video.metrics import Segment, localization_map
 
     torch.set_num_threads(1)
-    out = RUNS / ("events_quick" if args.quick else "events")
-    model, names, m, times = train_event_model(args, out)
+    sets = RUNS / ("events_quick" if args.quick else "events")
+    out = RUNS / (args.run_name + ("_quick" if args.quick else ""))
+    model, names, m, times = train_event_model(args, out, sets)
     body = [f"Conveyor-event clips: {args.n_train} training and {args.n_test} held-out clips per class "
             f"({', '.join(names)}), 16 frames at 10 fps, 96x160 (resized to {args.short_side} px short side), "
             "H.264 MP4 via PyAV; "
             "held-out clips come from other seeds (new belts, items and event times). "
             f"Generation {times['gen_s']:.0f} s.",
-            "", f"TSM (causal shift) on ImageNet EfficientNet-Lite0, stem + first 3 stages frozen, 8 TSN segments, "
-            f"AdamW 2e-3 cosine, batch 8, {args.epochs} epochs on the shared engine: {times['fit_cpu_s']:.0f} CPU s "
+            "", f"TSM (causal shift) on ImageNet EfficientNet-Lite0, stem + first {args.freeze} stages frozen, "
+            f"8 TSN segments, AdamW {args.lr:g} cosine, batch 8, {args.epochs} epochs on the shared engine: {times['fit_cpu_s']:.0f} CPU s "
             f"({times['fit_wall_s']:.0f} s wall).", ""]
     body += table(["held-out top-1", "mean class acc", "top-5", "clips", ">= 90 %"],
                   [[f"{m['top1'] * 100:.1f} %", f"{m['mean_class_acc'] * 100:.1f} %", f"{m['top5'] * 100:.1f} %",
@@ -279,7 +280,7 @@ def part_events(run: Run, args) -> None:
                   [[f"{lm['mAP@0.5']:.3f}", f"{lm['mAP@0.75']:.3f}", f"{lm['mAP@0.5:0.95']:.3f}", len(dets),
                     "MET" if lm["mAP@0.5"] >= 0.8 else "NOT met"]])
     _ = np
-    run.write("Video understanding", body, tag="events")
+    run.write("Video understanding", body, tag=args.run_name)
 
 
 def main() -> None:
@@ -289,6 +290,9 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=None)
     ap.add_argument("--n-test", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--freeze", type=int, default=3, help="Lite0 stages (after the stem) kept frozen")
+    ap.add_argument("--run-name", default="events", help="runs/video/<name> and the doc block's tag")
     ap.add_argument("--reuse-set", action="store_true", help="reuse clip sets of the same size already on disk")
     ap.add_argument("--short-side", type=int, default=48, help="frames are resized to this short side (px)")
     args = ap.parse_args()
