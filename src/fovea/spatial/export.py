@@ -76,7 +76,8 @@ def draw_scene(rgb: np.ndarray, objects: list[ObjectGeometry], frame: SupportFra
     h = img.shape[0]
     panel = np.full((h, 420, 3), 255, np.uint8)
     y = 16
-    for r in records[:n_questions]:
+    step = max(1, len(records) // max(n_questions, 1))
+    for r in records[::step][:n_questions]:  # spread over the types (records come grouped by type)
         for text, col in ((f"Q: {r['question']}", (0, 0, 0)), (f"A: {r['answer']}", (150, 60, 0))):
             for k in range(0, len(text), 62):
                 if y < h - 6:
