@@ -32,12 +32,24 @@ class _Reader:
         return None if item is None else {self.input_name: item}
 
 
+def _depthwise_convs(model) -> list[str]:
+    """Names of grouped (depthwise) Conv nodes: one 3x3 filter per channel quantizes badly per tensor."""
+    names = []
+    for node in model.graph.node:
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "Conv" and groups > 1:
+            names.append(node.name)
+    return names
+
+
 def quantize_onnx_static(model_path, out_path, calibration_images: Sequence[np.ndarray],
                          op_types: Sequence[str] | None = ("Conv", "MatMul", "Gemm"),
-                         per_channel: bool = True) -> Path:
+                         per_channel: bool = True, keep_depthwise_float: bool = False) -> Path:
     """Write the int8 (QDQ) version of the fovea ONNX file `model_path` to `out_path`; returns out_path.
 
     calibration_images: uint8 (H, W, 3) arrays (a few dozen normal images are enough).
+    keep_depthwise_float: leave grouped convs in fp32 (MobileNet/EfficientNet-style nets lose
+    accuracy there first).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -52,7 +64,9 @@ def quantize_onnx_static(model_path, out_path, calibration_images: Sequence[np.n
     prepared = out_path.with_suffix(".prep.onnx")
     try:
         quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+        exclude = _depthwise_convs(onnx.load(str(prepared))) if keep_depthwise_float else []
         quantize_static(str(prepared), str(out_path), _Reader(input_name, calibration_images),
+                        nodes_to_exclude=exclude,
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=per_channel,
                         op_types_to_quantize=list(op_types) if op_types else None,

@@ -22,6 +22,7 @@ from fovea.nn.ternary import absmax_int8
 
 __all__ = ["PackedBitConv2d", "PackedBitLinear", "native_available", "packed_ternary_linear", "ternary_int_sums"]
 
+_TILE_MIN_TOKENS = 4  # below this the HF-layout row loop is faster (benchmarks/compress.py, CPU time)
 _EXACT_K = 1 << 17  # fp32 holds every integer sum of K products |2 * 128| below 2^24 up to here
 _NATIVE_STATE: dict[str, object] = {}
 
@@ -81,7 +82,7 @@ def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Te
     """BitLinear inference from packed weights: x (..., K) float -> (..., N) fp32.
 
     scale is the per-tensor absmean s_w; activations are quantised per token like `BitLinear`.
-    tiles: `_native.make_tiles(packed, N)` (the VNNI register-tile layout) to use the tiled kernel.
+    tiles: `_native.make_tiles(packed, N)` (the VNNI register-tile layout): used from 4 tokens on.
     """
     _check_backend(backend)
     lead = x.shape[:-1]
@@ -93,7 +94,7 @@ def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Te
             raise ValueError(f"packed {tuple(packed.shape)} does not fit out_features={out_features} "
                              f"and activations {tuple(x2.shape)}")
         b = None if bias is None else bias.float()
-        if tiles is not None:
+        if tiles is not None and x2.shape[0] >= _TILE_MIN_TOKENS:
             y = _native.ternary_linear_tiles(x2, tiles, float(scale), out_features, b)
         else:
             y = _native.ternary_linear(x2, packed, float(scale), out_features, b)
