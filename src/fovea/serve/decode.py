@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import warnings
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -66,7 +67,9 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             warnings.simplefilter("ignore")
             im.load()
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-        arr = _to_array(im)
+        arr = _colour16(data, im)
+        if arr is None:
+            arr = _to_array(im)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise UploadRejected(400, name, f"corrupt or truncated image data ({exc})",
                              "send the complete file") from None
@@ -74,6 +77,23 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         return apply_exif_orientation(to_rgb_uint8(arr), orientation)
     except DataError as exc:
         raise UploadRejected(400, name, str(exc), "send an 8 or 16 bit grayscale, RGB or RGBA image") from None
+
+
+def _colour16(data: bytes, im: Image.Image) -> np.ndarray | None:
+    """16-bit-per-sample colour PNG/TIFF decoded with OpenCV as (H, W, 3|4) uint16 RGB(A), else None.
+
+    Pillow keeps only the high byte of such files; `fovea.io.read_image` decodes them the same way."""
+    if im.mode not in ("RGB", "RGBA"):
+        return None
+    png16 = data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[24] == 16
+    bits = getattr(im, "tag_v2", {}).get(258) if hasattr(im, "tag_v2") else None
+    bits = bits if isinstance(bits, (tuple, list)) else (bits,)
+    if not png16 and not any(b is not None and int(b) > 8 for b in bits):
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        return None
+    return arr[..., [2, 1, 0, 3][: arr.shape[2]]]
 
 
 def _to_array(im: Image.Image) -> np.ndarray:
