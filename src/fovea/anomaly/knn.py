@@ -39,7 +39,7 @@ class BankIndex:
     min_distance(x (N, D)) -> (N,) distance to the nearest bank row.
     """
 
-    def __init__(self, bank: torch.Tensor, query_tile: int = 256, bank_tile: int = 512, extra: int = 3):
+    def __init__(self, bank: torch.Tensor, query_tile: int = 1024, bank_tile: int = 512, extra: int = 3):
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ConfigError(f"BankIndex needs a non-empty (M, D) memory bank, got shape {tuple(bank.shape)}; "
                               "fit the model on at least one normal image first")
@@ -143,17 +143,25 @@ class BankIndex:
         unsure = torch.nonzero(floor <= d[:, -1] * (1.0 + 2.0 * (dim + 2) * _U32)).flatten()
         if unsure.numel():
             self.rechecked_rows += int(unsure.numel())
-            d[unsure], i[unsure] = self._direct_search(q[unsure], k)
+            d[unsure], i[unsure] = self._direct_search(q[unsure], k, d[unsure, -1], tol[unsure])
         return d.clamp_min(0.0).sqrt(), i
 
-    def _direct_search(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Slow exact path for a few rows: direct differences against every bank row -> (n, k) squared."""
-        step = max(1, (1 << 22) // (q.shape[0] * q.shape[1]))  # bank rows per block: ~16 MB of differences
-        dist = torch.cat([(self.bank[s:s + step][None] - q[:, None, :]).pow(2).sum(-1)
-                          for s in range(0, self.bank.shape[0], step)], 1)
-        idx = torch.arange(self.bank.shape[0]).expand_as(dist)
-        d, i = _sort_by_distance_then_index(dist, idx)
-        return d[:, :k], i[:, :k]
+    def _direct_search(self, q: torch.Tensor, k: int, upper: torch.Tensor, tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact k nearest for a few rows q (n, D) whose guard failed -> squared distances (n, k), indices.
+
+        upper (n,): an exact squared distance that the true k-th nearest cannot exceed (the k-th of the
+        re-checked candidates); tol (n,): the expanded form's error bound. Every bank row that could be
+        nearer has an expanded value below upper + tol, so only those are recomputed directly.
+        """
+        expanded = self._block(q, 0, self.bank.shape[0]) + q.pow(2).sum(1, keepdim=True)   # (n, M)
+        out_d = torch.empty(q.shape[0], k)
+        out_i = torch.empty(q.shape[0], k, dtype=torch.long)
+        slack = 1.0 + 2.0 * (q.shape[1] + 2) * _U32
+        for r in range(q.shape[0]):
+            cand = torch.nonzero(expanded[r] - tol[r] <= upper[r] * slack).flatten()[None]   # (1, c), c >= k
+            d, i = _sort_by_distance_then_index(_direct_sq(q[r:r + 1], self.bank, cand), cand)
+            out_d[r], out_i[r] = d[0, :k], i[0, :k]
+        return out_d, out_i
 
 
 def _direct_sq(q: torch.Tensor, bank: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
