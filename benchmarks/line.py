@@ -290,6 +290,13 @@ def _run_one(item):
     return key, sched.seed, c, r.violations(), str(sched) if r.violations() else ""
 
 
+def _progress(r, k: int, n: int) -> str:
+    """One progress line per finished run, with its counts (a run cut short still leaves figures)."""
+    c = r[2]
+    counts = " ".join(f"{col}={c.get(col, 0):g}" for col, _ in FAULT_COLS + UNSEEN_COLS if col != "ended")
+    return f"  {k}/{n} {r[0]} seed {r[1]}: {', '.join(r[3]) or 'ok'} | {counts} ended={c.get('ended')}"
+
+
 def _pool_map(fn, items, jobs: int, budget_s: float | None = None):
     """fn over items in `jobs` processes, in order; with budget_s, stop starting new items once the
     budget is spent (the results so far are returned, so a partial sweep says how far it got)."""
@@ -301,8 +308,7 @@ def _pool_map(fn, items, jobs: int, budget_s: float | None = None):
             if over():
                 break
             out.append(fn(x))
-            print(f"  {len(out)}/{len(items)} {out[-1][0]} seed {out[-1][1]}: {', '.join(out[-1][3]) or 'ok'}",
-                  flush=True)
+            print(_progress(out[-1], len(out), len(items)), flush=True)
         return out
     import multiprocessing as mp
 
@@ -312,7 +318,7 @@ def _pool_map(fn, items, jobs: int, budget_s: float | None = None):
         while pending:
             r = pending.pop(0).get()
             out.append(r)
-            print(f"  {len(out)}/{len(items)} {r[0]} seed {r[1]}: {', '.join(r[3]) or 'ok'}", flush=True)
+            print(_progress(r, len(out), len(items)), flush=True)
             if nxt < len(items) and not over():
                 pending.append(pool.apply_async(fn, (items[nxt],)))
                 nxt += 1
