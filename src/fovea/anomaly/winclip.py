@@ -219,23 +219,37 @@ class WinCLIPConfig:
 
 
 def _build_fovea(cfg: WinCLIPConfig):
-    """(image tower, full two-tower model). weights="random": a random-initialised model of `tower_config`
-    (checkpoints reload their image side over it; its text side is random too)."""
-    from fovea.models.vl import TwoTowerConfig, build_two_tower, load_two_tower
+    """(image tower, full two-tower model or None). weights="random": the image side of `tower_config`,
+    random-initialised (checkpoints reload over it); the text side is then built only if `fit` needs it."""
+    from fovea.models.vl import TwoTowerConfig, load_two_tower
+    from fovea.weights import create_backbone
 
+    full = None
     if cfg.weights == "random":
-        tc = {**(cfg.tower_config or {}), "image_weights": "random", "text_pretrained": False}
-        full = build_two_tower(TwoTowerConfig.from_dict(tc))
-    elif cfg.tower_path:
-        full = load_two_tower(cfg.tower_path)
+        tc = TwoTowerConfig.from_dict(cfg.tower_config or {})
+        trunk = create_backbone(tc.image_backbone, weights="random", num_classes=0)
+        proj, size = nn.Linear(trunk.num_features, tc.embed_dim, bias=False), tc.image_size
     else:
-        from fovea.vl.pretrained import trained_two_tower
+        if cfg.tower_path:
+            full = load_two_tower(cfg.tower_path)
+        else:
+            from fovea.vl.pretrained import trained_two_tower
 
-        full = trained_two_tower()
-    cfg.tower_config = asdict(full.config)
-    tower = FoveaTower(full.visual.trunk, full.visual.head.proj)
-    tower.image_size = int(full.config.image_size)
+            full = trained_two_tower()
+        tc = full.config
+        trunk, proj, size = full.visual.trunk, full.visual.head.proj, full.config.image_size
+    cfg.tower_config = asdict(tc)
+    tower = FoveaTower(trunk, proj)
+    tower.image_size = int(size)
     return tower, full
+
+
+def _random_text_side(cfg: WinCLIPConfig):
+    """A random-initialised two-tower model of `tower_config` (weights="random"): its text side only is used."""
+    from fovea.models.vl import TwoTowerConfig, build_two_tower
+
+    return build_two_tower(TwoTowerConfig.from_dict({**cfg.tower_config, "image_weights": "random",
+                                                    "text_pretrained": False}))
 
 
 def _build_open_clip(cfg: WinCLIPConfig):
@@ -301,6 +315,8 @@ class WinCLIP(nn.Module):
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         """list of P prompts -> (P, D) text embeddings from the tower's text side."""
         full = self.two_tower
+        if full is None:
+            full = self.__dict__["two_tower"] = _random_text_side(self.config)
         with torch.no_grad():
             if self.config.tower == "fovea":
                 return full.encode_text(list(prompts))
