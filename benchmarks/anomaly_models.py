@@ -170,8 +170,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench_anomaly_models")
-    ap.add_argument("--resume", action="store_true", help="reuse finished cells of --out/results.json (run with "
-                                                          "--resume and no work left to render the table)")
+    ap.add_argument("--resume", action="store_true", help="reuse finished cells of --out/results.json")
+    ap.add_argument("--render", action="store_true", help="compute nothing: write the table of the cells "
+                                                          "--out/results.json holds (for runs split over processes)")
     add_doc_args(ap, "anomaly_models", "bricks one_up only, 5 epochs, 96 px, 20 train images")
     args = ap.parse_args()
     run_doc = Run(args, full_command=".venv/bin/python benchmarks/anomaly_models.py --threads 1")
@@ -183,8 +184,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res_path = out / "results.json"
-    results = json.loads(res_path.read_text()) if args.resume and res_path.is_file() else {}
-    for data in datasets:
+    results = json.loads(res_path.read_text()) if (args.resume or args.render) and res_path.is_file() else {}
+    for data in [] if args.render else datasets:
         root = make_data(out / "data", data, args)
         for model in models:
             key = f"{data}/{model}"
