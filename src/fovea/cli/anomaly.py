@@ -80,7 +80,7 @@ def anomaly() -> None:
 @click.option("--layers", default=None, help="Comma-separated timm feature indices (PatchCore 2,3; PaDiM 1,2,3).")
 @click.option("--input-size", default=256, show_default=True, type=int, help="Square model input size in pixels.")
 @click.option("--coreset-ratio", default=0.1, show_default=True, type=float, help="PatchCore: memory bank fraction kept.")
-@click.option("--epochs", default=None, type=int, help="Reverse Distillation: training epochs.")
+@click.option("--epochs", default=None, type=int, help="Reverse Distillation, VAE, VQ-VAE: training epochs.")
 @click.option("--batch-size", default=8, show_default=True, type=int, help="Images per feature batch.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/anomaly"), show_default=True,
               help="Output folder; the checkpoint goes to OUT/model, the test report to OUT.")
