@@ -53,6 +53,7 @@ def interleaved_median_ms(fns: dict, repeats: int) -> dict:
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            fn()  # warm: the previous variant's call may have evicted this one's weights from the caches
             t0 = time.thread_time()
             fn()
             times[k].append(time.thread_time() - t0)
@@ -86,13 +87,15 @@ def kernel_section(run: Run, quick: bool) -> None:
             print(rows[-1], flush=True)
     body = table(["W (out x in)", "where", "tokens", "fp32 F.linear CPU ms", "packed kernel CPU ms", "speed-up",
                   "HF-layout row loop CPU ms", "torch fallback CPU ms", "rel. err vs fp32"], rows)
-    body += ["", f"Kernel: `{_native.isa()}` (compiled with -march=native on this CPU); 'packed kernel' = the "
-             "register-tile loop (16 outputs x 16 inputs per 64-byte tile, no horizontal sums; what "
-             "PackedBitLinear uses on AVX512-VNNI), 'HF-layout row loop' = the same product straight from the "
-             "stored layout (horizontal sums per output; AVX2 and other CPUs). One torch thread, "
-             f"median of {repeats} calls after a warm-up; the kernel time includes per-token int8 quantisation of "
-             "the input and the fp32 rescale. Weights: 2 bits (HF layout) vs 4 bytes. The error column is the "
-             "int8 activation rounding (the fp32 baseline multiplies the same ternary weight unquantised input)."]
+    body += ["", f"Kernel: `{_native.isa()}` (compiled with -march=native on this CPU). 'packed kernel' = what "
+             "PackedBitLinear runs: from 4 tokens on the register-tile loop (16 outputs x 16 inputs per 64-byte "
+             "tile, no horizontal sums; AVX512-VNNI only), below that the 'HF-layout row loop' (the product "
+             "straight from the stored layout, horizontal sums per output; also the AVX2 / scalar path). "
+             f"One torch thread; median single-thread CPU time of {repeats} rounds (CPU time, not wall: the "
+             "machine is shared), the four variants called in turn, each timed on its second consecutive call "
+             "(warm caches for all). Kernel times include the per-token int8 quantisation of the input and the "
+             "fp32 rescale. Weights: 2 bits (HF layout) vs 4 bytes. The error column is the int8 activation "
+             "rounding (the fp32 baseline multiplies the same ternary weight with the unquantised input)."]
     run.write("Compression: ternary kernel, packed storage, tiled attention, QAT, int8, LoRA", body, tag="kernel")
 
 
