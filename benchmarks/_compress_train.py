@@ -139,7 +139,7 @@ def qat_section(run, quick: bool) -> None:
     n_all = sum(p.numel() for p in fp32.network.parameters())
     qat = copy.deepcopy(fp32)
     ternarize(qat.network, **LITE0_TERNARY)
-    rec = train(qat, data, _config(quick, 5e-4, "qat", epochs=4 if quick else 6))
+    rec = train(qat, data, _config(quick, 1e-3, "qat", epochs=4 if quick else 10))
     rows = [["fp32 full fine-tune", f"{full['test_acc']:.3f}", "-", "-"],
             ["ternary, no fine-tuning (PTQ)", f"{ptq_acc:.3f}", f"{100 * (ptq_acc - full['test_acc']):+.1f}", "-"],
             ["ternary QAT (STE, from the fp32 model)", f"{rec['test_acc']:.3f}",
@@ -152,7 +152,7 @@ def qat_section(run, quick: bool) -> None:
     met = rec["test_acc"] >= full["test_acc"] - 0.02 and pc["qat"] >= pc["fp32"] - 0.02
     body = [f"Ternarized: the pointwise convs of Lite0 (`conv_pw`, `conv_pwl`, `conv_head`: {len(rep.converted)} "
             f"layers, {n_tern / n_all:.0%} of the parameters) with int8 per-pixel activations; stem, depthwise "
-            "convs and head stay float. Classifier QAT: `ternarize` then `fit` (AdamW 5e-4, cosine) on the apples. "
+            "convs and head stay float. Classifier QAT: `ternarize` then `fit` (AdamW 1e-3, cosine, 10 epochs) on the apples; PatchCore QAT: 12 epochs, AdamW 2e-4. "
             f"PatchCore ({pc['desc']}): the backbone's same layers ternarized and fine-tuned to reproduce the fp32 "
             "backbone's feature maps (MSE over layers 2, 3) on the normal training images only; then PatchCore fits "
             "its memory bank with that backbone.", "",
@@ -217,7 +217,7 @@ def patchcore_qat(quick: bool) -> dict:
             m.eval()
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=2e-4)
     c0 = _cpu()
-    for _ in range(3 if quick else 4):
+    for _ in range(3 if quick else 12):
         for xb in train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))].split(8):
             with torch.no_grad():
                 target = teacher(xb)
