@@ -46,6 +46,11 @@ def write_apples(folder: Path, n: int, seed: int) -> list[int]:
     return truth
 
 
+def truth_of(n: int, seed: int) -> list[int]:
+    """The hidden truth `write_apples` records, without rendering (same draws)."""
+    return [int(np.random.default_rng([seed, i]).random() < 0.5) for i in range(n)]
+
+
 def latency_ms(predictors, images, repeats: int) -> list[float]:
     """Median ms per image of each predict function, batch 1, timed round-robin (image by image) so that
     load changes on a shared machine hit every model alike."""
@@ -68,7 +73,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--input-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=60)
+    ap.add_argument("--max-train-s", type=float, default=None,
+                    help="wall-clock cap on the student's training (best epoch so far kept); for a loaded machine")
     ap.add_argument("--work", default="runs/bench_label")
+    ap.add_argument("--reuse-labels", action="store_true",
+                    help="keep WORK's generated folders and labels.csv from an earlier run (labelling time not re-measured)")
     add_doc_args(ap, "label", "120 unlabelled, 80 held-out, 8 epochs")
     args = ap.parse_args()
     if args.quick:
@@ -85,14 +94,22 @@ def main() -> None:
     work = Path(args.work)
     torch.set_num_threads(2)
     teacher = zero_shot_predictor(trained_two_tower(), CLASSES, class_names=["good", "damaged"])
-    truth_u = write_apples(work / "unlabelled", args.unlabelled, 21)
-    truth_h = write_apples(work / "held_out", args.held_out, 22)
+    reuse = args.reuse_labels and (work / "labels" / "labels.csv").is_file()
+    truth_u = write_apples(work / "unlabelled", args.unlabelled, 21) if not reuse else truth_of(args.unlabelled, 21)
+    truth_h = write_apples(work / "held_out", args.held_out, 22) if not reuse else truth_of(args.held_out, 22)
     t0 = time.perf_counter()
-    lab = label_folder(teacher, work / "unlabelled", work / "labels")
+    if reuse:
+        from fovea.label.autolabel import read_soft_labels
+
+        paths, probs, _, _ = read_soft_labels(work / "labels" / "labels.csv")
+        order = np.argsort([p.name for p in paths])
+        lab = type("Reused", (), {"csv": work / "labels" / "labels.csv", "probs": probs[order]})
+    else:
+        lab = label_folder(teacher, work / "unlabelled", work / "labels")
     t_label = time.perf_counter() - t0
     acc_labels = float((lab.probs.argmax(1) == np.array(truth_u)).mean())
     cfg = TrainConfig(lr=2e-3, batch_size=32, max_epochs=args.epochs, schedule="cosine", warmup_epochs=1,
-                      weight_decay=0.05, seed=0)
+                      weight_decay=0.05, seed=0, max_time_s=args.max_train_s)
     summary = distill_student(lab.csv, work / "student", student="cloformer_xxs", input_size=args.input_size,
                               config=cfg)
     student = load_predictor(work / "student")
@@ -105,9 +122,11 @@ def main() -> None:
     rows = [["teacher: zero-shot Lite0 + MiniLM (224 px)", f"{acc_t:.1%}", f"{ms_t:.1f}", "1.0x"],
             [f"student: CloFormer-XXS ({args.input_size} px, from scratch on the teacher's labels)", f"{acc_s:.1%}",
              f"{ms_s:.1f}", f"{ms_t / ms_s:.1f}x"]]
-    body = [f"{args.unlabelled} unlabelled apples labelled by the teacher in {t_label:.0f} s "
+    took = "(labels reused from an earlier run)" if reuse else f"in {t_label:.0f} s"
+    body = [f"{args.unlabelled} unlabelled apples labelled by the teacher {took} "
             f"(teacher labels agree with the hidden truth on {acc_labels:.1%}); student trained "
-            f"{summary['train_seconds']:.0f} s, best epoch {summary['best_epoch']} "
+            f"{summary['train_seconds']:.0f} s (cap {args.max_train_s} s, {args.epochs} epochs planned), best epoch "
+            f"{summary['best_epoch']} "
             f"(val accuracy against the teacher's labels {summary['best_val_acc']:.1%}).", ""]
     body += table(["model", f"accuracy on {len(held)} held-out apples (truth)", "CPU ms / image (1 thread, batch 1)",
                    "speed-up"], rows)
