@@ -34,7 +34,10 @@ class CaptionRecipe:
     model: dict = field(default_factory=lambda: asdict(TwoTowerConfig()))
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        d = asdict(self)
+        if d["model"].get("image_pool") == "avg":  # added later with this default: keep earlier caches valid
+            d["model"] = {k: v for k, v in d["model"].items() if k != "image_pool"}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 DEFAULT_RECIPE = CaptionRecipe()

@@ -44,6 +44,7 @@ class TwoTowerConfig:
     image_backbone: str = "efficientnet_lite0"
     image_weights: str = "default"          # "default" (offline package > hub > error), "random" or a file
     image_size: int = 224
+    image_pool: str = "avg"                 # timm global_pool of the image trunk: "avg", "max", "catavgmax", ...
     text_tower: str = "minilm"              # "minilm" | "clip"
     text_pretrained: bool = True            # minilm: shipped weights; clip: always random unless loaded
     clip_text: dict | None = None           # ClipTextTransformer kwargs (context_length, vocab_size, width, heads, layers)
@@ -166,7 +167,8 @@ def build_two_tower(config: TwoTowerConfig | None = None, **overrides) -> TwoTow
         config = TwoTowerConfig.from_dict({**asdict(config), **overrides})
     if config.loss not in ("clip", "siglip"):
         raise ConfigError(f"loss={config.loss!r}. Fix: 'clip' or 'siglip'.")
-    trunk = create_backbone(config.image_backbone, weights=config.image_weights, num_classes=0)
+    trunk = create_backbone(config.image_backbone, weights=config.image_weights, num_classes=0,
+                            global_pool=config.image_pool)
     return TwoTower(config, trunk, _build_text(config))
 
 
