@@ -72,10 +72,28 @@ def saved_subset(jobs: Path, ds: str):
     return torch.load(ckpts[-1], map_location="cpu", weights_only=True)["state_dict"]["model.idx"].clone()
 
 
+class CachedExtractor(torch.nn.Module):
+    """The backbone's feature maps of each input tensor, computed once: every fit below sees the same
+    preprocessed tensors, so only the channel subset and the Gaussians differ between fits."""
+
+    def __init__(self, extractor: torch.nn.Module):
+        super().__init__()
+        self.inner = extractor
+        self.channels = extractor.channels
+        self.cache: dict[int, list[torch.Tensor]] = {}
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        key = x.data_ptr()
+        if key not in self.cache:
+            self.cache[key] = self.inner(x)
+        return self.cache[key]
+
+
 class Split:
     """Preprocessed train batches and test images of one data set of the anomaly benchmark run."""
 
     def __init__(self, job: dict):
+        from fovea.anomaly.models import build_model
         from fovea.anomaly.pipeline import AnomalyPipeline
         from fovea.io import read_image
 
@@ -85,25 +103,27 @@ class Split:
         bs = int(job["batch_size"])
         with torch.no_grad():
             xs = [pre.preprocess(torch.from_numpy(np.array(read_image(p)))[None]) for p in job["train_paths"]]
+            self.test_x = [pre.preprocess(torch.from_numpy(np.array(read_image(p)))[None]) for p in job["test_paths"]]
         self.batches = [torch.cat(xs[i:i + bs]) for i in range(0, len(xs), bs)]
-        self.images = [np.array(read_image(p)) for p in job["test_paths"]]
         self.labels = np.array([0 if Path(p).parent.name == "good" else 1 for p in job["test_paths"]])
+        self.extractor = CachedExtractor(build_model("padim", backbone=job["backbone"]).extractor)
 
     def auroc(self, subset: torch.Tensor | None = None, **options) -> float:
-        """Fit fovea's PaDiM (subset: fixed channel indices) and return the test image AUROC."""
+        """Fit fovea's PaDiM (subset: fixed channel indices) and return the test image AUROC (the image
+        score of `AnomalyPipeline.raw`: the model's score on the preprocessed image)."""
         from fovea.anomaly.models import build_model
-        from fovea.anomaly.pipeline import AnomalyPipeline
         from fovea.engine.metrics import auroc
 
-        opts = {"backbone": self.job["backbone"], "n_features": self.job["n_features"], **options}
+        opts = {"backbone": self.job["backbone"], "n_features": self.job["n_features"], "weights": "random", **options}
         model = build_model("padim", **opts)
+        model.extractor = self.extractor  # the real ImageNet backbone's features, cached
         if subset is not None:
             model.config.channel_rule = "random"  # keep the given indices (the rule only acts in fit)
             model.channel_index = subset.sort().values
-        pipe = AnomalyPipeline(model, self.input_size).eval()
+        model.eval()
         with torch.no_grad():
             model.fit(self.batches)
-            scores = np.array([float(pipe.raw(torch.from_numpy(im)[None])[0][0]) for im in self.images])
+            scores = np.array([float(model(x)[0][0]) for x in self.test_x])
         return auroc(scores, self.labels)
 
 
@@ -135,6 +155,7 @@ def main() -> None:
     seeds = list(range(args.seeds))
     rows, checks, summary = [], [], []
     for ds in args.datasets:
+        print(f"{ds} ...", flush=True)
         job_file = jobs / f"{ds}_padim_anomalib_job.json"
         split = Split(json.loads(job_file.read_text()))
         draws = anomalib_draws(job_file, seeds)
@@ -150,6 +171,8 @@ def main() -> None:
         rows.append([ds, f"{variance:.3f}", f"{low:.3f}", f"{stride:.3f}", spread(fovea_random), spread(anomalib_subsets)])
         summary.append((variance, low, stride, float(np.mean(fovea_random)), float(np.mean(anomalib_subsets))))
         print(rows[-1], checks[-1], flush=True)
+        print(f"fovea random per seed: {[round(v, 3) for v in fovea_random]}; Anomalib draws per seed: "
+              f"{[round(v, 3) for v in anomalib_subsets]}", flush=True)
     n_bad = int(split.labels.sum())
     body = table(["data set", "variance rule", "low_variance rule", "stride rule", f"random, fovea seeds 0-{seeds[-1]}: mean (min-max)",
                   f"random, Anomalib's draws for seeds 0-{seeds[-1]}: mean (min-max)"], rows)

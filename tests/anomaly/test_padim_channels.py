@@ -28,7 +28,7 @@ def test_choose_by_variance_matches_numpy():
 
 def test_variance_rule_fit_uses_first_images_and_streams_the_rest():
     torch.manual_seed(0)
-    model = Padim(weights="random", n_features=8, rule_images=3).eval()
+    model = Padim(weights="random", n_features=8, rule_images=3, channel_rule="variance").eval()
     batches = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32), torch.randn(1, 3, 32, 32)]
     with torch.no_grad():
         full = torch.cat([model.all_channels(b) for b in batches]).double().numpy()  # (5, C, h, w)
