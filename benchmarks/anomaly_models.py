@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import Run, add_doc_args, table  # noqa: E402
+from _doc import Run, add_doc_args, load_average, table  # noqa: E402
 
 from fovea.anomaly.models import build_model  # noqa: E402
 from fovea.anomaly.pipeline import AnomalyPipeline  # noqa: E402
@@ -88,6 +88,7 @@ def _batches(pipe: AnomalyPipeline, paths: list[Path], batch_size: int = 8):
 
 def run_one(model: str, data: str, root: Path, args) -> dict:
     name, opts = model_options(model, data, args)
+    load0 = load_average()
     train, test = split(root)
     torch.manual_seed(args.seed)
     net = build_model(name, **opts)  # backbones / towers are loaded before the clock
@@ -111,7 +112,8 @@ def run_one(model: str, data: str, root: Path, args) -> dict:
     maps_a, masks_a = np.stack(maps), np.stack(masks)
     out = {"model": model, "data": data, "image_auroc": auroc(np.asarray(scores), np.asarray(labels)),
            "pixel_auroc": pixel_auroc(maps_a, masks_a), "aupro": aupro(maps_a, masks_a),
-           "fit_wall_s": fit_wall, "fit_cpu_s": fit_cpu, "latency_ms_p50": 1000 * statistics.median(lat[1:] or lat)}
+           "fit_wall_s": fit_wall, "fit_cpu_s": fit_cpu, "latency_ms_p50": 1000 * statistics.median(lat[1:] or lat),
+           "load_1min": [load0, load_average()]}
     hist = getattr(net, "history", None) or []
     if hist:
         out["loss_first_last"] = [hist[0].get("train_loss"), hist[-1].get("train_loss")]
@@ -222,6 +224,11 @@ def main() -> None:
         *table(["data", "model", "image AUROC", "pixel AUROC", "AUPRO", "fit wall / CPU s", "latency p50 ms"], rows),
         "", "Targets (issue 16):", *summary_lines(results, datasets, models),
     ]
+    if args.render:
+        loads = [v for r in results.values() for v in r.get("load_1min", [])]
+        body += ["", "Rendered from " + str(res_path) + " (`--render`): the load line above is the rendering's; "
+                 + (f"while the cells were measured the 1-min load average was {min(loads):.1f}-{max(loads):.1f}."
+                    if loads else "the cells' load was not recorded by the processes that measured them.")]
     run_doc.write("Anomaly model families", body)
 
 
