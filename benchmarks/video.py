@@ -151,11 +151,11 @@ def train_event_model(args, out: Path, sets: Path):
     names = list(EVENT_CLASSES)
     t0 = time.perf_counter()
     tr, te = sets / "train" / "labels.csv", sets / "test" / "labels.csv"
-    if not (args.reuse_set and _set_size(tr) == args.n_train * len(names)):
+    reused = args.reuse_set and _set_size(tr) == args.n_train * len(names) and _set_size(te) == args.n_test * len(names)
+    if not reused:
         tr = write_event_clip_set(sets / "train", args.n_train, seed=1)
-    if not (args.reuse_set and _set_size(te) == args.n_test * len(names)):
         te = write_event_clip_set(sets / "test", args.n_test, seed=2)
-    t_gen = time.perf_counter() - t0
+    t_gen = -1.0 if reused else time.perf_counter() - t0
     itr, _ = items_from_csv(tr, names)
     ite, _ = items_from_csv(te, names)
     model = V.create_model("tsm_lite0", num_classes=len(names), num_segments=8, shift_mode="causal")
@@ -216,7 +216,8 @@ def part_events(run: Run, args) -> None:
             f"({', '.join(names)}), 16 frames at 10 fps, 96x160 (resized to {args.short_side} px short side), "
             "H.264 MP4 via PyAV; "
             "held-out clips come from other seeds (new belts, items and event times). "
-            f"Generation {times['gen_s']:.0f} s.",
+            + ("Clip sets reused from disk (--reuse-set)." if times["gen_s"] < 0 else
+               f"Generation {times['gen_s']:.0f} s."),
             "", f"TSM (causal shift) on ImageNet EfficientNet-Lite0, stem + first {args.freeze} stages frozen, "
             f"8 TSN segments, AdamW {args.lr:g} cosine, batch 8, {args.epochs} epochs on the shared engine: {times['fit_cpu_s']:.0f} CPU s "
             f"({times['fit_wall_s']:.0f} s wall).", ""]
