@@ -221,6 +221,7 @@ class WinCLIPConfig:
 def _build_fovea(cfg: WinCLIPConfig):
     """(image tower, full two-tower model or None). weights="random": the image side of `tower_config`,
     random-initialised (checkpoints reload over it); the text side is then built only if `fit` needs it."""
+    import fovea.models  # noqa: F401  (registers fovea's own backbones in timm before create_backbone)
     from fovea.models.vl import TwoTowerConfig, load_two_tower
     from fovea.weights import create_backbone
 
