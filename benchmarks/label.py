@@ -76,6 +76,9 @@ def main() -> None:
     ap.add_argument("--max-train-s", type=float, default=None,
                     help="wall-clock cap on the student's training (best epoch so far kept); for a loaded machine")
     ap.add_argument("--work", default="runs/bench_label")
+    ap.add_argument("--reuse-student", action="store_true",
+                    help="with --reuse-labels: keep WORK/student from an earlier run (its distill.json summary)")
+    ap.add_argument("--teacher-dir", default=None, help="two-tower folder of the teacher (default: trained_two_tower())")
     ap.add_argument("--reuse-labels", action="store_true",
                     help="keep WORK's generated folders and labels.csv from an earlier run (labelling time not re-measured)")
     add_doc_args(ap, "label", "120 unlabelled, 80 held-out, 8 epochs")
@@ -93,7 +96,10 @@ def main() -> None:
 
     work = Path(args.work)
     torch.set_num_threads(2)
-    teacher = zero_shot_predictor(trained_two_tower(), CLASSES, class_names=["good", "damaged"])
+    from fovea.models.vl.two_tower import load_two_tower
+
+    vl_model = load_two_tower(args.teacher_dir) if args.teacher_dir else trained_two_tower()
+    teacher = zero_shot_predictor(vl_model, CLASSES, class_names=["good", "damaged"])
     reuse = args.reuse_labels and (work / "labels" / "labels.csv").is_file()
     truth_u = write_apples(work / "unlabelled", args.unlabelled, 21) if not reuse else truth_of(args.unlabelled, 21)
     truth_h = write_apples(work / "held_out", args.held_out, 22) if not reuse else truth_of(args.held_out, 22)
@@ -110,10 +116,15 @@ def main() -> None:
     acc_labels = float((lab.probs.argmax(1) == np.array(truth_u)).mean())
     cfg = TrainConfig(lr=2e-3, batch_size=32, max_epochs=args.epochs, schedule="cosine", warmup_epochs=1,
                       weight_decay=0.05, seed=0, max_time_s=args.max_train_s)
-    summary = distill_student(lab.csv, work / "student", student="cloformer_xxs", input_size=args.input_size,
-                              config=cfg)
+    if reuse and args.reuse_student and (work / "student" / "distill.json").is_file():
+        import json
+
+        summary = json.loads((work / "student" / "distill.json").read_text())
+    else:
+        summary = distill_student(lab.csv, work / "student", student="cloformer_xxs", input_size=args.input_size,
+                                  config=cfg)
     student = load_predictor(work / "student")
-    held = [read_image(p) for p in sorted((work / "held_out").glob("*.png"))]
+    held = [read_image(work / "held_out" / f"apple_{i:04d}.png") for i in range(args.held_out)]
     y = np.array(truth_h)
     acc_t = float((teacher.predict_probs(held).argmax(1) == y).mean())
     acc_s = float((student.predict_probs(held).argmax(1) == y).mean())
