@@ -1,7 +1,7 @@
 """Zero-shot classification with the two-tower model trained on generated captions, and few-shot
 adaptation (CoOp prompt learning, linear probe) beside it.
 
-Model: `fovea.vl.pretrained.trained_two_tower()` (EfficientNet-Lite0 + MiniLM, locked towers,
+Model: `fovea.vl.pretrained.trained_two_tower()` (EfficientNet-Lite0, max-pooled, + MiniLM, locked towers,
 projections trained with the CLIP loss on generated apples/bricks/textures/belt captions; trained
 on first use and cached). Held-out images come from seeds the training never saw:
 - apples (128 px crops): good vs damaged from the prompts "good apple" / "damaged apple";

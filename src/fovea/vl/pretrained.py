@@ -24,14 +24,16 @@ __all__ = ["CaptionRecipe", "DEFAULT_RECIPE", "cache_dir", "trained_two_tower"]
 class CaptionRecipe:
     """What the cached model is trained on and how."""
 
-    n_per_domain: dict = field(default_factory=lambda: {"apples": 500, "bricks": 100, "textures": 100, "scenes": 60})
+    n_per_domain: dict = field(default_factory=lambda: {"apples": 1000, "bricks": 100, "textures": 100, "scenes": 60})
     n_val_apples: int = 100
     image_px: int = 128
     seed: int = 0
     epochs: int = 40
     lr: float = 3e-3
     batch_size: int = 128
-    model: dict = field(default_factory=lambda: asdict(TwoTowerConfig()))
+    # max-pooled trunk features: a small damage survives pooling (held-out apples 91.7 % vs 88.0 % with avg
+    # pooling and 500 apples, benchmarks/vl.py)
+    model: dict = field(default_factory=lambda: asdict(TwoTowerConfig(image_pool="max")))
 
     def digest(self) -> str:
         d = asdict(self)
@@ -41,6 +43,8 @@ class CaptionRecipe:
 
 
 DEFAULT_RECIPE = CaptionRecipe()
+AVG_POOL_RECIPE = CaptionRecipe(n_per_domain={"apples": 500, "bricks": 100, "textures": 100, "scenes": 60},
+                                model=asdict(TwoTowerConfig()))  # the first default (hash 7589e7b65394)
 APPLE_CLASSES = ("good apple", "damaged apple")  # validation probe: picks the best epoch
 
 
