@@ -135,3 +135,18 @@ def test_serial_actuator_over_a_pty():
         th.join(2)
         act.close()
         stop_emu.set()
+
+
+def test_operator_disarm_holds_across_a_reset_and_arm_restores():
+    clock, act, log = sim_actuator()
+    act.set_armed(False, who="test")
+    clock.advance_to(0.4)
+    assert act.mcu_state == "SAFE" and not act.ready
+    act.emulator.reset(clock.now())  # a power cycle: the host must not re-arm a disarmed line
+    clock.advance_to(1.5)
+    assert act.mcu_state != "ARMED"
+    act.set_armed(True, who="test")
+    clock.advance_to(2.0)
+    assert act.ready
+    details = [e["detail"] for e in log.events if e["type"] == "fault" and e["kind"] in ("arm", "disarm")]
+    assert "test disarms" in details and "test arms" in details

@@ -154,6 +154,15 @@ class ProtocolActuator(CancelMixin):
         with self._lock:
             return len(self._pending) + len(self._outbox)
 
+    def set_armed(self, armed: bool, who: str = "operator") -> None:
+        """Operator arm/disarm: send ARM or SAFE now and make the host's re-arm policy (`auto_arm`) match, so
+        a disarmed line stays SAFE across MCU resets. Logged as a fault-stream event naming `who`."""
+        with self._lock:
+            now = self.clock.now()
+            self.cfg.auto_arm = bool(armed)
+            self._emit(now, "fault", kind="arm" if armed else "disarm", detail=f"{who} {'arms' if armed else 'disarms'}")
+            self._safe_write("ARM" if armed else "SAFE", now)
+
     def poll(self) -> None:
         """One round of link work: (re)connect, read replies, heartbeat, ask, send, time out."""
         with self._lock:

@@ -137,14 +137,8 @@ class StreamAnnotator(LineAnnotator):
 
 
 def set_armed(actuator, armed: bool) -> None:
-    """Send ARM or SAFE to the MCU and set the host's re-arm policy to match.
-
-    Uses the ProtocolActuator's `cfg.auto_arm` and its line writer (`_safe_write`, under its lock):
-    the actuator has no public arm/disarm call yet (asked of the line's owner).
-    """
-    with actuator._lock:
-        actuator.cfg.auto_arm = armed
-        actuator._safe_write("ARM" if armed else "SAFE", actuator.clock.now())
+    """Send ARM or SAFE to the MCU and set the host's re-arm policy to match (`ProtocolActuator.set_armed`)."""
+    actuator.set_armed(armed, who="dashboard")
 
 
 class LineController:
