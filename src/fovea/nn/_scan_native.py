@@ -16,16 +16,13 @@ built with -ffast-math so expf/log1pf vectorise through the C library's vector m
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+from fovea.nn._cbuild import build_shared, compiler as _compiler  # noqa: F401  (tests call _compiler)
 
 C_SOURCE = r"""/* fovea selective scan: native CPU kernel (fp32), loaded through ctypes by _scan_native.py.
  *
@@ -323,60 +320,9 @@ _P = ctypes.c_void_p
 _I = ctypes.c_int64
 
 
-def _compiler() -> str:
-    for cand in (os.environ.get("CC"), "gcc", "cc", "clang"):
-        if cand and shutil.which(cand):
-            return shutil.which(cand)
-    raise RuntimeError("no C compiler found (tried $CC, gcc, cc, clang)")
-
-
-def _cpu_key() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return platform.machine() + platform.system() + flags
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("FOVEA_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fovea"
-    )
-    path = Path(root) / "scan"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if os.access(path, os.W_OK):
-            return path
-    except OSError:
-        pass
-    path = Path(tempfile.gettempdir()) / f"fovea-scan-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _build() -> Path:
     """Compile C_SOURCE (once per source/flags/compiler/CPU) and return the .so path."""
-    cc = _compiler()
-    errors = []
-    for flags in (FLAGS, FALLBACK_FLAGS):
-        key = hashlib.sha256("\0".join([C_SOURCE, " ".join(flags), cc, _cpu_key()]).encode()).hexdigest()[:16]
-        out = _cache_dir() / f"fovea_scan_{key}.so"
-        if out.exists():
-            return out
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "fovea_scan.c"
-            src.write_text(C_SOURCE)
-            tmp_so = Path(tmp) / "fovea_scan.so"
-            cmd = [cc, *flags, str(src), "-o", str(tmp_so), "-lm"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode == 0:
-                staged = out.with_suffix(f".{os.getpid()}.tmp")
-                shutil.copyfile(tmp_so, staged)
-                os.replace(staged, out)  # atomic: concurrent builders never see a partial file
-                return out
-            errors.append(f"{cc} {' '.join(flags)}: {proc.stderr.strip()[-400:]}")
-    raise RuntimeError("compiling the scan kernel failed: " + " | ".join(errors))
+    return build_shared(C_SOURCE, "scan", (FLAGS, FALLBACK_FLAGS), "scan")
 
 
 def load():
