@@ -129,9 +129,11 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.parametrize("world", [2, 3, 5])  # 5: bidir needs a second round
 def test_distributed_losses_equal_the_global_loss_and_gradients(world, tmp_path):
-    # fork: children inherit the imports (spawn re-imports torch, ~10 s); they run single-threaded
+    # forkserver: children fork from a fresh server process (a fork of this one breaks once autograd's threads
+    # ran here, as earlier tests do); the server imports torch once, the children run single-threaded
+    mp.set_forkserver_preload(["torch", "torch.distributed"])
     mp.start_processes(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True,
-                       start_method="fork")
+                       start_method="forkserver")
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
     img, txt = _features(world)
     scale = torch.tensor(1 / 0.07, dtype=torch.float64)
