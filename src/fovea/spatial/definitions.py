@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial import cKDTree
 
 from fovea.spatial.language import clock_hour
 from fovea.spatial.lift import ObjectGeometry
@@ -118,8 +117,12 @@ def decide(d: float, margin: float) -> str:
 
 # ---- quantities --------------------------------------------------------------------------------------
 def gap3d(a: ObjectGeometry, b: ObjectGeometry) -> float:
-    """Shortest distance between the two objects' surface samples."""
-    return float(cKDTree(b.points).query(a.points, k=1)[0].min())
+    """Shortest distance between the two objects' surface samples (exact; scikit-learn's KD-tree: scipy's
+    cKDTree crashed the test process at this call after a long pytest session, reproducibly)."""
+    from sklearn.neighbors import KDTree
+
+    small, large = (a.points, b.points) if len(a.points) <= len(b.points) else (b.points, a.points)
+    return float(KDTree(np.asarray(large, np.float64)).query(np.asarray(small, np.float64), k=1)[0].min())
 
 
 def _seg_dist(p: np.ndarray, s0: np.ndarray, s1: np.ndarray) -> np.ndarray:
