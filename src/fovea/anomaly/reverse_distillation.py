@@ -11,7 +11,6 @@ input and summed (or multiplied). The image score is the maximum of the Gaussian
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
@@ -19,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fovea.anomaly._train import train_reconstruction
 from fovea.anomaly.features import FeatureExtractor
 from fovea.anomaly.postprocess import gaussian_blur_map
-from fovea.errors import ConfigError, DataError
+from fovea.errors import ConfigError
 
 
 @dataclass
@@ -204,47 +204,5 @@ class ReverseDistillation(nn.Module):
         is called after every epoch. Returns the engine's `TrainResult` (history = the loss curve; its
         file paths exist only when `config.out_dir` is set, else they were in a removed temporary folder).
         """
-        from fovea.engine.train import TrainConfig, fit
-
-        images = [(b["image"] if isinstance(b, dict) else b).detach().float() for b in train_loader]
-        if not images:
-            raise DataError("reverse distillation got no training images. Fix: give it normal images.")
-        data = _ImageSet(torch.cat(images))
-        cfg = self.config
-        epochs = None if progress is None else (
-            lambda stage, done, total: progress(done, total) if stage == "epochs" else None)
-        self.train()  # bottleneck + student train; the teacher stays in eval mode (FeatureExtractor)
-        with tempfile.TemporaryDirectory() as tmp:
-            tc = TrainConfig(optimizer="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             batch_size=min(cfg.batch_size, len(data)), max_epochs=cfg.epochs,
-                             schedule=cfg.schedule, seed=cfg.seed, out_dir=cfg.out_dir or tmp)
-            result = fit(_RDTask(self), data, None, tc, progress=epochs)
-        self.history = list(result.history)
-        self.eval()
-        return result
-
-
-class _ImageSet(torch.utils.data.Dataset):
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"image": self.images[i]}
-
-
-class _RDTask:
-    """Engine task: the paper's multi-scale cosine-distance loss; no validation metric."""
-
-    name = "anomaly"
-
-    def __init__(self, model: ReverseDistillation):
-        self.model = model
-
-    def training_loss(self, model: ReverseDistillation, batch: dict) -> torch.Tensor:
-        return model.loss(batch["image"])
-
-    def validation_metrics(self, model, loader) -> dict[str, float]:
-        return {}
+        # bottleneck + student train; the teacher stays in eval mode (FeatureExtractor)
+        return train_reconstruction(self, train_loader, lambda m, x: m.loss(x), progress)

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fovea.anomaly.postprocess import gaussian_blur_map
-from fovea.anomaly.vae import ConvDecoder, ConvEncoder, check_input_size, pixel_error_map, train_reconstruction
+from fovea.anomaly._train import train_reconstruction
+from fovea.anomaly.vae import ConvDecoder, ConvEncoder, check_input_size, pixel_error_map
 from fovea.anomaly.vqgan_losses import FeaturePerceptualLoss, PatchDiscriminator, vqgan_loss
 from fovea.errors import ConfigError
 from fovea.nn.quantizer import VectorQuantizer
