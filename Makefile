@@ -11,6 +11,9 @@ venv: $(STAMP)
 # torch/torchvision are pinned to the CPU-usable builds that pip can take from local disk here;
 # then the project and its test extras.
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || [ "$$(df -Pk . | awk 'NR==2 {print $$4}')" -ge 8388608 ] || { \
+	  echo "make: $(CURDIR) has $$(df -Ph . | awk 'NR==2 {print $$4}') free; the venv needs about 8 GiB (torch ships CUDA libraries)." >&2; \
+	  echo "      free disk space (old clones, /tmp) and run make again." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
 	$(BIN)/pip install "torch==2.14.1" "torchvision==0.29.1"
