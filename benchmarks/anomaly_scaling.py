@@ -11,6 +11,11 @@ predict time against training images beside it.
 
     .venv/bin/python benchmarks/anomaly_scaling.py --quick   # 24 and 50 images, one_up + brick
     .venv/bin/python benchmarks/anomaly_scaling.py           # 24/50/100/200 (+ fovea 400), one_up + brick
+
+When the whole run does not fit in one sitting, the sides can run as two invocations on the same
+--out (first `--side anomalib`, which generates the data and split folders, then `--side fovea`);
+each keeps its own results file and the table merges them, with a line per side saying when its
+jobs ran and under which load.
 """
 
 from __future__ import annotations
@@ -55,40 +60,79 @@ def make_job(name: str, model: str, splits, split_dir: Path, weights: Path, ref:
             **{k: v for k, v in A.MODELS[model].items() if k != "layers"}}
 
 
+def results_path(out: Path, side: str) -> Path:
+    """Where one invocation keeps its rows: `scaling_results.json` for both sides, else one file per side."""
+    return out / ("scaling_results.json" if side == "both" else f"scaling_results_{side}.json")
+
+
+def load_rows(out: Path) -> list[dict]:
+    """Rows of every results file in OUT (both-sides run and per-side runs); a later file wins on a key."""
+    merged: dict[tuple, dict] = {}
+    for side in ("both", "anomalib", "fovea"):
+        path = results_path(out, side)
+        if path.is_file():
+            for r in json.loads(path.read_text()):
+                merged[(r["dataset"], r["model"], r["n_train"], r["side"])] = r
+    return list(merged.values())
+
+
+def sides_for(n: int, k: int, sizes: list[int], side: str, anomalib_py) -> list[str]:
+    """Which implementations run at n training images (alternating who goes first when both do)."""
+    if side == "fovea" or n not in sizes or anomalib_py is None:
+        return ["fovea"] if side != "anomalib" else []
+    if side == "anomalib":
+        return ["anomalib"]
+    return ["fovea", "anomalib"] if k % 2 == 0 else ["anomalib", "fovea"]
+
+
 def run(args) -> list[dict]:
+    """Run the jobs: per model (PaDiM first, it is cheap), per size, per data set, so every data set's
+    small sizes are measured before any large one (an interrupted run still has whole sizes)."""
+    import datetime
+
     out = Path(args.out).resolve()
     sizes = [int(v) for v in args.sizes.split(",")]
     fovea_only = [int(v) for v in args.fovea_only_sizes.split(",") if v]
-    anomalib_py = None if args.skip_anomalib else A.anomalib_python(install=not args.no_install)
+    need_anomalib = args.side != "fovea" and not args.skip_anomalib
+    anomalib_py = A.anomalib_python(install=not args.no_install) if need_anomalib else None
     out.mkdir(parents=True, exist_ok=True)
-    weights = A.write_weights(out)
+    # only the Anomalib child reads the weights file, reference maps and split folders: a fovea-side
+    # invocation leaves them alone (an Anomalib-side invocation may be reading them at the same time)
+    weights = A.write_weights(out) if need_anomalib else out / "efficientnet_lite0_features.safetensors"
     rows, t_start = [], time.perf_counter()
     stopped: set[tuple[str, str]] = set()  # (data set, model) whose Anomalib job timed out
-    for name in args.datasets:
-        splits, kind = prepare(out, name, max(sizes + fovea_only), args.seed)
-        refs = {m: A.write_reference(out, m, splits.train[0].path, (256, 256)) for m in args.models}
+    data = {name: prepare(out, name, max(sizes + fovea_only), args.seed) for name in args.datasets}
+    refs = {m: (A.write_reference(out, m, data[args.datasets[0]][0].train[0].path, (256, 256)) if need_anomalib
+                else out / f"reference_{m}.npz") for m in args.models}
+    models = sorted(args.models, key=lambda m: m != "padim")
+    for model in models:
         for k, n in enumerate(sorted(set(sizes + fovea_only))):
-            sub = copy.copy(splits)
-            sub.train = splits.train[:n]
-            split_dir = out / "splits" / f"{name}_{n}"
-            A.materialise_split(sub, split_dir)
-            work = out / "jobs" / f"n{n}"
-            work.mkdir(parents=True, exist_ok=True)
-            for model in args.models:
+            for name in args.datasets:
+                splits, kind = data[name]
+                sub = copy.copy(splits)
+                sub.train = splits.train[:n]
+                split_dir = out / "splits" / f"{name}_{n}"
+                work = out / "jobs" / f"n{n}"
+                work.mkdir(parents=True, exist_ok=True)
                 job = make_job(name, model, sub, split_dir, weights, refs[model], args)
-                sides = ["fovea"] if (n not in sizes or anomalib_py is None) else (
-                    ["fovea", "anomalib"] if k % 2 == 0 else ["anomalib", "fovea"])
-                for side in sides:
+                for side in sides_for(n, k, sizes, args.side, anomalib_py):
                     if side == "anomalib" and (name, model) in stopped:
                         rows.append({"side": side, "model": model, "dataset": name, "n_train": n, "kind": kind,
-                                     "timed_out": True, "skipped_after_timeout": True})
+                                     "timed_out": True, "skipped_after_timeout": True,
+                                     "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat()})
                         continue
+                    if side == "anomalib":
+                        A.materialise_split(sub, split_dir)
                     print(f"[{time.perf_counter() - t_start:6.0f}s] {name} {model} n={n} {side} ...", flush=True)
+                    started = datetime.datetime.now(datetime.timezone.utc).isoformat()
                     res = A.run_job(side, job, work, anomalib_py, args.resume,
                                     timeout_s=60 * args.anomalib_timeout_min if side == "anomalib" else None)
-                    res.update(kind=kind, n_train=n)
+                    res.update(kind=kind, n_train=n, started_utc=started,
+                               ended_utc=datetime.datetime.now(datetime.timezone.utc).isoformat())
                     if res.get("timed_out"):
                         stopped.add((name, model))
+                        print(f"    stopped after {res['process_s']:.0f}s (> {args.anomalib_timeout_min} min)",
+                              flush=True)
                     else:
                         res.update(A.evaluate(res["out_npz"], splits.test))
                         res["p50_ms"], res["p95_ms"] = A.latency_stats(res["latency_ms"])
@@ -96,16 +140,38 @@ def run(args) -> list[dict]:
                               f"{res['image_auroc']:.3f} peak {res['peak_rss_mb']:.0f}MB load {res['load_start']:.1f}",
                               flush=True)
                     rows.append(res)
-                    (out / "scaling_results.json").write_text(json.dumps(rows, indent=1, default=str))
+                    results_path(out, args.side).write_text(json.dumps(rows, indent=1, default=str))
     return rows
+
+
+def side_summary(rows: list[dict]) -> list[str]:
+    """One line per side: when its jobs ran (UTC) and the load average at their starts."""
+    lines = []
+    for side in ("anomalib", "fovea"):
+        rs = [r for r in rows if r["side"] == side and r.get("started_utc") and not r.get("skipped_after_timeout")]
+        if not rs:
+            continue
+        loads = [r["load_start"] for r in rs if r.get("load_start") == r.get("load_start")]
+        first = min(r["started_utc"] for r in rs)[:16].replace("T", " ")
+        last = max(r.get("ended_utc", r["started_utc"]) for r in rs)[:16].replace("T", " ")
+        lines.append(f"- {'Anomalib' if side == 'anomalib' else 'fovea'} side: {len(rs)} jobs run from {first} to "
+                     f"{last} UTC, load average (1 min) at job starts {min(loads):.1f}-{max(loads):.1f} "
+                     f"(median {float(np.median(loads)):.1f}).")
+    return lines
 
 
 def cell(r: dict | None, key: str, fmt: str, limit_min: int) -> str:
     if r is None:
         return "-"
     if r.get("timed_out"):
-        return f"> {limit_min} min" if key == "fit_s" else "-"
+        if key != "fit_s":
+            return "-"
+        return f"> {limit_min} min" + (" (not run: a smaller size was)" if r.get("skipped_after_timeout") else "")
     return format(r[key], fmt)
+
+
+def load_cell(r: dict | None) -> str:
+    return "-" if r is None or r.get("skipped_after_timeout") else f"{r.get('load_start', float('nan')):.1f}"
 
 
 def report(rows: list[dict], limit_min: int) -> list[str]:
@@ -124,10 +190,10 @@ def report(rows: list[dict], limit_min: int) -> list[str]:
                      f"{cell(f, 'image_auroc', '.3f', limit_min)} / {cell(a, 'image_auroc', '.3f', limit_min)}",
                      f"{cell(f, 'pixel_auroc', '.3f', limit_min)} / {cell(a, 'pixel_auroc', '.3f', limit_min)}",
                      f"{cell(f, 'aupro', '.3f', limit_min)} / {cell(a, 'aupro', '.3f', limit_min)}",
-                     f"{(f or a or {}).get('load_start', float('nan')):.1f}"])
+                     f"{load_cell(f)} / {load_cell(a)}"])
     return table(["data set", "model", "train images", "fit s fovea", "fit s Anomalib", "fit speed-up",
                   "predict p50 / p95 ms fovea", "Anomalib", "p50 fovea / Anomalib", "peak RSS MB fovea / Anomalib",
-                  "image AUROC fovea / Anomalib", "pixel AUROC", "AUPRO", "load at start"], body)
+                  "image AUROC fovea / Anomalib", "pixel AUROC", "AUPRO", "load at job start fovea / Anomalib"], body)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -165,6 +231,9 @@ def main() -> None:
     ap.add_argument("--anomalib-timeout-min", type=int, default=30)
     ap.add_argument("--out", default=str(A.ROOT / "runs" / "bench_anomaly_scaling"))
     ap.add_argument("--skip-anomalib", action="store_true")
+    ap.add_argument("--side", choices=("both", "anomalib", "fovea"), default="both",
+                    help="run one side only (its rows go to OUT/scaling_results_<side>.json); the table merges "
+                         "every results file in OUT, so two invocations on the same OUT give one table")
     ap.add_argument("--no-install", action="store_true")
     ap.add_argument("--resume", action="store_true", help="reuse finished jobs of an interrupted run in OUT")
     ap.add_argument("--report-only", action="store_true",
@@ -178,13 +247,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)  # the jobs run with --threads; the doc's machine line says so too
     run_info = Run(args, full_command=".venv/bin/python benchmarks/anomaly_scaling.py")
     if args.report_only:
-        rows = json.loads((Path(args.out) / "scaling_results.json").read_text())
+        rows = load_rows(Path(args.out))
     else:
-        rows = run(args)
+        run(args)
+        rows = load_rows(Path(args.out).resolve())
     body = report(rows, args.anomalib_timeout_min)
     if args.report_only:
-        body = [f"**Rendered from `{args.out}/scaling_results.json`** with --report-only: the rows measured so far "
+        body = [f"**Rendered from `{args.out}/scaling_results*.json`** with --report-only: the rows measured so far "
                 "(a run may still be going or have stopped); load figures are per job.", ""] + body
+    body += ["", *side_summary(rows)]
     png = (Path(args.doc).parent if args.doc != "-" else Path(args.out)) / "anomaly_scaling.png"
     plot(rows, png)
     body += ["", f"![fit and predict time against training images (log-log)]({png.name})", "",
