@@ -129,6 +129,41 @@ def test_a_short_ramp_run_logs_no_lane_the_item_missed():
                                               for u in f.truth}
 
 
+
+def test_speed_measurement_off_a_belt_change_after_the_sighting_widens_the_crossing():
+    """measure_speed=False (the 'speed off' fault family, 1 item per 300 logged `good` in the default
+    bin): the gates run on the configured 400 mm/s, the belt ramps down after the item left view; the
+    estimator still runs, so the envelope must hold the true crossing and the DONE may not claim
+    the lane. On a steady belt the envelope stays the configured speed's single instant."""
+    cfg = LineConfig(mm_per_px=MM_PX, fps=FPS, belt_speed_mm_s=400.0, measure_speed=False)
+    tr = BeltTracker(cfg)
+    offsets = [-100.0 + 130.0 * k for k in range(40)]
+    for k in range(30):
+        t = k / FPS
+        d = dets_on(ramp_travel(t), offsets)
+        tr.update(t, d, W_PX, [None] * len(d))
+    rec = tr.records["o000002"]                   # last seen at ~1.5 s, crosses the gate in the ramp
+    t_true = true_crossing(offsets[2])
+    lo, hi = crossing_envelope(tr, rec, GATE_MM, 2.9)
+    assert lo - 1e-3 <= t_true <= hi + 1e-3, (lo, hi, t_true)
+    x_seen = ramp_travel(rec.t_seen) - offsets[2]
+    t_plan = rec.t_seen + (GATE_MM - x_seen) / 400.0
+    hold = 2 * (35.0 / 400.0 + cfg.margin_s) + cfg.actuation_s
+    t_open = t_plan - (cfg.actuation_s + hold) / 2
+    assert swing_outcome((lo + hi) / 2, (hi - lo) / 2 + cfg.margin_s, t_open, t_open + hold,
+                         cfg.actuation_s) != LANE
+
+    steady = BeltTracker(cfg)
+    for k in range(30):
+        t = k / FPS
+        d = dets_on(400.0 * t, offsets)
+        steady.update(t, d, W_PX, [None] * len(d))
+    rec = steady.records["o000002"]
+    lo, hi = crossing_envelope(steady, rec, GATE_MM, 2.9)
+    t_true = rec.t_seen + (GATE_MM - (400.0 * rec.t_seen - offsets[2])) / 400.0
+    assert abs(lo - t_true) < 0.02 and abs(hi - t_true) < 0.02 and hi - lo < 0.03
+
+
 # ------------------------------------------------------------------ seed 259: frames in doubt
 def _perception(t, xs, index):
     d = dets_on(0.0, [-x for x in xs])

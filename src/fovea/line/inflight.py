@@ -117,17 +117,20 @@ def unverified(tracker, fires, cfg, now: float, doubt_from: float | None = None)
 
 def crossing_envelope(tracker, rec, gate_mm: float, now: float) -> tuple[float, float]:
     """(earliest, latest) time `rec`'s centre crossed (or crosses) belt position gate_mm: from where
-    it was last seen, at the highest and the lowest belt speed measured since (`speed_range`; the
-    configured speed when the speed is not measured). Whatever the belt did in between, its mean
-    speed over that travel lies between the two, so the true crossing does too."""
+    it was last seen, at the highest and the lowest belt speed measured since (`speed_range`).
+    Whatever the belt did in between, its mean speed over that travel lies between the two, so the
+    true crossing does too. With measure_speed=False the gates are timed on the configured speed,
+    but the estimator still runs: the envelope spans the configured speed and whatever it measured
+    since, so a belt that changed speed after the decision makes the crossing uncertain (a DONE
+    then cannot claim the lane) instead of being assumed away."""
     v = tracker.speed_mm_s
     t_seen = rec.t_seen if rec.t_seen == rec.t_seen else rec.t_last
     _, x_seen = tracker.position_after_change(rec, now, t_seen, v)
     rest = gate_mm - x_seen
-    if tracker.cfg.measure_speed:
-        v_lo, v_hi = tracker.speed.speed_range(t_seen, max(now, t_seen))
-    else:
-        v_lo = v_hi = v
+    v_lo, v_hi = tracker.speed.speed_range(t_seen, max(now, t_seen))
+    if not tracker.cfg.measure_speed:
+        measured = tracker.speed.history and tracker.speed.history[-1][0] >= t_seen
+        v_lo, v_hi = (min(v, v_lo), max(v, v_hi)) if measured else (v, v)
     if rest <= 0:
         return t_seen + rest / v_lo, t_seen + rest / v_hi
     return t_seen + rest / v_hi, t_seen + rest / v_lo
