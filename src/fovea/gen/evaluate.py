@@ -61,6 +61,8 @@ class FrameEmbedder:
     frames resized (bilinear) to `size` and normalised with the ImageNet mean/std."""
 
     def __init__(self, size: int = 224, backbone: str = "efficientnet_lite0"):
+        import fovea.models  # noqa: F401  (registers fovea's own backbones in timm before create_backbone)
+
         self.size = size
         self.net = create_backbone(backbone, weights="default", num_classes=0).eval()
         self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
