@@ -118,6 +118,16 @@ def _caption():
     return pipe
 
 
+def _forgery():
+    from fovea.forgery.model import build_pipeline
+
+    torch.manual_seed(0)
+    pipe = build_pipeline("unet", (32, 32), {"widths": [8, 16], "stem_stride": 2}).eval()
+    with torch.no_grad():  # a spread of probabilities on both sides of 0.5
+        pipe.network.head.weight.mul_(8.0)
+    return pipe
+
+
 CASES = {  # case id -> (task, builder)
     "anomaly-patchcore": ("anomaly", lambda: _anomaly("patchcore", layers=(2, 3), coreset_ratio=0.25,
                                                       projection_dim=16)),
@@ -132,6 +142,7 @@ CASES = {  # case id -> (task, builder)
                       "clip_text": {"vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}})),
     "caption": ("caption", _caption),
     "classify": ("classify", _classify),
+    "forgery": ("forgery", _forgery),
     "segment": ("segment", _segment),
 }
 
@@ -172,6 +183,9 @@ def _reference(pipe, image: np.ndarray) -> dict[str, np.ndarray]:
         logits = raw.numpy()[0]
         up = np.stack([_resize(c, h, w) for c in logits])
         return {"probs": _softmax(up.astype(np.float64), 0)}
+    if pipe.task == "forgery":  # one manipulation logit: probs = (1 - sigmoid, sigmoid) at the image size
+        p = 1.0 / (1.0 + np.exp(-_resize(raw.numpy()[0, 0], h, w).astype(np.float64)))
+        return {"probs": np.stack([1.0 - p, p])}
     t = pipe.get_thresholds()
     score, amap = float(raw[0][0]), raw[1].numpy()[0, 0]
     norm = lambda x, thr, lo, hi: np.clip((x - thr) / (hi - lo) + 0.5, 0.0, 1.0)  # noqa: E731

@@ -14,7 +14,7 @@ from fovea.errors import CheckpointError
 
 # modules whose import registers the built-in tasks (imported by `fovea.load_predictor`)
 BUILTIN_TASK_MODULES = ("fovea.anomaly.predictor", "fovea.classify.predictor", "fovea.segment.predictor",
-                        "fovea.caption.predictor")
+                        "fovea.caption.predictor", "fovea.forgery.predictor")
 
 
 @dataclass(frozen=True)

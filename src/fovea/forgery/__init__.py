@@ -1,0 +1,1 @@
+"""Image-manipulation (forgery) localisation: splicing, copy-move and inpainting, per-pixel probability."""
