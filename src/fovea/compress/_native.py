@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from fovea.errors import ConfigError, HardwareError
 from fovea.nn._cbuild import build_shared, compiler as _compiler  # noqa: F401  (tests call _compiler)
 
 C_SOURCE = r"""/* fovea packed ternary GEMM: int32 acc[m, i*R + r] = sum_k w[i*R + r, k] * x[m, k]. */
@@ -165,20 +166,69 @@ void fovea_ternary_gemm(const uint8_t *P, const int8_t *X, const int32_t *sumx, 
 }
 
 /* Per-token int8 quantisation exactly as fovea.nn.ternary.absmax_int8 (fp32, ties to even):
- * s = 127 * (1 / max(max_k |x|, 1e-5)); q = clamp(rint(x * s), -128, 127). Writes XQ, sumx = sum_k q, sx = s. */
+ * s = 127 * (1 / max(max_k |x|, 1e-5)); q = clamp(rint(x * s), -128, 127). The max is exact in any order
+ * and every element is rounded on its own, so the vector loops give the scalar loop's bits. */
+static float row_absmax(const float *x, i64 K) {
+    float amax = 0.0f;
+    i64 k = 0;
+#if FOVEA_VNNI
+    __m512 vmax = _mm512_setzero_ps();
+    for (; k + 16 <= K; k += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
+    amax = _mm512_reduce_max_ps(vmax);
+#elif FOVEA_AVX2
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 vmax = _mm256_setzero_ps();
+    for (; k + 8 <= K; k += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    for (int i = 0; i < 8; i++) amax = fmaxf(amax, lanes[i]);
+#endif
+    for (; k < K; k++) amax = fmaxf(amax, fabsf(x[k]));
+    return amax;
+}
+
+/* q[k] = clamp(rint(x[k] * s), -128, 127) for one row; returns sum_k q[k]. */
+static int32_t quantize_row(const float *x, i64 K, float s, int8_t *q) {
+    int32_t sum = 0;
+    i64 k = 0;
+#if FOVEA_VNNI
+    const __m512 vs = _mm512_set1_ps(s), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
+    __m512i vsum = _mm512_setzero_si512();
+    for (; k + 16 <= K; k += 16) {
+        __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + k), vs),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i iv = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+        vsum = _mm512_add_epi32(vsum, iv);
+        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(iv));
+    }
+    sum = _mm512_reduce_add_epi32(vsum);
+#elif FOVEA_AVX2
+    const __m256 vs = _mm256_set1_ps(s), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+    __m256i vsum = _mm256_setzero_si256();
+    for (; k + 8 <= K; k += 8) {
+        __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k), vs),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256i iv = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+        vsum = _mm256_add_epi32(vsum, iv);
+        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(iv), _mm256_extracti128_si256(iv, 1));
+        _mm_storel_epi64((__m128i *)(q + k), _mm_packs_epi16(p16, p16));
+    }
+    sum = hsum8(vsum);
+#endif
+    for (; k < K; k++) {
+        float v = fminf(fmaxf(nearbyintf(x[k] * s), -128.0f), 127.0f);
+        q[k] = (int8_t)v;
+        sum += (int32_t)v;
+    }
+    return sum;
+}
+
+/* Writes XQ (M, K) int8, sumx (M) = sum_k q, sx (M) = s for X (M, K) fp32. */
 void fovea_quantize_rows(const float *X, i64 M, i64 K, int8_t *XQ, int32_t *sumx, float *sx) {
     for (i64 m = 0; m < M; m++) {
         const float *x = X + m * K;
-        float amax = 0.0f;
-        for (i64 k = 0; k < K; k++) amax = fmaxf(amax, fabsf(x[k]));
-        float s = 127.0f * (1.0f / fmaxf(amax, 1e-5f)); /* torch's 127 / t is 127 * reciprocal(t) */
-        int32_t sum = 0;
-        for (i64 k = 0; k < K; k++) {
-            float v = fminf(fmaxf(nearbyintf(x[k] * s), -128.0f), 127.0f);
-            XQ[m * K + k] = (int8_t)v;
-            sum += (int32_t)v;
-        }
-        sumx[m] = sum;
+        float s = 127.0f * (1.0f / fmaxf(row_absmax(x, K), 1e-5f)); /* torch's 127 / t is 127 * reciprocal(t) */
+        sumx[m] = quantize_row(x, K, s, XQ + m * K);
         sx[m] = s;
     }
 }
@@ -335,11 +385,52 @@ def _open(path: Path):
     return lib
 
 
+ISA_ENV = "FOVEA_TERNARY_ISA"  # native (default) | avx512-vnni | avx2 | scalar
+ISA_FLAGS = {  # forced builds: FALLBACK_FLAGS + these; the CPU must have the /proc/cpuinfo flags listed
+    "avx512-vnni": (["-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vnni"], ("avx2", "avx512f", "avx512bw", "avx512_vnni")),
+    "avx2": (["-mavx2"], ("avx2",)),
+    "scalar": ([], ()),
+}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.split(":", 1)[-1].split())
+
+
+def requested_isa() -> str:
+    """The inner loop $FOVEA_TERNARY_ISA asks for ('native' when unset: the compiler picks for this CPU)."""
+    want = os.environ.get(ISA_ENV, "native").strip().lower() or "native"
+    if want != "native" and want not in ISA_FLAGS:
+        raise ConfigError(f"{ISA_ENV}={want!r} is not a ternary kernel ISA; use one of native, "
+                          f"{', '.join(ISA_FLAGS)} (or unset it)")
+    return want
+
+
 def load():
-    """Build (if needed) and load the kernel library; raises RuntimeError when impossible."""
+    """Build (if needed) and load the kernel library; raises RuntimeError when impossible.
+
+    Dispatch happens at run time, on the machine that runs fovea: by default the source is compiled
+    with -march=native, so an AVX2-only CPU gets the AVX2 loop and a VNNI CPU the VNNI loop (the cache
+    key holds the CPU flags). $FOVEA_TERNARY_ISA=avx2 / scalar / avx512-vnni forces one loop, e.g. to
+    run the AVX2 path on a VNNI machine; a loop the CPU cannot run is a HardwareError.
+    """
     global _LIB
     if _LIB is None:
-        _LIB = _open(_build())
+        want = requested_isa()
+        if want == "native":
+            _LIB = _open(_build())
+        else:
+            flags, needs = ISA_FLAGS[want]
+            missing = [f for f in needs if f not in _cpu_flags()]
+            if missing:
+                raise HardwareError(f"{ISA_ENV}={want}: this CPU lacks {', '.join(missing)} (/proc/cpuinfo); "
+                                    "unset it to let the compiler pick the loop for this CPU")
+            _LIB = _open(_build(([*FALLBACK_FLAGS, *flags],)))
     return _LIB
 
 
@@ -462,3 +553,41 @@ def ternary_linear_tiles(x: torch.Tensor, tiles: torch.Tensor, scale: float, out
     for f in futures:
         f.result()
     return y
+
+
+TILE_MIN_TOKENS = 4  # tokens 2 and 3 run the row loop: faster there for wide K (benchmarks/compress.py)
+
+
+class LinearPlan:
+    """One packed layer prepared for the single-threaded C call: y (M, N) = plan(x (M, K) fp32 contiguous).
+
+    Holds the HF-packed weights (and, on VNNI libraries, their tile layout), the scale as a C float and
+    the bias pointer, so a call costs one torch.empty and one ctypes call (quantise + product + rescale
+    all in C). Tiles run for 1 token and from TILE_MIN_TOKENS on, the row loop for 2-3 tokens.
+    """
+
+    def __init__(self, packed: torch.Tensor, scale: float, out_features: int, bias: torch.Tensor | None, lib=None):
+        self.lib = lib or load()
+        self.packed = packed.contiguous()
+        self.tiles = make_tiles(self.packed, out_features) if has_tiles(self.lib) else None
+        self.bias = None if bias is None else bias.detach().float().contiguous()
+        self.rows, self.k = self.packed.shape
+        self.n = out_features
+        self.scale = ctypes.c_float(float(scale))
+        self._bias_ptr = 0 if self.bias is None else self.bias.data_ptr()
+        self._rows_fn, self._tiles_fn = self.lib.fovea_ternary_linear, self.lib.fovea_ternary_tiles_linear
+        if self.tiles is not None:
+            self._nb, self._kb = self.tiles.shape[0], self.tiles.shape[1]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.shape[0]
+        y = torch.empty(m, self.n, dtype=torch.float32)
+        if self.tiles is not None and (m == 1 or m >= TILE_MIN_TOKENS):
+            rc = self._tiles_fn(x.data_ptr(), self.tiles.data_ptr(), self.scale, self._bias_ptr, y.data_ptr(),
+                                self._nb, self._kb, self.k, m, self.n)
+        else:
+            rc = self._rows_fn(x.data_ptr(), self.packed.data_ptr(), self.scale, self._bias_ptr, y.data_ptr(),
+                               self.rows, self.k, m, self.n)
+        if rc:
+            raise MemoryError("fovea ternary kernel: out of memory for the quantised activations")
+        return y

@@ -22,7 +22,6 @@ from fovea.nn.ternary import absmax_int8
 
 __all__ = ["PackedBitConv2d", "PackedBitLinear", "native_available", "packed_ternary_linear", "ternary_int_sums"]
 
-_TILE_MIN_TOKENS = 4  # below this the HF-layout row loop is faster (benchmarks/compress.py, CPU time)
 _EXACT_K = 1 << 17  # fp32 holds every integer sum of K products |2 * 128| below 2^24 up to here
 _NATIVE_STATE: dict[str, object] = {}
 
@@ -82,7 +81,8 @@ def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Te
     """BitLinear inference from packed weights: x (..., K) float -> (..., N) fp32.
 
     scale is the per-tensor absmean s_w; activations are quantised per token like `BitLinear`.
-    tiles: `_native.make_tiles(packed, N)` (the VNNI register-tile layout): used from 4 tokens on.
+    tiles: `_native.make_tiles(packed, N)` (the VNNI register-tile layout): used for 1 token and from
+    `_native.TILE_MIN_TOKENS` on (the row loop is faster for 2-3 tokens of a wide layer).
     """
     _check_backend(backend)
     lead = x.shape[:-1]
@@ -94,7 +94,7 @@ def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Te
             raise ValueError(f"packed {tuple(packed.shape)} does not fit out_features={out_features} "
                              f"and activations {tuple(x2.shape)}")
         b = None if bias is None else bias.float()
-        if tiles is not None and x2.shape[0] >= _TILE_MIN_TOKENS:
+        if tiles is not None and (x2.shape[0] == 1 or x2.shape[0] >= _native.TILE_MIN_TOKENS):
             y = _native.ternary_linear_tiles(x2, tiles, float(scale), out_features, b)
         else:
             y = _native.ternary_linear(x2, packed, float(scale), out_features, b)
@@ -105,6 +105,19 @@ def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Te
     if bias is not None:
         y = y + bias.float()
     return y.reshape(*lead, out_features)
+
+
+def _cached_plan(module: nn.Module, out_features: int, backend: str) -> _native.LinearPlan | None:
+    """module's single-thread C plan over its `packed` / `scale` / `bias` buffers, rebuilt when one of
+    them changes; None for the torch backend, without the kernel, or when torch runs several threads
+    (then the row-split path of `packed_ternary_linear` runs)."""
+    if backend == "torch" or torch.get_num_threads() != 1 or (backend == "auto" and not native_available()):
+        return None
+    key = tuple((t.data_ptr(), t._version) for t in (module.packed, module.scale, module.bias) if t is not None)
+    if getattr(module, "_plan_key", None) != key:
+        module._plan_cache = _native.LinearPlan(module.packed, float(module.scale), out_features, module.bias)
+        module._plan_key = key
+    return module._plan_cache
 
 
 class PackedBitLinear(nn.Module):
@@ -133,9 +146,18 @@ class PackedBitLinear(nn.Module):
         if not self.quantize_activations:  # weight-only ternary: float activations, unpacked weight
             weight = unpack_ternary(self.packed, self.out_features).to(x.dtype) * self.scale.to(x.dtype)
             return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+        plan = self._plan()
+        if plan is not None:  # one thread: one ctypes call, no per-call Python arithmetic
+            x2 = x.reshape(-1, self.in_features)
+            if x2.dtype != torch.float32 or not x2.is_contiguous():
+                x2 = x2.float().contiguous()
+            return plan(x2).reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         tiles = self._tiles() if self.backend != "torch" else None
         y = packed_ternary_linear(x, self.packed, self.scale, self.out_features, self.bias, self.backend, tiles)
         return y.to(x.dtype)
+
+    def _plan(self) -> _native.LinearPlan | None:
+        return _cached_plan(self, self.out_features, self.backend)
 
     def _tiles(self) -> torch.Tensor | None:
         """The VNNI tile layout of `packed`, rebuilt when `packed` changes; None without the tile kernel."""
@@ -154,12 +176,15 @@ class PackedBitLinear(nn.Module):
 class PackedBitConv2d(nn.Module):
     """Frozen BitConv2d holding packed weights (R, C_in/groups * kh * kw): (B, C_in, H, W) -> (B, C_out, H', W').
 
-    Activations are quantised per pixel (as `BitConv2d`), the weight is unpacked for `F.conv2d`:
-    the saving here is storage; only the linear layers use the integer kernel.
+    Activations are quantised per pixel (as `BitConv2d`). A pointwise conv (1x1, stride 1, no padding,
+    groups 1) is BitLinear per pixel and runs the integer kernel on the (B*H*W, C_in) pixels (its output
+    is channels-last in memory, so the next pointwise conv reads it without a copy); other convs unpack
+    the weight for `F.conv2d` (the saving there is storage).
     """
 
-    def __init__(self, conv: nn.Conv2d, quantize_activations: bool = True):
+    def __init__(self, conv: nn.Conv2d, quantize_activations: bool = True, backend: str = "auto"):
         super().__init__()
+        _check_backend(backend)
         self.conv_args = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
         self.weight_shape = tuple(conv.weight.shape)
         fan_in = self.weight_shape[1] * self.weight_shape[2] * self.weight_shape[3]
@@ -168,10 +193,20 @@ class PackedBitConv2d(nn.Module):
         self.register_buffer("bias", None if conv.bias is None else torch.zeros(self.weight_shape[0]))
         self.padding_mode = conv.padding_mode
         self.quantize_activations = quantize_activations
+        self.backend = backend
+        self.pointwise = (self.weight_shape[2:] == (1, 1) and tuple(conv.stride) == (1, 1) and conv.groups == 1
+                          and conv.padding in ((0, 0), "valid", "same"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode != "zeros":
             raise NotImplementedError("PackedBitConv2d supports zero padding only")
+        plan = _cached_plan(self, self.weight_shape[0], self.backend) if self.pointwise and self.quantize_activations else None
+        if plan is not None:
+            b, c, h, w = x.shape
+            pixels = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when x is channels-last in memory
+            if pixels.dtype != torch.float32 or not pixels.is_contiguous():
+                pixels = pixels.float().contiguous()
+            return plan(pixels).view(b, h, w, -1).permute(0, 3, 1, 2).to(x.dtype)
         if self.quantize_activations:
             codes, s_x = absmax_int8(x, dim=1)
             x = (codes.float() / s_x).to(x.dtype)
