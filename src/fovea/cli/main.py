@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "measure": "fovea.cli.geometry:measure",
     "oilspill": "fovea.cli.oilspill:oilspill",
     "caption": "fovea.cli.caption:caption",
+    "forgery": "fovea.cli.forgery:forgery",
     "serve": "fovea.cli.serve:serve",
     "predict": "fovea.cli.predict:predict",
     "spatial": "fovea.cli.spatial:spatial",
