@@ -11,8 +11,9 @@ false-alarm pixels and the image-level AUC (max probability). Also parameters, G
 / 2), 1-thread CPU latency (median) and training seconds, with the load. Writes
 docs/benchmarks/forgery.md after every model (so a long run leaves the models it finished).
 
-    .venv/bin/python benchmarks/forgery.py            # 320 / 32 / 100 images at 256 px, 8 epochs
+    .venv/bin/python benchmarks/forgery.py            # 320 / 32 / 100 images at 128 px, 8 epochs
     .venv/bin/python benchmarks/forgery.py --quick    # 96 / 16 / 40 images at 128 px, 3 epochs
+    .venv/bin/python benchmarks/forgery.py --size 256 # the input where stage 3's S = 8 groups hold 2 x 2 tokens
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=320)
     ap.add_argument("--val", type=int, default=32)
     ap.add_argument("--test", type=int, default=100)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -103,11 +104,11 @@ def main() -> None:
     ap.add_argument("--pos-weight", type=float, default=3.0, help="BCE weight of manipulated pixels (all models)")
     ap.add_argument("--tag", default=None, help="name of this run's block in the doc (several blocks per doc)")
     ap.add_argument("--out", default="runs/bench_forgery")
-    add_doc_args(ap, "forgery", "96 / 16 / 40 images at 128 px, 3 epochs")
+    add_doc_args(ap, "forgery", "96 / 16 / 40 images, 3 epochs")
     args = ap.parse_args()
     run = Run(args, full_command=".venv/bin/python benchmarks/forgery.py")
     if args.quick:
-        args.train, args.val, args.test, args.size, args.epochs = 96, 16, 40, 128, 3
+        args.train, args.val, args.test, args.epochs = 96, 16, 40, 3
         args.out = str(Path(args.out) / "quick")
     torch.set_num_threads(args.threads)
     size = (args.size, args.size)

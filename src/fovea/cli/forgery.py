@@ -32,6 +32,33 @@ def open_folder(path: str | Path, size: tuple[int, int], augment: bool = False, 
     return ForgeryFolder(path, size=size, augment=augment, indices=indices, skip_bad=skip_bad)
 
 
+def train_val_sets(data, val_data, val_fraction: float, size: tuple[int, int], seed: int, skip_bad: bool):
+    """(train set with flips, validation set, files skipped): --val's folder, else a seeded split of DATA."""
+    from fovea.segment.data import split_indices
+
+    if val_data is not None:
+        parts = [(data, None, True), (val_data, None, False)]
+    else:
+        whole = open_folder(data, size, skip_bad=skip_bad)
+        if len(whole) < 2:
+            raise DataError(f"{data} holds {len(whole)} image(s); training needs at least 2 (one to validate). "
+                            "Fix: add images or pass --val.")
+        tr, va = split_indices(len(whole), val_fraction, seed)
+        parts = [(data, tr, True), (data, va, False)]
+    train_ds, val_ds = (open_folder(path, size, augment=aug, indices=idx, skip_bad=skip_bad) for path, idx, aug in parts)
+    skipped = sorted(set(train_ds.skipped + val_ds.skipped))
+    return train_ds, val_ds, skipped
+
+
+def _report(metrics: dict, skipped: list, out_dir: str | Path | None) -> None:
+    """metrics.json in out_dir (with the count of skipped files), the table, the skipped files."""
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        Path(out_dir, "metrics.json").write_text(json.dumps({**metrics, "skipped_files": len(skipped)}, indent=2))
+    _print_metrics(metrics)
+    echo_skipped(skipped)
+
+
 def _print_metrics(m: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -81,15 +108,15 @@ def synth_cmd(out_dir, n_images, seed, size, held_out, jpeg) -> None:
 
 @forgery.command("fit")
 @click.argument("data", type=click.Path(exists=True))
+@click.option("--model", "arch", type=click.Choice(["sparsevit", "unet"]), default="sparsevit", show_default=True,
+              help="sparsevit: SparseViT-small (3.7 M params); unet: the plain UNet baseline of the same size.")
+@click.option("--size", type=int, nargs=2, default=(256, 256), show_default=True,
+              help="Input H W (SparseViT: multiples of 128).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/forgery", show_default=True,
               help="Output folder: OUT/model (checkpoint), curves.png, history.json, metrics.json.")
 @click.option("--val", "val_data", type=click.Path(exists=True), default=None,
               help="Validation data (same layout); default: --val-fraction of DATA.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
-@click.option("--model", "arch", type=click.Choice(["sparsevit", "unet"]), default="sparsevit", show_default=True,
-              help="sparsevit: SparseViT-small (3.7 M params); unet: the plain UNet baseline of the same size.")
-@click.option("--size", type=int, nargs=2, default=(256, 256), show_default=True,
-              help="Input H W (SparseViT: multiples of 128).")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -101,32 +128,17 @@ def fit_cmd(data, out_dir, val_data, val_fraction, arch, size, epochs, batch_siz
     from fovea.forgery.model import SPARSEVIT_SMALL, UNET_SMALL, ForgeryModelConfig
     from fovea.forgery.predictor import ForgeryPredictor
     from fovea.forgery.train import evaluate_forgery, train_forgery
-    from fovea.segment.data import split_indices
 
     size = (int(size[0]), int(size[1]))
     model_cfg = ForgeryModelConfig(arch, dict(SPARSEVIT_SMALL if arch == "sparsevit" else UNET_SMALL), size)
-    if val_data:
-        train_ds = open_folder(data, size, augment=True, skip_bad=skip_bad)
-        val_ds = open_folder(val_data, size, skip_bad=skip_bad)
-        skipped = train_ds.skipped + val_ds.skipped
-    else:
-        full = open_folder(data, size, skip_bad=skip_bad)
-        if len(full) < 2:
-            raise DataError(f"{data} holds {len(full)} image(s); training needs at least 2 (one to validate). "
-                            "Fix: add images or pass --val.")
-        skipped = list(full.skipped)
-        tr, va = split_indices(len(full), val_fraction, seed)
-        train_ds = open_folder(data, size, augment=True, indices=tr, skip_bad=skip_bad)
-        val_ds = open_folder(data, size, indices=va, skip_bad=skip_bad)
+    train_ds, val_ds, skipped = train_val_sets(data, val_data, val_fraction, size, seed, skip_bad)
     cfg = TrainConfig(optimizer="adamw", lr=lr, weight_decay=0.05, batch_size=batch_size, max_epochs=epochs,
                       schedule="cosine", warmup_epochs=1, seed=seed, out_dir=out_dir)
     with progress_bar() as progress:
         result = train_forgery(train_ds, val_ds, model_cfg, cfg, progress=progress)
         report = evaluate_forgery(ForgeryPredictor.load(result.checkpoint), val_ds, progress=progress)
-    Path(out_dir, "metrics.json").write_text(json.dumps({**report.metrics, "skipped_files": len(skipped)}, indent=2))
-    _print_metrics(report.metrics)
-    click.echo(f"model: {result.checkpoint}  curve: {result.curves_png}")
-    echo_skipped(skipped)
+    click.echo(f"model: {result.checkpoint}  curve: {result.curves_png}  (validation below)")
+    _report(report.metrics, skipped, out_dir)
 
 
 add_hidden_alias(forgery, fit_cmd, "train")
@@ -145,12 +157,7 @@ def test_cmd(model, data, out_dir, skip_bad) -> None:
     ds = open_folder(data, (16, 16), skip_bad=skip_bad)
     with progress_bar() as progress:
         report = evaluate_forgery(predictor, ds, progress=progress)
-    if out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        Path(out_dir, "metrics.json").write_text(json.dumps({**report.metrics, "skipped_files": len(ds.skipped)},
-                                                            indent=2))
-    _print_metrics(report.metrics)
-    echo_skipped(ds.skipped)
+    _report(report.metrics, list(ds.skipped), out_dir)
 
 
 @forgery.command("predict")
@@ -175,16 +182,21 @@ def predict_cmd(model, inputs, out_dir, batch_size, skip_bad) -> None:
     for sub in ("maps", "masks"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
+    flagged: list[str] = []
+
     def on_result(path, image, res) -> None:
         name = overlay_name(path, seen)
         cv2.imwrite(str(out / "maps" / name), np.rint(res.probs[1] * 255).astype(np.uint8))
         cv2.imwrite(str(out / "masks" / name), res.class_map.astype(np.uint8) * 255)
+        if res.class_map.any():
+            flagged.append(str(path))
         click.echo(f"{path}: {100 * res.class_map.mean():.2f} % manipulated (max probability {res.probs[1].max():.3f})")
 
-    run = predict_images(predictor, "forgery", inputs, out, skip_bad=skip_bad, batch_size=batch_size,
-                         on_result=on_result)
-    click.echo(f"{run.n_predicted} image(s) checked with the {predictor.runtime} model -> {run.predictions}")
+    run = predict_images(predictor, "forgery", inputs, out, on_result=on_result, batch_size=batch_size,
+                         skip_bad=skip_bad)
     echo_skipped(run.skipped)
+    click.echo(f"{len(flagged)} of {run.n_predicted} image(s) have manipulated pixels ({predictor.runtime} model); "
+               f"results -> {run.predictions}")
 
 
 @forgery.command("export")

@@ -22,7 +22,7 @@ from fovea.engine.checkpoint import save_checkpoint
 from fovea.engine.progress import Progress
 from fovea.engine.results import TestReport, TrainResult
 from fovea.engine.train import TrainConfig, fit
-from fovea.errors import DataError
+from fovea.errors import DataError, MaskMismatchError
 from fovea.forgery.metrics import forgery_metrics
 from fovea.forgery.model import ForgeryModelConfig, ForgeryPipeline, build_network
 from fovea.forgery.predictor import ForgeryPredictor
@@ -90,19 +90,20 @@ def evaluate_forgery(predictor: ForgeryPredictor, dataset, progress: Progress | 
     """
     probs, masks, kinds, rows = [], [], [], []
     t0 = time.perf_counter()
-    for i in range(len(dataset)):
+    n = len(dataset)
+    for i in range(n):
         image, mask = dataset.load(i)
-        if image.shape[:2] != mask.shape:
-            dataset._check(i, image, mask)
-        res = predictor.predict_one(image, dataset.name(i))
-        p = res.probs[1]
-        probs.append(p)
+        name, kind = dataset.name(i), dataset.kind(i)
+        if mask.shape != image.shape[:2]:
+            raise MaskMismatchError(f"{name}: the image is {image.shape[1]}x{image.shape[0]} but its mask is "
+                                    f"{mask.shape[1]}x{mask.shape[0]} (WxH). Fix: save the mask at the image size.")
+        res = predictor.predict_one(image, name)
+        probs.append(res.probs[1])
         masks.append(mask > 0)
-        kinds.append(dataset.kind(i))
-        rows.append({"image": dataset.name(i), "kind": kinds[-1], "max_prob": float(p.max()),
-                     "result": res.to_dict()})
+        kinds.append(kind)
+        rows.append({"image": name, "kind": kind, "max_prob": float(res.probs[1].max()), "result": res.to_dict()})
         if progress:
-            progress("test", i + 1, len(dataset))
+            progress("test", i + 1, n)
     metrics = forgery_metrics(probs, masks, kinds)
     return TestReport(task="forgery", model=str(predictor.source), backend=str(predictor.runtime),
                       data=str(getattr(dataset, "root", "")), metrics=metrics, rows=rows,

@@ -156,9 +156,15 @@ def _feather(region: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, 
     return cv2.GaussianBlur(region.astype(np.float32), (0, 0), sigma), sigma
 
 
-def _composite(host: np.ndarray, patch: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """round(alpha * patch + (1 - alpha) * host) as uint8; alpha (H, W) in [0, 1]."""
-    a = alpha[..., None].astype(np.float32)
+def _paste(host: np.ndarray, patch: np.ndarray, region: np.ndarray, cfg: ForgeryConfig, rng: np.random.Generator,
+           params: dict) -> np.ndarray:
+    """round(alpha * patch + (1 - alpha) * host) as uint8, alpha = the region, feathered with odds
+    cfg.feather_prob (its sigma noted in params)."""
+    if rng.random() < cfg.feather_prob:
+        alpha, params["feather_sigma"] = _feather(region, rng)
+    else:
+        alpha = region.astype(np.float32)
+    a = alpha[..., None]
     return np.clip(np.rint(a * patch + (1 - a) * host), 0, 255).astype(np.uint8)
 
 
@@ -167,11 +173,7 @@ def _splice(host, source, cfg, rng, fraction) -> tuple[np.ndarray, dict]:
     patch = random_crop(donor, cfg.size, rng)
     region = random_polygon(cfg.size, fraction, rng)
     params: dict = {"donor": donor}
-    if rng.random() < cfg.feather_prob:
-        alpha, params["feather_sigma"] = _feather(region, rng)
-    else:
-        alpha = region.astype(np.float32)
-    return _composite(host, patch, alpha), params
+    return _paste(host, patch, region, cfg, rng, params), params
 
 
 def _copy_move(host, source, cfg, rng, fraction) -> tuple[np.ndarray, dict]:
@@ -196,11 +198,7 @@ def _copy_move(host, source, cfg, rng, fraction) -> tuple[np.ndarray, dict]:
                           "Fix: lower region_fraction or copy_scale.")
     warped = cv2.warpAffine(host, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     params = {"scale": s, "angle_deg": angle, "shift_px": (round(tx - cx), round(ty - cy))}
-    if rng.random() < cfg.feather_prob:
-        alpha, params["feather_sigma"] = _feather(moved, rng)
-    else:
-        alpha = moved.astype(np.float32)
-    return _composite(host, warped, alpha), params
+    return _paste(host, warped, moved, cfg, rng, params), params
 
 
 def _inpaint(host, source, cfg, rng, fraction) -> tuple[np.ndarray, dict]:
