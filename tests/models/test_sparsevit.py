@@ -85,3 +85,29 @@ def test_tiny_forward_backward_and_input_check():
     assert model.fusion.gammas.grad is not None and model.stage1[0].conv1.weight.grad is not None
     with pytest.raises(ConfigError, match="multiples of 128"):
         model(torch.randn(1, 3, 96, 128))
+
+
+def test_groups_of_one_token_reduce_attention_to_its_value_projection():
+    """At 128 px stage 3 is an 8 x 8 grid, so S = 8 makes 64 groups of ONE token: softmax over one key is 1,
+    and each output is proj(W_v x + b_v) (closed form) - the reduced-input caveat of docs/forgery.md."""
+    torch.manual_seed(0)
+    attn = SparseAttention(16, 2).eval()
+    x = torch.randn(1, 8, 8, 16)
+    with torch.no_grad():
+        v = x @ attn.qkv.weight[32:].T + attn.qkv.bias[32:]
+        torch.testing.assert_close(attn(x, 8), attn.proj(v), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(attn(x, 4), attn.proj(v), atol=1e-3)  # 2 x 2 groups do mix tokens
+
+
+def test_forgery_small_config_keeps_the_paper_schedule_shape():
+    """SPARSEVIT_SMALL compresses the paper's schedule: S = 8, 4, 2, 1 over equal quarters of stage 3, then
+    2 and 1 in stage 4, and LFF taps at the quarter ends (the paper: after blocks 5, 10, 15 of 20)."""
+    from fovea.forgery.model import SPARSEVIT_SMALL
+
+    with torch.device("meta"):
+        model = sparsevit_uniformer_b(**{k: tuple(v) if isinstance(v, list) else v for k, v in SPARSEVIT_SMALL.items()})
+    s3 = [b.sparse_size for b in model.stage3]
+    quarter = len(s3) // 4
+    assert s3 == [8] * quarter + [4] * quarter + [2] * quarter + [1] * quarter
+    assert [b.sparse_size for b in model.stage4] == [2, 1]
+    assert model.config.stage3_taps == tuple(quarter * i for i in (1, 2, 3))
