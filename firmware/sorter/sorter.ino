@@ -92,6 +92,7 @@ Swing swings[N_GATES];
 NOINIT Journal journal;
 LineState state;
 const char *safeReason;
+unsigned int latchCount;                // SAFE latches of this boot (PONG / STATE SAFE latch=)
 char bootId[5];
 ms_t lastRx;
 ms_t detachAt;
@@ -133,6 +134,7 @@ void setup() {
   detachPending = false;
   encoderCount = 0;
   state = STATE_SAFE;                   // boot latched safe: nothing moves until the host ARMs
+  latchCount = 0;
   pinMode(ENCODER_PIN, INPUT_PULLUP);
   attachInterrupt(digitalPinToInterrupt(ENCODER_PIN), onEncoder, RISING);
   randomSeed(analogRead(A0) ^ micros() ^ (journal.boots * 2654435761UL));   // after restoreJournal()
@@ -285,7 +287,8 @@ void latchSafe(const char *reason, ms_t now) {
   detachPending = true;
   state = STATE_SAFE;
   safeReason = reason;
-  snprintf(txBuf, sizeof(txBuf), "STATE SAFE reason=%s", reason);
+  latchCount++;
+  snprintf(txBuf, sizeof(txBuf), "STATE SAFE reason=%s latch=%u", reason, latchCount);
   sendLine(txBuf);
 }
 
@@ -407,8 +410,8 @@ void handleLine(char *line, ms_t now) {
     latchSafe("HOST", now);
   } else if (strcmp(line, "PING") == 0) {
     char *seq = args ? strtok(args, " ") : NULL;
-    snprintf(txBuf, sizeof(txBuf), "PONG %s q=%u state=%s t=%lu", seq ? seq : "0", queueDepth(),
-             state == STATE_ARMED ? "ARMED" : "SAFE", (unsigned long)now);
+    snprintf(txBuf, sizeof(txBuf), "PONG %s q=%u state=%s t=%lu latch=%u", seq ? seq : "0", queueDepth(),
+             state == STATE_ARMED ? "ARMED" : "SAFE", (unsigned long)now, latchCount);
     sendLine(txBuf);
   } else if (strcmp(line, "FIRE") == 0) {
     handleFire(args, now);

@@ -32,7 +32,7 @@ def test_cancelled_command_never_moves_its_gate_and_its_neighbour_still_fires():
     lines = emu.read_lines()
     assert lines[:2] == ["ACK 1 due=200", "ACK 2 due=400"]
     assert "NAK 1 CANCELLED" in lines and "DONE 2 t=500 from=0 to=100" in lines
-    assert "PONG 1 q=1 state=ARMED t=300" in lines          # command 1 left the schedule at once
+    assert "PONG 1 q=1 state=ARMED t=300 latch=0" in lines          # command 1 left the schedule at once
     # the servo's timeline: one swing, 0.4 .. 0.5 s, for command 2 only
     assert [(s.gate, s.t_open, s.t_close, s.cmd_ids) for s in emu.swings] == [(1, 0.4, 0.5, [2])]
 

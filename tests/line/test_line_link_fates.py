@@ -215,6 +215,29 @@ def test_flapping_link_logs_every_latch_with_its_reason():
             assert (f[rec].t_from, f[rec].t_to) == (pytest.approx(s.t_open), pytest.approx(s.t_close)), rec
 
 
+
+def test_a_latch_after_an_unconfirmed_arm_is_logged_from_the_latch_number():
+    """After a latch the host re-arms; the MCU arms but its STATE ARMED reply and the PONGs are lost
+    before the link drops again past the watchdog. The MCU latched twice (its own count); the host,
+    which never saw it ARMED again, logs the second latch from READY's `latch=` number (the flapping
+    benchmark's 16 latches / 15 logged)."""
+    clock, act, log = sim_actuator()
+    t0 = clock.now()
+    blind = (t0 + 0.8, t0 + 1.3)                    # rx lines that would show the MCU ARMED are lost
+
+    def lose(direction, line, t):
+        hides_arm = line.startswith("STATE ARMED") or line.startswith("PONG")
+        return "drop" if direction == "rx" and hides_arm and blind[0] <= t <= blind[1] else None
+
+    act.link_port.faults.line_filter = lose
+    for t, down in ((t0 + 0.05, True), (t0 + 0.8, False), (t0 + 1.0, True), (t0 + 1.9, False)):
+        clock.call_at(t, lambda d=down: act.link_port.set_down(d))
+    clock.advance_to(t0 + 4.0)
+    assert act.emulator.n_latches.get("HB_TIMEOUT", 0) == 2
+    logged = [e for e in faults(log, "mcu_safe") if e["reason"] == "HB_TIMEOUT"]
+    assert len(logged) == 2, [(e["t"], e["source"], e["detail"]) for e in faults(log, "mcu_safe")]
+
+
 def test_absolute_due_across_the_millis_wrap():
     """millis() wraps after 2**32 ms (49.7 days): a FIRE due just after the wrap fires on time, the clock
     estimate stays continuous, and a due just before 'now' is still refused LATE."""
@@ -230,7 +253,7 @@ def test_absolute_due_across_the_millis_wrap():
     emu.advance(t + 0.7)
     lines = emu.read_lines()
     assert lines[:2] == ["ACK 1 due=200", "NAK 2 LATE"]
-    assert lines[2] == "PONG 1 q=1 state=ARMED t=150"
+    assert lines[2] == "PONG 1 q=1 state=ARMED t=150 latch=0"
     assert lines[3] == "DONE 1 t=300 from=0 to=100"
     (s,) = emu.swings
     assert s.t_open == pytest.approx(t + 0.5) and s.t_close == pytest.approx(t + 0.6)

@@ -42,13 +42,13 @@ def test_drop_next_loses_exactly_the_chosen_lines_in_each_direction():
     port.faults.drop_next("tx", 1, verb="PING")
     port.write(b"PING 1\n")
     port.write(b"PING 2\n")
-    assert read_all(port) == ["PONG 2 q=0 state=SAFE t=0"]
+    assert read_all(port) == ["PONG 2 q=0 state=SAFE t=0 latch=0"]
     port.faults.drop_next("rx", 2)
     port.write(b"PING 3\nPING 4\nPING 5\n")
-    assert read_all(port) == ["PONG 5 q=0 state=SAFE t=0"]
+    assert read_all(port) == ["PONG 5 q=0 state=SAFE t=0 latch=0"]
     assert [(d, line, a) for _, d, line, a in port.faults.log] == [
-        ("tx", "PING 1", "drop"), ("rx", "PONG 3 q=0 state=SAFE t=0", "drop"),
-        ("rx", "PONG 4 q=0 state=SAFE t=0", "drop")]
+        ("tx", "PING 1", "drop"), ("rx", "PONG 3 q=0 state=SAFE t=0 latch=0", "drop"),
+        ("rx", "PONG 4 q=0 state=SAFE t=0 latch=0", "drop")]
 
 
 def test_delayed_host_line_reaches_the_mcu_at_its_due_time_and_keeps_order():
@@ -60,7 +60,7 @@ def test_delayed_host_line_reaches_the_mcu_at_its_due_time_and_keeps_order():
     now.t = 0.1
     assert read_all(port) == []
     now.t = 0.35                       # first port call after the due time (0.2)
-    assert read_all(port) == ["PONG 1 q=0 state=SAFE t=200", "PONG 2 q=0 state=SAFE t=200"]
+    assert read_all(port) == ["PONG 1 q=0 state=SAFE t=200 latch=0", "PONG 2 q=0 state=SAFE t=200 latch=0"]
 
 
 def test_delayed_mcu_line_and_a_filter():
@@ -70,7 +70,7 @@ def test_delayed_mcu_line_and_a_filter():
     port.write(b"PING 1\nPING 2\n")
     assert read_all(port) == []
     now.t = 0.05
-    assert read_all(port) == ["PONG 1 q=0 state=SAFE t=0", "PONG 2 q=0 state=SAFE t=0"]
+    assert read_all(port) == ["PONG 1 q=0 state=SAFE t=0 latch=0", "PONG 2 q=0 state=SAFE t=0 latch=0"]
     port.faults.line_filter = lambda d, line, t: "drop" if d == "tx" else None
     port.write(b"PING 3\n")
     assert read_all(port) == []
@@ -94,7 +94,7 @@ def test_cut_cable_loses_lines_in_flight():
     port.set_down(False)
     port.open()
     assert read_all(port) == []
-    assert port.faults.log[-1][1:] == ("rx", "PONG 1 q=0 state=SAFE t=0", "drop")
+    assert port.faults.log[-1][1:] == ("rx", "PONG 1 q=0 state=SAFE t=0 latch=0", "drop")
 
 
 def _recv_lines(conn, n, timeout=2.0):

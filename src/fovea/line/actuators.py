@@ -34,6 +34,7 @@ import numpy as np
 from fovea.errors import ConfigError, ProtocolError
 from fovea.line.clock import RealClock
 from fovea.line.cancel import CancelMixin
+from fovea.line.safe_state import SafeStateMixin, latch_no
 from fovea.line.emulator import EmulatorLink, FirmwareEmulator
 from fovea.line.fates import ClockSync, LinkConfig  # noqa: F401  (LinkConfig is part of this API)
 from fovea.line.protocol import fire_line, open_interval_s, parse_line, status_line
@@ -91,7 +92,7 @@ class _Pending:
         return self.cmd.t_open + self.cmd.hold_s
 
 
-class ProtocolActuator(CancelMixin):
+class ProtocolActuator(CancelMixin, SafeStateMixin):
     """Host side of the sorter protocol over any pyserial-like port (write, readline, open, close)."""
 
     def __init__(self, port_factory: Callable[[], Any], clock=None, emit: Callable[..., Any] | None = None,
@@ -126,6 +127,8 @@ class ProtocolActuator(CancelMixin):
         self._t_last_rx = 0.0                  # last line from the MCU
         self._t_last_write = -1e9              # last line the host put on the wire
         self._armed_belief = False             # the MCU was ARMED when last heard of
+        self._latches_seen = 0                 # SAFE latches of this boot the host has logged (latch=)
+        self._unlogged_reason = ""             # why the MCU said it is SAFE, when that was not logged
         self._presumed_safe = False
         self._dead_logged = False
         self.n_reconnects = 0
@@ -326,7 +329,7 @@ class ProtocolActuator(CancelMixin):
             self._on_ready(msg, now)
         elif v == "STATE":
             state = msg.args[0] if msg.args else "SAFE"
-            self._note_state(state, msg.kv.get("reason", ""), "STATE", now)
+            self._note_state(state, msg.kv.get("reason", ""), "STATE", now, latch_no(msg))
             if state == "ARMED":
                 self._t_arm = -1e9
             if state == "SAFE" and self.cfg.auto_arm and self.link == "ready":
@@ -345,6 +348,8 @@ class ProtocolActuator(CancelMixin):
     def _on_ready(self, msg, now: float) -> None:
         boot = msg.kv.get("boot")
         state, reason = msg.kv.get("state", "SAFE"), msg.kv.get("reason", "")
+        if boot != self.boot_id:
+            self._latches_seen, self._unlogged_reason = 0, ""
         if self.boot_id is not None and boot != self.boot_id:
             affected = sorted(p.cmd.record for p in self._pending.values())
             self._emit(now, "fault", kind="mcu_reset", detail=f"boot {self.boot_id} -> {boot}",
@@ -371,17 +376,6 @@ class ProtocolActuator(CancelMixin):
             elif p.state == "acked":
                 p.t_query = now                        # its DONE may have been lost with the link
 
-    def _note_state(self, state: str, reason: str, source: str, now: float) -> None:
-        """Track ARMED/SAFE; log `mcu_safe` (with its reason) each time SAFE is entered."""
-        if state == "SAFE":
-            if self._armed_belief:
-                self._emit(now, "fault", kind="mcu_safe", reason=reason or "unknown", source=source,
-                           detail=reason, records=sorted(p.cmd.record for p in self._pending.values()))
-            self._armed_belief = False
-        elif state == "ARMED":
-            self._armed_belief = True
-        self.mcu_state = state
-
     def _on_pong(self, msg, now: float) -> None:
         seq = msg.int_arg(0)
         t0 = self._pings.pop(seq, None)
@@ -393,8 +387,13 @@ class ProtocolActuator(CancelMixin):
                 self.sync.add(t0, now, msg.int_kv("t") / 1000.0)
         self._last_pong = now
         state = msg.kv.get("state", self.mcu_state)
+        latch = latch_no(msg)
+        logged = latch is not None and self._count_latches(latch, "", "PONG", now)
         if state == "SAFE" and self._armed_belief:
-            self._note_state("SAFE", "", "PONG", now)
+            if logged:
+                self._armed_belief, self.mcu_state = False, "SAFE"
+            else:                                  # SAFE with no new latch: a reset whose READY was lost?
+                self._note_state("SAFE", "", "PONG", now)
             if now - self._t_hello >= self.cfg.hello_every_s:     # a reset whose READY was lost?
                 self._t_hello = now
                 self._safe_write("HELLO", now)

@@ -84,6 +84,7 @@ class FirmwareEmulator:
         self.boot_t = t
         self.boot_id = f"{int(self._rng.integers(0, 0xFFFF)):04x}"
         self.state, self.reason = "SAFE", ("RESET" if journal_kept else "BOOT")
+        self.latch_count = 0                    # SAFE latches of this boot (PONG / STATE SAFE latch=)
         if not journal_kept:
             self.slots = [None] * self.ring_size
             self.ring_next = 0
@@ -228,7 +229,8 @@ class FirmwareEmulator:
             self._close(g, t, completed=False)
         self.state, self.reason = "SAFE", reason
         self.n_latches[reason] = self.n_latches.get(reason, 0) + 1
-        self._emit(t, f"STATE SAFE reason={reason}")
+        self.latch_count += 1
+        self._emit(t, f"STATE SAFE reason={reason} latch={self.latch_count}")
 
     def set_encoder(self, count: int, t: float) -> None:
         """Belt encoder pulses counted up to `count` at time t: encoder-scheduled fires due now open."""
@@ -272,7 +274,7 @@ class FirmwareEmulator:
             self._latch_safe(t, "HOST")
         elif v == "PING":
             seq = msg.args[0] if msg.args else "0"
-            self._emit(t, f"PONG {seq} q={len(self.queue)} state={self.state} t={self._ms(t)}")
+            self._emit(t, f"PONG {seq} q={len(self.queue)} state={self.state} t={self._ms(t)} latch={self.latch_count}")
         elif v == "FIRE":
             self._fire(msg, t)
         elif v == "CANCEL":

@@ -2,7 +2,7 @@
 
 Host -> MCU: HELLO | ARM | SAFE | PING <seq> | STATUS <id>
              | FIRE <id> gate=<g> (due=<mcu ms> | at=+<ms> | enc=<count>) hold=<ms> [boot=<id>]
-MCU -> host: READY fw= gates= boot= state= reason= | STATE <ARMED|SAFE> reason= | PONG <seq> q= state= t=
+MCU -> host: READY fw= gates= boot= state= reason= | STATE <ARMED|SAFE> reason= [latch=] | PONG <seq> q= state= t= latch=
              | ACK <id> due=<ms>|due_enc=<count> | NAK <id> <reason> | DONE <id> t=<ms> from=<ms> to=<ms>
              | NAK <id> ABORTED from=<ms> to=<ms> | UNKNOWN <id> | ERR <reason>
 FIRE is idempotent by id: resending a known id repeats its current status instead of firing again;
