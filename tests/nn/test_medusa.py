@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from fovea.models.text_decoder import TextDecoder, TextDecoderConfig, causal_mask, greedy_decode
-from fovea.nn.medusa import (MedusaHeads, ResBlock, accept_lengths, default_choices, medusa_generate, medusa_loss,
-                             tree_buffers)
+from fovea.nn.medusa import (MedusaHeads, accept_lengths, choices_from_accuracies, default_choices,
+                             expected_tokens_per_step, greedy_accepted_node, head_accuracies, medusa_generate,
+                             medusa_loss, node_acceptance, tree_buffers)
 
 
 def test_tree_buffers_of_a_hand_drawn_tree():
@@ -26,6 +27,11 @@ def test_tree_buffers_of_a_hand_drawn_tree():
     # flat candidates: [base, h0 top0, h0 top1, h1 top0, h1 top1, h2 top0, h2 top1]
     assert t.tree_indices.tolist() == [0, 1, 2, 3, 4, 3, 5]
     assert t.retrieve.tolist() == [[0, 1, 4, -1], [0, 2, 5, -1], [0, 1, 3, 6]]
+    assert t.parent.tolist() == [0, 0, 0, 1, 1, 2, 3]
+    # additive window: 3 cached tokens are open to every node, then the tree mask as 0 / -inf
+    w = t.attention_window(capacity=5)[:, 5 - 3:]
+    assert w.shape == (7, 10) and bool((w[:, :3] == 0).all())
+    assert torch.equal(w[:, 3:] == 0, expected) and bool(torch.isinf(w[:, 3:][~expected]).all())
     with pytest.raises(ValueError, match="no parent"):
         tree_buffers([(0,), (1, 0)])
 
@@ -51,10 +57,83 @@ def test_medusa_loss_equals_a_slow_loop():
     assert torch.allclose(medusa_loss(logits, labels), total, atol=1e-6)
 
 
-def test_resblock_starts_as_identity_plus_silu_of_bias():
-    block = ResBlock(5)
-    x = torch.randn(3, 5)
-    assert torch.allclose(block(x), x + F.silu(block.linear.bias))
+def _slow_heads(heads: MedusaHeads, h: torch.Tensor) -> torch.Tensor:
+    """Head by head, block by block: x <- x + SiLU(W x + b), then the projection. h (N, D) -> (K, N, V)."""
+    out = []
+    for k in range(heads.num_heads):
+        x = h
+        for w, b in zip(heads.res_weight[:, k], heads.res_bias[:, k]):
+            x = x + F.silu(x @ w.T + b)
+        out.append(x @ heads.out_weight[k].T)
+    return torch.stack(out)
+
+
+def test_new_heads_read_the_hidden_state_plus_silu_of_bias():
+    heads = MedusaHeads(5, 7, num_heads=3)
+    assert bool((heads.res_weight == 0).all())
+    x = torch.randn(4, 5)
+    expected = torch.stack([(x + F.silu(heads.res_bias[0, k])) @ heads.out_weight[k].T for k in range(3)])
+    assert torch.allclose(heads(x), expected, atol=1e-6)
+
+
+def test_batched_heads_equal_a_head_by_head_loop():
+    torch.manual_seed(0)
+    heads = MedusaHeads(6, 9, num_heads=3, num_layers=2).double()
+    for p in heads.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    h = torch.randn(2, 4, 6, dtype=torch.float64)
+    assert heads(h).shape == (3, 2, 4, 9)
+    assert torch.allclose(heads(h).reshape(3, 8, 9), _slow_heads(heads, h.reshape(8, 6)), atol=1e-12)
+
+
+def test_tree_from_accuracies_takes_the_most_probable_paths():
+    acc = torch.tensor([[0.6, 0.2, 0.05], [0.5, 0.3, 0.0]])
+    # path probabilities: (0,) .6, (0,0) .3, (1,) .2, (0,1) .18, (1,0) .1, (1,1) .06, (2,) .05, (2,0) .025
+    assert choices_from_accuracies(acc, 4) == [(0,), (0, 0), (1,), (0, 1)]
+    assert choices_from_accuracies(acc, 7) == [(0,), (0, 0), (1,), (0, 1), (1, 0), (1, 1), (2,)]
+    assert expected_tokens_per_step([(0,), (0, 0), (1,)], acc) == pytest.approx(1 + 0.6 + 0.3 + 0.2)
+
+
+def test_head_accuracies_count_rank_hits_by_hand():
+    # one head (shift 2), sequence 0 1 2 3, V = 4: positions 0, 1 must guess labels 2, 3
+    logits = torch.zeros(1, 1, 4, 4)
+    logits[0, 0, 0] = torch.tensor([0.0, 1.0, 5.0, 2.0])  # label 2 at rank 0
+    logits[0, 0, 1] = torch.tensor([0.0, 5.0, 1.0, 2.0])  # label 3 at rank 1
+    acc = head_accuracies(logits, torch.tensor([[0, 1, 2, 3]]), topk=3)
+    assert acc.tolist() == [[0.5, 0.5, 0.0]]
+    acc = head_accuracies(logits, torch.tensor([[0, 1, 2, -100]]), topk=2)  # ignored label: 1 position
+    assert acc.tolist() == [[1.0, 0.0]]
+
+
+def test_node_acceptance_agrees_with_path_acceptance():
+    torch.manual_seed(1)
+    tree = tree_buffers(default_choices(3, 12, max_rank=3))
+    v = 5
+    for temperature in (0.0, 1.0):
+        logits = torch.randn(tree.size, v) * 3
+        tokens = torch.randint(0, v, (tree.size,))
+        tokens[1:] = torch.where(torch.rand(tree.size - 1) < 0.6, logits.argmax(-1)[tree.parent[1:]], tokens[1:])
+        ok = node_acceptance(tokens, logits, tree.parent, temperature=temperature)
+        body, valid = tree.retrieve[:, 1:].clamp_min(0), tree.retrieve[:, 1:] >= 0
+        got = (ok[body] & valid).cumprod(1).sum(1)
+        r = tree.retrieve.clamp_min(0)
+        want = accept_lengths(tokens[r], logits[r], tree.retrieve >= 0, temperature=temperature)
+        assert torch.equal(got, want)
+        if temperature == 0.0:  # the list walk ends on the node where the longest accepted path ends
+            end = greedy_accepted_node(tokens.tolist(), logits.argmax(-1).tolist(), tree.parent.tolist())
+            best = int(want.argmax())
+            assert end == int(tree.retrieve[best, int(want[best])]) and int(want.max()) >= 1
+            assert tree.node_paths[end].tolist() == tree.retrieve[best, : int(want[best]) + 1].tolist()
+
+
+def test_greedy_accepted_node_by_hand():
+    # nodes: 0 root, 1=(0,) 2=(1,) 3=(0,0) 4=(1,0) 5=(0,0,0); tokens and the base argmax at each node
+    parent = [0, 0, 0, 1, 2, 3]
+    tokens = [7, 4, 5, 9, 1, 3]
+    assert greedy_accepted_node(tokens, [5, 9, 1, 2, 0, 0], parent) == 4  # 2 (5 after 7), then 4 (1 after 5)
+    assert greedy_accepted_node(tokens, [4, 9, 0, 3, 0, 0], parent) == 5  # 1, 3, 5
+    assert greedy_accepted_node(tokens, [4, 8, 0, 3, 0, 0], parent) == 1  # 1, then 3 refused (8 != 9)
+    assert greedy_accepted_node(tokens, [6, 9, 1, 3, 0, 0], parent) == 0  # nothing accepted
 
 
 def test_accept_lengths_greedy_and_typical_by_hand():
@@ -74,32 +153,68 @@ def test_accept_lengths_greedy_and_typical_by_hand():
     assert accept_lengths(torch.tensor([[0, 1]]), flat, torch.ones(1, 2, dtype=torch.bool), delta=1.2, **kw).item() == 0
 
 
-def _model(seed: int = 0) -> TextDecoder:
+def _model(seed: int = 0, memory_dim: int | None = None) -> TextDecoder:
     torch.manual_seed(seed)
-    model = TextDecoder(TextDecoderConfig(vocab_size=37, dim=32, depth=2, heads=4, max_len=96)).double().eval()
-    return model
+    cfg = TextDecoderConfig(vocab_size=37, dim=32, depth=2, heads=4, max_len=96, memory_dim=memory_dim)
+    return TextDecoder(cfg).double().eval()
 
 
 def test_cached_tree_forward_equals_the_full_causal_forward():
     model = _model()
     ids = torch.randint(0, 37, (1, 12))
     full, _ = model(ids)
-    hidden, cache = model(ids[:, :5])
+    cache = model.new_cache(1, 20)
+    hidden, _ = model(ids[:, :5], cache=cache)
     step, _ = model(ids[:, 5:], cache=cache, mask=causal_mask(7, 5))
     assert torch.allclose(torch.cat([hidden, step], 1), full, atol=1e-12)
+    assert cache.length == 12
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_greedy_medusa_reproduces_plain_greedy_decoding(seed):
-    model = _model(seed)
+def test_cache_keep_moves_a_path_into_place():
+    # tokens 0..4 cached, then 3 side-by-side candidates at 5, 6, 7 (each sees the prefix and itself only);
+    # keeping candidate 2 must leave the cache of the sequence prefix + candidate 2
+    model = _model(4)
+    ids = torch.randint(0, 37, (1, 8))
+    cache = model.new_cache(1, 12)
+    model(ids[:, :5], cache=cache)
+    side = torch.cat([torch.ones(3, 5, dtype=torch.bool), torch.eye(3, dtype=torch.bool)], 1)
+    model(ids[:, 5:], positions=torch.tensor([5, 5, 5]), mask=side, cache=cache)
+    cache.keep(5, torch.tensor([2]))
+    seq = torch.cat([ids[:, :5], ids[:, 7:]], 1)
+    ref = model.new_cache(1, 12)
+    model(seq, cache=ref)
+    assert cache.length == 6 and torch.allclose(cache.buffer[..., :6, :], ref.buffer[..., :6, :], atol=1e-12)
+    with pytest.raises(ValueError, match="capacity"):
+        model(ids, cache=cache)
+
+
+def test_cross_attention_keys_values_cached_once_equal_the_uncached_forward():
+    torch.manual_seed(5)
+    model = TextDecoder(TextDecoderConfig(vocab_size=37, dim=32, depth=2, heads=4, max_len=30, memory_dim=16))
+    model = model.double().eval()
+    memory = torch.randn(1, 9, 16, dtype=torch.float64)
+    ids = torch.randint(0, 37, (1, 10))
+    full, _ = model(ids, memory=memory)
+    cache = model.new_cache(1, 10, memory)
+    steps = [model(ids[:, :4], cache=cache)[0]] + [model(ids[:, t:t + 1], cache=cache)[0] for t in range(4, 10)]
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed,memory_dim", [(0, None), (1, 16), (2, 16)])
+def test_greedy_medusa_reproduces_plain_greedy_decoding(seed, memory_dim):
+    model = _model(seed, memory_dim)
+    memory = None if memory_dim is None else torch.randn(1, 9, memory_dim, dtype=torch.float64)
     heads = MedusaHeads(32, 37, num_heads=3).double()
     for p in heads.parameters():  # random, non-zero heads: their guesses are mostly wrong, sometimes right
         torch.nn.init.normal_(p, std=0.5)
     prompt = torch.randint(0, 37, (6,), generator=torch.Generator().manual_seed(seed))
-    expected = greedy_decode(model, prompt, 40)
-    got, stats = medusa_generate(model, heads, prompt, 40, tree=tree_buffers(default_choices(3, 16)))
+    expected = greedy_decode(model, prompt, 40, memory=memory)
+    got, stats = medusa_generate(model, heads, prompt, 40, tree=tree_buffers(default_choices(3, 16)), memory=memory)
     assert got.tolist() == expected.tolist()
     assert stats.tokens == 40 and stats.steps <= 40
+    # typical acceptance with an unreachable threshold accepts no head token: greedy again, one token per step
+    got, stats = medusa_generate(model, heads, prompt, 12, memory=memory, temperature=1.0, epsilon=2.0, delta=1e9)
+    assert got.tolist() == expected[:12].tolist() and stats.steps == 12
 
 
 class _OracleHeads(torch.nn.Module):
@@ -107,26 +222,27 @@ class _OracleHeads(torch.nn.Module):
 
     def __init__(self, hiddens: torch.Tensor, tokens: list[int], vocab: int, num_heads: int):
         super().__init__()
-        self.heads = [None] * num_heads
+        self.num_heads = num_heads
         self.hiddens, self.tokens, self.vocab = hiddens, tokens, vocab
 
     def forward(self, hidden):
         j = int((self.hiddens - hidden).norm(dim=-1).argmin())
-        out = torch.zeros(len(self.heads), 1, self.vocab, dtype=hidden.dtype)
-        for i in range(len(self.heads)):
+        out = torch.zeros(self.num_heads, self.vocab, dtype=hidden.dtype)
+        for i in range(self.num_heads):
             if j + 1 + i < len(self.tokens):
-                out[i, 0, self.tokens[j + 1 + i]] = 1.0
+                out[i, self.tokens[j + 1 + i]] = 1.0
         return out
 
 
 def test_perfect_heads_accept_the_whole_path_every_step():
     model = _model(3)
     prompt = torch.randint(0, 37, (5,), generator=torch.Generator().manual_seed(3))
-    hidden, cache = model(prompt[None])
+    cache = model.new_cache(1, 40)
+    hidden, _ = model(prompt[None], cache=cache)
     hiddens, tokens = [hidden[0, -1]], []
     for _ in range(30):  # the sequential greedy pass, keeping each step's last hidden state
         tokens.append(int(model.logits(hiddens[-1]).argmax()))
-        hidden, cache = model(torch.tensor([[tokens[-1]]]), cache=cache)
+        hidden, _ = model(torch.tensor([[tokens[-1]]]), cache=cache)
         hiddens.append(hidden[0, -1])
     heads = _OracleHeads(torch.stack(hiddens), tokens, 37, num_heads=3)
     got, stats = medusa_generate(model, heads, prompt, 30, tree=tree_buffers(default_choices(3, 10)))

@@ -22,7 +22,8 @@ from fovea.caption.vocab import BOS, EOS, Vocab
 from fovea.errors import DataError
 from fovea.models.captioner import Captioner, CaptionerConfig
 from fovea.models.text_decoder import greedy_decode
-from fovea.nn.medusa import MedusaHeads, medusa_generate, medusa_loss
+from fovea.nn.medusa import (MedusaHeads, TreeBuffers, choices_from_accuracies, head_accuracies, medusa_generate,
+                             medusa_loss, tree_buffers)
 from fovea.synth.captions import CaptionSample, apple_caption_sample
 
 
@@ -123,10 +124,28 @@ def train_medusa_heads(pipe: CaptionPipeline, samples: Sequence[CaptionSample], 
 
 
 @torch.no_grad()
+def medusa_head_accuracies(pipe: CaptionPipeline, heads: MedusaHeads, samples: Sequence[CaptionSample],
+                           topk: int = 8) -> torch.Tensor:
+    """(num_heads, topk): how often head i's rank-r guess is the caption token 2 + i ahead, teacher-forced on
+    the samples' first captions (the measured profile `choices_from_accuracies` builds trees from)."""
+    cap = pipe.captioner
+    feats = _backbone_tokens(pipe, [s.image for s in samples])
+    ids, pad = pipe.vocab.batch([s.captions[0] for s in samples], cap.text.cfg.max_len)
+    hidden, _ = cap.text(ids, memory=cap.image_proj(feats))
+    return head_accuracies(heads(hidden), ids.masked_fill(pad, -100), topk)
+
+
+def medusa_tree(accuracy: torch.Tensor, nodes: int) -> TreeBuffers:
+    """The `nodes`-node tree of most probable paths under the measured head accuracies (K, topk)."""
+    return tree_buffers(choices_from_accuracies(accuracy, nodes))
+
+
+@torch.no_grad()
 def decode_captions(pipe: CaptionPipeline, images: Sequence[np.ndarray], heads: MedusaHeads | None = None,
-                    max_new_tokens: int | None = None) -> tuple[list[str], dict]:
-    """Caption each image with the cached greedy decoder (heads None) or Medusa; returns the texts and timing:
-    {"tokens", "decode_s", "forwards"} (image encoding excluded from decode_s: it is the same for both)."""
+                    max_new_tokens: int | None = None, tree: TreeBuffers | None = None) -> tuple[list[str], dict]:
+    """Caption each image with the cached greedy decoder (heads None) or Medusa (with `tree`, default the cost
+    prior's); returns the texts and timing: {"tokens", "decode_s", "forwards"} (image encoding excluded from
+    decode_s: it is the same for both; the cross-attention keys/values of the image tokens are included)."""
     cap = pipe.captioner
     max_new = max_new_tokens or cap.cfg.max_caption_len
     texts, tokens, forwards, decode_s = [], 0, 0, 0.0
@@ -138,7 +157,7 @@ def decode_captions(pipe: CaptionPipeline, images: Sequence[np.ndarray], heads: 
             ids = greedy_decode(cap.text, prompt, max_new, eos=EOS, memory=memory)
             steps = len(ids)
         else:
-            ids, stats = medusa_generate(cap.text, heads, prompt, max_new, eos=EOS, memory=memory)
+            ids, stats = medusa_generate(cap.text, heads, prompt, max_new, eos=EOS, memory=memory, tree=tree)
             steps = stats.steps + 1
         decode_s += time.perf_counter() - t0
         tokens += len(ids)

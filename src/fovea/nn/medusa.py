@@ -3,13 +3,15 @@ state guess the tokens after the next one; a tree of their top guesses is checke
 one forward pass with a tree attention mask, and the longest accepted path is kept.
 
 Written from the paper. The base model is duck-typed (`fovea.models.text_decoder.TextDecoder` is one):
-`model(ids (1, T), positions=, mask=, cache=, memory=) -> (hidden (1, T, D), cache)`, `model.logits(hidden)`,
-and a cache with `.length` and `.select(index)`.
+`model(ids (1, T), positions=, mask=, cache=) -> (hidden (1, T, D), cache)`, `model.logits(hidden)`,
+`model.new_cache(batch, capacity, memory)` and a cache with `.length` and `.keep(start, index)`.
 
 Conventions: head i (0-based) at position t predicts the token at t + 2 + i (the base model's own logits
 predict t + 1). A tree is a list of "choices": tuples of per-depth ranks, (0,) = head 0's top guess,
-(1, 0) = head 0's second guess followed by head 1's top guess. Unlike the reference code, stacked
-residual blocks of one head do NOT share weights (the reference's `[ResBlock] * L` reuses one instance).
+(1, 0) = head 0's second guess followed by head 1's top guess. Trees come from a cost prior
+(`default_choices`) or, as in the paper, from the heads' measured top-k accuracies (`choices_from_accuracies`).
+Unlike the reference code, stacked residual blocks of one head do NOT share weights (the reference's
+`[ResBlock] * L` reuses one instance).
 """
 
 from __future__ import annotations
@@ -22,30 +24,30 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class ResBlock(nn.Module):
-    """x + SiLU(Linear(x)), weight zero-initialised so a new head starts as the base model's hidden state."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.linear = nn.Linear(dim, dim)
-        nn.init.zeros_(self.linear.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + F.silu(self.linear(x))
-
-
 class MedusaHeads(nn.Module):
-    """`num_heads` heads, each `num_layers` ResBlocks + a bias-free Linear to the vocabulary.
+    """`num_heads` heads, each `num_layers` residual blocks x + SiLU(W x + b) and a bias-free projection to the
+    vocabulary. The residual weights start at zero (biases keep nn.Linear's default init), so a new head reads
+    the base model's hidden state (plus SiLU(b)). All heads run as one batched computation: the first block's
+    weights of every head are one (K*D, D) matrix (all heads read the same hidden state), later blocks and the
+    projections are batched matrix products; no Python loop over heads.
     forward: hidden (..., D) -> logits (num_heads, ..., vocab)."""
 
     def __init__(self, dim: int, vocab_size: int, num_heads: int = 4, num_layers: int = 1):
         super().__init__()
-        self.heads = nn.ModuleList(
-            nn.Sequential(*[ResBlock(dim) for _ in range(num_layers)], nn.Linear(dim, vocab_size, bias=False))
-            for _ in range(num_heads))
+        self.num_heads, self.dim = num_heads, dim
+        bound = dim ** -0.5  # nn.Linear's default init range for biases and the projection
+        self.res_weight = nn.Parameter(torch.zeros(num_layers, num_heads, dim, dim))  # (L, K, out, in)
+        self.res_bias = nn.Parameter(torch.empty(num_layers, num_heads, dim).uniform_(-bound, bound))
+        self.out_weight = nn.Parameter(torch.empty(num_heads, vocab_size, dim).uniform_(-bound, bound))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.stack([h(hidden) for h in self.heads])
+        lead, d, k = hidden.shape[:-1], self.dim, self.num_heads
+        h = hidden.reshape(-1, d)  # (N, D)
+        first = F.linear(h, self.res_weight[0].reshape(k * d, d), self.res_bias[0].reshape(k * d))
+        x = h + F.silu(first.view(-1, k, d).transpose(0, 1))  # (K, N, D)
+        for w, b in zip(self.res_weight[1:], self.res_bias[1:]):
+            x = x + F.silu(torch.baddbmm(b[:, None], x, w.transpose(1, 2)))
+        return torch.bmm(x, self.out_weight.transpose(1, 2)).view(k, *lead, -1)
 
 
 def medusa_loss(head_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -66,14 +68,30 @@ class TreeBuffers:
     """Tensors describing a candidate tree of N nodes plus the root (node 0 = the base model's next token).
     mask (N+1, N+1) bool: each node sees itself, its ancestors and the root. depth (N+1,): root 0.
     tree_indices (N+1,): where each node's token sits in [base token, top-k of head 0, top-k of head 1, ...].
-    retrieve (P, D+1): node indices of each root-to-leaf path, padded with -1. topk: candidates per head."""
+    retrieve (P, D+1): node indices of each root-to-leaf path, padded with -1. parent (N+1,): each node's
+    parent (the root's is itself). topk: candidates per head. node_paths: per node, the node indices from the
+    root to it (a (depth+1,) tensor), so an accepted path needs no tensor building during decoding."""
 
     mask: torch.Tensor
     depth: torch.Tensor
     tree_indices: torch.Tensor
     retrieve: torch.Tensor
+    parent: torch.Tensor
     topk: int
     choices: list[tuple[int, ...]]
+    node_paths: list[torch.Tensor]
+
+    @property
+    def size(self) -> int:
+        """Tokens per tree step: the nodes plus the root."""
+        return int(self.depth.shape[0])
+
+    def attention_window(self, capacity: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(N+1, capacity + N+1) additive mask: `capacity` open columns, then the tree mask (0 / -inf).
+        Its slice [:, capacity - past:] is the tree step's mask over `past` cached tokens plus the tree."""
+        window = torch.zeros(self.size, capacity + self.size, dtype=dtype)
+        window[:, capacity:].masked_fill_(~self.mask, float("-inf"))
+        return window
 
 
 def tree_buffers(choices: list[tuple[int, ...]]) -> TreeBuffers:
@@ -89,8 +107,10 @@ def tree_buffers(choices: list[tuple[int, ...]]) -> TreeBuffers:
     mask[:, 0] = True
     depth = torch.zeros(n, dtype=torch.long)
     tree_indices = torch.zeros(n, dtype=torch.long)
+    parent = torch.zeros(n, dtype=torch.long)
     for c, i in index.items():
         depth[i] = len(c)
+        parent[i] = index.get(c[:-1], 0)
         tree_indices[i] = 1 + topk * (len(c) - 1) + c[-1]
         for j in range(1, len(c)):
             mask[i, index[c[:j]]] = True
@@ -101,7 +121,8 @@ def tree_buffers(choices: list[tuple[int, ...]]) -> TreeBuffers:
         retrieve[p, 0] = 0
         for j in range(1, len(c) + 1):
             retrieve[p, j] = index[c[:j]]
-    return TreeBuffers(mask, depth, tree_indices, retrieve, topk, choices)
+    node_paths = [torch.tensor([0] + [index[c[:j]] for j in range(1, len(c) + 1)]) for c in [()] + choices]
+    return TreeBuffers(mask, depth, tree_indices, retrieve, parent, topk, choices, node_paths)
 
 
 def default_choices(num_heads: int = 4, nodes: int = 24, max_rank: int = 8) -> list[tuple[int, ...]]:
@@ -120,6 +141,51 @@ def default_choices(num_heads: int = 4, nodes: int = 24, max_rank: int = 8) -> l
     return chosen
 
 
+def choices_from_accuracies(accuracy: torch.Tensor, nodes: int) -> list[tuple[int, ...]]:
+    """The tree of `nodes` paths with the highest estimated acceptance probability, as the Medusa paper builds
+    its sparse trees: a path (r_1, ..., r_d) is accepted with probability prod_j accuracy[j-1, r_j] (heads
+    independent), and the expected tokens per step is 1 + the sum of that over the tree's nodes, so the best
+    tree of a given size takes the most probable paths. accuracy (K, topk): head k's rank-r guess is right
+    with probability accuracy[k, r] (see `head_accuracies`). A child is never more probable than its parent
+    and is queued only after it, so the set is prefix-closed. Ties: shorter, then lexicographic."""
+    acc = accuracy.double().tolist()
+    heap = [(-p, 1, (r,)) for r, p in enumerate(acc[0])]
+    heapq.heapify(heap)
+    chosen: list[tuple[int, ...]] = []
+    while heap and len(chosen) < nodes:
+        neg_p, length, c = heapq.heappop(heap)
+        chosen.append(c)
+        if length < len(acc):
+            for r, p in enumerate(acc[length]):
+                heapq.heappush(heap, (neg_p * p, length + 1, c + (r,)))
+    return chosen
+
+
+def expected_tokens_per_step(choices: list[tuple[int, ...]], accuracy: torch.Tensor) -> float:
+    """1 (the base token) + sum over nodes of prod_j accuracy[j-1, r_j]: the tokens a step is expected to
+    produce if the heads' guesses are independent (the paper's estimate for choosing trees)."""
+    acc = accuracy.double()
+    return 1.0 + sum(float(torch.stack([acc[j, r] for j, r in enumerate(c)]).prod()) for c in choices)
+
+
+@torch.no_grad()
+def head_accuracies(head_logits: torch.Tensor, labels: torch.Tensor, topk: int, ignore_index: int = -100
+                    ) -> torch.Tensor:
+    """(K, topk): fraction of positions where head i's rank-r guess equals the label 2 + i tokens ahead.
+    head_logits (K, B, T, V), labels (B, T) (ignore_index where there is no token)."""
+    out = torch.zeros(len(head_logits), topk, dtype=torch.float64)
+    for i, logits in enumerate(head_logits):
+        shift = 2 + i
+        target = labels[:, shift:]
+        keep = target != ignore_index
+        if logits.shape[1] <= shift or not bool(keep.any()):
+            continue
+        guesses = logits[:, :-shift].topk(topk, dim=-1).indices  # (B, T - shift, topk)
+        hits = (guesses == target[..., None]) & keep[..., None]
+        out[i] = hits.sum(dim=(0, 1)).double() / keep.sum()
+    return out
+
+
 def accept_lengths(candidates: torch.Tensor, logits: torch.Tensor, valid: torch.Tensor, *,
                    temperature: float = 0.0, epsilon: float = 0.09, delta: float = 0.3) -> torch.Tensor:
     """How many head tokens of each path the base model accepts. candidates (P, D+1) token ids (column 0 =
@@ -135,6 +201,35 @@ def accept_lengths(candidates: torch.Tensor, logits: torch.Tensor, valid: torch.
         ok = p.gather(-1, candidates[:, 1:, None]).squeeze(-1) > threshold
     ok = ok & valid[:, 1:]
     return ok.long().cumprod(dim=1).sum(dim=1)
+
+
+def node_acceptance(tokens: torch.Tensor, logits: torch.Tensor, parent: torch.Tensor, *, temperature: float = 0.0,
+                    epsilon: float = 0.09, delta: float = 0.3) -> torch.Tensor:
+    """Per tree node: is its token accepted by the base model's distribution at its parent node? Same rules as
+    `accept_lengths`, evaluated once per node instead of once per path. tokens (N+1,), logits (N+1, V),
+    parent (N+1,) -> (N+1,) bool (the root's entry is meaningless)."""
+    if temperature == 0.0:
+        return tokens == logits.argmax(-1)[parent]
+    p = torch.softmax(logits / temperature, dim=-1)
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1)
+    threshold = torch.clamp(delta * torch.exp(-entropy), max=epsilon)
+    return p[parent, tokens] > threshold[parent]
+
+
+def greedy_accepted_node(tokens: list[int], argmax: list[int], parent: list[int]) -> int:
+    """Greedy acceptance walked over the tree once: node i is accepted if its parent is and its token is the
+    base model's argmax at the parent. Siblings carry different tokens, so the accepted nodes form one chain
+    from the root; returns its last node (0 if no head token is accepted). Nodes must be ordered by depth
+    (as `tree_buffers` orders them). Plain Python on lists: a few microseconds for a small tree, where the
+    same on tensors costs several operator calls."""
+    accepted = [True] + [False] * (len(tokens) - 1)
+    end = 0
+    for i in range(1, len(tokens)):
+        j = parent[i]
+        if accepted[j] and tokens[i] == argmax[j]:
+            accepted[i] = True
+            end = i
+    return end
 
 
 @dataclass
@@ -156,37 +251,52 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
                     ) -> tuple[torch.Tensor, MedusaStats]:
     """Decode up to `max_new_tokens` after `prompt` (T,) with the base model checking Medusa's tree.
     The base token of each step is the base model's argmax, so with temperature 0 (greedy acceptance) the
-    output equals `greedy_decode`'s. Returns generated ids (N,) and the step statistics."""
-    tree = tree or tree_buffers(default_choices(len(heads.heads)))
-    if tree.depth.max() > len(heads.heads):
-        raise ValueError(f"the tree is {int(tree.depth.max())} deep but there are only {len(heads.heads)} Medusa heads")
-    hidden, cache = model(prompt[None], memory=memory)
-    last = hidden[:, -1]
+    output equals `greedy_decode`'s. Returns generated ids (N,) and the step statistics.
+
+    Per step: the heads' top-k guesses at the last accepted token fill the tree; one base forward over the
+    tree (positions past + depth, additive tree mask beside the cache, keys/values written into the
+    preallocated cache); per-node acceptance; the accepted path's keys/values are moved into place with one
+    gather (`KVCache.keep`). The next base token is the argmax already computed at the path's last node.
+    Greedy acceptance runs on Python lists (`greedy_accepted_node`), typical acceptance on tensors."""
+    tree = tree or tree_buffers(default_choices(heads.num_heads))
+    if int(tree.depth.max()) > heads.num_heads:
+        raise ValueError(f"the tree is {int(tree.depth.max())} deep but there are only {heads.num_heads} Medusa heads")
+    n = tree.size
+    capacity = len(prompt) + max_new_tokens + n
+    cache = model.new_cache(1, capacity, memory)
+    hidden, _ = model(prompt[None], cache=cache)
+    last = hidden[0, -1]  # (D,)
+    base = model.logits(last).argmax(-1, keepdim=True)  # (1,)
+    window = tree.attention_window(capacity, last.dtype)
+    body, body_valid = tree.retrieve[:, 1:].clamp_min(0), tree.retrieve[:, 1:] >= 0  # (P, D)
+    parents = tree.parent.tolist()
     out: list[int] = []
     steps = 0
-    valid = tree.retrieve >= 0
-    retrieve = tree.retrieve.clamp_min(0)
-    while len(out) < max_new_tokens:
-        base = model.logits(last).argmax(-1)  # (1,)
-        guesses = heads(last)[:, 0].topk(tree.topk, dim=-1).indices.reshape(-1)  # (K * topk,)
-        tree_tokens = torch.cat([base, guesses])[tree.tree_indices]  # (N+1,)
+    while True:
+        guesses = heads(last).topk(tree.topk, dim=-1).indices.reshape(-1)  # (K * topk,)
+        tokens = torch.cat([base, guesses])[tree.tree_indices]  # (N+1,)
         past = cache.length
-        mask = torch.cat([torch.ones(len(tree_tokens), past, dtype=torch.bool), tree.mask], dim=1)
-        tree_hidden, tree_cache = model(tree_tokens[None], positions=past + tree.depth, mask=mask, cache=cache,
-                                        memory=memory)
+        node_hidden, _ = model(tokens[None], positions=tree.depth + past, mask=window[:, capacity - past:],
+                               cache=cache)
         steps += 1
-        node_logits = model.logits(tree_hidden[0])  # (N+1, V)
-        lengths = accept_lengths(tree_tokens[retrieve], node_logits[retrieve], valid, temperature=temperature,
-                                 epsilon=epsilon, delta=delta)
-        best = int(lengths.argmax())
-        path = retrieve[best, : int(lengths[best]) + 1]
-        accepted = tree_tokens[path].tolist()
+        node_logits = model.logits(node_hidden[0])  # (N+1, V)
+        argmax = node_logits.argmax(-1)  # (N+1,)
+        if temperature == 0.0:
+            end = greedy_accepted_node(tokens.tolist(), argmax.tolist(), parents)
+            path = tree.node_paths[end]
+        else:
+            ok = node_acceptance(tokens, node_logits, tree.parent, temperature=temperature, epsilon=epsilon,
+                                 delta=delta)
+            lengths = (ok[body] & body_valid).cumprod(dim=1).sum(dim=1)  # (P,)
+            best = int(lengths.argmax())
+            path = tree.retrieve[best, : int(lengths[best]) + 1]
+            end = int(path[-1])
+        accepted = tokens[path].tolist()
         if eos is not None and eos in accepted:
             accepted = accepted[: accepted.index(eos) + 1]
-        accepted = accepted[: max_new_tokens - len(out)]
-        out += accepted
+        out += accepted[: max_new_tokens - len(out)]
         if (eos is not None and out[-1] == eos) or len(out) >= max_new_tokens:
             break
-        cache = tree_cache.select(torch.cat([torch.arange(past), past + path]))
-        last = tree_hidden[:, path[-1]]
+        cache.keep(past, path)
+        last, base = node_hidden[0, end], argmax[end:end + 1]
     return torch.tensor(out, dtype=torch.long), MedusaStats(steps, len(out))
