@@ -102,3 +102,30 @@ def test_tiny_training_end_to_end(tmp_path):
     np.testing.assert_allclose(res.probs.sum(0), 1.0, atol=1e-6)
     with pytest.raises(Exception, match="resized to"):
         train_forgery(SynthForgerySet(train.samples, (32, 32)), None, model_cfg, TrainConfig(out_dir=str(tmp_path)))
+
+
+@pytest.mark.slow
+def test_a_sparsevit_forgery_model_exports_and_answers_as_trained(tmp_path):
+    """The contract case runs a UNet; this runs SparseViT's dilated groups through TorchScript and ONNX."""
+    import fovea
+    from fovea.engine.export import export
+    from fovea.forgery.predictor import ForgeryPredictor
+
+    torch.manual_seed(0)
+    net = {"depths": [1, 1, 4, 2], "dims": [8, 16, 32, 64], "head_dim": 16, "stage3_sparse": [8, 4, 2, 1],
+           "stage4_sparse": [2, 1], "stage3_taps": [1, 2, 3], "stage4_taps": [1]}
+    pipe = build_pipeline("sparsevit", (128, 128), net).eval()
+    with torch.no_grad():  # LFF and layer-scale gammas start at 1e-6: make the map depend on the image
+        pipe.network.fusion.gammas.fill_(1.0)
+        for block in [*pipe.network.stage3, *pipe.network.stage4]:
+            block.gamma_1.fill_(1.0)
+            block.gamma_2.fill_(1.0)
+    files = export(pipe, tmp_path, name="model")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (96, 144, 3), dtype=np.uint8) for _ in range(2)]
+    ref = ForgeryPredictor.from_pipeline(pipe).predict(images)
+    assert ref[0].probs[1].std() > 1e-3
+    for path in files.values():
+        got = fovea.load_predictor(path).predict(images)
+        for a, b in zip(ref, got):
+            np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
