@@ -55,3 +55,31 @@ def test_errors_name_the_problem(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"")
     with pytest.raises(ConfigError, match="calibration"):
         quantize_onnx_static(tmp_path / "x.onnx", tmp_path / "o.onnx", [])
+
+
+def _conv_weight_sources(path):
+    """For each Conv node in graph order: 'int8' when its weight comes through a DequantizeLinear, else 'fp32'."""
+    graph = onnx.load(str(path)).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    return ["int8" if producers.get(n.input[1]) == "DequantizeLinear" else "fp32"
+            for n in graph.node if n.op_type == "Conv"]
+
+
+def test_stem_kept_float_by_choice_and_recipe_metadata_carried_over(tmp_path):
+    torch.manual_seed(1)
+    net = _Net().eval()
+    fp32 = tmp_path / "m.onnx"
+    torch.onnx.export(net, (torch.randint(0, 256, (1, 24, 24, 3), dtype=torch.uint8),), str(fp32),
+                      input_names=["images"], output_names=["out"], dynamo=False)
+    model = onnx.load(str(fp32))
+    model.metadata_props.add(key="fovea.recipe", value='{"task": "x"}')
+    onnx.save(model, str(fp32))
+    calib = [np.random.default_rng(i).integers(0, 256, (24, 24, 3), dtype=np.uint8) for i in range(4)]
+    kept = quantize_onnx_static(fp32, tmp_path / "kept.onnx", calib)
+    full = quantize_onnx_static(fp32, tmp_path / "full.onnx", calib, keep_first_conv_float=False)
+    assert _conv_weight_sources(kept) == ["fp32", "int8"]
+    assert _conv_weight_sources(full) == ["int8", "int8"]
+    meta = {p.key: p.value for p in onnx.load(str(kept)).metadata_props}
+    assert meta["fovea.recipe"] == '{"task": "x"}'
+    with pytest.raises(ConfigError, match="calibration='median'"):
+        quantize_onnx_static(fp32, tmp_path / "o.onnx", calib, calibration="median")
