@@ -1,95 +1,234 @@
 """DACER vs stable-baselines3 SAC (baseline) on gymnasium v5 MuJoCo environments, same environment steps, same
-random warm-up, same deterministic evaluation (mean return of --episodes seeded episodes every --eval-every
-steps), several seeds; learning curves plotted to docs/benchmarks/dacer.png and tabulated.
+random warm-up, one gradient step per environment step on both sides (SB3's default train_freq 1 /
+gradient_steps 1), same deterministic evaluation (mean return of --episodes seeded episodes every --eval-every
+steps), several seeds; learning curves plotted next to the table (docs/benchmarks/dacer*.png).
 
 v5 environments are not the paper's v3 (which needs mujoco-py / MuJoCo 2.1): returns are not directly
-comparable with the paper's. DACER runs the paper's networks and hyper-parameters (3x256 mish MLPs, 20
-diffusion steps, lr 1e-4, batch 256, reward scale 0.2, alpha from a 3-component GMM entropy estimate every
---alpha-every updates) unless --small is given.
-Quick version: `--quick` (InvertedPendulum-v5, 1 seed, 6,000 steps, small networks; minutes).
-Full: `--envs InvertedPendulum-v5 HalfCheetah-v5 Hopper-v5 --seeds 0 1 2 --steps 200000` (days on 2 cores).
+comparable with the paper's. `--size paper` runs the paper's networks and hyper-parameters (3x256 mish MLPs,
+20 diffusion steps, lr 1e-4, batch 256, reward scale 0.2, alpha from a 3-component GMM entropy estimate every
+--alpha-every updates); `--size small` (64x2, 10 diffusion steps, batch 64, lr 1e-3) is what a shared 2-core
+CPU allows. `--clip-grad inward` keeps the gradients of the x0 clip that point back into [-1, 1] (the official
+zero-gradient clip can leave the actor stuck at the action bound; see tests/rl/test_dacer.py's bandit).
+
+Every finished run is saved as JSON under --results/<block>/ at once (nothing is lost when a long job is
+stopped) and the block is rewritten from all results there, so two processes (e.g. `--algos DACER` and
+`--algos SAC`) can fill one block.
+Blocks: `--block pendulum` (the "solved" check), `--block curves` (HalfCheetah / Hopper), `--profile` (speed).
+Quick version: `--quick` (InvertedPendulum-v5, seed 0, 3,000 steps, small networks; minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import DOCS, Run, add_doc_args, table  # noqa: E402
+from _doc import ROOT, Run, add_doc_args, table  # noqa: E402
+
+PAPER_STEPS = "1-1.5 M"  # the paper's curves: 1.5e6 updates (3e7 env steps over 20 envs)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--envs", nargs="+", default=["InvertedPendulum-v5"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=50_000)
-    ap.add_argument("--warmup", type=int, default=5_000)
-    ap.add_argument("--eval-every", type=int, default=5_000)
-    ap.add_argument("--episodes", type=int, default=5)
-    ap.add_argument("--alpha-every", type=int, default=10_000)
-    ap.add_argument("--small", action="store_true", help="64x2 networks, 10 diffusion steps, batch 64, lr 1e-3")
-    add_doc_args(ap, "dacer", "InvertedPendulum-v5, seed 0, 6,000 steps, --small")
-    args = ap.parse_args()
-    if args.quick:
-        args.envs, args.seeds, args.steps, args.warmup, args.eval_every, args.episodes = (
-            ["InvertedPendulum-v5"], [0], 6000, 1000, 2000, 3)
-        args.small, args.alpha_every = True, 1000
-    torch.set_num_threads(1)
-    run = Run(args, full_command=".venv/bin/python benchmarks/dacer.py --envs InvertedPendulum-v5 HalfCheetah-v5 "
-                                 "Hopper-v5 --seeds 0 1 2 --steps 200000")
-
+def _config(args, env_id: str):
     from fovea.rl.dacer import DACERConfig
+
+    cfg = DACERConfig(alpha_every=args.alpha_every, clip_grad=args.clip_grad,
+                      noise_scale=0.15 if env_id.split("-")[0] in ("HalfCheetah", "Humanoid") else 0.1)
+    if args.size == "small":
+        cfg = replace(cfg, hidden=64, depth=2, diffusion_steps=10, batch_size=64, lr=1e-3)
+    return cfg
+
+
+def _run_all(args, out_dir: Path, write) -> None:
     from fovea.rl.train import train_dacer, train_sac
 
-    cfg = DACERConfig(alpha_every=args.alpha_every)
-    if args.small:
-        cfg = DACERConfig(hidden=64, depth=2, diffusion_steps=10, batch_size=64, lr=1e-3, alpha_every=args.alpha_every)
-    curves = []
-    for env_id in args.envs:
-        for seed in args.seeds:
-            _, c = train_dacer(env_id, args.steps, seed, cfg, args.warmup, args.eval_every, args.episodes, log=print)
-            curves.append(c)
-            curves.append(train_sac(env_id, args.steps, seed, args.warmup, args.eval_every, args.episodes, log=print))
-    rows = [[c.env_id, c.algo, c.seed, " / ".join(f"{r:.0f}" for r in c.returns), f"{c.returns[-1]:.0f}",
-             f"{c.wall_s:.0f}"] for c in curves]
-    png = _plot(curves, Path(args.doc).with_suffix(".png") if args.doc != "-" else None)
-    body = [f"Evaluation every {args.eval_every} env steps ({args.episodes} episodes, no exploration noise); "
-            f"random warm-up {args.warmup} steps; DACER config {cfg}.", "",
-            *table(["env", "algorithm", "seed", f"returns at {', '.join(str(s) for s in curves[0].steps)}",
-                    "final", "wall s"], rows)]
-    if png:
+    for seed in args.seeds:  # seed-major: a stopped job leaves whole seeds behind
+        for env_id in args.envs:
+            for algo in args.algos:
+                path = out_dir / f"{env_id}_{algo}_s{seed}.json"
+                if path.is_file() and not args.overwrite:
+                    print(f"have {path}, skipped (--overwrite reruns)", flush=True)
+                    continue
+                if algo == "DACER":
+                    cfg = _config(args, env_id)
+                    _, c = train_dacer(env_id, args.steps, seed, cfg, args.warmup, args.eval_every, args.episodes,
+                                       log=print, stop_return=args.stop_return)
+                    extra = {"config": asdict(cfg)}
+                else:
+                    c = train_sac(env_id, args.steps, seed, args.warmup, args.eval_every, args.episodes, log=print,
+                                  stop_return=args.stop_return)
+                    extra = {"config": "stable-baselines3 SAC defaults (2x256 ReLU, lr 3e-4, batch 256, auto alpha)"}
+                rec = {"algo": algo, "env": env_id, "seed": seed, "steps": c.steps, "returns": c.returns,
+                       "wall_s": c.wall_s, "load_end": os.getloadavg()[0], **extra}
+                path.write_text(json.dumps(rec))
+                write()
+
+
+def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
+    recs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
+    if not recs:
+        return ["No finished runs yet."]
+    rows, summary = [], {}
+    for r in sorted(recs, key=lambda r: (r["env"], r["algo"], r["seed"])):
+        rate = r["steps"][-1] / r["wall_s"] if r["steps"] else float("nan")
+        rows.append([r["env"], r["algo"], r["seed"], " / ".join(f"{v:.0f}" for v in r["returns"]),
+                     f"{r['returns'][-1]:.0f}" if r["returns"] else "-", f"{max(r['returns']):.0f}" if r["returns"] else "-",
+                     f"{r['wall_s']:.0f}", f"{rate:.1f}"])
+        if r["returns"]:
+            summary.setdefault((r["env"], r["algo"], r["steps"][-1]), []).append(r["returns"][-1])
+    dacer_cfgs = {json.dumps(r["config"], sort_keys=True) for r in recs if r["algo"] == "DACER"}
+    steps_sets = sorted({tuple(r["steps"]) for r in recs})
+    total_h = sum(r["wall_s"] for r in recs) / 3600
+    body = [
+        f"**Budget**: {max(r['steps'][-1] for r in recs if r['steps']):,} environment steps per run at most, "
+        f"{len(recs)} runs, {total_h:.1f} h of wall time in all (shared 2-core CPU, 1 thread per run, load shown "
+        f"below and per run). This is **far below the paper's {PAPER_STEPS} steps** per curve: the returns "
+        "show the first stretch of learning only and say nothing about the methods' final performance.", "",
+        f"Evaluation every {args.eval_every} env steps ({args.episodes} seeded episodes, deterministic: DACER "
+        f"without the exploration noise, SAC with its mean action); random warm-up {args.warmup} steps on both "
+        "sides; one gradient step per environment step on both sides.", "",
+        "DACER configuration(s): " + "; ".join(f"`{c}`" for c in sorted(dacer_cfgs)) + ".", "",
+        *table(["env", "algorithm", "seed", "returns at " + " / ".join(", ".join(map(str, s)) for s in steps_sets),
+                "final", "best", "wall s", "env steps/s"], rows), "",
+        "Mean (min-max) final return over seeds:", "",
+        *table(["env", "algorithm", "steps", "seeds", "mean final", "min", "max"],
+               [[e, a, s, len(v), f"{statistics.mean(v):.0f}", f"{min(v):.0f}", f"{max(v):.0f}"]
+                for (e, a, s), v in sorted(summary.items())]),
+    ]
+    if png is not None and _plot(recs, png):
         body += ["", f"![learning curves]({png.name})"]
-    run.write("DACER vs SAC", body)
+    return body
 
 
-def _plot(curves, path: Path | None) -> Path | None:
-    if path is None:
-        return None
+def _plot(recs, path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    envs = sorted({c.env_id for c in curves})
+    envs = sorted({r["env"] for r in recs})
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.5), squeeze=False)
     for ax, env_id in zip(axes[0], envs):
-        for c in curves:
-            if c.env_id == env_id:
-                ax.plot(c.steps, c.returns, label=f"{c.algo} s{c.seed}", color="C0" if c.algo == "DACER" else "C1")
+        for r in recs:
+            if r["env"] == env_id and r["steps"]:
+                ax.plot(r["steps"], r["returns"], marker=".", label=f"{r['algo']} s{r['seed']}",
+                        color="C0" if r["algo"] == "DACER" else "C1", alpha=0.8)
         ax.set_title(env_id)
         ax.set_xlabel("env steps")
-        ax.set_ylabel("return")
+        ax.set_ylabel("eval return")
         ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
-    return path
+    return True
+
+
+def _profile(args) -> list[str]:
+    """Median ms of the pieces of one DACER env step + update, exact fast paths vs the plain ones, same run."""
+    from fovea.rl import networks
+    from fovea.rl.dacer import DACER, DACERConfig
+    from fovea.rl.entropy import gmm_entropy
+
+    def med_ms(fn, n):
+        fn()
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return 1e3 * statistics.median(ts)
+
+    obs_dim, act_dim, n = 17, 6, 3 if args.quick else 9  # HalfCheetah-v5 sizes
+    rows = []
+    sizes = [("paper", DACERConfig(alpha_every=10 ** 9)),
+             ("small", DACERConfig(hidden=64, depth=2, diffusion_steps=10, batch_size=64, alpha_every=10 ** 9))]
+    for size, cfg in sizes[1:] if args.quick else sizes:  # --quick: the small size only
+        for variant in ("plain (nn.Mish, unsplit first layer)", "fovea (closed-form mish, split first layer)"):
+            torch.manual_seed(0)
+            agent = DACER(obs_dim, act_dim, cfg)
+            if variant.startswith("plain"):  # the straightforward version, for the ratio
+                for m in agent.modules():
+                    for name, child in m.named_children():
+                        if isinstance(child, networks.Mish):
+                            setattr(m, name, torch.nn.Mish())
+                agent.actor.bind = lambda obs, steps, a=agent.actor: (lambda x, t: a(obs, x, t))
+            b = cfg.batch_size
+            batch = {"obs": torch.randn(b, obs_dim), "act": torch.rand(b, act_dim) * 2 - 1, "rew": torch.randn(b),
+                     "next_obs": torch.randn(b, obs_dim), "done": torch.zeros(b)}
+            agent.update(batch)  # update 0 (entropy) out of the way
+            o = np.random.default_rng(0).normal(size=obs_dim).astype(np.float32)
+            act = med_ms(lambda: agent.act(o), 5 * n)
+            upd = med_ms(lambda: (agent.update(batch), agent.update(batch)), n) / 2
+            rows.append([size, variant, f"{act:.2f}", f"{upd:.1f}", f"{1e3 / (act + upd):.1f}"])
+    ratio_rows = []
+    for i in range(0, len(rows), 2):
+        ratio_rows.append([rows[i][0], f"{(float(rows[i][2]) + float(rows[i][3])) / (float(rows[i + 1][2]) + float(rows[i + 1][3])):.2f}x"])
+    with torch.inference_mode():
+        agent = DACER(obs_dim, act_dim, DACERConfig())
+        acts = agent.noisy(torch.randn(32, obs_dim).repeat_interleave(200, 0)).view(32, 200, act_dim).numpy()
+    fit_ms = med_ms(lambda: gmm_entropy(acts), 1 if args.quick else 3) / 32
+    per_update_ms = float(rows[1][3])  # the first size's fovea variant (paper size unless --quick)
+    return [
+        f"Profile of one DACER environment step (act on one observation) + one update (critics every step, actor "
+        f"every 2nd; the mean of two), median of {n} (act: {5 * n}), HalfCheetah-v5 sizes (obs 17, act 6), 1 thread.",
+        "", *table(["size", "variant", "act ms", "update ms", "steps/s"], rows), "",
+        *table(["size", "speed-up of the fovea variant (act + update)"], ratio_rows), "",
+        f"GMM entropy estimate (sklearn GaussianMixture(3, full), 1 BLAS thread): {fit_ms:.1f} ms per state, so "
+        f"{256 * fit_ms / 1e3:.1f} s for the official 256 states x 200 actions, once every 10,000 updates = "
+        f"{100 * 256 * fit_ms / (10_000 * per_update_ms):.2f} % of the {rows[1][0]}-size update time: not worth a torch "
+        "EM; kept sklearn (the official estimator).",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--envs", nargs="+", default=["HalfCheetah-v5", "Hopper-v5"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--algos", nargs="+", default=["DACER", "SAC"], choices=["DACER", "SAC"])
+    ap.add_argument("--steps", type=int, default=50_000)
+    ap.add_argument("--warmup", type=int, default=5_000)
+    ap.add_argument("--eval-every", type=int, default=5_000)
+    ap.add_argument("--episodes", type=int, default=5)
+    ap.add_argument("--alpha-every", type=int, default=10_000)
+    ap.add_argument("--stop-return", type=float, default=None, help="stop a run once an evaluation reaches this")
+    ap.add_argument("--size", choices=["paper", "small"], default="paper")
+    ap.add_argument("--clip-grad", choices=["zero", "inward"], default="zero")
+    ap.add_argument("--block", default="curves", help="name of the doc block and results folder")
+    ap.add_argument("--results", default=str(ROOT / "runs" / "dacer"), help="folder of per-run JSON results")
+    ap.add_argument("--overwrite", action="store_true", help="rerun runs whose JSON exists")
+    ap.add_argument("--collect-only", action="store_true", help="rewrite the block from the saved results")
+    ap.add_argument("--profile", action="store_true", help="time one env step + update (block 'speed')")
+    add_doc_args(ap, "dacer", "InvertedPendulum-v5, seed 0, 3,000 steps, --size small (block 'quick')")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.quick and not args.profile:
+        args.envs, args.seeds, args.steps, args.warmup, args.eval_every, args.episodes = (
+            ["InvertedPendulum-v5"], [0], 3000, 1000, 1000, 3)
+        args.size, args.alpha_every, args.block, args.overwrite = "small", 1000, "quick", True
+    run = Run(args, full_command=".venv/bin/python benchmarks/dacer.py --block curves --envs HalfCheetah-v5 "
+                                 "Hopper-v5 --seeds 0 1 2 --steps 50000")
+    if args.profile:
+        run.write("DACER vs SAC", _profile(args), tag="speed")
+        return
+    out_dir = Path(args.results) / args.block
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = None if args.doc == "-" else Path(args.doc).with_name(f"dacer_{args.block}.png")
+
+    def write():
+        run.write("DACER vs SAC", _doc_body(args, out_dir, png), tag=args.block)
+
+    if not args.collect_only:
+        _run_all(args, out_dir, write)
+    write()
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fovea.rl.dacer import DACER, DACERConfig, dsac_t_loss
-from fovea.rl.diffusion import VPSchedule, ddpm_sample
+from fovea.rl.diffusion import VPSchedule, clip_unit, ddpm_sample
 from fovea.rl.entropy import gmm_entropy, mixture_entropy_bound
-from fovea.rl.networks import sinusoidal
+from fovea.rl.networks import Mish, NoisePredictor, sinusoidal
 
 
 def test_vp_schedule_matches_the_formula():
@@ -44,6 +44,64 @@ def test_the_chain_is_differentiable_in_the_actor():
     grads = [p.grad for p in agent.actor.parameters()]
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
     assert a.shape == (4, 2) and float(a.detach().abs().max()) <= 1.0
+
+
+def test_mish_matches_torch_values_and_gradients():
+    x = (torch.randn(500, dtype=torch.float64) * 8).requires_grad_()  # covers the > 20 branch too
+    x32 = x.detach().float().requires_grad_()
+    ref = torch.nn.functional.mish(x)
+    ours = Mish()(x32)
+    assert torch.allclose(ours.double(), ref.detach(), atol=1e-5, rtol=1e-5)
+    ref.sum().backward()
+    ours.sum().backward()
+    assert torch.allclose(x32.grad.double(), x.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_bound_noise_predictor_equals_the_plain_forward():
+    torch.manual_seed(0)
+    net = NoisePredictor(5, 3, hidden=16, depth=2)
+    obs, x = torch.randn(4, 5), torch.randn(4, 3)
+    eps = net.bind(obs, 7)
+    for t in (1, 4, 7):
+        tt = torch.full((4,), t)
+        assert torch.allclose(eps(x, tt), net(obs, x, tt), atol=1e-6)
+
+
+def test_inward_clip_gradient_by_hand():
+    x = torch.tensor([-2.0, -2.0, 0.5, 2.0, 2.0], requires_grad=True)
+    g = torch.tensor([1.0, -1.0, 3.0, 1.0, -1.0])  # d loss / d output
+    (clip_unit(x, "inward") * g).sum().backward()
+    # descent x - lr g: at -2 only g < 0 moves x up into the box; at +2 only g > 0 moves it down
+    assert x.grad.tolist() == [0.0, -1.0, 3.0, 1.0, 0.0]
+    x.grad = None
+    (clip_unit(x, "zero") * g).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0, 3.0, 0.0, 0.0]
+    assert clip_unit(x.detach(), "inward").tolist() == [-1.0, -1.0, 0.5, 1.0, 1.0]
+    with pytest.raises(ValueError, match="inward"):
+        clip_unit(x, "soft")
+
+
+def _bandit_policy_mean(clip_grad: str, updates: int) -> float:
+    """One state, done = 1, reward -5 (a - 0.5)^2 on uniform actions: the optimal action is 0.5."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    cfg = DACERConfig(hidden=32, depth=2, diffusion_steps=5, batch_size=64, lr=3e-3, alpha_every=10 ** 9,
+                      entropy_samples=20, clip_grad=clip_grad)
+    agent = DACER(1, 1, cfg)
+    obs = torch.zeros(64, 1)
+    for _ in range(updates):
+        act = torch.rand(64, 1, generator=g) * 2 - 1
+        agent.update({"obs": obs, "act": act, "rew": -5 * (act[:, 0] - 0.5) ** 2, "next_obs": obs,
+                      "done": torch.ones(64)})
+    with torch.no_grad():
+        return float(agent.sample(torch.zeros(256, 1), g).mean())
+
+
+@pytest.mark.slow
+def test_actor_critic_loop_finds_the_bandit_optimum():
+    # the official zero-gradient clip lets the actor run into the bound first and stay there; the inward rule
+    # brings it back to the optimum 0.5 once the critic has learned the parabola
+    assert abs(_bandit_policy_mean("inward", 500) - 0.5) < 0.1
 
 
 def test_mixture_entropy_bound_closed_forms():
@@ -79,10 +137,10 @@ def test_sinusoidal_features():
 
 def test_alpha_moves_toward_the_target_entropy():
     agent = DACER(3, 1, DACERConfig(hidden=16, depth=2, diffusion_steps=5, entropy_samples=50))
-    before = float(agent.log_alpha)
+    before = agent.log_alpha.item()
     h = agent.update_alpha(torch.randn(4, 3))
     # d loss / d log_alpha = H - H_target: alpha falls when the policy is more random than the target
-    assert (float(agent.log_alpha) < before) == (h > agent.target_entropy)
+    assert (agent.log_alpha.item() < before) == (h > agent.target_entropy)
 
 
 def test_one_update_changes_critics_actor_and_targets():
@@ -92,7 +150,7 @@ def test_one_update_changes_critics_actor_and_targets():
              "next_obs": torch.randn(8, 3), "done": torch.zeros(8)}
     snap = {k: v.clone() for k, v in agent.state_dict().items()}
     out = agent.update(batch)
-    assert set(out) == {"critic", "policy"}
+    assert set(out) == {"critic", "policy", "entropy"}  # update 0 also estimates the entropy (official)
     changed = {k.split(".")[0] for k, v in agent.state_dict().items() if not torch.equal(v, snap[k])}
     assert {"actor", "critics", "targets", "sigma_bar"} <= changed
 

@@ -13,6 +13,33 @@ import torch
 from torch import nn
 
 
+class _InwardClip(torch.autograd.Function):
+    """clamp(x, -1, 1) whose gradient is kept outside the box when a descent step (x - lr g) moves x back
+    towards it, and zeroed when it would move x further out; inside the box the gradient is 1."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(-1.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        keep = ((x <= 1.0) | (grad > 0)) & ((x >= -1.0) | (grad < 0))
+        return grad * keep
+
+
+def clip_unit(x: torch.Tensor, grad: str = "zero") -> torch.Tensor:
+    """Clip to [-1, 1]. grad "zero": the plain clamp (zero gradient outside, as in the official code; a chain
+    whose x0 estimate leaves the box gets no gradient back and can stay stuck at the bound); "inward": the
+    gradient outside is kept when it points back into the box (see _InwardClip)."""
+    if grad == "zero":
+        return x.clamp(-1.0, 1.0)
+    if grad == "inward":
+        return _InwardClip.apply(x)
+    raise ValueError(f"clip gradient rule {grad!r}: use 'zero' or 'inward'")
+
+
 class VPSchedule(nn.Module):
     """Buffers (T,) indexed by t - 1: alphas, betas, alpha_bars, and the posterior q(x_{t-1} | x_t, x0)."""
 
@@ -34,15 +61,17 @@ class VPSchedule(nn.Module):
 
 
 def ddpm_sample(noise_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], schedule: VPSchedule,
-                shape: tuple[int, ...], generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+                shape: tuple[int, ...], generator: torch.Generator | None = None, device=None,
+                clip_grad: str = "zero") -> torch.Tensor:
     """x_T ~ N(0, I); for t = T..1: eps = noise_fn(x_t, t (B,) long); x0 = clip((x_t - sqrt(1 - abar_t) eps) /
-    sqrt(abar_t), -1, 1); x_{t-1} = post mean + sqrt(post var) z (no noise at t = 1). Returns x_0 (shape)."""
+    sqrt(abar_t), -1, 1); x_{t-1} = post mean + sqrt(post var) z (no noise at t = 1). Returns x_0 (shape).
+    clip_grad: the gradient rule of that clip (see clip_unit)."""
     x = torch.randn(shape, generator=generator, device=device)
     for t in range(schedule.steps, 0, -1):
         i = t - 1
         eps = noise_fn(x, torch.full((shape[0],), t, dtype=torch.long, device=x.device))
         bar = schedule.alpha_bars[i]
-        x0 = ((x - (1 - bar).sqrt() * eps) / bar.sqrt()).clamp(-1.0, 1.0)
+        x0 = clip_unit((x - (1 - bar).sqrt() * eps) / bar.sqrt(), clip_grad)
         mean = schedule.post_coef_x0[i] * x0 + schedule.post_coef_xt[i] * x
         if t > 1:
             x = mean + schedule.post_var[i].sqrt() * torch.randn(shape, generator=generator, device=device)

@@ -73,7 +73,9 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: 
 
 def train_dacer(env_id: str, total_steps: int, seed: int = 0, cfg: DACERConfig | None = None, warmup: int = 5000,
                 eval_every: int = 5000, eval_episodes: int = 5, buffer: int = 1_000_000,
-                log: Callable[[str], None] | None = None) -> tuple[DACER, Curve]:
+                log: Callable[[str], None] | None = None, stop_return: float | None = None) -> tuple[DACER, Curve]:
+    """Train DACER for total_steps env steps (one update per step after `warmup` random ones); evaluate every
+    eval_every steps; stop early once an evaluation reaches stop_return (if given)."""
     import gymnasium as gym
 
     torch.manual_seed(seed)
@@ -95,23 +97,23 @@ def train_dacer(env_id: str, total_steps: int, seed: int = 0, cfg: DACERConfig |
         if term or trunc:
             obs, _ = env.reset()
         if step > warmup:
-            agent.update(replay.sample(agent.cfg.batch_size, rng))
-            if agent.updates % agent.cfg.alpha_every == 0:
-                states = replay.sample(min(agent.cfg.entropy_states, replay.size), rng)["obs"]
-                agent.update_alpha(states)
+            agent.update(replay.sample(agent.cfg.batch_size, rng))  # entropy + alpha every alpha_every inside
         if step % eval_every == 0:
             ret = evaluate(lambda o: to_env(agent.act(o, explore=False)), env_id, eval_episodes, seed)
             curve.steps.append(step)
             curve.returns.append(ret)
             if log:
-                log(f"DACER {env_id} seed {seed} step {step}: return {ret:.1f}, alpha {float(agent.log_alpha.exp()):.3f}, "
+                log(f"DACER {env_id} seed {seed} step {step}: return {ret:.1f}, alpha {agent.log_alpha.exp().item():.3f}, "
                     f"entropy {agent.entropy:.2f}, {time.perf_counter() - t0:.0f} s")
+            if stop_return is not None and ret >= stop_return:
+                break
     curve.wall_s = time.perf_counter() - t0
     return agent, curve
 
 
 def train_sac(env_id: str, total_steps: int, seed: int = 0, warmup: int = 5000, eval_every: int = 5000,
-              eval_episodes: int = 5, log: Callable[[str], None] | None = None) -> Curve:
+              eval_episodes: int = 5, log: Callable[[str], None] | None = None,
+              stop_return: float | None = None) -> Curve:
     """stable-baselines3 SAC with its defaults (lr 3e-4, batch 256, auto entropy), same warm-up and evaluation."""
     import gymnasium as gym
     from stable_baselines3 import SAC
@@ -129,6 +131,8 @@ def train_sac(env_id: str, total_steps: int, seed: int = 0, warmup: int = 5000, 
                 if log:
                     log(f"SAC {env_id} seed {seed} step {self.num_timesteps}: return {ret:.1f}, "
                         f"{time.perf_counter() - t0:.0f} s")
+                if stop_return is not None and ret >= stop_return:
+                    return False
             return True
 
     model = SAC("MlpPolicy", gym.make(env_id), learning_starts=warmup, seed=seed, device="cpu", verbose=0)
