@@ -148,3 +148,30 @@ def test_tiny_forward_and_features_only(name, frames, size):
     assert out.shape == (1, 3) and torch.isfinite(out).all()
     feats = V.create_model(name, features_only=True).eval()(clip)
     assert isinstance(feats, (list, tuple, torch.Tensor))
+
+
+@pytest.mark.parametrize("kt,stride_t,pad_t,mode", [(3, 1, 1, "zeros"), (7, 4, 3, "zeros"), (3, 2, 1, "replicate"),
+                                                    (5, 1, 2, "zeros")])
+def test_temporal_kernel_as_2d_equals_conv3d(kt, stride_t, pad_t, mode):
+    """kt x 1 x 1 convolutions run as 2D (kt, 1) ones: same output as torch's conv3d on the same
+    weights (with replicate padding: conv3d on the explicitly edge-padded clip)."""
+    import torch.nn.functional as F
+
+    from fovea.models.video.resnet3d import TemporalPadConv3d
+
+    torch.manual_seed(0)
+    conv = TemporalPadConv3d(6, 5, (kt, 1, 1), (stride_t, 1, 1), (pad_t, 0, 0), bias=True, temporal_pad=mode)
+    x = torch.randn(2, 6, 9, 4, 5, requires_grad=True)
+    assert conv._temporal_only
+    if mode == "zeros":
+        ref = F.conv3d(x, conv.weight, conv.bias, (stride_t, 1, 1), (pad_t, 0, 0))
+    else:
+        xp = torch.cat([x[:, :, :1]] * pad_t + [x] + [x[:, :, -1:]] * pad_t, dim=2)
+        ref = F.conv3d(xp, conv.weight, conv.bias, (stride_t, 1, 1))
+    got = conv(x)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    g_ref = torch.autograd.grad(ref.square().sum(), conv.weight)[0]
+    g_got = torch.autograd.grad(got.square().sum(), conv.weight)[0]
+    torch.testing.assert_close(g_got, g_ref, atol=1e-4, rtol=1e-4)
+    assert not TemporalPadConv3d(6, 5, (3, 3, 3), 1, 1)._temporal_only      # spatial kernels keep conv3d
+    assert not TemporalPadConv3d(6, 5, (3, 1, 1), (1, 2, 2), (1, 0, 0))._temporal_only   # spatial stride

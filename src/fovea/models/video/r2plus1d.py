@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from fovea.models.video._registry import register_video_model
-from fovea.models.video.resnet3d import Recognizer3d, ResNet3d, conv3d
+from fovea.models.video.resnet3d import Recognizer3d, ResNet3d, TemporalPadConv3d, conv3d
 
 
 def _triple(v):
@@ -30,7 +30,7 @@ class Conv2plus1d(nn.Module):
         self.conv_s = nn.Conv3d(in_ch, mid, (1, k[1], k[2]), (1, s[1], s[2]), (0, p[1], p[2]), bias=False)
         self.bn_s = nn.BatchNorm3d(mid, eps=bn_eps)
         self.relu = nn.ReLU(inplace=True)
-        self.conv_t = nn.Conv3d(mid, out_ch, (k[0], 1, 1), (s[0], 1, 1), (p[0], 0, 0), bias=False)
+        self.conv_t = TemporalPadConv3d(mid, out_ch, (k[0], 1, 1), (s[0], 1, 1), (p[0], 0, 0), bias=False)
 
     def forward(self, x):
         return self.conv_t(self.relu(self.bn_s(self.conv_s(x))))
@@ -47,7 +47,7 @@ class Bottleneck2plus1d(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv3d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm3d(planes)
-        self.conv_t = nn.Conv3d(planes, planes, (3, 1, 1), (temporal_stride, 1, 1), (1, 0, 0), bias=False)
+        self.conv_t = TemporalPadConv3d(planes, planes, (3, 1, 1), (temporal_stride, 1, 1), (1, 0, 0), bias=False)
         self.bn_t = nn.BatchNorm3d(planes)
         self.conv_s = nn.Conv3d(planes, planes, (1, 3, 3), (1, spatial_stride, spatial_stride), (0, 1, 1), bias=False)
         self.bn2 = nn.BatchNorm3d(planes)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fovea.models.video._registry import register_video_model
-from fovea.models.video.resnet3d import ResNet3d
+from fovea.models.video.resnet3d import ResNet3d, TemporalPadConv3d
 
 
 class SlowFast(nn.Module):
@@ -42,7 +42,7 @@ class SlowFast(nn.Module):
     @staticmethod
     def _lateral(c: int, k: int, alpha: int, pad: int, norm: bool) -> nn.Module:
         """Fast -> slow fusion: Conv3d (k,1,1) stride (alpha,1,1) to 2c channels (+ BN, ReLU in PySlowFast)."""
-        conv = nn.Conv3d(c, 2 * c, (k, 1, 1), (alpha, 1, 1), (pad, 0, 0), bias=False)
+        conv = TemporalPadConv3d(c, 2 * c, (k, 1, 1), (alpha, 1, 1), (pad, 0, 0), bias=False)
         return nn.Sequential(conv, nn.BatchNorm3d(2 * c), nn.ReLU(inplace=True)) if norm else conv
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
