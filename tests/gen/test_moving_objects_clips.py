@@ -51,6 +51,15 @@ def test_captions_tokens_and_read_back_match_the_ground_truth():
     assert read_clip(frozen).direction == "still" and not adherence(frozen, clips[0].caption).direction
 
 
+def test_read_back_survives_a_soft_rendering():
+    import cv2
+
+    for c in sample_clips(24, seed=5):
+        soft = np.stack([cv2.GaussianBlur(f, (0, 0), 0.7) for f in c.frames])
+        r = read_clip(soft)
+        assert (r.colour, r.object, r.direction) == (c.spec.colour, c.spec.object, c.spec.direction)
+
+
 def test_determinism_and_errors():
     a, b = sample_clips(5, seed=7), sample_clips(5, seed=7)
     assert all(np.array_equal(x.frames, y.frames) and x.caption == y.caption for x, y in zip(a, b))

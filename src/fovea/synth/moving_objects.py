@@ -168,7 +168,8 @@ def sample_clips(n: int, seed: int, frames: int = 8, size: int = 32, speed_px: f
 @dataclass(frozen=True)
 class ClipReadout:
     """What a clip shows: colour (nearest palette entry, or None without foreground), direction ("still" under
-    `min_travel_px`), object ("apple" | "brick" by how much of its bounding box the object fills), the centroid
+    `min_travel_px`), object ("apple" | "brick": the generator's disk or square at the measured centre that fits the
+    foreground best, summed squared error over frames), the centroid
     track (T, 2) (NaN where a frame has no foreground), the foreground fraction per frame."""
 
     colour: str | None
@@ -176,6 +177,27 @@ class ClipReadout:
     object: str | None
     centres: np.ndarray
     foreground: np.ndarray
+
+
+def _colour_distance(colour: str) -> float:
+    return float(np.abs(np.asarray(COLOURS[colour], float) - np.asarray(BELT_RGB, float)).sum())
+
+
+def _closest_shape(weight: np.ndarray, centres: np.ndarray, frames: np.ndarray, blur_px: float = 0.8) -> str:
+    """weight (T, H, W): object coverage estimated from the colour distance; the object whose rendered coverage
+    at each frame's centroid, softened by a Gaussian of `blur_px`, has the smaller summed squared error. The
+    softening lets a slightly blurred rendering (an autoencoder's round trip) read the same, where a bounding-box
+    fill ratio mistook blurred squares for disks."""
+    import cv2
+
+    size = weight.shape[-1]
+    err = {}
+    for obj in OBJECTS:
+        spec = ClipSpec("red", obj, "up", (0.0, 0.0))
+        err[obj] = sum(float(((np.clip(weight[t], 0, 1.5)
+                               - cv2.GaussianBlur(_coverage(spec, centres[t], size), (0, 0), blur_px)) ** 2).sum())
+                       for t in frames)
+    return min(err, key=err.get)
 
 
 def read_clip(frames: np.ndarray, min_travel_px: float = 2.0, threshold: float = 60.0) -> ClipReadout:
@@ -208,10 +230,5 @@ def read_clip(frames: np.ndarray, min_travel_px: float = 2.0, threshold: float =
         if np.abs(d).max() >= min_travel_px:
             direction = (("right" if d[0] > 0 else "left") if abs(d[0]) >= abs(d[1])
                          else ("down" if d[1] > 0 else "up"))
-    fills = []
-    for t in seen:
-        yy, xx = np.nonzero(fg[t])
-        box = (yy.max() - yy.min() + 1) * (xx.max() - xx.min() + 1)
-        fills.append(fg[t].sum() / box)
-    obj = "brick" if float(np.median(fills)) > 0.88 else "apple"  # disk pi/4 = 0.79, square 1.0
+    obj = _closest_shape(dist / _colour_distance(colour), centres, seen)
     return ClipReadout(colour, direction, obj, centres, fg.mean(axis=(1, 2)))
