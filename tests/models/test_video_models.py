@@ -86,6 +86,36 @@ def test_online_tsm_per_frame_features_equal_the_offline_causal_clip():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("name", ["tsm_lite0", "tsm_r50"])
+def test_online_tsm_with_folded_bn_and_channels_last_equals_the_offline_clip(name):
+    """BatchNorm with random statistics folded into the convs, channels-last memory: the streamed
+    features still equal the unfolded offline causal model's, and the given model is unchanged."""
+    from torch import nn
+
+    from fovea.models.video.tsm import fold_batchnorm
+
+    torch.manual_seed(0)
+    kw = {"weights": "random"} if name == "tsm_lite0" else {}
+    tsm = V.create_model(name, num_classes=3, num_segments=4, shift_mode="causal", **kw).eval()
+    for m in tsm.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.2, 0.2)
+    clip = torch.randn(1, 3, 4, 32, 48)
+    offline = tsm.forward_frames(clip)[0]
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in tsm.modules())
+    online = OnlineTSM(tsm, fold_bn=True, channels_last=True)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in online.tsm.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in tsm.modules()) == n_bn
+    for k in range(4):
+        torch.testing.assert_close(online.step(clip[:, :, k])[0], offline[k], atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(online.logits(4), tsm(clip), atol=2e-4, rtol=1e-4)
+    assert fold_batchnorm(nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU(), nn.BatchNorm2d(2))) == 0   # not adjacent
+
+
+@torch.no_grad()
 def test_tsn_clip_score_is_the_mean_of_per_frame_scores():
     tsn = V.create_model("tsn_r50", num_classes=4).eval()
     clip = torch.randn(1, 3, 3, 32, 32)

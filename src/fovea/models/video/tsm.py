@@ -10,6 +10,8 @@ forward (`OnlineTSM`). TSM-R50: 24.33 M parameters (400 classes), 32.70 GMACs at
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -96,19 +98,54 @@ class TSM(Recognizer2d):
                 m.num_segments = t
 
 
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm2d into the Conv2d registered just before it (a TemporalShift's
+    wrapped conv counts: the shift acts on the conv's input), in place; timm's BatchNormAct2d leaves
+    its activation behind. Relies on conv -> BN being consecutive children, as in torchvision's
+    ResNet and timm's EfficientNet blocks. Returns the number of folded pairs. Inference only."""
+    count = 0
+    kids = list(module.named_children())
+    for (_, a), (name_b, b) in zip(kids, kids[1:]):
+        conv = a.net if isinstance(a, TemporalShift) else a
+        if type(conv) is not nn.Conv2d or not isinstance(b, nn.BatchNorm2d) or b.running_var is None:
+            continue
+        with torch.no_grad():
+            scale = b.weight / torch.sqrt(b.running_var + b.eps)
+            bias = b.bias - b.running_mean * scale
+            if conv.bias is not None:
+                bias = bias + conv.bias * scale
+            conv.weight.mul_(scale.view(-1, 1, 1, 1))
+            conv.bias = nn.Parameter(bias)
+        rest = [m for m in (getattr(b, "drop", None), getattr(b, "act", None)) if m is not None]
+        setattr(module, name_b, nn.Sequential(*rest) if rest else nn.Identity())
+        count += 1
+    for child in module.children():
+        count += fold_batchnorm(child)
+    return count
+
+
 class OnlineTSM(nn.Module):
     """Streams a causal TSM one frame at a time with cached shifted channels.
 
     step(frame (B, C, H, W)) -> per-frame pooled features (B, F) equal to those of the offline
     causal model on the whole clip so far; `logits(window)` averages the last `window` frames'
-    features before the classifier (TSN consensus). Call `reset()` between streams."""
+    features before the classifier (TSN consensus). Call `reset()` between streams.
+    `fold_bn=True` streams a copy with BatchNorm folded into the convolutions and `channels_last`
+    a copy in channels-last memory (same features up to float rounding, less CPU per frame:
+    benchmarks/video.py --part online); the given model is left untouched."""
 
-    def __init__(self, tsm: TSM):
+    def __init__(self, tsm: TSM, *, fold_bn: bool = False, channels_last: bool = False):
         super().__init__()
         if tsm.shift_mode != "causal":
             raise ConfigError("OnlineTSM needs a TSM built with shift_mode='causal' (a bidirectional shift "
                               "looks one frame ahead). Fix: train/build it with shift_mode='causal'.")
-        self.tsm = tsm
+        if fold_bn or channels_last:
+            tsm = copy.deepcopy(tsm).eval()
+            if fold_bn:
+                fold_batchnorm(tsm)
+            if channels_last:
+                tsm = tsm.to(memory_format=torch.channels_last)
+        self.tsm, self.channels_last = tsm, channels_last
         self.shifts = [m for m in tsm.modules() if isinstance(m, TemporalShift)]
         self.history: list[torch.Tensor] = []
 
@@ -121,6 +158,8 @@ class OnlineTSM(nn.Module):
     def step(self, frame: torch.Tensor) -> torch.Tensor:
         for m in self.shifts:
             m.online = True
+        if self.channels_last:
+            frame = frame.contiguous(memory_format=torch.channels_last)
         try:
             feat = self.tsm.backbone(frame).mean(dim=(2, 3))
         finally:
