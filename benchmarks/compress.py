@@ -9,14 +9,18 @@ Sections (`--section`, default all):
   ternarized layers, and the whole file vs the fp32 safetensors checkpoint.
 * attention: extra peak RSS (fresh process per method) of naive attention, the tiled reference
   and SDPA at growing sequence length.
-* qat, int8, lora: training on the apples (see _compress_train.py).
+* model: whole ternarized models (ViT-S, Lite0) packed vs fp32 forward.
+* qat, lora: training on the apples, bricks and grass (see _compress_train.py).
+* int8, torch_int8: ONNX Runtime static int8 of classifier / PatchCore / segmenter, and torch.ao int8
+  (see _compress_int8.py).
 
-    .venv/bin/python benchmarks/compress.py [--quick] [--section all|kernel|storage|attention|qat|int8|lora]
+    .venv/bin/python benchmarks/compress.py [--quick] [--section all|kernel|model|storage|attention|qat|int8|torch_int8|lora]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from _doc import Run, add_doc_args, table
 
-from fovea.compress import _native, pack_ternary, packed_ternary_linear, save_packed, ternarize
+from fovea.compress import PackedBitLinear, _native, load_packed, pack_ternary, packed_ternary_linear, save_packed, ternarize
 from fovea.nn.ternary import absmean_ternary
 
 KERNEL_SHAPES = [  # (out, in, where)
@@ -70,12 +74,14 @@ def kernel_section(run: Run, quick: bool) -> None:
         codes, scale = absmean_ternary(weight)
         packed = pack_ternary(codes)
         w_fp32 = codes.float() * scale  # fp32 baseline multiplies the same (dequantised) weight
+        layer = PackedBitLinear(k, n, bias=False, backend="native")
+        layer.packed.copy_(packed)
+        layer.scale.copy_(scale)
         for m in (1, 64):
             x = torch.randn(m, k, generator=g)
-            tiles = _native.make_tiles(packed, n) if _native.has_tiles() else None
             ms = interleaved_median_ms({
                 "fp32": lambda: F.linear(x, w_fp32),
-                "kernel": lambda: packed_ternary_linear(x, packed, scale, n, backend="native", tiles=tiles),
+                "kernel": lambda: layer(x),
                 "rowloop": lambda: packed_ternary_linear(x, packed, scale, n, backend="native"),
                 "fallback": lambda: packed_ternary_linear(x, packed, scale, n, backend="torch"),
             }, repeats)
@@ -87,9 +93,11 @@ def kernel_section(run: Run, quick: bool) -> None:
             print(rows[-1], flush=True)
     body = table(["W (out x in)", "where", "tokens", "fp32 F.linear CPU ms", "packed kernel CPU ms", "speed-up",
                   "HF-layout row loop CPU ms", "torch fallback CPU ms", "rel. err vs fp32"], rows)
-    body += ["", f"Kernel: `{_native.isa()}` (compiled with -march=native on this CPU). 'packed kernel' = what "
-             "PackedBitLinear runs: from 4 tokens on the register-tile loop (16 outputs x 16 inputs per 64-byte "
-             "tile, no horizontal sums; AVX512-VNNI only), below that the 'HF-layout row loop' (the product "
+    body += ["", f"Kernel: `{_native.isa()}` (compiled with -march=native on this CPU). 'packed kernel' = a "
+             "`PackedBitLinear` call (what a loaded model runs: one ctypes call through the layer's cached plan, "
+             "which quantises the tokens with AVX-512, multiplies and rescales in C): for 1 token and from 4 "
+             "tokens on the register-tile loop (16 outputs x 16 inputs per 64-byte "
+             "tile, no horizontal sums; AVX512-VNNI only), for 2-3 tokens the 'HF-layout row loop' (the product "
              "straight from the stored layout, horizontal sums per output; also the AVX2 / scalar path). "
              f"One torch thread; median single-thread CPU time of {repeats} rounds (CPU time, not wall: the "
              "machine is shared), the four variants called in turn, each timed on its second consecutive call "
@@ -141,6 +149,65 @@ def storage_section(run: Run, quick: bool) -> None:
     run.write("Compression", body, tag="storage")
 
 
+def _model_cases(quick: bool):
+    """(name, build fp32 model, input, ternarize kwargs): whole models the per-layer table comes from."""
+    import timm
+
+    import fovea.models  # noqa: F401
+
+    vit = dict(exclude=("head", "patch_embed.*"))
+    lite0 = dict(include=("blocks.*.conv_pw", "blocks.*.conv_pwl", "conv_head"))
+    cases = [("ViT-S/16, 224 px (197 tokens), batch 1", lambda: timm.create_model("vit_small_patch16_224"),
+              (1, 3, 224, 224), vit),
+             ("EfficientNet-Lite0, 224 px, batch 1 (pointwise convs)",
+              lambda: timm.create_model("efficientnet_lite0", num_classes=2), (1, 3, 224, 224), lite0)]
+    if not quick:
+        cases.insert(1, ("ViT-S/16, 224 px, batch 8", lambda: timm.create_model("vit_small_patch16_224"),
+                         (8, 3, 224, 224), vit))
+    return cases
+
+
+def model_section(run: Run, quick: bool) -> None:
+    """Whole ternarized models: fp32 forward vs the `load_packed` model (PackedBitLinear / PackedBitConv2d on the
+    C kernel), one thread, CPU ms; and the packed model's output against the fake-quant (BitLinear) model."""
+    rows = []
+    repeats = 5 if quick else 15
+    for name, build, shape, pattern in _model_cases(quick):
+        torch.manual_seed(0)
+        fp32 = build().eval()
+        qat = build().eval()
+        qat.load_state_dict(fp32.state_dict())
+        report = ternarize(qat, **pattern)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_packed(qat, Path(tmp) / "m.safetensors")
+            packed = load_packed(build().eval(), Path(tmp) / "m.safetensors")
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        with torch.inference_mode():
+            ms = interleaved_median_ms({"fp32": lambda: fp32(x), "packed": lambda: packed(x),
+                                        "fake": lambda: qat(x)}, repeats)
+            ref, out = qat(x), packed(x)
+            ref64 = copy.deepcopy(qat).double()(x.double()).float()
+        rel = ((out - ref).norm() / ref.norm()).item()
+        rel64 = ((ref64 - ref).norm() / ref64.norm()).item()
+        rows.append([name, len(report.converted), f"{ms['fp32']:.1f}", f"{ms['packed']:.1f}",
+                     f"**{ms['fp32'] / ms['packed']:.2f}x**", f"{ms['fake']:.1f}", f"{rel:.1e}", f"{rel64:.1e}"])
+        print(rows[-1], flush=True)
+    body = table(["model", "packed layers", "fp32 forward CPU ms", "packed ternary forward CPU ms", "speed-up",
+                  "fake-quant (BitLinear, training form) CPU ms", "packed vs fake-quant rel. err",
+                  "fake-quant fp32 vs float64 rel. err"], rows)
+    body += ["", "Whole forward passes, `torch.inference_mode`, one torch thread, median single-thread CPU time of "
+             f"{repeats} rounds, the three models called in turn (each timed on its second consecutive call). "
+             "Packed = `ternarize` (ViT: every Linear but the head; Lite0: the pointwise convs, as the QAT section) "
+             "-> `save_packed` -> `load_packed` into a fresh model, so the layers are PackedBitLinear / "
+             "PackedBitConv2d running the C kernel; everything else (attention, norms, GELU, depthwise convs) is "
+             "the same fp32 code in both. Random-init weights (speed does not depend on their values). The error "
+             "column compares the packed model with the fake-quant model it was saved from (same ternary "
+             "weights; the kernel sums exact integers, fake-quant sums floats); the last column is the same model in "
+             "float64 vs fp32: every layer re-quantises its input, so any rounding difference can move an int8 code by "
+             "one step, and through 12 blocks that alone gives the same order of difference."]
+    run.write("Compression", body, tag="model")
+
+
 _ATTN_CHILD = r"""
 import sys, torch, torch.nn.functional as F
 from fovea.nn.attention_ref import naive_attention, tiled_attention
@@ -185,19 +252,26 @@ def attention_section(run: Run, quick: bool) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--section", default="all",
-                    choices=("all", "kernel", "storage", "attention", "qat", "int8", "lora"))
+                    choices=("all", "kernel", "model", "storage", "attention", "qat", "int8", "torch_int8", "lora"))
     add_doc_args(ap, "compress", "3 kernel shapes, Lite0 storage only, N <= 2048, short training")
     args = ap.parse_args()
     torch.set_num_threads(1)
     run = Run(args, full_command=".venv/bin/python benchmarks/compress.py")
-    sections = ("kernel", "storage", "attention", "qat", "int8", "lora") if args.section == "all" else (args.section,)
+    sections = (("kernel", "model", "storage", "attention", "qat", "int8", "torch_int8", "lora")
+                if args.section == "all" else (args.section,))
     for section in sections:
         if section == "kernel":
             kernel_section(run, args.quick)
+        elif section == "model":
+            model_section(run, args.quick)
         elif section == "storage":
             storage_section(run, args.quick)
         elif section == "attention":
             attention_section(run, args.quick)
+        elif section in ("int8", "torch_int8"):
+            import _compress_int8
+
+            getattr(_compress_int8, f"{section}_section")(run, args.quick)
         else:
             import _compress_train
 
