@@ -81,3 +81,15 @@ def test_prompt_pairs_change_exactly_one_attribute():
         wa, wb = parse_caption(a), parse_caption(b)
         changed = [k for k, x, y in zip(("colour", "object", "direction"), wa, wb) if x != y]
         assert changed == [kind]
+
+
+@pytest.mark.slow  # building the Lite0 backbone takes ~10 s on the loaded 2-core machine
+def test_cscv_on_fovea_embeddings_prefers_a_moving_object_to_a_cut():
+    from fovea.gen.evaluate import FrameEmbedder, clip_cscv
+    from fovea.synth.moving_objects import ClipSpec
+
+    embed = FrameEmbedder(size=64)
+    moving = make_clip(ClipSpec("red", "apple", "right", (6.0, 16.0)), frames=8).frames
+    cut = np.concatenate([moving[:4], make_clip(ClipSpec("blue", "brick", "left", (26.0, 8.0)), frames=8).frames[4:]])
+    assert clip_cscv(embed, np.repeat(moving[:1], 6, axis=0)) == pytest.approx(1.0)
+    assert clip_cscv(embed, moving) > clip_cscv(embed, cut)
