@@ -122,3 +122,20 @@ def test_a_tiny_captioner_learns_its_training_captions():
     assert history[-1]["lm"] < 0.1 * history[0]["lm"]
     got = [r.text for r in CaptionPredictor.from_pipeline(pipe).predict([s.image for s in samples])]
     assert got == texts
+
+
+def test_self_distillation_targets_cut_each_greedy_caption_after_its_end_token():
+    from fovea.caption.train import _greedy_targets
+
+    generated = torch.tensor([[5, 6, EOS, 7], [EOS, 3, 3, 3], [4, 4, 4, 4]])
+
+    class _Cap:  # stands in for the captioner: identity projection, image i's greedy caption = generated[i]
+        def image_proj(self, feats):
+            return feats
+
+        def generate(self, memory, bos):
+            return generated[memory[:, 0, 0].long()], None
+
+    ids, pad = _greedy_targets(_Cap(), torch.arange(3.0).view(3, 1, 1), batch=2)
+    assert ids.tolist() == [[BOS, 5, 6, EOS, PAD], [BOS, EOS, PAD, PAD, PAD], [BOS, 4, 4, 4, 4]]
+    assert pad.tolist() == [[False] * 4 + [True], [False, False, True, True, True], [False] * 5]

@@ -84,6 +84,11 @@ def test_batched_heads_equal_a_head_by_head_loop():
     h = torch.randn(2, 4, 6, dtype=torch.float64)
     assert heads(h).shape == (3, 2, 4, 9)
     assert torch.allclose(heads(h).reshape(3, 8, 9), _slow_heads(heads, h.reshape(8, 6)), atol=1e-12)
+    one = h[0, 0]
+    assert torch.allclose(heads.decode_logits(one), _slow_heads(heads, one[None])[:, 0], atol=1e-12)
+    with torch.no_grad():  # an in-place weight update must reach the packed decoding weights
+        heads.out_weight.mul_(2.0)
+    assert torch.allclose(heads.decode_logits(one), _slow_heads(heads, one[None])[:, 0], atol=1e-12)
 
 
 def test_tree_from_accuracies_takes_the_most_probable_paths():

@@ -18,7 +18,7 @@ import torch
 from fovea.caption.metrics import attribute_accuracy, bleu4, cider_d
 from fovea.caption.objectives import itc_loss, itm_batch, lm_loss
 from fovea.caption.pipeline import CaptionPipeline
-from fovea.caption.vocab import BOS, EOS, Vocab
+from fovea.caption.vocab import BOS, EOS, PAD, Vocab
 from fovea.errors import DataError
 from fovea.models.captioner import Captioner, CaptionerConfig
 from fovea.models.text_decoder import greedy_decode
@@ -102,18 +102,41 @@ def train_captioner(samples: Sequence[CaptionSample], model_cfg: CaptionerConfig
     return pipe.eval(), history
 
 
+@torch.no_grad()
+def _greedy_targets(cap: Captioner, feats: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's own greedy captions of backbone features (N, h*w, C): ids (N, 1 + L) starting with BOS and
+    padding flags (N, 1 + L), True after the first EOS (self-distillation targets for Medusa heads)."""
+    rows = []
+    for s in range(0, len(feats), batch):
+        tokens, _ = cap.generate(cap.image_proj(feats[s:s + batch]), BOS)
+        rows.append(tokens)
+    tokens = torch.cat(rows)
+    ended = (tokens == EOS).long().cumsum(1)
+    pad = torch.cat([torch.zeros(len(tokens), 1, dtype=torch.bool), (ended - (tokens == EOS).long()) > 0], 1)
+    ids = torch.cat([torch.full((len(tokens), 1), BOS), tokens], 1).masked_fill(pad, PAD)
+    return ids, pad
+
+
 def train_medusa_heads(pipe: CaptionPipeline, samples: Sequence[CaptionSample], num_heads: int = 4,
-                       steps: int = 400, batch: int = 32, lr: float = 3e-3, seed: int = 0) -> MedusaHeads:
-    """Medusa-1: heads on the frozen decoder's last hidden state, head i trained on tokens shifted by 2 + i."""
+                       steps: int = 400, batch: int = 32, lr: float = 3e-3, seed: int = 0,
+                       self_distill: bool = True) -> MedusaHeads:
+    """Medusa-1: heads on the frozen decoder's last hidden state, head i trained on tokens shifted by 2 + i.
+    self_distill (default): the targets are the decoder's own greedy captions of the training images (the
+    Medusa paper's self-distillation), so the heads learn what greedy acceptance will check them against
+    (the decoder's words, not the ground truth it sometimes misses); False: the samples' first captions."""
     cap = pipe.captioner
     torch.manual_seed(seed)
     heads = MedusaHeads(cap.text.cfg.dim, len(pipe.vocab), num_heads)
     feats = _backbone_tokens(pipe, [s.image for s in samples])
+    if self_distill:
+        all_ids, all_pad = _greedy_targets(cap, feats)
+    else:
+        all_ids, all_pad = pipe.vocab.batch([s.captions[0] for s in samples], cap.text.cfg.max_len)
     opt = torch.optim.AdamW(heads.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randperm(len(samples), generator=gen)[:batch]
-        ids, pad = pipe.vocab.batch([samples[i].captions[0] for i in idx], cap.text.cfg.max_len)
+        ids, pad = all_ids[idx], all_pad[idx]
         with torch.no_grad():
             hidden, _ = cap.text(ids, memory=cap.image_proj(feats[idx]))
         loss = medusa_loss(heads(hidden), ids.masked_fill(pad, -100))
@@ -125,12 +148,16 @@ def train_medusa_heads(pipe: CaptionPipeline, samples: Sequence[CaptionSample], 
 
 @torch.no_grad()
 def medusa_head_accuracies(pipe: CaptionPipeline, heads: MedusaHeads, samples: Sequence[CaptionSample],
-                           topk: int = 8) -> torch.Tensor:
-    """(num_heads, topk): how often head i's rank-r guess is the caption token 2 + i ahead, teacher-forced on
-    the samples' first captions (the measured profile `choices_from_accuracies` builds trees from)."""
+                           topk: int = 8, self_distill: bool = True) -> torch.Tensor:
+    """(num_heads, topk): how often head i's rank-r guess is the token 2 + i ahead, teacher-forced on the
+    decoder's own greedy captions of the samples (self_distill; else their first captions): the measured
+    profile `choices_from_accuracies` builds trees from."""
     cap = pipe.captioner
     feats = _backbone_tokens(pipe, [s.image for s in samples])
-    ids, pad = pipe.vocab.batch([s.captions[0] for s in samples], cap.text.cfg.max_len)
+    if self_distill:
+        ids, pad = _greedy_targets(cap, feats)
+    else:
+        ids, pad = pipe.vocab.batch([s.captions[0] for s in samples], cap.text.cfg.max_len)
     hidden, _ = cap.text(ids, memory=cap.image_proj(feats))
     return head_accuracies(heads(hidden), ids.masked_fill(pad, -100), topk)
 
@@ -144,15 +171,16 @@ def medusa_tree(accuracy: torch.Tensor, nodes: int) -> TreeBuffers:
 def decode_captions(pipe: CaptionPipeline, images: Sequence[np.ndarray], heads: MedusaHeads | None = None,
                     max_new_tokens: int | None = None, tree: TreeBuffers | None = None) -> tuple[list[str], dict]:
     """Caption each image with the cached greedy decoder (heads None) or Medusa (with `tree`, default the cost
-    prior's); returns the texts and timing: {"tokens", "decode_s", "forwards"} (image encoding excluded from
-    decode_s: it is the same for both; the cross-attention keys/values of the image tokens are included)."""
+    prior's); returns the texts and timing: {"tokens", "decode_s" (wall), "decode_cpu_s" (this thread's CPU
+    time: what the decoding cost, without the time a loaded machine left it waiting), "forwards"}. Image
+    encoding is excluded (the same for both); the image tokens' cross-attention keys/values are included."""
     cap = pipe.captioner
     max_new = max_new_tokens or cap.cfg.max_caption_len
-    texts, tokens, forwards, decode_s = [], 0, 0, 0.0
+    texts, tokens, forwards, decode_s, decode_cpu_s = [], 0, 0, 0.0, 0.0
     prompt = torch.tensor([BOS])
     for img in images:
         memory = cap.image_tokens(pipe.preprocess(torch.from_numpy(img)[None]))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         if heads is None:
             ids = greedy_decode(cap.text, prompt, max_new, eos=EOS, memory=memory)
             steps = len(ids)
@@ -160,10 +188,11 @@ def decode_captions(pipe: CaptionPipeline, images: Sequence[np.ndarray], heads: 
             ids, stats = medusa_generate(cap.text, heads, prompt, max_new, eos=EOS, memory=memory, tree=tree)
             steps = stats.steps + 1
         decode_s += time.perf_counter() - t0
+        decode_cpu_s += time.thread_time() - c0
         tokens += len(ids)
         forwards += steps
         texts.append(pipe.vocab.decode(ids.tolist()))
-    return texts, {"tokens": tokens, "decode_s": decode_s, "forwards": forwards}
+    return texts, {"tokens": tokens, "decode_s": decode_s, "decode_cpu_s": decode_cpu_s, "forwards": forwards}
 
 
 def evaluate_captions(texts: Sequence[str], samples: Sequence[CaptionSample]) -> dict[str, float]:

@@ -40,6 +40,27 @@ class MedusaHeads(nn.Module):
         self.res_bias = nn.Parameter(torch.empty(num_layers, num_heads, dim).uniform_(-bound, bound))
         self.out_weight = nn.Parameter(torch.empty(num_heads, vocab_size, dim).uniform_(-bound, bound))
 
+    @torch.no_grad()
+    def decode_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Inference-only forward for one hidden state (D,) -> (num_heads, vocab), on weights packed once
+        (first block as one (K*D, D) matrix, projections pre-transposed (K, D, V) and contiguous): about half
+        the per-call cost of `forward` at decoding sizes. Same values as forward(hidden)."""
+        params = (self.res_weight, self.res_bias, self.out_weight)
+        key = tuple((p.data_ptr(), p._version) for p in params)  # any in-place update (optimizer, load) re-packs
+        if getattr(self, "_packed_key", None) != key:
+            k, d = self.num_heads, self.dim
+            self._packed = (self.res_weight[0].reshape(k * d, d).clone(), self.res_bias[0].reshape(k * d).clone(),
+                            [(w.transpose(1, 2).contiguous(), b[:, None].clone())
+                             for w, b in zip(self.res_weight[1:], self.res_bias[1:])],
+                            self.out_weight.transpose(1, 2).contiguous())
+            self._packed_key = key
+        w0, b0, rest, out = self._packed
+        x = hidden + F.silu(F.linear(hidden, w0, b0).view(self.num_heads, self.dim))  # (K, D)
+        x = x[:, None]  # (K, 1, D)
+        for w, b in rest:
+            x = x + F.silu(torch.baddbmm(b, x, w))
+        return torch.bmm(x, out)[:, 0]
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         lead, d, k = hidden.shape[:-1], self.dim, self.num_heads
         h = hidden.reshape(-1, d)  # (N, D)
@@ -273,7 +294,8 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
     out: list[int] = []
     steps = 0
     while True:
-        guesses = heads(last).topk(tree.topk, dim=-1).indices.reshape(-1)  # (K * topk,)
+        head_logits = heads.decode_logits(last) if hasattr(heads, "decode_logits") else heads(last)  # (K, V)
+        guesses = head_logits.topk(tree.topk, dim=-1).indices.reshape(-1)  # (K * topk,)
         tokens = torch.cat([base, guesses])[tree.tree_indices]  # (N+1,)
         past = cache.length
         node_hidden, _ = model(tokens[None], positions=tree.depth + past, mask=window[:, capacity - past:],
