@@ -99,8 +99,17 @@ def run(args) -> list[dict]:
     # only the Anomalib child reads the weights file, reference maps and split folders: a fovea-side
     # invocation leaves them alone (an Anomalib-side invocation may be reading them at the same time)
     weights = A.write_weights(out) if need_anomalib else out / "efficientnet_lite0_features.safetensors"
-    rows, t_start = [], time.perf_counter()
+    t_start = time.perf_counter()
+    # rows of earlier invocations on this OUT (e.g. other sizes run separately) are kept; re-run keys replace them
+    old = json.loads(results_path(out, args.side).read_text()) if results_path(out, args.side).is_file() else []
+    rows: list[dict] = []
     stopped: set[tuple[str, str]] = set()  # (data set, model) whose Anomalib job timed out
+
+    def save() -> None:
+        keys = {(r["dataset"], r["model"], r["n_train"], r["side"]) for r in rows}
+        kept = [r for r in old if (r["dataset"], r["model"], r["n_train"], r["side"]) not in keys]
+        results_path(out, args.side).write_text(json.dumps(kept + rows, indent=1, default=str))
+
     data = {name: prepare(out, name, max(sizes + fovea_only), args.seed) for name in args.datasets}
     refs = {m: (A.write_reference(out, m, data[args.datasets[0]][0].train[0].path, (256, 256)) if need_anomalib
                 else out / f"reference_{m}.npz") for m in args.models}
@@ -120,6 +129,7 @@ def run(args) -> list[dict]:
                         rows.append({"side": side, "model": model, "dataset": name, "n_train": n, "kind": kind,
                                      "timed_out": True, "skipped_after_timeout": True,
                                      "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat()})
+                        save()
                         continue
                     if side == "anomalib":
                         A.materialise_split(sub, split_dir)
@@ -140,7 +150,7 @@ def run(args) -> list[dict]:
                               f"{res['image_auroc']:.3f} peak {res['peak_rss_mb']:.0f}MB load {res['load_start']:.1f}",
                               flush=True)
                     rows.append(res)
-                    results_path(out, args.side).write_text(json.dumps(rows, indent=1, default=str))
+                    save()
     return rows
 
 
