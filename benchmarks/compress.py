@@ -3,7 +3,7 @@ benchmarks/_compress_train.py) QAT, int8 ONNX and LoRA on the apples. Writes doc
 
 Sections (`--section`, default all):
 * kernel: packed-ternary x int8 (the C kernel, `fovea.compress.packed_ternary_linear`) vs fp32
-  `F.linear` at batch 1 (GEMV) and 64 tokens, for 3072x3072 and the linear shapes of VMamba-T
+  `nn.Linear` at batch 1 (GEMV) and 64 tokens, for 3072x3072 and the linear shapes of VMamba-T
   and the 1x1 convs of EfficientNet-Lite0; one torch thread, medians; the torch fallback beside.
 * storage: `save_packed` of ternarized Lite0 / VMamba-T / a ViT-S: packed vs fp32 bytes of the
   ternarized layers, and the whole file vs the fp32 safetensors checkpoint.
@@ -74,13 +74,15 @@ def kernel_section(run: Run, quick: bool) -> None:
         codes, scale = absmean_ternary(weight)
         packed = pack_ternary(codes)
         w_fp32 = codes.float() * scale  # fp32 baseline multiplies the same (dequantised) weight
+        fp32_layer = torch.nn.Linear(k, n, bias=False)
+        fp32_layer.weight.data = w_fp32  # both sides are module calls, as in a model
         layer = PackedBitLinear(k, n, bias=False, backend="native")
         layer.packed.copy_(packed)
         layer.scale.copy_(scale)
         for m in (1, 64):
             x = torch.randn(m, k, generator=g)
             ms = interleaved_median_ms({
-                "fp32": lambda: F.linear(x, w_fp32),
+                "fp32": lambda: fp32_layer(x),
                 "kernel": lambda: layer(x),
                 "rowloop": lambda: packed_ternary_linear(x, packed, scale, n, backend="native"),
                 "fallback": lambda: packed_ternary_linear(x, packed, scale, n, backend="torch"),
@@ -91,14 +93,16 @@ def kernel_section(run: Run, quick: bool) -> None:
             rows.append([f"{n}x{k}", where, m, f"{fp32:.3f}", f"{native:.3f}", f"**{fp32 / native:.1f}x**",
                          f"{rowloop:.3f}", f"{fallback:.2f}", f"{rel:.1e}"])
             print(rows[-1], flush=True)
-    body = table(["W (out x in)", "where", "tokens", "fp32 F.linear CPU ms", "packed kernel CPU ms", "speed-up",
+    body = table(["W (out x in)", "where", "tokens", "fp32 nn.Linear CPU ms", "packed kernel CPU ms", "speed-up",
                   "HF-layout row loop CPU ms", "torch fallback CPU ms", "rel. err vs fp32"], rows)
     body += ["", f"Kernel: `{_native.isa()}` (compiled with -march=native on this CPU). 'packed kernel' = a "
              "`PackedBitLinear` call (what a loaded model runs: one ctypes call through the layer's cached plan, "
              "which quantises the tokens with AVX-512, multiplies and rescales in C): for 1 token and from 4 "
              "tokens on the register-tile loop (16 outputs x 16 inputs per 64-byte "
              "tile, no horizontal sums; AVX512-VNNI only), for 2-3 tokens the 'HF-layout row loop' (the product "
-             "straight from the stored layout, horizontal sums per output; also the AVX2 / scalar path). "
+             "straight from the stored layout, horizontal sums per output; also the AVX2 / scalar path); the fp32 "
+             "side is an `nn.Linear` call with the same (dequantised ternary) weight, i.e. both are module calls. "
+             "The row-loop and fallback columns are `packed_ternary_linear` function calls. "
              f"One torch thread; median single-thread CPU time of {repeats} rounds (CPU time, not wall: the "
              "machine is shared), the four variants called in turn, each timed on its second consecutive call "
              "(warm caches for all). Kernel times include the per-token int8 quantisation of the input and the "

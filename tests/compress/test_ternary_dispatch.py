@@ -100,6 +100,9 @@ def test_packed_linear_plan_follows_new_weights_and_matches_fallback():
             assert torch.equal(layer(x), ref)
             layer.packed.copy_(pack_ternary(-codes))  # in-place change: the cached plan must follow
             layer.scale.fill_(0.25)
+        layer.scale = torch.tensor(0.5)  # a new buffer object (as .to() or assignment makes)
+        assert torch.equal(layer(x), packed_ternary_linear(x, layer.packed, layer.scale, 20, layer.bias, backend="torch"))
+        assert layer(torch.zeros(0, 48)).shape == (0, 20)
     finally:
         torch.set_num_threads(old)
 

@@ -559,15 +559,16 @@ TILE_MIN_TOKENS = 4  # tokens 2 and 3 run the row loop: faster there for wide K 
 
 
 class LinearPlan:
-    """One packed layer prepared for the single-threaded C call: y (M, N) = plan(x (M, K) fp32 contiguous).
+    """One packed layer prepared for the single-threaded C call: y (..., N) = plan(x (..., K) fp32 contiguous).
 
     Holds the HF-packed weights (and, on VNNI libraries, their tile layout), the scale as a C float and
     the bias pointer, so a call costs one torch.empty and one ctypes call (quantise + product + rescale
     all in C). Tiles run for 1 token and from TILE_MIN_TOKENS on, the row loop for 2-3 tokens.
     """
 
-    def __init__(self, packed: torch.Tensor, scale: float, out_features: int, bias: torch.Tensor | None, lib=None):
+    def __init__(self, packed: torch.Tensor, scale, out_features: int, bias: torch.Tensor | None, lib=None):
         self.lib = lib or load()
+        self.sources = (packed, scale, bias)  # pinned: callers key the plan on these objects' ids
         self.packed = packed.contiguous()
         self.tiles = make_tiles(self.packed, out_features) if has_tiles(self.lib) else None
         self.bias = None if bias is None else bias.detach().float().contiguous()
@@ -580,8 +581,10 @@ class LinearPlan:
             self._nb, self._kb = self.tiles.shape[0], self.tiles.shape[1]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        m = x.shape[0]
-        y = torch.empty(m, self.n, dtype=torch.float32)
+        m = x.numel() // self.k if self.k else 0
+        y = torch.empty(m, self.n) if x.dim() == 2 else torch.empty(*x.shape[:-1], self.n)
+        if m == 0:
+            return y
         if self.tiles is not None and (m == 1 or m >= TILE_MIN_TOKENS):
             rc = self._tiles_fn(x.data_ptr(), self.tiles.data_ptr(), self.scale, self._bias_ptr, y.data_ptr(),
                                 self._nb, self._kb, self.k, m, self.n)

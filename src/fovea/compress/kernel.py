@@ -113,11 +113,18 @@ def _cached_plan(module: nn.Module, out_features: int, backend: str) -> _native.
     (then the row-split path of `packed_ternary_linear` runs)."""
     if backend == "torch" or torch.get_num_threads() != 1 or (backend == "auto" and not native_available()):
         return None
-    key = tuple((t.data_ptr(), t._version) for t in (module.packed, module.scale, module.bias) if t is not None)
+    key = _plan_key(module)
     if getattr(module, "_plan_key", None) != key:
-        module._plan_cache = _native.LinearPlan(module.packed, float(module.scale), out_features, module.bias)
+        module._plan_cache = _native.LinearPlan(module.packed, module.scale, out_features, module.bias)
         module._plan_key = key
     return module._plan_cache
+
+
+def _plan_key(module: nn.Module) -> tuple:
+    """Identity and in-place version of the buffers a plan was built from (the plan keeps them alive, so an id
+    cannot be reused while it exists): a new tensor or an in-place change gives a new key."""
+    p, s, b = module.packed, module.scale, module.bias
+    return id(p), p._version, id(s), s._version, id(b), -1 if b is None else b._version
 
 
 class PackedBitLinear(nn.Module):
@@ -138,6 +145,10 @@ class PackedBitLinear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plan = self.__dict__.get("_plan_cache")
+        if (plan is not None and x.dtype == torch.float32 and not self.channels_first and x.is_contiguous()
+                and self.backend != "torch" and self._plan_key == _plan_key(self) and torch.get_num_threads() == 1):
+            return plan(x)  # the common case, with the least Python per call: one torch.empty, one ctypes call
         if self.channels_first:
             return self._forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return self._forward(x)
