@@ -4,9 +4,16 @@ caption by caption) and decoding tokens per second.
 
 Training: generated apples (alternating damaged / good, captions from the generator's ground truth), the
 captioner's defaults (frozen offline EfficientNet-Lite0 at 96 px, stride-16 tokens, 2-layer text transformer),
-ITC + ITM + LM; then 4 Medusa heads on the frozen decoder. Test apples come from another seed.
-Decoding speed: one image at a time (batch 1), image encoding excluded (identical for both), median of
---repeats passes over the test set, one torch thread.
+ITC + ITM + LM; then --heads Medusa heads (5) on the frozen decoder, self-distilled (trained on the decoder's own
+greedy captions of the training apples, the Medusa paper's self-distillation). Test apples come from another seed.
+Decoding speed: one image at a time (batch 1), image encoding excluded (identical for both; the image tokens'
+cross-attention keys/values, computed once per image by both decoders, are included), median of --repeats
+interleaved passes over the test set, one torch thread; wall time and the decoding thread's CPU time (the
+machine is shared: CPU time leaves out the time other jobs held the cores). Medusa trees: the most probable
+paths under the heads' top-k accuracies measured teacher-forced on the training apples
+(`choices_from_accuracies`, as the Medusa paper chooses its sparse trees), --tree-nodes sizes, the first one
+fixed before the run as the headline (6: the best of 6 / 10 / 16 in a development run on the quick model), and
+the cost prior (`default_choices`, 24 nodes).
 Quick version: `--quick` (300 training apples, 60 test, 300 + 200 steps; a few minutes on an idle machine).
 """
 
@@ -30,7 +37,10 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--medusa-steps", type=int, default=600)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--heads", type=int, default=5, help="Medusa heads (the reference code's default: 5)")
+    ap.add_argument("--tree-nodes", default="6,10,16",
+                    help="sizes of the accuracy-chosen trees (comma-separated); the first is the headline row")
     add_doc_args(ap, "caption", "300 train / 60 test apples, 300 + 200 steps")
     args = ap.parse_args()
     if args.quick:
@@ -39,43 +49,65 @@ def main() -> None:
     run = Run(args, full_command=".venv/bin/python benchmarks/caption.py")
 
     from fovea.caption.train import (CaptionTrainConfig, apple_caption_set, decode_captions, evaluate_captions,
-                                     train_captioner, train_medusa_heads)
+                                     medusa_head_accuracies, medusa_tree, train_captioner, train_medusa_heads)
+    from fovea.nn.medusa import default_choices, expected_tokens_per_step, tree_buffers
 
     train, test = apple_caption_set(args.train, seed=0), apple_caption_set(args.test, seed=1)
     t0 = time.perf_counter()
     pipe, history = train_captioner(train, cfg=CaptionTrainConfig(steps=args.steps))
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    heads = train_medusa_heads(pipe, train, num_heads=4, steps=args.medusa_steps)
+    heads = train_medusa_heads(pipe, train, num_heads=args.heads, steps=args.medusa_steps)
     heads_s = time.perf_counter() - t0
+    accuracy = medusa_head_accuracies(pipe, heads, train, topk=8)
+    sizes = [int(n) for n in args.tree_nodes.split(",")]
+    trees = [(f"measured accuracies, {n} nodes" + (" (headline)" if i == 0 else ""), medusa_tree(accuracy, n))
+             for i, n in enumerate(sizes)]
+    trees += [("cost prior, 24 nodes", tree_buffers(default_choices(args.heads)))]
     images = [s.image for s in test]
-    greedy_t, medusa_t = [], []
-    for _ in range(args.repeats):  # interleaved, so load changes hit both alike
+    greedy_t, medusa_t = [], [[] for _ in trees]  # (wall s, CPU s) per pass
+    for _ in range(args.repeats):  # interleaved, so load changes hit every decoder alike
         texts, g = decode_captions(pipe, images)
-        texts_m, m = decode_captions(pipe, images, heads)
-        greedy_t.append(g["decode_s"])
-        medusa_t.append(m["decode_s"])
-    same = sum(a == b for a, b in zip(texts, texts_m))
+        greedy_t.append((g["decode_s"], g["decode_cpu_s"]))
+        runs = []
+        for (_, tree), times in zip(trees, medusa_t):
+            runs.append(decode_captions(pipe, images, heads, tree=tree))
+            times.append((runs[-1][1]["decode_s"], runs[-1][1]["decode_cpu_s"]))
     metrics = evaluate_captions(texts, test)
-    g_tps, m_tps = g["tokens"] / statistics.median(greedy_t), m["tokens"] / statistics.median(medusa_t)
+    g_s, g_cpu = (statistics.median(t[i] for t in greedy_t) for i in (0, 1))
     quality = table(["held-out apples", "BLEU-4", "CIDEr-D", "damaged/good right", "damage kind right",
                      "position right", "size right"],
                     [[len(test), f"{metrics['bleu4']:.3f}", f"{metrics['cider_d']:.2f}", f"{metrics['acc_damaged']:.3f}",
                       f"{metrics['acc_kind']:.3f}", f"{metrics['acc_position']:.3f}", f"{metrics['acc_size']:.3f}"]])
-    speed = table(["decoding", "tokens", "base-model forwards", "tokens / forward", "median s", "tokens / s",
-                   "vs greedy"],
-                  [["greedy + KV cache (baseline)", g["tokens"], g["forwards"], f"{g['tokens'] / g['forwards']:.2f}",
-                    f"{statistics.median(greedy_t):.3f}", f"{g_tps:.0f}", "1.00x"],
-                   ["Medusa, 4 heads, greedy acceptance", m["tokens"], m["forwards"],
-                    f"{m['tokens'] / m['forwards']:.2f}", f"{statistics.median(medusa_t):.3f}", f"{m_tps:.0f}",
-                    f"{m_tps / g_tps:.2f}x"]])
+    acc_table = table(["head (predicts t + k)", *[f"rank {r}" for r in range(4)], "top-4"],
+                      [[f"{i} (t + {i + 2})", *[f"{float(a):.3f}" for a in row[:4]], f"{float(row[:4].sum()):.3f}"]
+                       for i, row in enumerate(accuracy)])
+    rows = [["greedy + KV cache (baseline)", 1, f"{len(test)} / {len(test)}", g["tokens"], g["forwards"],
+             f"{g['tokens'] / g['forwards']:.2f}", "1.00", f"{g_s:.3f}", f"{g['tokens'] / g_s:.0f}", "**1.00x**",
+             f"{g_cpu:.3f}", "1.00x"]]
+    for (name, tree), times, (texts_m, m) in zip(trees, medusa_t, runs):
+        m_s, m_cpu = (statistics.median(t[i] for t in times) for i in (0, 1))
+        rows.append([f"Medusa, {args.heads} heads, greedy acceptance, {name}", tree.size,
+                     f"{sum(a == b for a, b in zip(texts, texts_m))} / {len(test)}", m["tokens"], m["forwards"],
+                     f"{m['tokens'] / m['forwards']:.2f}", f"{expected_tokens_per_step(tree.choices, accuracy):.2f}",
+                     f"{m_s:.3f}", f"{m['tokens'] / m_s:.0f}", f"**{g_s / m_s:.2f}x**", f"{m_cpu:.3f}",
+                     f"{g_cpu / m_cpu:.2f}x"])
+    speed = table(["decoding", "tokens per base forward (tree + root)", "captions equal to greedy", "tokens",
+                   "base-model forwards", "tokens / forward", "expected tokens / step (from accuracies)",
+                   "median wall s", "tokens / s (wall)", "tokens/s vs greedy (wall)", "median CPU s",
+                   "vs greedy (CPU)"], rows)
     body = [f"Training: {len(train)} apples, {args.steps} steps in {train_s:.0f} s (final losses "
             + ", ".join(f"{k} {history[-1][k]:.3f}" for k in ("itc", "itm", "lm"))
             + f"); Medusa heads {args.medusa_steps} steps in {heads_s:.0f} s.", "", *quality, "",
-            f"Medusa output equals greedy output for {same} of {len(test)} captions.", "", *speed, "",
+            "Medusa heads' top-k accuracies, teacher-forced on the decoder's greedy captions of the training apples "
+            "(the trees' input):", "",
+            *acc_table, "", f"Decoding, {args.repeats} interleaved passes over the {len(test)} held-out apples "
+            f"(medians; greedy wall s over the passes: min {min(t[0] for t in greedy_t):.3f}, max "
+            f"{max(t[0] for t in greedy_t):.3f}; CPU s = this thread's CPU time):", "",
+            *speed, "",
             "Examples (held-out truth -> caption):", ""]
     body += [f"- `{s.captions[0]}` -> `{t}`" for s, t in list(zip(test, texts))[:6]]
-    run.write("Captioning and Medusa decoding", body)
+    run.write("Captioning and Medusa decoding", body, tag="quick" if args.quick else None)
 
 
 if __name__ == "__main__":

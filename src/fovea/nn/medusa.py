@@ -289,6 +289,8 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
     last = hidden[0, -1]  # (D,)
     base = model.logits(last).argmax(-1, keepdim=True)  # (1,)
     window = tree.attention_window(capacity, last.dtype)
+    positions = torch.arange(capacity)[:, None] + tree.depth  # (capacity, N+1): row `past` = the tree's positions
+    node_paths = [p.tolist() for p in tree.node_paths]
     body, body_valid = tree.retrieve[:, 1:].clamp_min(0), tree.retrieve[:, 1:] >= 0  # (P, D)
     parents = tree.parent.tolist()
     out: list[int] = []
@@ -298,22 +300,21 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
         guesses = head_logits.topk(tree.topk, dim=-1).indices.reshape(-1)  # (K * topk,)
         tokens = torch.cat([base, guesses])[tree.tree_indices]  # (N+1,)
         past = cache.length
-        node_hidden, _ = model(tokens[None], positions=tree.depth + past, mask=window[:, capacity - past:],
-                               cache=cache)
+        node_hidden, _ = model(tokens[None], positions=positions[past], mask=window[:, capacity - past:], cache=cache)
         steps += 1
         node_logits = model.logits(node_hidden[0])  # (N+1, V)
         argmax = node_logits.argmax(-1)  # (N+1,)
+        token_list = tokens.tolist()
         if temperature == 0.0:
-            end = greedy_accepted_node(tokens.tolist(), argmax.tolist(), parents)
-            path = tree.node_paths[end]
+            end = greedy_accepted_node(token_list, argmax.tolist(), parents)
         else:
             ok = node_acceptance(tokens, node_logits, tree.parent, temperature=temperature, epsilon=epsilon,
                                  delta=delta)
             lengths = (ok[body] & body_valid).cumprod(dim=1).sum(dim=1)  # (P,)
             best = int(lengths.argmax())
-            path = tree.retrieve[best, : int(lengths[best]) + 1]
-            end = int(path[-1])
-        accepted = tokens[path].tolist()
+            end = int(tree.retrieve[best, int(lengths[best])])
+        path = tree.node_paths[end]
+        accepted = [token_list[i] for i in node_paths[end]]
         if eos is not None and eos in accepted:
             accepted = accepted[: accepted.index(eos) + 1]
         out += accepted[: max_new_tokens - len(out)]
