@@ -53,7 +53,8 @@ def _rates(name: str, clips, captions: list[str]) -> list[object]:
             f"{sum(r.direction for r in res) / n:.3f}", f"{sum(r.all for r in res) / n:.3f}"]
 
 
-def _single_prompt(dit, ae, samples: int, steps: int, guidance: float) -> tuple[list[list[object]], float]:
+def _single_prompt(dit, ae, samples: int, steps: int, guidance: float,
+                   start: str) -> tuple[list[list[object]], float]:
     """Rows: ground-truth clips, their autoencoder round trip (the ceiling of any generated clip) and generated
     clips, for every caption of the vocabulary x samples; and the generation seconds per clip."""
     from fovea.gen.multiprompt import generate_single
@@ -63,7 +64,7 @@ def _single_prompt(dit, ae, samples: int, steps: int, guidance: float) -> tuple[
     captions = [f"a {c} {o} moves {d}" for c in COLOURS for o in OBJECTS for d in DIRECTIONS] * samples
     rng = np.random.default_rng(77)
     truth = [make_clip(random_spec(rng, dit.config.frames, 4 * dit.config.latent_size, colour=cap.split()[1],
-                                   obj=cap.split()[2], direction=cap.split()[4])).frames for cap in captions]
+                                   obj=cap.split()[2], direction=cap.split()[4], start=start)).frames for cap in captions]
     with torch.no_grad():
         round_trip = [unit_to_frames(ae.decode(ae.encode(frames_to_unit(torch.from_numpy(f))))).numpy()
                       for f in truth]
@@ -121,7 +122,8 @@ def main() -> None:
     from fovea.synth.moving_objects import tokenize
 
     ae, dit, info = _load_or_train(Path(args.checkpoint), args.quick)
-    single_rows, single_s = _single_prompt(dit, ae, args.single_samples, args.steps, args.guidance)
+    start = info["train"].get("start", "anywhere")
+    single_rows, single_s = _single_prompt(dit, ae, args.single_samples, args.steps, args.guidance, start)
     embed = FrameEmbedder()
     base = MultiPromptConfig(steps=args.steps, guidance=args.guidance, overlap=args.overlap)
     configs = {"blend": MultiPromptConfig(steps=args.steps, guidance=args.guidance, overlap=args.overlap,
@@ -181,7 +183,13 @@ def main() -> None:
             continue
         kind_rows.append([kind, len(idx)] + [f"{statistics.mean(scores[m][j] for j in idx):.3f}" for m in METHODS])
     trained = (f"{info.get('dit_steps_done', '?')} DiT steps of batch {info['train']['dit_batch']} on "
-               f"{info['train']['clips']} clips, {info.get('train_cpu_s', '?')} CPU s for the DiT")
+               f"{info['train']['clips']} clips (start {start!r}), {info.get('train_cpu_s', '?')} CPU s for the DiT")
+    init = info["train"].get("init_from")
+    if init and (Path(init) / "generator.json").is_file():
+        prev = json.loads((Path(init) / "generator.json").read_text())
+        trained += (f", warm-started from `{init}` ({prev.get('dit_steps_done')} steps, start "
+                    f"{prev['train'].get('start', 'anywhere')!r}, {prev.get('train_cpu_s')} CPU s; its autoencoder "
+                    f"reused: {prev['train']['ae_steps']} steps)")
     d = info["dit"]
     body = [
         f"Generator: `{Path(args.checkpoint).name}` — autoencoder 32 x 32 x 3 -> 8 x 8 x {d['latent_channels']} per "

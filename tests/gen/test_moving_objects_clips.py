@@ -10,8 +10,8 @@ import pytest
 
 from fovea.errors import ConfigError, DataError
 from fovea.gen.evaluate import adherence, prompt_pairs
-from fovea.synth.moving_objects import (BELT_RGB, COLOURS, VOCAB, ClipSpec, make_clip, parse_caption, read_clip,
-                                        render_clip, sample_clips, tokenize)
+from fovea.synth.moving_objects import (BELT_RGB, COLOURS, VOCAB, ClipSpec, make_clip, parse_caption, random_spec,
+                                        read_clip, render_clip, sample_clips, tokenize)
 
 
 def test_centres_follow_the_straight_line_and_the_object_stays_inside():
@@ -27,6 +27,16 @@ def test_centres_follow_the_straight_line_and_the_object_stays_inside():
         assert (ys * d).sum() / d.sum() == pytest.approx(centres[t, 1], abs=0.05)
     with pytest.raises(ConfigError, match="leaves the 32 x 32 frame"):
         render_clip(ClipSpec("red", "apple", "left", (10.0, 10.0)), frames=8, size=32)
+
+
+def test_edge_starts_enter_from_the_edge_they_leave():
+    rng = np.random.default_rng(0)
+    for direction, axis, first in (("right", 0, 4.0), ("left", 0, 28.0), ("up", 1, 28.0), ("down", 1, 4.0)):
+        spec = random_spec(rng, frames=8, size=32, direction=direction, start="edge")
+        assert spec.start_xy[axis] == first and 4 <= spec.start_xy[1 - axis] <= 28
+        render_clip(spec)  # stays inside
+    with pytest.raises(ConfigError, match="start"):
+        random_spec(rng, start="middle")
 
 
 def test_object_areas_are_the_disk_and_the_square():

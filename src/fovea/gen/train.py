@@ -29,7 +29,9 @@ from fovea.synth.moving_objects import VOCAB, sample_clips
 
 @dataclass
 class GenTrainConfig:
-    """Data (clips, frames, size, seed), autoencoder and DiT schedules; dit: the transformer's shape."""
+    """Data (clips, frames, size, seed, start: "anywhere" | "edge", see synth.moving_objects.random_spec),
+    autoencoder and DiT schedules, the transformer's shape; init_from: a generator folder whose autoencoder is
+    reused (no autoencoder training) and whose DiT weights start the training (a warm start)."""
 
     clips: int = 4000
     frames: int = 8
@@ -49,11 +51,13 @@ class GenTrainConfig:
     dit_depth: int = 4
     dit_heads: int = 4
     save_every: int = 250
+    start: str = "anywhere"
+    init_from: str = ""
 
 
 def make_training_set(cfg: GenTrainConfig) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(frames (N, T, H, W, 3) uint8, tokens (N, 5) int64, captions) of cfg.clips generated clips."""
-    clips = sample_clips(cfg.clips, seed=cfg.seed, frames=cfg.frames, size=cfg.size)
+    clips = sample_clips(cfg.clips, seed=cfg.seed, frames=cfg.frames, size=cfg.size, start=cfg.start)
     frames = torch.from_numpy(np.stack([c.frames for c in clips]))
     tokens = torch.from_numpy(np.stack([c.tokens for c in clips]))
     return frames, tokens, [c.caption for c in clips]
@@ -109,12 +113,14 @@ def dit_config_for(cfg: GenTrainConfig, ae: LatentAutoencoder) -> VideoDiTConfig
 
 
 def train_video_dit(latents: torch.Tensor, tokens: torch.Tensor, dit_cfg: VideoDiTConfig, cfg: GenTrainConfig,
-                    log=print, on_checkpoint=None) -> VideoDiT:
+                    log=print, on_checkpoint=None, init: VideoDiT | None = None) -> VideoDiT:
     """v-prediction training on latents (N, T, C, h, w) with captions (N, Lt); returns the EMA model.
-    on_checkpoint(ema_model, step) is called every cfg.save_every steps."""
+    on_checkpoint(ema_model, step) is called every cfg.save_every steps; init: weights to start from."""
     g = torch.Generator().manual_seed(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 1)
     model = VideoDiT(dit_cfg)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.dit_lr, weight_decay=0.01)
     t0, running = time.perf_counter(), []
@@ -183,7 +189,12 @@ def train_generator(out: str | Path, cfg: GenTrainConfig, log=print) -> tuple[La
     t0 = time.perf_counter()
     frames, tokens, _ = make_training_set(cfg)
     log(f"{len(frames)} clips generated in {time.perf_counter() - t0:.0f} s")
-    ae = train_autoencoder(frames, cfg, log)
+    init = None
+    if cfg.init_from:
+        ae, init, _ = load_generator(cfg.init_from)
+        log(f"autoencoder and DiT start from {cfg.init_from}")
+    else:
+        ae = train_autoencoder(frames, cfg, log)
     latents = encode_clips(ae, frames)
     log(f"latents {tuple(latents.shape)}, latent_scale {float(ae.latent_scale):.3f}")
     dit_cfg = dit_config_for(cfg, ae)
@@ -194,7 +205,7 @@ def train_generator(out: str | Path, cfg: GenTrainConfig, log=print) -> tuple[La
                                       "train_cpu_s": round(time.process_time() - cpu0, 1)})
         log(f"checkpoint at step {step} -> {out}")
 
-    dit = train_video_dit(latents, tokens, dit_cfg, cfg, log, checkpoint)
+    dit = train_video_dit(latents, tokens, dit_cfg, cfg, log, checkpoint, init)
     return ae, dit
 
 

@@ -129,8 +129,13 @@ def render_clip(spec: ClipSpec, frames: int = 8, size: int = 32) -> tuple[np.nda
 
 
 def random_spec(rng: np.random.Generator, frames: int = 8, size: int = 32, speed_px: float = 2.0,
-                colour: str | None = None, obj: str | None = None, direction: str | None = None) -> ClipSpec:
-    """A spec with the given (or random) words and a random integer start that keeps the whole path in frame."""
+                colour: str | None = None, obj: str | None = None, direction: str | None = None,
+                start: str = "anywhere") -> ClipSpec:
+    """A spec with the given (or random) words and a random integer start that keeps the whole path in frame.
+    start: "anywhere" (both coordinates random) or "edge" (the object enters from the edge it moves away from:
+    the coordinate along the motion is the first in-frame position, only the other one is random)."""
+    if start not in ("anywhere", "edge"):
+        raise ConfigError(f"start {start!r} is not 'anywhere' or 'edge'. Fix: pick one of those.")
     colour = colour or str(rng.choice(list(COLOURS)))
     obj = obj or str(rng.choice(OBJECTS))
     direction = direction or str(rng.choice(list(DIRECTIONS)))
@@ -144,9 +149,9 @@ def random_spec(rng: np.random.Generator, frames: int = 8, size: int = 32, speed
 
     def axis(d: int) -> int:
         if d > 0:
-            return int(rng.integers(lo, int(np.floor(hi - travel)) + 1))
+            return lo if start == "edge" else int(rng.integers(lo, int(np.floor(hi - travel)) + 1))
         if d < 0:
-            return int(rng.integers(int(np.ceil(lo + travel)), hi + 1))
+            return hi if start == "edge" else int(rng.integers(int(np.ceil(lo + travel)), hi + 1))
         return int(rng.integers(lo, hi + 1))
 
     return ClipSpec(colour, obj, direction, (float(axis(dx)), float(axis(dy))), speed_px)
@@ -157,10 +162,11 @@ def make_clip(spec: ClipSpec, frames: int = 8, size: int = 32) -> MovingClip:
     return MovingClip(spec, video, centres, caption_tokens(spec))
 
 
-def sample_clips(n: int, seed: int, frames: int = 8, size: int = 32, speed_px: float = 2.0) -> list[MovingClip]:
-    """n clips with uniformly drawn colour, object, direction and start; deterministic by seed."""
+def sample_clips(n: int, seed: int, frames: int = 8, size: int = 32, speed_px: float = 2.0,
+                 start: str = "anywhere") -> list[MovingClip]:
+    """n clips with uniformly drawn colour, object, direction and start (see random_spec); deterministic by seed."""
     rng = np.random.default_rng(seed)
-    return [make_clip(random_spec(rng, frames, size, speed_px), frames, size) for _ in range(n)]
+    return [make_clip(random_spec(rng, frames, size, speed_px, start=start), frames, size) for _ in range(n)]
 
 
 # ----------------------------------------------------------------------------------- read back
