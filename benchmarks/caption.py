@@ -31,6 +31,54 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import Run, add_doc_args, table  # noqa: E402
 
 
+def _cpu_us(fn, repeats: int = 300) -> float:
+    """Median thread-CPU microseconds of fn() over `repeats` calls."""
+    times = []
+    for _ in range(repeats):
+        c0 = time.thread_time()
+        fn()
+        times.append(time.thread_time() - c0)
+    return statistics.median(times) * 1e6
+
+
+@torch.no_grad()
+def step_costs(pipe, heads, trees, image) -> list[list[str]]:
+    """Thread-CPU cost of the parts of one decoding step at batch 1 (median microseconds): a single-token
+    forward with the cache (greedy), each tree's forward, the heads, the logits, the cache compaction after
+    acceptance, the image tokens' cross keys/values (once per image), and what recomputing those keys/values
+    in every forward (the previous code) would add per step."""
+    from fovea.caption.vocab import BOS
+
+    cap = pipe.captioner
+    text = cap.text
+    memory = cap.image_tokens(pipe.preprocess(torch.from_numpy(image)[None]))
+    cache = text.new_cache(1, 64, memory)
+    text(torch.tensor([[BOS, 5, 6, 7, 8, 9]]), cache=cache)
+    last = torch.zeros(text.cfg.dim)
+
+    def forward(ids, **kw):
+        cache.length = 6
+        text(ids, cache=cache, **kw)
+
+    single = _cpu_us(lambda: forward(torch.tensor([[5]])))
+    rows = [["single-token forward (greedy step)", f"{single:.0f}", "1.00"]]
+    for name, tree in trees:
+        ids, window = torch.randint(0, 4, (1, tree.size)), tree.attention_window(64)
+        us = _cpu_us(lambda: forward(ids, positions=tree.depth + 6, mask=window[:, 64 - 6:]))
+        rows.append([f"tree forward, {tree.size} tokens ({name})", f"{us:.0f}", f"{us / single:.2f}"])
+    for name, fn in [("Medusa heads, packed decoding weights (decode_logits)", lambda: heads.decode_logits(last)),
+                     ("Medusa heads, training forward", lambda: heads(last)),
+                     ("base logits + argmax of one hidden state", lambda: text.logits(last).argmax(-1)),
+                     ("cache compaction after acceptance (keep, 4-token path)",
+                      lambda: (setattr(cache, "length", 12), cache.keep(6, torch.tensor([0, 1, 3, 5])))),
+                     ("new cache + image cross keys/values, once per image", lambda: text.new_cache(1, 40, memory)),
+                     ("cross keys/values of the 36 image tokens, one layer (was: every forward, every layer)",
+                      lambda: text.layers[0].cross.keys_values(memory))]:
+        us = _cpu_us(fn)
+        rows.append([name, f"{us:.0f}", f"{us / single:.2f}"])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=int, default=1000)
@@ -73,6 +121,8 @@ def main() -> None:
         for (_, tree), times in zip(trees, medusa_t):
             runs.append(decode_captions(pipe, images, heads, tree=tree))
             times.append((runs[-1][1]["decode_s"], runs[-1][1]["decode_cpu_s"]))
+    costs = table(["part of a decoding step (batch 1, 1 thread)", "median CPU us", "vs single-token forward"],
+                  step_costs(pipe, heads, trees, images[0]))
     metrics = evaluate_captions(texts, test)
     g_s, g_cpu = (statistics.median(t[i] for t in greedy_t) for i in (0, 1))
     quality = table(["held-out apples", "BLEU-4", "CIDEr-D", "damaged/good right", "damage kind right",
@@ -104,7 +154,7 @@ def main() -> None:
             *acc_table, "", f"Decoding, {args.repeats} interleaved passes over the {len(test)} held-out apples "
             f"(medians; greedy wall s over the passes: min {min(t[0] for t in greedy_t):.3f}, max "
             f"{max(t[0] for t in greedy_t):.3f}; CPU s = this thread's CPU time):", "",
-            *speed, "",
+            *speed, "", "Where a step's time goes (medians of 300 calls each, thread CPU time):", "", *costs, "",
             "Examples (held-out truth -> caption):", ""]
     body += [f"- `{s.captions[0]}` -> `{t}`" for s, t in list(zip(test, texts))[:6]]
     run.write("Captioning and Medusa decoding", body, tag="quick" if args.quick else None)
