@@ -44,7 +44,15 @@ def _config(args, env_id: str):
                       noise_scale=0.15 if env_id.split("-")[0] in ("HalfCheetah", "Humanoid") else 0.1)
     if args.size == "small":
         cfg = replace(cfg, hidden=64, depth=2, diffusion_steps=10, batch_size=64, lr=1e-3)
-    return cfg
+    return replace(cfg, lr=args.lr) if args.lr is not None else cfg
+
+
+def _label(rec) -> str:
+    """Row label: SAC, or DACER with the settings that the runs here vary (from the saved config)."""
+    c = rec["config"]
+    if rec["algo"] != "DACER":
+        return rec["algo"]
+    return f"DACER {c['hidden']}x{c['depth']}/{c['diffusion_steps']} steps, lr {c['lr']:g}, clip {c['clip_grad']}"
 
 
 def _run_all(args, out_dir: Path, write) -> None:
@@ -53,7 +61,11 @@ def _run_all(args, out_dir: Path, write) -> None:
     for seed in args.seeds:  # seed-major: a stopped job leaves whole seeds behind
         for env_id in args.envs:
             for algo in args.algos:
-                path = out_dir / f"{env_id}_{algo}_s{seed}.json"
+                tag = ""
+                if algo == "DACER":
+                    c = _config(args, env_id)
+                    tag = f"_{c.hidden}x{c.depth}_lr{c.lr:g}_{c.clip_grad}"
+                path = out_dir / f"{env_id}_{algo}{tag}_s{seed}.json"
                 if path.is_file() and not args.overwrite:
                     print(f"have {path}, skipped (--overwrite reruns)", flush=True)
                     continue
@@ -77,13 +89,13 @@ def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
     if not recs:
         return ["No finished runs yet."]
     rows, summary = [], {}
-    for r in sorted(recs, key=lambda r: (r["env"], r["algo"], r["seed"])):
+    for r in sorted(recs, key=lambda r: (r["env"], _label(r), r["seed"])):
         rate = r["steps"][-1] / r["wall_s"] if r["steps"] else float("nan")
-        rows.append([r["env"], r["algo"], r["seed"], " / ".join(f"{v:.0f}" for v in r["returns"]),
+        rows.append([r["env"], _label(r), r["seed"], " / ".join(f"{v:.0f}" for v in r["returns"]),
                      f"{r['returns'][-1]:.0f}" if r["returns"] else "-", f"{max(r['returns']):.0f}" if r["returns"] else "-",
                      f"{r['wall_s']:.0f}", f"{rate:.1f}"])
         if r["returns"]:
-            summary.setdefault((r["env"], r["algo"], r["steps"][-1]), []).append(r["returns"][-1])
+            summary.setdefault((r["env"], _label(r), r["steps"][-1]), []).append(r["returns"][-1])
     dacer_cfgs = {json.dumps(r["config"], sort_keys=True) for r in recs if r["algo"] == "DACER"}
     steps_sets = sorted({tuple(r["steps"]) for r in recs})
     total_h = sum(r["wall_s"] for r in recs) / 3600
@@ -115,12 +127,13 @@ def _plot(recs, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     envs = sorted({r["env"] for r in recs})
+    colours: dict[str, str] = {}
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.5), squeeze=False)
     for ax, env_id in zip(axes[0], envs):
         for r in recs:
             if r["env"] == env_id and r["steps"]:
-                ax.plot(r["steps"], r["returns"], marker=".", label=f"{r['algo']} s{r['seed']}",
-                        color="C0" if r["algo"] == "DACER" else "C1", alpha=0.8)
+                ax.plot(r["steps"], r["returns"], marker=".", label=f"{_label(r)} s{r['seed']}",
+                        color=colours.setdefault(_label(r), f"C{len(colours)}"), alpha=0.8)
         ax.set_title(env_id)
         ax.set_xlabel("env steps")
         ax.set_ylabel("eval return")
@@ -201,6 +214,7 @@ def main() -> None:
     ap.add_argument("--alpha-every", type=int, default=10_000)
     ap.add_argument("--stop-return", type=float, default=None, help="stop a run once an evaluation reaches this")
     ap.add_argument("--size", choices=["paper", "small"], default="paper")
+    ap.add_argument("--lr", type=float, default=None, help="DACER learning rate (default: the size's)")
     ap.add_argument("--clip-grad", choices=["zero", "inward"], default="zero")
     ap.add_argument("--block", default="curves", help="name of the doc block and results folder")
     ap.add_argument("--results", default=str(ROOT / "runs" / "dacer"), help="folder of per-run JSON results")
