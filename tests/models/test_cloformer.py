@@ -129,3 +129,16 @@ def test_timm_features_only_strides_and_a_training_step():
     out = clf(torch.randn(2, 3, 64, 64))
     out.sum().backward()
     assert out.shape == (2, 3) and all(p.grad is not None for p in clf.parameters() if p.requires_grad)
+
+
+def test_group_norm1_is_torch_group_norm_with_one_group():
+    """The layer_norm formulation against torch's GroupNorm(1) with the same (random) affine."""
+    from fovea.models.cloformer import GroupNorm1
+
+    torch.manual_seed(2)
+    ours, ref = GroupNorm1(12), torch.nn.GroupNorm(1, 12)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2.0), ours.bias.normal_()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 12, 5, 7) * 3 + 1
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
