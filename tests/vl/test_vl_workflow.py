@@ -166,3 +166,19 @@ def test_coop_context_initialised_from_words_reproduces_the_written_prompt_and_l
     probe = fit_linear_probe(model, feats, labels, 3)
     with torch.no_grad():
         assert (probe(img).argmax(1).numpy() == labels).all()  # 12 points in 16-d: separable
+
+
+def test_zero_shot_graph_is_the_deployed_classifier_as_one_module():
+    """ZeroShotGraph (what benchmarks export to ONNX) = softmax(t * unit image embedding @ classifier), written out."""
+    pytest.importorskip("open_clip")
+    from fovea.models.vl.two_tower import TwoTowerConfig, build_two_tower
+    from fovea.vl.zeroshot import ZeroShotGraph
+
+    torch.manual_seed(0)
+    model = build_two_tower(TwoTowerConfig(**TINY)).eval()
+    clf = build_zero_shot_classifier(model, ["good apple", "bruised apple"], ("a {}",))
+    images = torch.randint(0, 256, (2, 40, 48, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        z = model.visual.head(model.visual.trunk(model.preprocess(images)))
+        expected = torch.softmax(model.logit() * (z / z.norm(dim=-1, keepdim=True)) @ clf, dim=-1)
+        torch.testing.assert_close(ZeroShotGraph(model, clf)(images), expected)

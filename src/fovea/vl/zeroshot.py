@@ -19,7 +19,7 @@ import torch
 from fovea.errors import ConfigError
 from fovea.models.vl.two_tower import TwoTower
 
-__all__ = ["INSPECTION_TEMPLATES", "build_zero_shot_classifier", "zero_shot_predictor", "zero_shot_probs"]
+__all__ = ["INSPECTION_TEMPLATES", "ZeroShotGraph", "build_zero_shot_classifier", "zero_shot_predictor", "zero_shot_probs"]
 
 INSPECTION_TEMPLATES: tuple[str, ...] = (
     "{}", "a photo of a {}.", "a close-up photo of a {}.", "an image of a {}.", "a {} on a conveyor belt.",
@@ -60,6 +60,21 @@ def zero_shot_probs(model: TwoTower, classifier: torch.Tensor, images: torch.Ten
     """uint8 (B, H, W, 3) -> (B, C) class probabilities."""
     model.eval()
     return torch.softmax(model.logit() * model.encode_image(images) @ classifier, dim=-1)
+
+
+class ZeroShotGraph(torch.nn.Module):
+    """The deployed zero-shot classifier as one module, uint8 (B, H, W, 3) -> probabilities (B, C): the image
+    tower, the fixed (D, C) class matrix and the temperature (a constant); exportable to ONNX/TorchScript."""
+
+    def __init__(self, model: TwoTower, classifier: torch.Tensor):
+        super().__init__()
+        self.model = model.eval()
+        self.register_buffer("classifier", classifier.detach().clone())
+        self.register_buffer("scale", model.logit().detach().clone())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        z = self.model.encode_image(images)
+        return torch.softmax(self.scale * z @ self.classifier, dim=-1)
 
 
 def zero_shot_predictor(model: TwoTower, class_prompts: Sequence[str], templates: Sequence[str] = INSPECTION_TEMPLATES,
