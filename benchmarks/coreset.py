@@ -61,9 +61,15 @@ def plain_f32(x: torch.Tensor, n_select: int, start: int) -> torch.Tensor:
 
 
 def cached_features(n_images: int, cache: Path) -> torch.Tensor:
+    """Features of the first n_images scenes; a cached larger set is sliced (scene i is rendered from seed i,
+    1,024 patches each, so its first rows are the smaller set's)."""
     path = cache / f"coreset_features_{n_images}.pt"
     if path.is_file():
         return torch.load(path)
+    larger = sorted((int(f.stem.rsplit("_", 1)[1]), f) for f in cache.glob("coreset_features_*.pt")
+                    if int(f.stem.rsplit("_", 1)[1]) > n_images)
+    if larger:
+        return torch.load(larger[0][1])[: n_images * 1024].contiguous()
     x = patch_features(n_images)
     cache.mkdir(parents=True, exist_ok=True)
     torch.save(x, path)

@@ -314,7 +314,7 @@ int fovea_kcenter(const float *x, i64 n, i64 d, const float *z, const float *res
         i64 nk = 0;
         for (i64 a = 0; a < nc; a++) {
             if (a + 4 < nc) prefetch_row(G.crow + cand[a + 4] * d, d * (i64)sizeof(float));
-            if (a + 8 < nc) __builtin_prefetch(&G.rad[cand[a + 8]]);
+            if (a + 8 < nc) { __builtin_prefetch(&G.rad[cand[a + 8]]); __builtin_prefetch(&G.g[cand[a + 8]]); }
             i64 g = cand[a];
             double dcg2 = fast_d(G.crow + g * d, xc, d);
             if (dcg2 / (4.0 * REL_POINT) * (1.0 - 1e-12) >= G.rad[g]) continue;
@@ -325,7 +325,8 @@ int fovea_kcenter(const float *x, i64 n, i64 d, const float *z, const float *res
         for (i64 a = 0; a < nk; a++) {
             if (a + 2 < nk) {
                 const group_t *ng = &G.g[cand[a + 2]];
-                __builtin_prefetch(ng->v); __builtin_prefetch(ng->q); __builtin_prefetch(ng->z);
+                __builtin_prefetch(ng->v); __builtin_prefetch(ng->q);
+                prefetch_row(ng->z, (ng->cnt < 4 ? ng->cnt : 4) * m * (i64)sizeof(float));
             }
             if (a + 4 < nk) { __builtin_prefetch(&G.g[cand[a + 4]]); __builtin_prefetch(G.czr + cand[a + 4] * m); }
             i64 g = cand[a];
