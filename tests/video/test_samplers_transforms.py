@@ -10,7 +10,7 @@ import torch
 from fovea.errors import ConfigError
 from fovea.video.samplers import dense_indices, tsn_indices, uniform_indices, window_starts
 from fovea.video.transforms import (center_crop, frames_to_clip, hflip, normalize, resize_short_side,
-                                    three_crop)
+                                    three_crop, vflip)
 
 
 @pytest.mark.parametrize("n,segs", [(100, 8), (7, 8), (250, 3), (8, 8)])
@@ -70,6 +70,7 @@ def test_transforms_match_per_frame_references():
     ref = cv2.resize(frames[2], (120, 80), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     assert np.abs(up[:, 2].permute(1, 2, 0).numpy() - ref).mean() < 0.6
     assert torch.equal(hflip(clip)[..., 0], clip[..., -1])
+    assert torch.equal(vflip(clip)[:, 1], torch.from_numpy(frames[1, ::-1].copy()).permute(2, 0, 1).float())
     normed = normalize(clip, (10.0, 20.0, 30.0), (2.0, 4.0, 5.0))
     assert torch.allclose(normed[1], (clip[1] - 20) / 4)
     with pytest.raises(ConfigError, match="exceeds"):

@@ -20,7 +20,7 @@ from fovea.errors import DataError
 from fovea.video.decode import VideoReader
 from fovea.video.samplers import tsn_indices, tsn_test_views
 from fovea.video.transforms import (center_crop, frames_to_clip, hflip, normalize, random_crop, resize_short_side,
-                                    three_crop)
+                                    three_crop, vflip)
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 LITE0_MEAN_255 = (127.5, 127.5, 127.5)       # timm efficientnet_lite0: mean = std = 0.5 of 1.0
@@ -81,16 +81,17 @@ class VideoClipDataset(Dataset):
 
     size: crop side (None: keep the decoded size); short_side: resize first (None: no resize).
     Multi-view testing (train=False): `num_clips` TSN samplings x (3 crops if `three_crops`, else 1)
-    -> each item is (V, 3, T, H, W); `fovea.video.train.predict_scores` fuses views by mean softmax."""
+    -> each item is (V, 3, T, H, W); `fovea.video.train.predict_scores` fuses views by mean softmax.
+    Training augmentation: `flip` (left-right) and `vertical_flip` (top-bottom), each with p = 0.5."""
 
     def __init__(self, items: list[VideoItem], num_segments: int = 8, *, train: bool, size: int | None = None,
                  short_side: int | None = None, mean=LITE0_MEAN_255, std=LITE0_STD_255, flip: bool = False,
-                 seed: int = 0, num_clips: int = 1, three_crops: bool = False):
+                 seed: int = 0, num_clips: int = 1, three_crops: bool = False, vertical_flip: bool = False):
         if not items:
             raise DataError("VideoClipDataset: no items. Fix: pass at least one labelled video.")
         self.items, self.num_segments, self.train = list(items), num_segments, train
         self.size, self.short_side, self.mean, self.std = size, short_side, mean, std
-        self.flip, self.seed = flip, seed
+        self.flip, self.vertical_flip, self.seed = flip, vertical_flip, seed
         self.num_clips, self.three_crops = num_clips, three_crops
         self._draws = np.zeros(len(self.items), np.int64)     # per-item draw counter: new offsets each epoch
 
@@ -116,6 +117,8 @@ class VideoClipDataset(Dataset):
             clip = random_crop(clip, self.size, rng) if self.train else center_crop(clip, self.size)
         if self.train and self.flip and rng.random() < 0.5:
             clip = hflip(clip)
+        if self.train and self.vertical_flip and rng.random() < 0.5:
+            clip = vflip(clip)
         return normalize(clip, self.mean, self.std), torch.tensor(item.label)
 
     def _views(self, item: VideoItem) -> torch.Tensor:

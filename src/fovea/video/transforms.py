@@ -69,7 +69,13 @@ def three_crop(x: torch.Tensor, size: int) -> list[torch.Tensor]:
 
 
 def hflip(x: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right: (C, T, H, W) -> same shape."""
     return x.flip(-1)
+
+
+def vflip(x: torch.Tensor) -> torch.Tensor:
+    """Mirror top-bottom (a belt seen from its other side; keeps the travel direction): (C, T, H, W)."""
+    return x.flip(-2)
 
 
 def normalize(x: torch.Tensor, mean=IMAGENET_MEAN_255, std=IMAGENET_STD_255) -> torch.Tensor:
