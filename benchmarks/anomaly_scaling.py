@@ -195,12 +195,13 @@ def report(rows: list[dict], limit_min: int) -> list[str]:
         speed = (f"{a['fit_s'] / f['fit_s']:.1f}x" if f and a and not a.get("timed_out") else
                  (f"> {60 * limit_min / f['fit_s']:.0f}x" if f and a else "-"))
         lat = f"{f['p50_ms'] / a['p50_ms']:.2f}" if f and a and not a.get("timed_out") else "-"
+        fit_cpu = " / ".join(f"{r['fit_cpu_s']:.1f}" if r and r.get("fit_cpu_s") else "-" for r in (f, a))
         cpu = "-"
         if f and a and f.get("cpu_p50_ms") and a.get("cpu_p50_ms"):
             cpu = f"{f['cpu_p50_ms']:.0f} / {a['cpu_p50_ms']:.0f} ({f['cpu_p50_ms'] / a['cpu_p50_ms']:.2f})"
         elif f and f.get("cpu_p50_ms"):
             cpu = f"{f['cpu_p50_ms']:.0f} / -"
-        body.append([ds, model, n, cell(f, "fit_s", ".1f", limit_min), cell(a, "fit_s", ".1f", limit_min), speed,
+        body.append([ds, model, n, cell(f, "fit_s", ".1f", limit_min), cell(a, "fit_s", ".1f", limit_min), speed, fit_cpu,
                      f"{cell(f, 'p50_ms', '.0f', limit_min)} / {cell(f, 'p95_ms', '.0f', limit_min)}",
                      f"{cell(a, 'p50_ms', '.0f', limit_min)} / {cell(a, 'p95_ms', '.0f', limit_min)}", lat, cpu,
                      f"{cell(f, 'peak_rss_mb', '.0f', limit_min)} / {cell(a, 'peak_rss_mb', '.0f', limit_min)}",
@@ -208,7 +209,7 @@ def report(rows: list[dict], limit_min: int) -> list[str]:
                      f"{cell(f, 'pixel_auroc', '.3f', limit_min)} / {cell(a, 'pixel_auroc', '.3f', limit_min)}",
                      f"{cell(f, 'aupro', '.3f', limit_min)} / {cell(a, 'aupro', '.3f', limit_min)}",
                      f"{load_cell(f)} / {load_cell(a)}"])
-    return table(["data set", "model", "train images", "fit s fovea", "fit s Anomalib", "fit speed-up",
+    return table(["data set", "model", "train images", "fit s fovea", "fit s Anomalib", "fit speed-up", "fit CPU s fovea / Anomalib",
                   "predict p50 / p95 ms fovea", "Anomalib", "p50 fovea / Anomalib", "predict CPU p50 ms fovea / Anomalib (ratio)", "peak RSS MB fovea / Anomalib",
                   "image AUROC fovea / Anomalib", "pixel AUROC", "AUPRO", "load at job start fovea / Anomalib"], body)
 
