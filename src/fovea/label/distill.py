@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,8 @@ def distill_student(labels_csv: str | Path, out_dir: str | Path, *, student: str
     out = save_classifier(task.model, recipe, out_dir)
     summary = {"student": student, "input_size": list(size), "temperature": temperature, "alpha": alpha,
                "n_train": len(keep), "n_val": len(val), "best_val_acc": result.best_metric,
-               "best_epoch": result.best_epoch, "train_seconds": seconds}
+               "best_epoch": result.best_epoch, "train_seconds": seconds, "epochs_planned": config.max_epochs,
+               "lr": config.lr, "batch_size": config.batch_size, "augment": None if augment is None else asdict(augment),
+               "torch_threads": torch.get_num_threads()}
     (out / "distill.json").write_text(json.dumps(summary, indent=1))
     return summary
