@@ -157,7 +157,7 @@ def test_coop_context_initialised_from_words_reproduces_the_written_prompt_and_l
                                    atol=1e-5, rtol=1e-4)
     feats = torch.randn(12, model.visual.trunk.num_features)
     labels = [i % 3 for i in range(12)]
-    coop = fit_coop(model, names, feats, labels, steps=60, lr=5e-2)
+    coop = fit_coop(model, names, feats, labels, epochs=200, init="a photo of a")  # the paper's SGD lr 0.002
     with torch.no_grad():
         img = model.project_image(feats)
         before = (img @ prompts().T).argmax(1).numpy()
