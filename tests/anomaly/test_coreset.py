@@ -134,14 +134,16 @@ def test_same_indices_on_real_patch_features(native):
     with torch.no_grad():
         for seed in range(6):
             img, _ = render_texture_sample("brick", None, rng=seed, size=128, split="train")
-            x = (torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255 - mean) / std
+            x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
+            x = (x - mean) / std
             e = model.embed(x)
             chunks.append(e.permute(0, 2, 3, 1).reshape(-1, e.shape[1]))
     feats = torch.cat(chunks)
     proj = torch.randn(feats.shape[1], 64, generator=torch.Generator().manual_seed(0)) / 8.0
     x = feats @ proj
     k = x.shape[0] // 10
-    assert torch.equal(greedy_k_center_reference(x, k, start=0), greedy_k_center(x, k, start=0, native=native))
+    ref = greedy_k_center_reference(x, k, start=0)
+    assert torch.equal(ref, greedy_k_center(x, k, start=0, native=native))
 
 
 @pytest.mark.parametrize("native", PATHS)
@@ -153,4 +155,5 @@ def test_degenerate_sizes(native):
     assert torch.equal(greedy_k_center(x[:, :1], 5, start=2, native=native),
                       greedy_k_center_reference(x[:, :1], 5, start=2))
     dup = torch.zeros(6, 4)  # all points equal: every distance 0, the loop must still return n_select indices
-    assert torch.equal(greedy_k_center(dup, 4, start=3, native=native), greedy_k_center_reference(dup, 4, start=3))
+    ref = greedy_k_center_reference(dup, 4, start=3)
+    assert torch.equal(greedy_k_center(dup, 4, start=3, native=native), ref)

@@ -284,7 +284,8 @@ int fovea_kcenter(const float *x, i64 n, i64 d, const float *z, const float *res
     float *bz = malloc((m + 1) * sizeof(float));
     i64 *cand = malloc(n_select * sizeof(i64));
     double *dcg = malloc(n_select * sizeof(double));
-    if (!G.crow || !G.czr || !G.g || !G.ridx || !G.cidx || !G.rad || !G.thr || !G.cz || !G.crest || !pos || !ids || !mov_id
+    if (!G.crow || !G.czr || !G.g || !G.ridx || !G.cidx || !G.rad || !G.thr || !G.cz || !G.crest
+        || !pos || !ids || !mov_id
         || !mov_v || !dist || !scratch || !buf || !bz || !cand || !dcg)
         goto done;
     float epsf = (float)(eps * (1.0 + 1e-6));
@@ -360,8 +361,9 @@ int fovea_kcenter(const float *x, i64 n, i64 d, const float *z, const float *res
     rc_code = 0;
 done:
     if (G.g) for (i64 g = 0; g < n_select; g++) group_free(&G.g[g]);
-    free(G.g); free(G.ridx); free(G.cidx); free(G.rad); free(G.thr); free(G.cz); free(G.crest); free(G.crow); free(G.czr);
-    free(pos); free(ids); free(mov_id); free(mov_v); free(dist); free(scratch); free(buf); free(bz); free(cand); free(dcg);
+    free(G.g); free(G.ridx); free(G.cidx); free(G.rad); free(G.thr); free(G.cz); free(G.crest);
+    free(G.crow); free(G.czr); free(pos); free(ids); free(mov_id); free(mov_v); free(dist); free(scratch);
+    free(buf); free(bz); free(cand); free(dcg);
     return rc_code;
 }
 """
@@ -386,7 +388,8 @@ def load():
     global _LIB
     if _LIB is None:
         lib = ctypes.CDLL(str(_build()))
-        lib.fovea_kcenter.argtypes = [_P, _I, _I, _P, _P, _I, ctypes.c_double, _I, _I, _P, _P, PROGRESS_FN, _I]
+        lib.fovea_kcenter.argtypes = [_P, _I, _I, _P, _P, _I, ctypes.c_double, _I, _I, _P, _P,
+                                      PROGRESS_FN, _I]
         lib.fovea_kcenter.restype = ctypes.c_int
         _LIB = lib
     return _LIB
@@ -416,7 +419,8 @@ def greedy_k_center_native(x: torch.Tensor, n_select: int, start: int, z: torch.
             return 1
 
     callback = PROGRESS_FN(report)
-    code = lib.fovea_kcenter(x.data_ptr(), n, d, z.data_ptr(), rest.data_ptr(), z.shape[1], float(eps), n_select,
+    code = lib.fovea_kcenter(x.data_ptr(), n, d, z.data_ptr(), rest.data_ptr(), z.shape[1], float(eps),
+                             n_select,
                              int(start), selected.data_ptr(), min_d.data_ptr(), callback,
                              every if progress is not None else 0)
     if raised:
