@@ -97,6 +97,10 @@ def test_multi_view_testing_fuses_clips_and_crops_by_mean_softmax(tmp_path, movi
     with torch.no_grad():
         per_view = model(views).numpy()[None]                       # (1, V, K)
     np.testing.assert_allclose(np.exp(scores), fuse_views(per_view), rtol=1e-5)
+    whole = VideoClipDataset(items, num_segments=4, train=False, num_clips=2)[0][0]    # no size: frames uncropped
+    assert whole.shape == (2, 3, 4, 48, 64)
+    single = VideoClipDataset(items, num_segments=4, train=False)[0][0]
+    assert single.shape == (3, 4, 48, 64)
 
 
 def _csv(tmp_path, video):

@@ -131,7 +131,9 @@ class VideoClipDataset(Dataset):
             clip = frames_to_clip(frames[k * self.num_segments:(k + 1) * self.num_segments])
             if self.short_side:
                 clip = resize_short_side(clip, self.short_side)
-            size = self.size or min(clip.shape[-2:])
-            crops = three_crop(clip, size) if self.three_crops else [center_crop(clip, size)]
+            if self.three_crops:
+                crops = three_crop(clip, self.size or min(clip.shape[-2:]))
+            else:                  # one view per clip, cropped as the single-view path does (not at all without size)
+                crops = [center_crop(clip, self.size) if self.size else clip]
             views += [normalize(c, self.mean, self.std) for c in crops]
         return torch.stack(views)
