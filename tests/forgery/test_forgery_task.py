@@ -80,6 +80,18 @@ def test_configs_refuse_bad_sizes_and_archs():
         build_pipeline("sparsevit", (128, 128), {"depth": [1, 1, 1, 1]})
 
 
+def test_a_fitted_threshold_becomes_the_answers_one_half():
+    pipe = build_pipeline("unet", (32, 32), {"widths": [4, 8], "stem_stride": 2})
+    logits = torch.linspace(-4, 4, 81).reshape(1, 1, 9, 9)
+    assert torch.equal(pipe.postprocess(logits, 9, 9), torch.sigmoid(logits))  # default: the probability
+    pipe.set_threshold(0.3)
+    score = pipe.postprocess(logits, 9, 9)
+    assert torch.equal(score > 0.5, torch.sigmoid(logits) > 0.3)
+    torch.testing.assert_close(score, 1 / (1 + (1 / torch.sigmoid(logits) - 1) * 0.3 / 0.7))  # odds / (0.3 / 0.7)
+    with pytest.raises(ConfigError, match="inside"):
+        pipe.set_threshold(1.0)
+
+
 def test_tiny_training_end_to_end(tmp_path):
     from fovea.engine.train import TrainConfig
     from fovea.forgery.predictor import ForgeryPredictor
@@ -93,8 +105,11 @@ def test_tiny_training_end_to_end(tmp_path):
     model_cfg = ForgeryModelConfig("unet", {"widths": [8, 16], "stem_stride": 2}, (64, 64))
     result = train_forgery(train, val, model_cfg, TrainConfig(max_epochs=2, batch_size=4, out_dir=str(tmp_path)),
                            pos_weight=2.0)
-    assert result.task == "forgery" and result.monitor == "val_f1" and (result.checkpoint / "recipe.json").is_file()
+    assert result.task == "forgery" and result.monitor == "val_loss" and (result.checkpoint / "recipe.json").is_file()
     predictor = ForgeryPredictor.load(result.checkpoint)
+    threshold = predictor.recipe.info["threshold"]
+    assert threshold in GRID or threshold == 0.5
+    assert float(predictor.pipeline.logit_threshold) == pytest.approx(np.log(threshold / (1 - threshold)), abs=1e-6)
     report = evaluate_forgery(predictor, val)
     assert report.metrics["n_images"] == 4 and len(report.rows) == 4
     res = predictor.predict_one(val.load(0)[0])

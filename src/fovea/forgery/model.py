@@ -2,9 +2,11 @@
 
 `ForgeryPipeline(images uint8 (B, H, W, 3))` resizes to the input size, normalises (ImageNet) and
 runs the network: manipulation logits (B, 1, h, w), the training graph (BCE with logits, as the
-SparseViT paper trains). Its post-process upsamples the logits to (H, W) and applies a sigmoid,
-so predictors and TorchScript/ONNX exports answer with the per-pixel manipulation probability
-(B, 1, H, W).
+SparseViT paper trains). Its post-process upsamples the logits to (H, W) and applies
+sigmoid(logit - logit_threshold), so predictors and TorchScript/ONNX exports answer with a
+per-pixel manipulation score (B, 1, H, W) whose 0.5 is the decision threshold: the network's
+probability itself while `logit_threshold` is 0 (the default), else the score normalised so
+that 0.5 = the threshold chosen on validation data (`set_threshold`; like the anomaly task's maps).
 
 Networks (`ForgeryModelConfig.arch`):
 - "sparsevit": `fovea.models.sparsevit.SparseViT` with any config; `SPARSEVIT_SMALL` is the reduced
@@ -122,10 +124,17 @@ class ForgeryPipeline(TaskPipeline):
     def __init__(self, network: nn.Module, config: ForgeryModelConfig):
         super().__init__(network, config.input_size)
         self.model_config = config
+        self.register_buffer("logit_threshold", torch.zeros(()))
+
+    def set_threshold(self, probability: float) -> None:
+        """Make `probability` of the network the 0.5 of the answer (0 < probability < 1)."""
+        if not 0.0 < probability < 1.0:
+            raise ConfigError(f"decision threshold {probability} must be inside (0, 1).")
+        self.logit_threshold.fill_(float(torch.logit(torch.tensor(float(probability), dtype=torch.float64))))
 
     def postprocess(self, outputs: torch.Tensor, height: int, width: int) -> torch.Tensor:
         logits = F.interpolate(outputs, size=[height, width], mode="bilinear", align_corners=False)
-        return torch.sigmoid(logits)
+        return torch.sigmoid(logits - self.logit_threshold)
 
     def config(self) -> dict[str, Any]:
         return self.model_config.to_dict()

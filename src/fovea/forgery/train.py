@@ -3,7 +3,10 @@
 `train_forgery` trains a `ForgeryModelConfig` network on data sets that yield {"image": (3, h, w)
 normalised, "target": (h, w) 0/1} (`fovea.forgery.data`), with pixel-wise BCE on the logits (the
 SparseViT paper's loss); it saves the checkpoint folder `out_dir/model` and returns the task's
-`TrainResult`. `evaluate_forgery` runs a predictor (any runtime) over a data set at each image's
+`TrainResult`. With validation data the kept epoch is the one of lowest validation loss, and the
+decision threshold is then fitted on the validation images (the single threshold that maximises
+their mean per-image F1) and stored in the checkpoint, so the answer's 0.5 is that threshold.
+`evaluate_forgery` runs a predictor (any runtime) over a data set at each image's
 own size and returns a `TestReport` with the metrics of `fovea.forgery.metrics`.
 """
 
@@ -59,11 +62,26 @@ class ForgeryTask:
         return {"val_loss": loss_sum / max(n, 1), "val_f1": float(np.mean(f1s)) if f1s else 0.0}
 
 
+def fit_threshold(network: nn.Module, dataset, batch_size: int = 16) -> float:
+    """The threshold (of `metrics.GRID`) maximising the mean per-image F1 of `dataset`'s manipulated images,
+    from the network's probabilities at its input size; 0.5 when the set holds no manipulated image."""
+    from torch.utils.data import DataLoader
+
+    probs, masks = [], []
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            p = torch.sigmoid(network(batch["image"]).float())[:, 0]
+            probs += list(p.numpy())
+            masks += list(batch["target"].numpy() > 0)
+    m = forgery_metrics(probs, masks, ["manipulated" if k.any() else "authentic" for k in masks])
+    return float(m["overall"]["best_threshold"]) if "overall" in m else 0.5
+
+
 def train_forgery(train_ds, val_ds, model_config: ForgeryModelConfig | None = None,
                   config: TrainConfig | None = None, *, pos_weight: float | None = None,
                   progress: Progress | None = None) -> TrainResult:
-    """Train a forgery localiser from random init; the kept model (best `val_f1` with validation data,
-    else the last) is saved to `config.out_dir/model`, the result's checkpoint."""
+    """Train a forgery localiser from random init; the kept model (lowest `val_loss` with validation data,
+    its threshold fitted on it; else the last epoch, threshold 0.5) is saved to `config.out_dir/model`."""
     model_config = model_config or ForgeryModelConfig()
     config = config or TrainConfig()
     if len(train_ds) == 0:
@@ -71,12 +89,14 @@ def train_forgery(train_ds, val_ds, model_config: ForgeryModelConfig | None = No
     if tuple(getattr(train_ds, "size", model_config.input_size)) != model_config.input_size:
         raise DataError(f"the training set is resized to {train_ds.size} but the network takes "
                         f"{model_config.input_size}. Fix: build the data set with size={model_config.input_size}.")
-    if val_ds is not None and config.monitor is None:
-        config = replace(config, monitor="val_f1", mode="max")
+    if val_ds is not None and config.monitor is None:  # threshold-free: val F1 at 0.5 can stay 0 for epochs
+        config = replace(config, monitor="val_loss", mode="min")
     network = build_network(model_config)
     result = fit(ForgeryTask(network, pos_weight), train_ds, val_ds, config, progress=progress)
     pipe = ForgeryPipeline(network.eval(), model_config)
-    info = {"best_metric": result.best_metric, "best_epoch": result.best_epoch, "monitor": config.monitor,
+    threshold = fit_threshold(network, val_ds) if val_ds is not None and len(val_ds) else 0.5
+    pipe.set_threshold(threshold)
+    info = {"threshold": threshold, "best_metric": result.best_metric, "best_epoch": result.best_epoch, "monitor": config.monitor,
             "train_images": len(train_ds), "epochs": config.max_epochs, "fit_s": result.timings_s.get("fit")}
     checkpoint = save_checkpoint(pipe, Path(config.out_dir) / "model", info)
     return replace(result, task="forgery", checkpoint=checkpoint, out_dir=Path(config.out_dir))
