@@ -8,8 +8,8 @@ CloFormer-XXS student distilled from the teacher's soft labels, against the teac
    plus the CSV's hard labels, alpha 0.7; flips both ways, crops keeping >= 85 % of the area), AdamW
    lr 2e-3, cosine, batch 32, through the engine; the best epoch by accuracy on 15 % of the labelled
    images (against the teacher's labels: no truth is used). Training runs on ONE torch thread: on this
-   shared 2-core machine two OpenMP threads at load 6-30 made every step 10-20x slower (8-12 s per
-   batch in the previous run, 0.44 s on an idle core).
+   shared, loaded 2-core machine two OpenMP threads per process oversubscribe the cores (the previous
+   run, on two threads, reported 8-12 s per batch of 32 at 64 px).
 4. Teacher and student on M held-out apples (seed 22) against the generator's truth.
 5. Latency per image, batch 1, one thread, both models in the same runtime, timed round-robin image
    by image (medians): (a) torch in-process (the classify predictors; the teacher as a zero-shot
