@@ -14,7 +14,7 @@ Sections (`--section`, default all):
 * int8, torch_int8: ONNX Runtime static int8 of classifier / PatchCore / segmenter, and torch.ao int8
   (see _compress_int8.py).
 
-    .venv/bin/python benchmarks/compress.py [--quick] [--section all|kernel|model|storage|attention|qat|int8|torch_int8|lora]
+    .venv/bin/python benchmarks/compress.py [--quick] [--section all|kernel|model|storage|attention|qat|qat_patchcore|int8|torch_int8|lora]
 """
 
 from __future__ import annotations
@@ -256,12 +256,13 @@ def attention_section(run: Run, quick: bool) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--section", default="all",
-                    choices=("all", "kernel", "model", "storage", "attention", "qat", "int8", "torch_int8", "lora"))
+                    choices=("all", "kernel", "model", "storage", "attention", "qat", "qat_patchcore", "int8", "torch_int8",
+                             "lora"))
     add_doc_args(ap, "compress", "3 kernel shapes, Lite0 storage only, N <= 2048, short training")
     args = ap.parse_args()
     torch.set_num_threads(1)
     run = Run(args, full_command=".venv/bin/python benchmarks/compress.py")
-    sections = (("kernel", "model", "storage", "attention", "qat", "int8", "torch_int8", "lora")
+    sections = (("kernel", "model", "storage", "attention", "qat", "qat_patchcore", "int8", "torch_int8", "lora")
                 if args.section == "all" else (args.section,))
     for section in sections:
         if section == "kernel":
