@@ -68,6 +68,7 @@ def kernel_section(run: Run, quick: bool) -> None:
     shapes = KERNEL_SHAPES[:3] if quick else KERNEL_SHAPES
     repeats = 9 if quick else 31
     rows = []
+    avx2 = _native.load_variant(["-mavx2"]) if "avx2" in _native._cpu_flags() else None  # the CI machines' loop
     for n, k, where in shapes:
         g = torch.Generator().manual_seed(n * k)
         weight = torch.randn(n, k, generator=g) * 0.02
@@ -79,22 +80,25 @@ def kernel_section(run: Run, quick: bool) -> None:
         layer = PackedBitLinear(k, n, bias=False, backend="native")
         layer.packed.copy_(packed)
         layer.scale.copy_(scale)
+        avx2_plan = _native.LinearPlan(packed, scale, n, None, lib=avx2) if avx2 is not None else None
         for m in (1, 64):
             x = torch.randn(m, k, generator=g)
-            ms = interleaved_median_ms({
-                "fp32": lambda: fp32_layer(x),
-                "kernel": lambda: layer(x),
-                "rowloop": lambda: packed_ternary_linear(x, packed, scale, n, backend="native"),
-                "fallback": lambda: packed_ternary_linear(x, packed, scale, n, backend="torch"),
-            }, repeats)
+            fns = {"fp32": lambda: fp32_layer(x), "kernel": lambda: layer(x),
+                   "rowloop": lambda: packed_ternary_linear(x, packed, scale, n, backend="native"),
+                   "fallback": lambda: packed_ternary_linear(x, packed, scale, n, backend="torch")}
+            if avx2_plan is not None:
+                fns["avx2"] = lambda: avx2_plan(x)
+            ms = interleaved_median_ms(fns, repeats)
             fp32, native, rowloop, fallback = ms["fp32"], ms["kernel"], ms["rowloop"], ms["fallback"]
+            a2 = f"{ms['avx2']:.3f} ({fp32 / ms['avx2']:.1f}x)" if avx2_plan is not None else "-"
             y_ref = F.linear(x, w_fp32)
             rel = ((packed_ternary_linear(x, packed, scale, n, backend="native") - y_ref).norm() / y_ref.norm()).item()
             rows.append([f"{n}x{k}", where, m, f"{fp32:.3f}", f"{native:.3f}", f"**{fp32 / native:.1f}x**",
-                         f"{rowloop:.3f}", f"{fallback:.2f}", f"{rel:.1e}"])
+                         f"{rowloop:.3f}", a2, f"{fallback:.2f}", f"{rel:.1e}"])
             print(rows[-1], flush=True)
     body = table(["W (out x in)", "where", "tokens", "fp32 nn.Linear CPU ms", "packed kernel CPU ms", "speed-up",
-                  "HF-layout row loop CPU ms", "torch fallback CPU ms", "rel. err vs fp32"], rows)
+                  "HF-layout row loop CPU ms", "AVX2 loop CPU ms (vs fp32)", "torch fallback CPU ms",
+                  "rel. err vs fp32"], rows)
     body += ["", f"Kernel: `{_native.isa()}` (compiled with -march=native on this CPU). 'packed kernel' = a "
              "`PackedBitLinear` call (what a loaded model runs: one ctypes call through the layer's cached plan, "
              "which quantises the tokens with AVX-512, multiplies and rescales in C): for 1 token and from 4 "
@@ -102,7 +106,8 @@ def kernel_section(run: Run, quick: bool) -> None:
              "tile, no horizontal sums; AVX512-VNNI only), for 2-3 tokens the 'HF-layout row loop' (the product "
              "straight from the stored layout, horizontal sums per output; also the AVX2 / scalar path); the fp32 "
              "side is an `nn.Linear` call with the same (dequantised ternary) weight, i.e. both are module calls. "
-             "The row-loop and fallback columns are `packed_ternary_linear` function calls. "
+             "The row-loop and fallback columns are `packed_ternary_linear` function calls; the AVX2 column is, on this CPU, the "
+             "library built with -mavx2 (what an AVX2-only CI machine compiles), called through its plan. "
              f"One torch thread; median single-thread CPU time of {repeats} rounds (CPU time, not wall: the "
              "machine is shared), the four variants called in turn, each timed on its second consecutive call "
              "(warm caches for all). Kernel times include the per-token int8 quantisation of the input and the "
