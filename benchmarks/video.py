@@ -312,7 +312,9 @@ def part_events(run: Run, args) -> None:
     line_cpu = time.process_time() - c0
     body += ["", "Line stage (`VideoEventStage` on a `ConveyorSource`, simulated clock, 10 fps, "
              f"every {stride}nd frame "
-             f"processed, mean of the last {window} frame features, stop after {min_frames} processed frames with "
+             f"processed, mean of the last {window} frame features (no score until {window} frames are in: zero "
+             "shift caches and a part-filled window at stream start), stop after "
+             f"{min_frames} processed frames with "
              f"P(jam) >= {threshold}): {line_cpu:.0f} CPU s for both runs; online inference median "
              f"{statistics.median(nstage.infer_s) * 1e3:.1f} ms per processed frame.", ""]
     body += table(["run", "jams", "flagged within 1 s", "latency s (each jam)", "false stops"],

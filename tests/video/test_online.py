@@ -40,9 +40,13 @@ def test_stage_reads_a_line_source_logs_and_stops_once():
     stage = VideoEventStage(rec, EventDebouncer(list(EVENT_CLASSES), min_frames=2), log,
                             on_stop=lambda kind, r: stops.append((kind, r["frame"])), stop_on=("jam",))
     raised = stage.run(source)
-    assert [r["frame"] for r in raised] == [2]              # processed frames 0, 2: the second one raises
-    assert stops == [("jam", 2)] and log.of_type("video_event")[0]["kind"] == "jam"
-    assert len(stage.infer_s) == 6                          # every 2nd of 12 frames was processed
+    # processed frames 0, 2, 4, 6, 8, 10; the first 3 only warm up (window 4), 6 and 8 score: 8 raises
+    assert [r["frame"] for r in raised] == [8]
+    assert stops == [("jam", 8)] and log.of_type("video_event")[0]["kind"] == "jam"
+    assert len(stage.infer_s) == 3
+    rec1 = OnlineEventRecognizer(model, list(EVENT_CLASSES), window=4, frame_stride=2, warmup=1)
+    outs = [rec1.push(np.zeros((96, 160, 3), np.uint8)) is not None for _ in range(5)]
+    assert outs == [True, False, True, False, True]         # warmup=1: every processed frame scores
 
 
 @pytest.mark.slow      # the dynamo exporter takes ~1 min of CPU

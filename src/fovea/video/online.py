@@ -30,12 +30,17 @@ class OnlineEventRecognizer:
     """frames (H, W, 3) uint8 RGB in, class probabilities (K,) out, one per processed frame."""
 
     def __init__(self, model: TSM, class_names: list[str], window: int = 8, frame_stride: int = 1,
-                 short_side: int | None = None, mean=LITE0_MEAN_255, std=LITE0_STD_255):
+                 short_side: int | None = None, mean=LITE0_MEAN_255, std=LITE0_STD_255,
+                 warmup: int | None = None):
         if window < 1 or frame_stride < 1:
             raise ConfigError(f"window={window} and frame_stride={frame_stride} must be >= 1")
         self.online = OnlineTSM(model.eval())
         self.class_names = list(class_names)
         self.window, self.frame_stride, self.short_side = window, frame_stride, short_side
+        # the first processed frames see zero shift caches and a part-filled window: they only warm up
+        self.warmup = window if warmup is None else warmup
+        if self.warmup < 1:
+            raise ConfigError(f"warmup={warmup} must be >= 1 processed frame")
         self._mean = torch.tensor(mean).view(1, 3, 1, 1)
         self._std = torch.tensor(std).view(1, 3, 1, 1)
         self.n_seen = 0
@@ -47,7 +52,8 @@ class OnlineEventRecognizer:
         self.last_probs = None
 
     def push(self, image: np.ndarray) -> np.ndarray | None:
-        """Feed one frame; returns probabilities when this frame was processed, else None."""
+        """Feed one frame; returns probabilities when this frame was processed and the stream is past
+        its first `warmup` - 1 processed frames (default: the window is full), else None."""
         k = self.n_seen
         self.n_seen += 1
         if k % self.frame_stride:
@@ -56,6 +62,8 @@ class OnlineEventRecognizer:
         if self.short_side:
             x = resize_short_side(x, self.short_side)
         self.online.step((x.transpose(0, 1) - self._mean) / self._std)
+        if k // self.frame_stride + 1 < self.warmup:
+            return None
         self.last_probs = F.softmax(self.online.logits(self.window), dim=-1)[0].numpy()
         return self.last_probs
 
