@@ -167,6 +167,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--generate", action="store_true",
                     help="generate data sets that have no job file in --bench-out (no real Anomalib run to check)")
+    ap.add_argument("--data-seed", type=int, default=0,
+                    help="with --generate: generator seed (1+ gives other images of the same categories)")
     ap.add_argument("--tag", default=None, help="name of the doc block (a second block keeps the first one)")
     add_doc_args(ap, "padim_seeds", "grass only, 2 seeds")
     args = ap.parse_args()
@@ -183,7 +185,7 @@ def main() -> None:
         print(f"{ds} ...", flush=True)
         job_file = jobs / f"{ds}_padim_anomalib_job.json"
         if not job_file.is_file() and args.generate:
-            job_file = generated_job(Path(args.bench_out).resolve(), ds)
+            job_file = generated_job(Path(args.bench_out).resolve(), ds, args.data_seed)
         split = Split(json.loads(job_file.read_text()))
         draws = anomalib_draws(job_file, seeds)
         saved = saved_subset(jobs, ds)
