@@ -81,3 +81,60 @@ def test_clip_labels_follow_the_physics(kind):
         normal = make_event_clip("normal", 11, 12, appearance="simple", noise_sigma=0.0)[0]
         moving = np.abs(np.diff(normal[-4:].astype(int), axis=0)).mean()
         assert diffs < 0.2 * moving
+
+
+def _fall_boxes(conv, t_clip: float, uid: int, n_frames: int):
+    """The rendered pixel box of item uid in each frame (None when not drawn)."""
+    out = []
+    for k in range(n_frames):
+        truths = conv.render(t_clip + k / conv.config.fps)[1]
+        out.append(next((tr.xyxy for tr in truths if tr.uid == uid), None))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fall_clips_show_the_item_leave_over_the_belt_side(seed):
+    """Checked on the rendered boxes, not the kinematics: the falling item is drawn whole along the belt
+    when it starts to slide, its last drawn box is cut by the top or bottom image edge (not the right
+    one), and it is gone before the clip ends."""
+    n = 16
+    frames, events, conv = make_event_clip("fall", seed, n, appearance="simple", noise_sigma=0.0)
+    ev = next(e for e in events if e.kind == "fall")
+    uid, t0_abs, side = conv.schedule.falls[0]
+    t_clip = t0_abs - ev.t_start_s
+    H, W = frames.shape[1:3]
+    boxes = _fall_boxes(conv, t_clip, uid, n)
+    k_start = math.ceil(ev.t_start_s * conv.config.fps)
+    x0, _, x1, _ = boxes[k_start]
+    w_px = 2 * conv.items[uid].half_len_mm / conv.config.mm_per_px
+    assert x0 > 0 and x1 < W and x1 - x0 >= w_px - 2            # whole along the belt at the start
+    drawn = [k for k, b in enumerate(boxes) if b is not None]
+    last = boxes[drawn[-1]]
+    assert drawn[-1] < n - 1, "the item has left the image before the clip ends"
+    assert last[2] < W                                            # not leaving downstream
+    assert (last[1] == 0) if side < 0 else (last[3] == H)         # cut by the side it falls to
+
+
+def test_fall_clip_too_short_for_a_whole_fall_is_a_clear_error():
+    with pytest.raises(ConfigError, match="at least 1.2 s"):
+        make_event_clip("fall", 0, n_frames=4, appearance="simple", noise_sigma=0.0)
+
+
+def test_video_falls_are_seen_whole():
+    from fovea.synth.conveyor_events import make_event_video
+
+    frames, events, conv = make_event_video(30.0, seed=4, events_per_minute=12, kinds=("fall",),
+                                            appearance="simple", noise_sigma=0.0)
+    falls = [e for e in events if e.kind == "fall"]
+    assert len(falls) >= 4
+    H, W = frames.shape[1:3]
+    fps = conv.config.fps
+    for ev in falls:
+        uid, side = ev.uids[0], next(s for u, _, s in conv.schedule.falls if u == ev.uids[0])
+        ks = range(math.ceil(ev.t_start_s * fps), math.ceil(ev.t_end_s * fps) + 1)
+        boxes = [(k, next((tr.xyxy for tr in conv.render(k / fps)[1] if tr.uid == uid), None)) for k in ks]
+        drawn = [(k, b) for k, b in boxes if b is not None]
+        assert drawn and drawn[0][1][0] > 0 and drawn[0][1][2] < W
+        last = drawn[-1][1]
+        assert last[2] < W and ((last[1] == 0) if side < 0 else (last[3] == H))
+        assert boxes[-1][1] is None                               # gone at the event's end
