@@ -27,7 +27,7 @@ class Conv2plus1d(nn.Module):
         k, s, p = _triple(kernel), _triple(stride), _triple(padding)
         mid = int(3 * in_ch * out_ch * k[1] * k[2] / (in_ch * k[1] * k[2] + 3 * out_ch))
         self.mid_channels = mid
-        self.conv_s = nn.Conv3d(in_ch, mid, (1, k[1], k[2]), (1, s[1], s[2]), (0, p[1], p[2]), bias=False)
+        self.conv_s = TemporalPadConv3d(in_ch, mid, (1, k[1], k[2]), (1, s[1], s[2]), (0, p[1], p[2]), bias=False)
         self.bn_s = nn.BatchNorm3d(mid, eps=bn_eps)
         self.relu = nn.ReLU(inplace=True)
         self.conv_t = TemporalPadConv3d(mid, out_ch, (k[0], 1, 1), (s[0], 1, 1), (p[0], 0, 0), bias=False)
@@ -49,7 +49,8 @@ class Bottleneck2plus1d(nn.Module):
         self.bn1 = nn.BatchNorm3d(planes)
         self.conv_t = TemporalPadConv3d(planes, planes, (3, 1, 1), (temporal_stride, 1, 1), (1, 0, 0), bias=False)
         self.bn_t = nn.BatchNorm3d(planes)
-        self.conv_s = nn.Conv3d(planes, planes, (1, 3, 3), (1, spatial_stride, spatial_stride), (0, 1, 1), bias=False)
+        self.conv_s = TemporalPadConv3d(planes, planes, (1, 3, 3), (1, spatial_stride, spatial_stride), (0, 1, 1),
+                                        bias=False)
         self.bn2 = nn.BatchNorm3d(planes)
         self.conv3 = nn.Conv3d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm3d(planes * 4)
