@@ -98,9 +98,11 @@ def part_latency(run: Run, args) -> None:
     body += ["", f"PyTorchVideo 0.1.5 hub builders `i3d_r50`, `r2plus1d_r50`, `slowfast_r50` in `{PTV_VENV}`; "
              "fovea `i3d_r50_8x8`, `r2plus1d_r50`, `slowfast_r50_8x8`. Inputs: 8, 16 and 32 frames "
              "(SlowFast: PyTorchVideo gets [every 4th frame, all 32], fovea samples the same slow frames itself). "
-             "fovea runs its kt x 1 x 1 convolutions as 2D (kt, 1) ones over (B, C, T, H*W) (same arithmetic; "
-             "oneDNN instead of torch's single-thread im2col Conv3d path); both libraries otherwise run torch's "
-             "default eval forward (no BatchNorm folding, default memory format)."]
+             "fovea runs its kt x 1 x 1 convolutions as 2D (kt, 1) ones over (B, C, T, H*W), and its 1 x k x k "
+             "ones on thin inputs (batch 1, C*T*H <= 20480: SlowFast's fast pathway, the last stages) as 2D ones "
+             "over the frames (same arithmetic, tested against Conv3d; oneDNN instead of torch's single-thread "
+             "im2col Conv3d path); both libraries otherwise run torch's default eval forward (no BatchNorm "
+             "folding, default memory format)."]
     run.write("Video understanding", body, tag="latency")
 
 
