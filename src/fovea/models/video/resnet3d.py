@@ -64,9 +64,10 @@ class TemporalPadConv3d(nn.Conv3d):
         groups 1 and a kernel side <= 3, torch picks oneDNN only when B * C * T * H > 20480
         (`ConvParams::use_mkldnn`), else an im2col loop up to 6x slower on the thin SlowFast fast
         pathway (measured: 8 ch, 32 x 56^2 frames 27.6 vs 4.6 ms as 2D); on oneDNN's side of that
-        line the 3D and the 2D form cost the same, so those stay 3D."""
+        line the 3D and the 2D form cost the same, so those stay 3D. Export/compile keeps the Conv3d
+        (no branch on a possibly dynamic batch size)."""
         k = self.kernel_size
-        return (k[0] == 1 and k[1:] != (1, 1) and self.padding[0] == 0 and self.padding_mode == "zeros"
+        return (not torch.compiler.is_compiling() and k[0] == 1 and k[1:] != (1, 1) and self.padding[0] == 0 and self.padding_mode == "zeros"
                 and self.groups == 1 and min(k[1:]) <= 3 and x.shape[0] == 1
                 and x.shape[1] * x.shape[2] * x.shape[3] <= _NATIVE_CONV3D_MAX_SIZE)
 
