@@ -27,14 +27,19 @@ from fovea.video.transforms import resize_short_side
 
 
 class OnlineEventRecognizer:
-    """frames (H, W, 3) uint8 RGB in, class probabilities (K,) out, one per processed frame."""
+    """frames (H, W, 3) uint8 RGB in, class probabilities (K,) out, one per processed frame.
+
+    `fast=True` streams an inference copy of the model with BatchNorm folded and channels-last
+    memory (`OnlineTSM(fold_bn=True, channels_last=True)`: the same probabilities up to float
+    rounding, about 1.5x less CPU per frame, benchmarks/video.py --part online); the given model is
+    left untouched either way."""
 
     def __init__(self, model: TSM, class_names: list[str], window: int = 8, frame_stride: int = 1,
                  short_side: int | None = None, mean=LITE0_MEAN_255, std=LITE0_STD_255,
-                 warmup: int | None = None):
+                 warmup: int | None = None, fast: bool = True):
         if window < 1 or frame_stride < 1:
             raise ConfigError(f"window={window} and frame_stride={frame_stride} must be >= 1")
-        self.online = OnlineTSM(model.eval())
+        self.online = OnlineTSM(model.eval(), fold_bn=fast, channels_last=fast)
         self.class_names = list(class_names)
         self.window, self.frame_stride, self.short_side = window, frame_stride, short_side
         # the first processed frames see zero shift caches and a part-filled window: they only warm up
