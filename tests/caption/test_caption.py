@@ -139,3 +139,29 @@ def test_self_distillation_targets_cut_each_greedy_caption_after_its_end_token()
     ids, pad = _greedy_targets(_Cap(), torch.arange(3.0).view(3, 1, 1), batch=2)
     assert ids.tolist() == [[BOS, 5, 6, EOS, PAD], [BOS, EOS, PAD, PAD, PAD], [BOS, 4, 4, 4, 4]]
     assert pad.tolist() == [[False] * 4 + [True], [False, False, True, True, True], [False] * 5]
+
+
+def test_medusa_captions_with_the_measured_tree_equal_greedy_captions():
+    from fovea.caption.pipeline import CaptionPipeline
+    from fovea.caption.train import decode_captions, medusa_tree_for_cost, train_medusa_heads
+    from fovea.models.captioner import Captioner, CaptionerConfig
+    from fovea.models.text_decoder import TextDecoderConfig
+    from fovea.synth.captions import CaptionSample
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    texts = ["a red square", "a green square, small", "a blue disc", "a yellow disc at the top"]
+    samples = [CaptionSample(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), [t, t]) for t in texts]
+    vocab = Vocab.build(texts)
+    cfg = CaptionerConfig(backbone="test_efficientnet", weights="random", embed_dim=16, max_caption_len=10,
+                          text=TextDecoderConfig(vocab_size=len(vocab), dim=32, depth=1, heads=2, max_len=40))
+    pipe = CaptionPipeline(Captioner(cfg), vocab, (32, 32)).eval()  # untrained: long, arbitrary captions
+    heads = train_medusa_heads(pipe, samples, num_heads=3, steps=30, lr=1e-2)
+    tree, ranked = medusa_tree_for_cost(pipe, heads, samples, step_cost_fixed=100.0, step_cost_per_token=1.0)
+    assert heads.choices == tree.choices and len(tree.choices) >= 1
+    assert all(c[:-1] in tree.choices for c in tree.choices if len(c) > 1)
+    assert [v for _, v in ranked] == sorted((v for _, v in ranked), reverse=True)
+    images = [s.image for s in samples]
+    greedy, g = decode_captions(pipe, images)
+    medusa, m = decode_captions(pipe, images, heads)  # no tree: the one the heads carry
+    assert medusa == greedy and m["tokens"] == g["tokens"] and m["forwards"] <= g["forwards"]

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from fovea.models.text_decoder import TextDecoder, TextDecoderConfig, causal_mask, greedy_decode
-from fovea.nn.medusa import (MedusaHeads, accept_lengths, choices_from_accuracies, default_choices,
-                             expected_tokens_per_step, greedy_accepted_node, head_accuracies, medusa_generate,
-                             medusa_loss, node_acceptance, tree_buffers)
+from fovea.nn.medusa import (MedusaHeads, accept_lengths, choices_for_cost, choices_from_accuracies, default_choices,
+                             expected_tokens_per_step, greedy_accepted_node, head_accuracies, head_rank_paths,
+                             medusa_generate, medusa_loss, node_acceptance, path_probabilities, tree_buffers)
 
 
 def test_tree_buffers_of_a_hand_drawn_tree():
@@ -108,6 +108,57 @@ def test_head_accuracies_count_rank_hits_by_hand():
     assert acc.tolist() == [[0.5, 0.5, 0.0]]
     acc = head_accuracies(logits, torch.tensor([[0, 1, 2, -100]]), topk=2)  # ignored label: 1 position
     assert acc.tolist() == [[1.0, 0.0]]
+
+
+def test_head_rank_paths_by_hand():
+    # two heads (shifts 2, 3), one sequence 0 1 2 3 4 (V = 5), the last token padded away
+    logits = torch.zeros(2, 1, 5, 5)
+    logits[0, 0, 0] = torch.tensor([0.0, 1.0, 5.0, 2.0, 0.5])  # head 0 at t=0 must guess 2: rank 0
+    logits[0, 0, 1] = torch.tensor([0.0, 1.0, 5.0, 2.0, 0.5])  # guess 3: rank 1
+    logits[0, 0, 2] = torch.tensor([4.0, 1.0, 5.0, 2.0, 0.5])  # guess 4 (padded): -1
+    logits[1, 0, 0] = torch.tensor([0.0, 1.0, 2.0, 0.5, 5.0])  # head 1 at t=0 must guess 3: rank 3 >= topk 3
+    logits[1, 0, 1] = torch.tensor([0.0, 1.0, 2.0, 0.5, 5.0])  # guess 4 (padded): -1
+    labels = torch.tensor([[0, 1, 2, 3, -100]])
+    paths = head_rank_paths(logits, labels, topk=3)
+    # positions with a next token: t = 0, 1, 2 (t = 3's next is padding, t = 4 has none)
+    assert paths.tolist() == [[0, 3], [1, -1], [-1, -1]]
+
+
+def _slow_accepted_length(choices, row, topk):
+    """Tokens a step from this position produces: 1 + the deepest tree node on the row's rank path."""
+    depth = 0
+    for d in range(1, len(row) + 1):
+        if row[d - 1] < 0 or row[d - 1] >= topk or tuple(row[:d]) not in choices:
+            break
+        depth = d
+    return 1 + depth
+
+
+def test_path_probabilities_give_each_trees_mean_accepted_length():
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 4, (200, 3), generator=gen)  # ranks 0..3 with topk 3: rank 3 is a miss
+    rows[rows[:, 0] == 0, 1] = 0  # correlated heads: after a rank-0 hit, head 1 is right too
+    rows[:20, 2] = -1  # sequences that end
+    ranked = path_probabilities(rows, topk=3)
+    values = [v for _, v in ranked]
+    assert values == sorted(values, reverse=True)
+    for n in (1, 3, 6, len(ranked)):
+        choices = [c for c, _ in ranked[:n]]
+        assert all(c[:-1] in choices for c in choices if len(c) > 1)  # prefix-closed
+        slow = sum(_slow_accepted_length(set(choices), r, 3) for r in rows.tolist()) / len(rows)
+        assert 1 + sum(values[:n]) == pytest.approx(slow)
+    assert ranked[0][0] == (0,) and ranked[1][0] == (0, 0)  # P(0,) = P(0, 0) after the correlation
+
+
+def test_choices_for_cost_maximise_tokens_per_cost():
+    ranked = [((0,), 0.9), ((0, 0), 0.5), ((1,), 0.1), ((0, 0, 0), 0.05)]
+    # tokens / cost with fixed 10 and 1 per token: 1/11, 1.9/12, 2.4/13 = 0.185, 2.5/14 = 0.179: stop at 2
+    assert choices_for_cost(ranked, 10.0, 1.0) == [(0,), (0, 0)]
+    for fixed, per in [(10.0, 1.0), (100.0, 1.0), (1.0, 1.0), (5.0, 0.0)]:
+        got = choices_for_cost(ranked, fixed, per)
+        ratio = [(1 + sum(v for _, v in ranked[:n])) / (fixed + per * (n + 1)) for n in range(len(ranked) + 1)]
+        assert ratio[len(got)] == max(ratio)
+    assert choices_for_cost(ranked, 5.0, 0.0, max_nodes=3) == [(0,), (0, 0), (1,)]
 
 
 def test_node_acceptance_agrees_with_path_acceptance():
@@ -218,6 +269,9 @@ def test_greedy_medusa_reproduces_plain_greedy_decoding(seed, memory_dim):
     assert got.tolist() == expected.tolist()
     assert stats.tokens == 40 and stats.steps <= 40
     # typical acceptance with an unreachable threshold accepts no head token: greedy again, one token per step
+    with pytest.raises(ValueError, match="needs a tree"):
+        medusa_generate(model, heads, prompt, 12, memory=memory)
+    heads.choices = default_choices(3, 6)  # a tree carried by the heads is the default
     got, stats = medusa_generate(model, heads, prompt, 12, memory=memory, temperature=1.0, epsilon=2.0, delta=1e9)
     assert got.tolist() == expected[:12].tolist() and stats.steps == 12
 

@@ -22,8 +22,8 @@ from fovea.caption.vocab import BOS, EOS, PAD, Vocab
 from fovea.errors import DataError
 from fovea.models.captioner import Captioner, CaptionerConfig
 from fovea.models.text_decoder import greedy_decode
-from fovea.nn.medusa import (MedusaHeads, TreeBuffers, choices_from_accuracies, head_accuracies, medusa_generate,
-                             medusa_loss, tree_buffers)
+from fovea.nn.medusa import (MedusaHeads, TreeBuffers, choices_for_cost, choices_from_accuracies, head_accuracies,
+                             head_rank_paths, medusa_generate, medusa_loss, path_probabilities, tree_buffers)
 from fovea.synth.captions import CaptionSample, apple_caption_sample
 
 
@@ -147,11 +147,11 @@ def train_medusa_heads(pipe: CaptionPipeline, samples: Sequence[CaptionSample], 
 
 
 @torch.no_grad()
-def medusa_head_accuracies(pipe: CaptionPipeline, heads: MedusaHeads, samples: Sequence[CaptionSample],
-                           topk: int = 8, self_distill: bool = True) -> torch.Tensor:
-    """(num_heads, topk): how often head i's rank-r guess is the token 2 + i ahead, teacher-forced on the
-    decoder's own greedy captions of the samples (self_distill; else their first captions): the measured
-    profile `choices_from_accuracies` builds trees from."""
+def medusa_head_logits(pipe: CaptionPipeline, heads: MedusaHeads, samples: Sequence[CaptionSample],
+                       self_distill: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The heads' logits (K, N, T, V), teacher-forced on the decoder's own greedy captions of the samples
+    (self_distill; else their first captions), and the labels (N, T) (-100 on padding): what the heads'
+    accuracies and the trees' path probabilities are measured on."""
     cap = pipe.captioner
     feats = _backbone_tokens(pipe, [s.image for s in samples])
     if self_distill:
@@ -159,7 +159,16 @@ def medusa_head_accuracies(pipe: CaptionPipeline, heads: MedusaHeads, samples: S
     else:
         ids, pad = pipe.vocab.batch([s.captions[0] for s in samples], cap.text.cfg.max_len)
     hidden, _ = cap.text(ids, memory=cap.image_proj(feats))
-    return head_accuracies(heads(hidden), ids.masked_fill(pad, -100), topk)
+    return heads(hidden), ids.masked_fill(pad, -100)
+
+
+@torch.no_grad()
+def medusa_head_accuracies(pipe: CaptionPipeline, heads: MedusaHeads, samples: Sequence[CaptionSample],
+                           topk: int = 8, self_distill: bool = True) -> torch.Tensor:
+    """(num_heads, topk): how often head i's rank-r guess is the token 2 + i ahead, teacher-forced on the
+    decoder's own greedy captions of the samples (self_distill; else their first captions): the measured
+    profile `choices_from_accuracies` builds trees from."""
+    return head_accuracies(*medusa_head_logits(pipe, heads, samples, self_distill), topk)
 
 
 def medusa_tree(accuracy: torch.Tensor, nodes: int) -> TreeBuffers:
@@ -167,12 +176,28 @@ def medusa_tree(accuracy: torch.Tensor, nodes: int) -> TreeBuffers:
     return tree_buffers(choices_from_accuracies(accuracy, nodes))
 
 
+def medusa_tree_for_cost(pipe: CaptionPipeline, heads: MedusaHeads, samples: Sequence[CaptionSample],
+                         step_cost_fixed: float, step_cost_per_token: float, topk: int = 8,
+                         max_nodes: int = 64) -> tuple[TreeBuffers, list[tuple[tuple[int, ...], float]]]:
+    """The tree that maximises expected tokens per unit of step cost for these heads: node values are the
+    measured joint path frequencies on the samples' greedy captions (`path_probabilities`, which keep the
+    heads' correlated errors), the size comes from the step-cost model fixed + per_token * tokens
+    (`choices_for_cost`). Use samples the heads were not trained on. The choice is stored on the heads
+    (`heads.choices`, the default tree of `medusa_generate`). Returns the tree and the ranked node values."""
+    head_logits, labels = medusa_head_logits(pipe, heads, samples)
+    ranked = path_probabilities(head_rank_paths(head_logits, labels, topk), topk)
+    choices = choices_for_cost(ranked, step_cost_fixed, step_cost_per_token, max_nodes)
+    heads.choices = choices
+    return tree_buffers(choices), ranked
+
+
 @torch.no_grad()
 def decode_captions(pipe: CaptionPipeline, images: Sequence[np.ndarray], heads: MedusaHeads | None = None,
                     max_new_tokens: int | None = None, tree: TreeBuffers | None = None) -> tuple[list[str], dict]:
-    """Caption each image with the cached greedy decoder (heads None) or Medusa (with `tree`, default the cost
-    prior's); returns the texts and timing: {"tokens", "decode_s" (wall), "decode_cpu_s" (this thread's CPU
-    time: what the decoding cost, without the time a loaded machine left it waiting), "forwards"}. Image
+    """Caption each image with the cached greedy decoder (heads None) or Medusa (with `tree`, default the tree the
+    heads carry, `heads.choices`); returns the texts and timing: {"tokens", "decode_s" (wall), "decode_cpu_s"
+    (this thread's CPU time: what the decoding cost, without the time a loaded machine left it waiting),
+    "forwards"}. Image
     encoding is excluded (the same for both); the image tokens' cross-attention keys/values are included."""
     cap = pipe.captioner
     max_new = max_new_tokens or cap.cfg.max_caption_len

@@ -12,7 +12,9 @@ from fovea.cli.common import export_model, export_options, load_task_predictor, 
 
 @click.group("caption", context_settings={"help_option_names": ["-h", "--help"]})
 def caption() -> None:
-    """Train, run and export image captioners (ITC + ITM + LM objectives; greedy or Medusa decoding)."""
+    """Train, run and export image captioners (ITC + ITM + LM objectives). `predict` and exports decode greedily;
+    Medusa decoding (same captions, fewer decoder passes) is a library feature, `fovea.nn.medusa`, measured by
+    benchmarks/caption.py."""
 
 
 @caption.command("fit")

@@ -17,7 +17,7 @@ Unlike the reference code, stacked residual blocks of one head do NOT share weig
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,8 @@ class MedusaHeads(nn.Module):
     the base model's hidden state (plus SiLU(b)). All heads run as one batched computation: the first block's
     weights of every head are one (K*D, D) matrix (all heads read the same hidden state), later blocks and the
     projections are batched matrix products; no Python loop over heads.
-    forward: hidden (..., D) -> logits (num_heads, ..., vocab)."""
+    forward: hidden (..., D) -> logits (num_heads, ..., vocab). `choices`: the candidate tree measured best for
+    these heads (None until someone measures it); `medusa_generate` uses it when given no tree."""
 
     def __init__(self, dim: int, vocab_size: int, num_heads: int = 4, num_layers: int = 1):
         super().__init__()
@@ -39,6 +40,7 @@ class MedusaHeads(nn.Module):
         self.res_weight = nn.Parameter(torch.zeros(num_layers, num_heads, dim, dim))  # (L, K, out, in)
         self.res_bias = nn.Parameter(torch.empty(num_layers, num_heads, dim).uniform_(-bound, bound))
         self.out_weight = nn.Parameter(torch.empty(num_heads, vocab_size, dim).uniform_(-bound, bound))
+        self.choices: list[tuple[int, ...]] | None = None  # the tree measured best for these heads, if known
 
     @torch.no_grad()
     def decode_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -85,6 +87,21 @@ def medusa_loss(head_logits: torch.Tensor, labels: torch.Tensor, ignore_index: i
 
 
 @dataclass
+class DecodePlan:
+    """A tree's per-step constants as lists (see `TreeBuffers.decode_plan`): positions[past] (N+1,) and
+    masks[past] (N+1, past + N+1) for a step after `past` cached tokens; tree_index / parent / paths (node
+    indices root to node) per node; in_place[node]: its path is 0, 1, ..., d, so accepting it needs no
+    cache gather (the path's keys/values are already where they belong)."""
+
+    positions: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    tree_index: list[int]
+    parent: list[int]
+    paths: list[list[int]]
+    in_place: list[bool]
+
+
+@dataclass
 class TreeBuffers:
     """Tensors describing a candidate tree of N nodes plus the root (node 0 = the base model's next token).
     mask (N+1, N+1) bool: each node sees itself, its ancestors and the root. depth (N+1,): root 0.
@@ -101,11 +118,27 @@ class TreeBuffers:
     topk: int
     choices: list[tuple[int, ...]]
     node_paths: list[torch.Tensor]
+    _plans: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def size(self) -> int:
         """Tokens per tree step: the nodes plus the root."""
         return int(self.depth.shape[0])
+
+    def decode_plan(self, capacity: int, dtype: torch.dtype = torch.float32) -> "DecodePlan":
+        """Everything a decoding step needs that depends only on the tree and the cache capacity, built once
+        per (capacity, dtype) and kept: per number of cached tokens the positions and the mask of the tree
+        step (views, no tensor built during decoding), and the tree as Python lists."""
+        key = (capacity, dtype)
+        if key not in self._plans:
+            window = self.attention_window(capacity, dtype)
+            positions = torch.arange(capacity)[:, None] + self.depth  # row `past` = the tree's positions
+            paths = [p.tolist() for p in self.node_paths]
+            self._plans[key] = DecodePlan(
+                positions=list(positions.unbind(0)), masks=[window[:, capacity - past:] for past in range(capacity)],
+                tree_index=self.tree_indices.tolist(), parent=self.parent.tolist(), paths=paths,
+                in_place=[p == list(range(len(p))) for p in paths])
+        return self._plans[key]
 
     def attention_window(self, capacity: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N+1, capacity + N+1) additive mask: `capacity` open columns, then the tree mask (0 / -inf).
@@ -179,6 +212,68 @@ def choices_from_accuracies(accuracy: torch.Tensor, nodes: int) -> list[tuple[in
         if length < len(acc):
             for r, p in enumerate(acc[length]):
                 heapq.heappush(heap, (neg_p * p, length + 1, c + (r,)))
+    return chosen
+
+
+@torch.no_grad()
+def head_rank_paths(head_logits: torch.Tensor, labels: torch.Tensor, topk: int, ignore_index: int = -100
+                    ) -> torch.Tensor:
+    """Per position t that has a next token: the rank of the token t + 2 + i among head i's top-k guesses at t
+    (`topk` if it is not among them; -1 where the sequence has ended). head_logits (K, B, T, V), labels (B, T)
+    -> (N, K), N = positions with labels[t + 1] != ignore_index. Row t is the tree path greedy acceptance
+    would take from t: the nodes (r_1), (r_1, r_2), ... are accepted while r_j < topk."""
+    k, b, t, _ = head_logits.shape
+    out = torch.full((b, t, k), -1, dtype=torch.long)
+    top = head_logits.topk(topk, dim=-1).indices  # (K, B, T, topk)
+    for i in range(k):
+        shift = 2 + i
+        if t <= shift:
+            continue
+        target = labels[:, shift:]  # (B, T - shift)
+        hit = top[i, :, : t - shift] == target[..., None]
+        rank = torch.where(hit.any(-1), hit.long().argmax(-1), torch.full_like(target, topk))
+        out[:, : t - shift, i] = rank.masked_fill(target == ignore_index, -1)
+    has_next = torch.zeros(b, t, dtype=torch.bool)
+    has_next[:, :-1] = labels[:, 1:] != ignore_index
+    return out[has_next]
+
+
+def path_probabilities(rank_paths: torch.Tensor, topk: int) -> list[tuple[tuple[int, ...], float]]:
+    """Every tree node (rank tuple) with the fraction of positions whose greedy-acceptance path passes through
+    it, most frequent first (ties: shorter, then lexicographic), from `head_rank_paths` (N, K). Unlike the
+    product of per-head accuracies, these joint frequencies keep the heads' correlated errors (a wrong
+    attribute word fails every later head). A node's expected contribution to the tokens of a step is its
+    frequency, so the best tree of n nodes is the first n entries (prefix-closed: a prefix is at least as
+    frequent and sorts first on ties)."""
+    counts: dict[tuple[int, ...], int] = {}
+    for row in rank_paths.tolist():
+        prefix: tuple[int, ...] = ()
+        for r in row:
+            if r < 0 or r >= topk:
+                break
+            prefix = prefix + (r,)
+            counts[prefix] = counts.get(prefix, 0) + 1
+    n = max(len(rank_paths), 1)
+    return sorted(((c, v / n) for c, v in counts.items()), key=lambda cv: (-cv[1], len(cv[0]), cv[0]))
+
+
+def choices_for_cost(ranked: list[tuple[tuple[int, ...], float]], step_cost_fixed: float, step_cost_per_token: float,
+                     max_nodes: int | None = None) -> list[tuple[int, ...]]:
+    """The tree that maximises expected tokens per unit of step cost: nodes are taken in the order of `ranked`
+    ((choice, expected gain) most valuable first, from `path_probabilities`, or the accuracies' path
+    probabilities), as long as the next node's gain per its marginal cost beats the tree's tokens per cost,
+    i.e. (1 + sum gain) / (fixed + per_token * (nodes + 1)) still rises. A step's cost is modelled as
+    fixed + per_token * tokens (tree + root), with both measured. Returns the choices (prefix-closed when
+    `ranked` is)."""
+    chosen: list[tuple[int, ...]] = []
+    tokens = 1.0
+    for c, gain in ranked[: max_nodes or len(ranked)]:
+        n = len(chosen) + 1  # tokens in the step now (nodes + root)
+        if (tokens + gain) / (step_cost_fixed + step_cost_per_token * (n + 1)) <= \
+                tokens / (step_cost_fixed + step_cost_per_token * n):
+            break
+        chosen.append(c)
+        tokens += gain
     return chosen
 
 
@@ -274,52 +369,61 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
     The base token of each step is the base model's argmax, so with temperature 0 (greedy acceptance) the
     output equals `greedy_decode`'s. Returns generated ids (N,) and the step statistics.
 
-    Per step: the heads' top-k guesses at the last accepted token fill the tree; one base forward over the
-    tree (positions past + depth, additive tree mask beside the cache, keys/values written into the
-    preallocated cache); per-node acceptance; the accepted path's keys/values are moved into place with one
-    gather (`KVCache.keep`). The next base token is the argmax already computed at the path's last node.
-    Greedy acceptance runs on Python lists (`greedy_accepted_node`), typical acceptance on tensors."""
-    tree = tree or tree_buffers(default_choices(heads.num_heads))
+    tree: the candidate tree; None = the tree the heads carry (`heads.choices`, set from measurements of
+    these heads, e.g. by `fovea.caption.train.train_medusa_heads`); a tree is required otherwise, since the
+    best tree depends on how often each head is right (`path_probabilities`, `choices_for_cost`).
+
+    Per step: the heads' top-k guesses at the last accepted token fill the tree (on Python lists); one base
+    forward over the tree (positions past + depth, additive tree mask beside the cache, keys/values written
+    into the preallocated cache; both from the tree's `decode_plan`); per-node acceptance; the accepted path's
+    keys/values are moved into place with one gather (`KVCache.keep`; none when the path already is in
+    place). The next base token is the argmax already computed at the path's last node. Greedy acceptance
+    runs on Python lists (`greedy_accepted_node`), typical acceptance on tensors."""
+    if tree is None:
+        if not getattr(heads, "choices", None):
+            raise ValueError("medusa_generate needs a tree: pass tree=tree_buffers(choices), with choices from the "
+                             "heads' measured accuracies (path_probabilities + choices_for_cost, or "
+                             "choices_from_accuracies), or set heads.choices")
+        tree = tree_buffers(heads.choices)
     if int(tree.depth.max()) > heads.num_heads:
         raise ValueError(f"the tree is {int(tree.depth.max())} deep but there are only {heads.num_heads} Medusa heads")
-    n = tree.size
-    capacity = len(prompt) + max_new_tokens + n
+    capacity = len(prompt) + max_new_tokens + tree.size
     cache = model.new_cache(1, capacity, memory)
     hidden, _ = model(prompt[None], cache=cache)
     last = hidden[0, -1]  # (D,)
-    base = model.logits(last).argmax(-1, keepdim=True)  # (1,)
-    window = tree.attention_window(capacity, last.dtype)
-    positions = torch.arange(capacity)[:, None] + tree.depth  # (capacity, N+1): row `past` = the tree's positions
-    node_paths = [p.tolist() for p in tree.node_paths]
+    base = int(model.logits(last).argmax(-1))
+    plan = tree.decode_plan(capacity, last.dtype)
     body, body_valid = tree.retrieve[:, 1:].clamp_min(0), tree.retrieve[:, 1:] >= 0  # (P, D)
-    parents = tree.parent.tolist()
+    decode = heads.decode_logits if hasattr(heads, "decode_logits") else heads
     out: list[int] = []
     steps = 0
     while True:
-        head_logits = heads.decode_logits(last) if hasattr(heads, "decode_logits") else heads(last)  # (K, V)
-        guesses = head_logits.topk(tree.topk, dim=-1).indices.reshape(-1)  # (K * topk,)
-        tokens = torch.cat([base, guesses])[tree.tree_indices]  # (N+1,)
+        candidates = [base] + decode(last).topk(tree.topk, dim=-1).indices.view(-1).tolist()  # base, head 0's, ...
+        token_list = [candidates[i] for i in plan.tree_index]  # (N+1,)
+        tokens = torch.tensor(token_list)
         past = cache.length
-        node_hidden, _ = model(tokens[None], positions=positions[past], mask=window[:, capacity - past:], cache=cache)
+        node_hidden, _ = model(tokens[None], positions=plan.positions[past], mask=plan.masks[past], cache=cache)
+        node_hidden = node_hidden[0]
         steps += 1
-        node_logits = model.logits(node_hidden[0])  # (N+1, V)
-        argmax = node_logits.argmax(-1)  # (N+1,)
-        token_list = tokens.tolist()
+        node_logits = model.logits(node_hidden)  # (N+1, V)
+        argmax = node_logits.argmax(-1).tolist()
         if temperature == 0.0:
-            end = greedy_accepted_node(token_list, argmax.tolist(), parents)
+            end = greedy_accepted_node(token_list, argmax, plan.parent)
         else:
             ok = node_acceptance(tokens, node_logits, tree.parent, temperature=temperature, epsilon=epsilon,
                                  delta=delta)
             lengths = (ok[body] & body_valid).cumprod(dim=1).sum(dim=1)  # (P,)
             best = int(lengths.argmax())
             end = int(tree.retrieve[best, int(lengths[best])])
-        path = tree.node_paths[end]
-        accepted = [token_list[i] for i in node_paths[end]]
+        accepted = [token_list[i] for i in plan.paths[end]]
         if eos is not None and eos in accepted:
             accepted = accepted[: accepted.index(eos) + 1]
         out += accepted[: max_new_tokens - len(out)]
         if (eos is not None and out[-1] == eos) or len(out) >= max_new_tokens:
             break
-        cache.keep(past, path)
-        last, base = node_hidden[0, end], argmax[end:end + 1]
+        if plan.in_place[end]:
+            cache.length = past + len(plan.paths[end])
+        else:
+            cache.keep(past, tree.node_paths[end])
+        last, base = node_hidden[end], argmax[end]
     return torch.tensor(out, dtype=torch.long), MedusaStats(steps, len(out))
