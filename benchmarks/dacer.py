@@ -44,6 +44,8 @@ def _config(args, env_id: str):
                       noise_scale=0.15 if env_id.split("-")[0] in ("HalfCheetah", "Humanoid") else 0.1)
     if args.size == "small":
         cfg = replace(cfg, hidden=64, depth=2, diffusion_steps=10, batch_size=64, lr=1e-3)
+    if args.tau is not None:
+        cfg = replace(cfg, tau=args.tau)
     return replace(cfg, lr=args.lr) if args.lr is not None else cfg
 
 
@@ -52,7 +54,8 @@ def _label(rec) -> str:
     c = rec["config"]
     if rec["algo"] != "DACER":
         return rec["algo"]
-    return f"DACER {c['hidden']}x{c['depth']}/{c['diffusion_steps']} steps, lr {c['lr']:g}, clip {c['clip_grad']}"
+    return (f"DACER {c['hidden']}x{c['depth']}/{c['diffusion_steps']} steps, lr {c['lr']:g}, clip {c['clip_grad']}, "
+            f"tau {c['tau']:g}, alpha every {c['alpha_every']:,}")
 
 
 def _run_all(args, out_dir: Path, write) -> None:
@@ -64,23 +67,29 @@ def _run_all(args, out_dir: Path, write) -> None:
                 tag = ""
                 if algo == "DACER":
                     c = _config(args, env_id)
-                    tag = f"_{c.hidden}x{c.depth}_lr{c.lr:g}_{c.clip_grad}"
+                    tag = f"_{c.hidden}x{c.depth}_lr{c.lr:g}_{c.clip_grad}_tau{c.tau:g}_ae{c.alpha_every}"
                 path = out_dir / f"{env_id}_{algo}{tag}_s{seed}.json"
                 if path.is_file() and not args.overwrite:
                     print(f"have {path}, skipped (--overwrite reruns)", flush=True)
                     continue
                 if algo == "DACER":
                     cfg = _config(args, env_id)
-                    _, c = train_dacer(env_id, args.steps, seed, cfg, args.warmup, args.eval_every, args.episodes,
-                                       log=print, stop_return=args.stop_return)
                     extra = {"config": asdict(cfg)}
                 else:
-                    c = train_sac(env_id, args.steps, seed, args.warmup, args.eval_every, args.episodes, log=print,
-                                  stop_return=args.stop_return)
                     extra = {"config": "stable-baselines3 SAC defaults (2x256 ReLU, lr 3e-4, batch 256, auto alpha)"}
-                rec = {"algo": algo, "env": env_id, "seed": seed, "steps": c.steps, "returns": c.returns,
-                       "wall_s": c.wall_s, "load_end": os.getloadavg()[0], **extra}
-                path.write_text(json.dumps(rec))
+
+                def save(c, done: bool = False) -> None:  # after every evaluation: a stopped job keeps its curve
+                    rec = {"algo": algo, "env": env_id, "seed": seed, "steps": c.steps, "returns": c.returns,
+                           "wall_s": c.wall_s, "load_end": os.getloadavg()[0], "finished": done, **extra}
+                    path.write_text(json.dumps(rec))
+
+                if algo == "DACER":
+                    _, c = train_dacer(env_id, args.steps, seed, cfg, args.warmup, args.eval_every, args.episodes,
+                                       log=print, stop_return=args.stop_return, on_eval=save)
+                else:
+                    c = train_sac(env_id, args.steps, seed, args.warmup, args.eval_every, args.episodes, log=print,
+                                  stop_return=args.stop_return, on_eval=save)
+                save(c, done=True)
                 write()
 
 
@@ -91,7 +100,8 @@ def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
     rows, summary = [], {}
     for r in sorted(recs, key=lambda r: (r["env"], _label(r), r["seed"])):
         rate = r["steps"][-1] / r["wall_s"] if r["steps"] else float("nan")
-        rows.append([r["env"], _label(r), r["seed"], " / ".join(f"{v:.0f}" for v in r["returns"]),
+        stopped = "" if r.get("finished", True) else f" (job stopped at {r['steps'][-1] if r['steps'] else 0})"
+        rows.append([r["env"], _label(r), f"{r['seed']}{stopped}", " / ".join(f"{v:.0f}" for v in r["returns"]),
                      f"{r['returns'][-1]:.0f}" if r["returns"] else "-", f"{max(r['returns']):.0f}" if r["returns"] else "-",
                      f"{r['wall_s']:.0f}", f"{rate:.1f}"])
         if r["returns"]:
@@ -108,7 +118,7 @@ def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
         f"without the exploration noise, SAC with its mean action); random warm-up {args.warmup} steps on both "
         "sides; one gradient step per environment step on both sides.", "",
         "DACER configuration(s): " + "; ".join(f"`{c}`" for c in sorted(dacer_cfgs)) + ".", "",
-        *table(["env", "algorithm", "seed", "returns at " + " / ".join(", ".join(map(str, s)) for s in steps_sets),
+        *table(["env", "algorithm", "seed", f"returns at {', '.join(map(str, max(steps_sets, key=len)))}",
                 "final", "best", "wall s", "env steps/s"], rows), "",
         "Mean (min-max) final return over seeds:", "",
         *table(["env", "algorithm", "steps", "seeds", "mean final", "min", "max"],
@@ -215,6 +225,7 @@ def main() -> None:
     ap.add_argument("--stop-return", type=float, default=None, help="stop a run once an evaluation reaches this")
     ap.add_argument("--size", choices=["paper", "small"], default="paper")
     ap.add_argument("--lr", type=float, default=None, help="DACER learning rate (default: the size's)")
+    ap.add_argument("--tau", type=float, default=None, help="DACER target-critic update rate (default 0.005)")
     ap.add_argument("--clip-grad", choices=["zero", "inward"], default="zero")
     ap.add_argument("--block", default="curves", help="name of the doc block and results folder")
     ap.add_argument("--results", default=str(ROOT / "runs" / "dacer"), help="folder of per-run JSON results")

@@ -163,3 +163,53 @@ def test_dacer_learns_inverted_pendulum_a_little():
     _, curve = train_dacer("InvertedPendulum-v5", 6000, seed=0, cfg=cfg, warmup=1000, eval_every=6000,
                            eval_episodes=3)
     assert curve.returns[-1] > 100  # random actions hold the pole ~5-10 steps
+
+
+def test_critic_targets_stop_bootstrapping_only_at_termination():
+    agent = DACER(3, 1, DACERConfig(hidden=8, depth=1, diffusion_steps=3))
+    for target, (m, s) in zip(agent.targets, [(5.0, 0.5), (3.0, 0.25)]):  # constant Q: mean m, std softplus(s)
+        last = target.net[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([m, s]))
+    rew, done = torch.tensor([1.0, 2.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+    y_mean, y_sample = agent.critic_targets(rew, torch.randn(3, 3), done, torch.Generator().manual_seed(0))
+    # reward scale 0.2, gamma 0.99, the smaller target mean 3: bootstrapped rows 0.2 r + 0.99 * 3, terminal 0.2 r
+    assert torch.allclose(y_mean, torch.tensor([0.2 + 2.97, 0.4, 2.97]))
+    assert y_sample[1].item() == pytest.approx(0.4)
+    std = math.log1p(math.exp(0.25)) + 1e-6  # the smaller-mean critic's std, z clipped to +-3
+    assert torch.all((y_sample - y_mean)[[0, 2]].abs() <= 0.99 * 3 * std + 1e-6)
+
+
+def test_env_step_stores_termination_not_truncation_and_scales_actions():
+    gymnasium = pytest.importorskip("gymnasium")
+    from gymnasium.wrappers import TimeLimit
+
+    from fovea.rl.train import Replay, _scale, env_step
+
+    class Rail(gymnasium.Env):
+        """x_{k+1} = x_k + u, reward 1, terminated when |x| > 2.5; actions in [-3, 3]."""
+
+        action_space = gymnasium.spaces.Box(-3.0, 3.0, (1,), np.float32)
+        observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.x = np.zeros(1, np.float32)
+            return self.x.copy(), {}
+
+        def step(self, u):
+            self.x = self.x + np.asarray(u, np.float32)
+            return self.x.copy(), 1.0, bool(abs(self.x[0]) > 2.5), False, {}
+
+    env = TimeLimit(Rail(), max_episode_steps=4)
+    replay, to_env = Replay(1, 1, 10), _scale(env)
+    obs, ended = env.reset()[0], []
+    for a in [0.1, 0.1, 0.1, 0.1, 1.0]:  # policy units: 0.1 -> 0.3 in the env's [-3, 3]
+        obs, end = env_step(env, obs, np.array([a], np.float32), to_env, replay)
+        ended.append(end)
+    n = replay.size
+    assert ended == [False, False, False, True, True]
+    assert np.allclose(replay.next_obs[:n, 0], [0.3, 0.6, 0.9, 1.2, 3.0])  # the real last obs, not the reset one
+    assert np.allclose(replay.obs[:n, 0], [0.0, 0.3, 0.6, 0.9, 0.0])
+    assert replay.done[:n].tolist() == [0, 0, 0, 0, 1]  # step 4 truncated (time limit): still bootstraps
+    assert np.allclose(replay.act[:n, 0], [0.1, 0.1, 0.1, 0.1, 1.0]) and obs.tolist() == [0.0]

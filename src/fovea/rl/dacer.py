@@ -91,16 +91,23 @@ class DACER(nn.Module):
         return (self.noisy(o, generator) if explore else self.sample(o, generator))[0].numpy()
 
     # --- losses ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def critic_targets(self, rew, next_obs, done, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y_mean, y_sample) (B,) from the target critic with the smaller mean at the noisy next action;
+        done = 1 (a true termination, never a time-limit truncation) stops the bootstrap: y = reward_scale r."""
+        c = self.cfg
+        next_act = self.noisy(next_obs, generator)
+        (m1, s1), (m2, s2) = (t(next_obs, next_act) for t in self.targets)
+        first = m1 < m2
+        m_next, s_next = torch.where(first, m1, m2), torch.where(first, s1, s2)
+        z = torch.randn(m_next.shape, generator=generator).clamp(-c.bound, c.bound)
+        y_mean = c.reward_scale * rew + c.gamma * (1 - done) * m_next
+        y_sample = c.reward_scale * rew + c.gamma * (1 - done) * (m_next + s_next * z)
+        return y_mean, y_sample
+
     def critic_loss(self, obs, act, rew, next_obs, done, generator=None) -> torch.Tensor:
         c = self.cfg
-        with torch.no_grad():
-            next_act = self.noisy(next_obs, generator)
-            (m1, s1), (m2, s2) = (t(next_obs, next_act) for t in self.targets)
-            first = m1 < m2
-            m_next, s_next = torch.where(first, m1, m2), torch.where(first, s1, s2)
-            z = torch.randn(m_next.shape, generator=generator).clamp(-c.bound, c.bound)
-            y_mean = c.reward_scale * rew + c.gamma * (1 - done) * m_next
-            y_sample = c.reward_scale * rew + c.gamma * (1 - done) * (m_next + s_next * z)
+        y_mean, y_sample = self.critic_targets(rew, next_obs, done, generator)
         total = obs.new_zeros(())
         for i, critic in enumerate(self.critics):
             mean, std = critic(obs, act)

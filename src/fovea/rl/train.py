@@ -49,8 +49,21 @@ class Replay:
 
 
 def _scale(env):
+    """Policy action in [-1, 1] -> the env's units: low + (a + 1) (high - low) / 2 (InvertedPendulum: 3a)."""
     low, high = env.action_space.low, env.action_space.high
     return lambda a: low + (np.asarray(a) + 1.0) * 0.5 * (high - low)
+
+
+def env_step(env, obs: np.ndarray, act: np.ndarray, to_env: Callable, replay: Replay) -> tuple[np.ndarray, bool]:
+    """Step `env` with `act` (policy units), store the transition and return (the next observation to act on,
+    whether an episode ended). Only `terminated` is stored as done (no bootstrapping past a true end); a
+    `truncated` episode (time limit) is stored with done 0 and its real last observation as next_obs, so the
+    critic still bootstraps there; the env is reset after either."""
+    next_obs, r, term, trunc, _ = env.step(to_env(act))
+    replay.add(obs, act, r, next_obs, float(term))
+    if term or trunc:
+        return env.reset()[0], True
+    return next_obs, False
 
 
 def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, seed: int) -> float:
@@ -73,9 +86,10 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: 
 
 def train_dacer(env_id: str, total_steps: int, seed: int = 0, cfg: DACERConfig | None = None, warmup: int = 5000,
                 eval_every: int = 5000, eval_episodes: int = 5, buffer: int = 1_000_000,
-                log: Callable[[str], None] | None = None, stop_return: float | None = None) -> tuple[DACER, Curve]:
+                log: Callable[[str], None] | None = None, stop_return: float | None = None,
+                on_eval: Callable[[Curve], None] | None = None) -> tuple[DACER, Curve]:
     """Train DACER for total_steps env steps (one update per step after `warmup` random ones); evaluate every
-    eval_every steps; stop early once an evaluation reaches stop_return (if given)."""
+    eval_every steps (on_eval(curve so far) after each); stop early once an evaluation reaches stop_return."""
     import gymnasium as gym
 
     torch.manual_seed(seed)
@@ -91,11 +105,7 @@ def train_dacer(env_id: str, total_steps: int, seed: int = 0, cfg: DACERConfig |
     env.action_space.seed(seed)
     for step in range(1, total_steps + 1):
         a = rng.uniform(-1, 1, act_dim).astype(np.float32) if step <= warmup else agent.act(obs)
-        next_obs, r, term, trunc, _ = env.step(to_env(a))
-        replay.add(obs, a, r, next_obs, float(term))
-        obs = next_obs
-        if term or trunc:
-            obs, _ = env.reset()
+        obs, _ = env_step(env, obs, a, to_env, replay)
         if step > warmup:
             agent.update(replay.sample(agent.cfg.batch_size, rng))  # entropy + alpha every alpha_every inside
         if step % eval_every == 0:
@@ -105,6 +115,9 @@ def train_dacer(env_id: str, total_steps: int, seed: int = 0, cfg: DACERConfig |
             if log:
                 log(f"DACER {env_id} seed {seed} step {step}: return {ret:.1f}, alpha {agent.log_alpha.exp().item():.3f}, "
                     f"entropy {agent.entropy:.2f}, {time.perf_counter() - t0:.0f} s")
+            if on_eval:
+                curve.wall_s = time.perf_counter() - t0
+                on_eval(curve)
             if stop_return is not None and ret >= stop_return:
                 break
     curve.wall_s = time.perf_counter() - t0
@@ -113,7 +126,7 @@ def train_dacer(env_id: str, total_steps: int, seed: int = 0, cfg: DACERConfig |
 
 def train_sac(env_id: str, total_steps: int, seed: int = 0, warmup: int = 5000, eval_every: int = 5000,
               eval_episodes: int = 5, log: Callable[[str], None] | None = None,
-              stop_return: float | None = None) -> Curve:
+              stop_return: float | None = None, on_eval: Callable[[Curve], None] | None = None) -> Curve:
     """stable-baselines3 SAC with its defaults (lr 3e-4, batch 256, auto entropy), same warm-up and evaluation."""
     import gymnasium as gym
     from stable_baselines3 import SAC
@@ -131,6 +144,9 @@ def train_sac(env_id: str, total_steps: int, seed: int = 0, warmup: int = 5000, 
                 if log:
                     log(f"SAC {env_id} seed {seed} step {self.num_timesteps}: return {ret:.1f}, "
                         f"{time.perf_counter() - t0:.0f} s")
+                if on_eval:
+                    curve.wall_s = time.perf_counter() - t0
+                    on_eval(curve)
                 if stop_return is not None and ret >= stop_return:
                     return False
             return True
