@@ -138,3 +138,20 @@ def test_video_falls_are_seen_whole():
         last = drawn[-1][1]
         assert last[2] < W and ((last[1] == 0) if side < 0 else (last[3] == H))
         assert boxes[-1][1] is None                               # gone at the event's end
+
+
+def test_partial_fall_clips_lose_the_item_downstream_or_keep_it_to_the_end():
+    """fall_seen='partial' (a stress test): checked on the rendered boxes, the item never leaves over
+    the belt's side inside the clip while fully in view downstream: one frame's belt travel after its
+    last drawn box it would be cut by the right image edge, or it is still drawn in the clip's last frame."""
+    for seed in range(4):
+        frames, events, conv = make_event_clip("fall", seed, 16, fall_seen="partial", appearance="simple",
+                                               noise_sigma=0.0)
+        ev = next(e for e in events if e.kind == "fall")
+        uid, t0_abs, _ = conv.schedule.falls[0]
+        boxes = _fall_boxes(conv, t0_abs - ev.t_start_s, uid, 16)
+        drawn = [k for k, b in enumerate(boxes) if b is not None]
+        step_px = conv.config.belt_speed_mm_s / conv.config.fps / conv.config.mm_per_px
+        assert boxes[drawn[-1]][2] + step_px > frames.shape[2] or drawn[-1] == 15
+    with pytest.raises(ConfigError, match="fall_seen"):
+        make_event_clip("fall", 0, fall_seen="some")

@@ -205,11 +205,18 @@ def fall_in_view(conv: EventConveyor, uid: int, t0: float, side: int, t_last_s: 
     return bool(x0 - half >= 0 and x_out + half <= view)
 
 
-def _pick_fall(conv: EventConveyor, rng: np.random.Generator, t0: float, t_last_s: float = math.inf
-               ) -> tuple[int, int] | None:
-    """A random (uid, side) among the falls `fall_in_view` accepts at t0, or None."""
-    cand = [(u, side) for u in range(len(conv.items)) for side in (-1, 1)
-            if fall_in_view(conv, u, t0, side, t_last_s)]
+def _pick_fall(conv: EventConveyor, rng: np.random.Generator, t0: float, t_last_s: float = math.inf,
+               seen: str = "whole") -> tuple[int, int] | None:
+    """A random (uid, side) among the falls `fall_in_view` accepts at t0 (seen="whole"), or among those
+    it rejects whose item is fully in view at t0 (seen="partial"); None when there is none."""
+    def ok(u: int, side: int) -> bool:
+        if seen == "whole":
+            return fall_in_view(conv, u, t0, side, t_last_s)
+        x0, half = conv.positions(t0)[0][u], conv._half[u]
+        return bool(x0 - half >= 0 and x0 + half <= conv.config.view_mm
+                    and not fall_in_view(conv, u, t0, side, t_last_s))
+
+    cand = [(u, side) for u in range(len(conv.items)) for side in (-1, 1) if ok(u, side)]
     return None if not cand else cand[int(rng.integers(len(cand)))]
 
 
@@ -226,11 +233,15 @@ def _clip_config(rng: np.random.Generator, seed: int, p_touching: float, **overr
     return ConveyorConfig(**kw)
 
 
-def make_event_clip(kind: str, seed: int, n_frames: int = 16, *, _attempt: int = 0, **config_overrides
-                    ) -> tuple[np.ndarray, list[ConveyorEvent], EventConveyor]:
+def make_event_clip(kind: str, seed: int, n_frames: int = 16, *, fall_seen: str = "whole", _attempt: int = 0,
+                    **config_overrides) -> tuple[np.ndarray, list[ConveyorEvent], EventConveyor]:
     """One short clip of class `kind` (EVENT_CLASSES): frames (N, H, W, 3) uint8, the events that
     intersect it (times relative to the clip start), and its conveyor. Normal clips contain no event;
-    a fall clip shows the whole fall (`fall_in_view`), from a seed further on when this one has none."""
+    a fall clip shows the whole fall (`fall_in_view`), from a seed further on when this one has none.
+    fall_seen="partial" instead makes a fall the camera sees only in part (the item starts to slide in
+    full view but leaves downstream or after the clip's end first): a stress test, not a training class."""
+    if fall_seen not in ("whole", "partial"):
+        raise ConfigError(f"make_event_clip fall_seen={fall_seen!r}; use 'whole' or 'partial'")
     if kind not in EVENT_CLASSES:
         raise ConfigError(f"unknown conveyor event {kind!r}; use one of {EVENT_CLASSES}")
     rng = np.random.default_rng([seed, 77])
@@ -244,12 +255,13 @@ def make_event_clip(kind: str, seed: int, n_frames: int = 16, *, _attempt: int =
         schedule.jams.append((t0, t0 + 30.0, float(rng.uniform(0.45, 0.85)) * cfg.view_mm))
     elif kind == "fall":                 # one the camera sees whole, ending inside the clip
         t0 = t_clip + float(rng.uniform(0.1, 0.4)) * dur
-        pick = _pick_fall(EventConveyor(cfg), rng, t0, t_last_s=t_clip + (n_frames - 1) / cfg.fps)
+        pick = _pick_fall(EventConveyor(cfg), rng, t0, t_last_s=t_clip + (n_frames - 1) / cfg.fps, seen=fall_seen)
         if pick is None:
             if _attempt >= 40:
-                raise ConfigError(f"no fall the camera sees whole fits a {n_frames}-frame clip at {cfg.fps} fps "
-                                  f"(seed {seed}); a fall takes 0.6-0.9 s: use clips of at least 1.2 s")
-            return make_event_clip(kind, seed + 100003, n_frames, _attempt=_attempt + 1, **config_overrides)
+                raise ConfigError(f"no fall the camera sees {fall_seen} fits a {n_frames}-frame clip at {cfg.fps} "
+                                  f"fps (seed {seed}); a fall takes 0.6-0.9 s: use clips of at least 1.2 s")
+            return make_event_clip(kind, seed + 100003, n_frames, fall_seen=fall_seen, _attempt=_attempt + 1,
+                                   **config_overrides)
         schedule.falls.append((pick[0], t0, pick[1]))
     elif kind == "rollback":
         t0 = t_clip + float(rng.uniform(0.1, 0.4)) * dur
