@@ -14,6 +14,9 @@
   the trained model as an online line stage on a ConveyorSource (jam flag latency, false stops over
   a 10-minute normal run); temporal localization mAP on long generated videos (sliding windows vs a
   frame-level temporal head on the causal TSM's per-frame features with actionness grouping).
+- falls / nojam (not in 'all'; they load the model --run-name trained): the model on falls the camera
+  sees whole vs only in part, by how far the item is shown to slide; its jam stop on belts with falls
+  and roll-backs but no jam (every stop a false one).
 One torch thread; CPU times are process CPU seconds (robust to the shared machine's load, which is
 printed). Quick version: `--quick` (fewer repeats, smaller sets, a 2-minute normal run).
 """
@@ -236,8 +239,9 @@ def _epoch_printer():
 
 
 def line_run(model, names, duration_s: float, jams: list, seed: int, stride: int, window: int, threshold: float,
-             min_frames: int, short_side: int):
-    """An online stage on a ConveyorSource with a SimClock; returns the raised records and the conveyor."""
+             min_frames: int, short_side: int, conv=None):
+    """An online stage on a ConveyorSource with a SimClock (a belt with `jams`, or the given `conv`);
+    returns the raised stop records and the stage."""
     from fovea.line.clock import SimClock
     from fovea.line.events import EventLog
     from fovea.line.sources import ConveyorSource
@@ -246,7 +250,7 @@ def line_run(model, names, duration_s: float, jams: list, seed: int, stride: int
     from fovea.video.online import EventDebouncer, OnlineEventRecognizer, VideoEventStage
 
     n_obj = int(duration_s * 400 / 120) + 10
-    conv = EventConveyor(ConveyorConfig(n_objects=n_obj, lead_in_mm=0.0, gap_mm=(40.0, 120.0), p_box=0.15,
+    conv = conv or EventConveyor(ConveyorConfig(n_objects=n_obj, lead_in_mm=0.0, gap_mm=(40.0, 120.0), p_box=0.15,
                                         fps=10.0, seed=seed), EventSchedule(jams=jams))
     source = ConveyorSource(conv, clock=SimClock(), n_frames=int(duration_s * 10))
     rec = OnlineEventRecognizer(model, names, window=window, frame_stride=stride, short_side=short_side)
@@ -463,11 +467,53 @@ def part_falls(run: Run, args) -> None:
     run.write("Video understanding", body, tag=f"{args.run_name}_falls")
 
 
+def part_nojam(run: Run, args) -> None:
+    """The events model of --run-name as the jam-stopping line stage on belts with falls and roll-backs but
+    no jam (the same stage settings as the events part): every stop is a false stop."""
+    import torch
+    from safetensors.torch import load_file
+
+    import fovea.models.video as V
+    from fovea.synth.conveyor_events import EVENT_CLASSES, event_video_conveyor
+
+    torch.set_num_threads(1)
+    weights = RUNS / args.run_name / "tsm_lite0_events.safetensors"
+    if not weights.is_file():
+        raise SystemExit(f"{weights} is missing: train it first with --part events --run-name {args.run_name}")
+    names = list(EVENT_CLASSES)
+    model = V.create_model("tsm_lite0", num_classes=len(names), num_segments=8, shift_mode="causal")
+    model.load_state_dict(load_file(str(weights)))
+    model.eval()
+    stride, window, threshold, min_frames = 2, 4, 0.6, 2        # as in part_events
+    duration = 120.0 if args.quick else 600.0
+    rows, c0 = [], time.process_time()
+    for seed in (900, 901):
+        conv = event_video_conveyor(duration, seed, events_per_minute=10.0, kinds=("fall", "rollback"))
+        events = conv.events(duration)
+        stops, _ = line_run(model, names, duration, [], seed, stride, window, threshold, min_frames,
+                            args.short_side, conv=conv)
+        near = [next((e.kind for e in events if e.t_start_s - 1 <= r["t_exposure"] <= e.t_end_s + 2), "none")
+                for r in stops]
+        rows.append([seed, f"{duration / 60:.0f} min", sum(e.kind == "fall" for e in events),
+                     sum(e.kind == "rollback" for e in events), len(stops),
+                     ", ".join(f"{r['t_exposure']:.1f} s ({k})" for r, k in zip(stops, near)) or "-"])
+    body = [f"The events model of `{args.run_name}` as the jam-stopping line stage (settings of the events part: "
+            f"every {stride}nd frame, mean of {window} frame features, stop after {min_frames} processed frames "
+            f"with P(jam) >= {threshold}) on belts with falls and roll-backs (10 a minute, "
+            "`event_video_conveyor`, seeds 900/901) and no jam: every stop is a false stop. "
+            f"{time.process_time() - c0:.0f} CPU s.", ""]
+    body += table(["seed", "run", "falls", "roll-backs", "false stops", "stops at (event near it)"], rows)
+    verdict = "MET" if all(r[4] == 0 for r in rows) else "NOT met"
+    body += ["", f"No false stop on falls and roll-backs: {verdict}."]
+    run.write("Video understanding", body, tag=f"{args.run_name}_nojam")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_doc_args(ap, "video", "fewer repeats, 20+8 clips per class, 2 epochs, a 2-minute normal run")
-    ap.add_argument("--part", choices=("latency", "online", "events", "falls", "all"), default="all",
-                    help="falls: the --run-name events model on falls seen whole vs in part (not in 'all')")
+    ap.add_argument("--part", choices=("latency", "online", "events", "falls", "nojam", "all"), default="all",
+                    help="falls: the --run-name events model on falls seen whole vs in part; nojam: that model's "
+                    "jam stop on belts with falls and roll-backs only (neither is in 'all')")
     ap.add_argument("--n-train", type=int, default=None)
     ap.add_argument("--n-test", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
@@ -496,6 +542,8 @@ def main() -> None:
         part_events(run, args)
     if args.part == "falls":
         part_falls(run, args)
+    if args.part == "nojam":
+        part_nojam(run, args)
 
 
 if __name__ == "__main__":

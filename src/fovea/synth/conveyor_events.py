@@ -285,6 +285,17 @@ def make_event_video(duration_s: float, seed: int, events_per_minute: float = 6.
                      ) -> tuple[np.ndarray, list[ConveyorEvent], EventConveyor]:
     """A long video with randomly scheduled, non-overlapping events (>= 3 s apart) of `kinds`.
     Returns frames (N, H, W, 3) uint8, the ground-truth events and the conveyor."""
+    fps = config_overrides.get("fps", 10.0)
+    conv = event_video_conveyor(duration_s, seed, events_per_minute, kinds, **config_overrides)
+    n_frames = int(duration_s * fps)
+    return render_frames(conv, 0.0, n_frames), conv.events(duration_s), conv
+
+
+def event_video_conveyor(duration_s: float, seed: int, events_per_minute: float = 6.0,
+                         kinds: tuple[str, ...] = ("jam", "fall", "rollback"), **config_overrides) -> EventConveyor:
+    """The conveyor of `make_event_video` (same schedule for the same arguments), without rendering:
+    for streaming it frame by frame (e.g. through `fovea.line.sources.ConveyorSource`)."""
+    config_overrides = dict(config_overrides)
     rng = np.random.default_rng([seed, 78])
     fps = config_overrides.pop("fps", 10.0)
     belt_speed = config_overrides.get("belt_speed_mm_s", 400.0)
@@ -317,9 +328,7 @@ def make_event_video(duration_s: float, seed: int, events_per_minute: float = 6.
         uid = int(rng.choice(cand))
         schedule.rollbacks.append((uid, t0, float(rng.uniform(1.0, 1.6)), float(rng.uniform(200, 350))))
     del probe
-    conv = EventConveyor(cfg, schedule)
-    n_frames = int(duration_s * fps)
-    return render_frames(conv, 0.0, n_frames), conv.events(duration_s), conv
+    return EventConveyor(cfg, schedule)
 
 
 def write_mp4(path, frames: np.ndarray, fps: float = 10.0):
