@@ -518,18 +518,20 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--freeze", type=int, default=3, help="Lite0 stages (after the stem) kept frozen")
+    ap.add_argument("--freeze", type=int, default=2, help="Lite0 stages (after the stem) kept frozen")
     ap.add_argument("--run-name", default="events", help="runs/video/<name> and the doc block's tag")
     ap.add_argument("--reuse-set", action="store_true", help="reuse clip sets of the same size already on disk")
-    ap.add_argument("--short-side", type=int, default=48, help="frames are resized to this short side (px)")
-    ap.add_argument("--vflip", action="store_true", help="training augmentation: random top-bottom mirror")
-    ap.add_argument("--channels-last", action="store_true", help="train in channels_last memory format")
+    ap.add_argument("--short-side", type=int, default=64, help="frames are resized to this short side (px)")
+    ap.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=True,
+                    help="training augmentation: random top-bottom mirror")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                    help="train in channels_last memory format")
     ap.add_argument("--loc-train-videos", type=int, default=12, help="60 s videos to train the localization head")
-    ap.add_argument("--head-epochs", type=int, default=30)
+    ap.add_argument("--head-epochs", type=int, default=40)
     ap.add_argument("--reuse-model", action="store_true",
                     help="evaluate runs/video/<run-name>/tsm_lite0_events.safetensors instead of training")
     args = ap.parse_args()
-    args.n_train = args.n_train or (20 if args.quick else 40)
+    args.n_train = args.n_train or (20 if args.quick else 100)   # defaults: the events_d recipe
     args.n_test = args.n_test or (8 if args.quick else 40)
     args.epochs = args.epochs or (2 if args.quick else 10)
     run = Run(args, full_command=".venv/bin/python benchmarks/video.py")
