@@ -185,6 +185,8 @@ def train_event_model(args, out: Path, sets: Path):
     t_gen = -1.0 if reused else time.perf_counter() - t0
     itr, _ = items_from_csv(tr, names)
     ite, _ = items_from_csv(te, names)
+    if args.seed:                # seed 0 keeps torch's initial generator state (how events_d was trained)
+        torch.manual_seed(args.seed)
     model = V.create_model("tsm_lite0", num_classes=len(names), num_segments=8, shift_mode="causal")
     weights = out / "tsm_lite0_events.safetensors"
     if args.reuse_model and weights.is_file():       # evaluate the model a previous run of this name trained
@@ -199,11 +201,12 @@ def train_event_model(args, out: Path, sets: Path):
             p.requires_grad_(False)
     task = VideoClassifyTask(model, names)
     cfg = TrainConfig(lr=args.lr, batch_size=8, max_epochs=args.epochs, schedule="cosine", weight_decay=1e-4,
-                      out_dir=str(out / "fit"), seed=0)
+                      out_dir=str(out / "fit"), seed=args.seed)
     c0, t0 = time.process_time(), time.perf_counter()
     if args.channels_last:       # same arithmetic; less CPU per Lite0 training step (dev timing 1.5x)
         model = model.to(memory_format=torch.channels_last)
-    train_set = VideoClipDataset(itr, 8, train=True, short_side=args.short_side, vertical_flip=args.vflip)
+    train_set = VideoClipDataset(itr, 8, train=True, short_side=args.short_side, vertical_flip=args.vflip,
+                                 seed=args.seed)
     fit(task, train_set, None, cfg, progress=_epoch_printer())
     fit_cpu, fit_wall = time.process_time() - c0, time.perf_counter() - t0
     from safetensors.torch import save_file
@@ -276,7 +279,8 @@ def part_events(run: Run, args) -> None:
             + ("Clip sets reused from disk (--reuse-set)." if times["gen_s"] < 0 else
                f"Generation {times['gen_s']:.0f} s."),
             "", f"TSM (causal shift) on ImageNet EfficientNet-Lite0, stem + first {args.freeze} stages frozen, "
-            f"8 TSN segments, AdamW {args.lr:g} cosine, batch 8, {args.epochs} epochs on the shared engine"
+            f"8 TSN segments, AdamW {args.lr:g} cosine, batch 8, {args.epochs} epochs on the shared engine, "
+            f"training seed {args.seed}"
             + (", vertical flips" if args.vflip else "") + (", channels-last" if args.channels_last else "") + ": "
             + (f"{times['fit_cpu_s']:.0f} CPU s ({times['fit_wall_s']:.0f} s wall)." if times.get("fit_cpu_s")
                else f"CPU time not recorded ({times.get('note', '')})."), ""]
@@ -518,6 +522,7 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0, help="training seed of the events model: head init (seeds other than 0), batch order, frame and flip draws")
     ap.add_argument("--freeze", type=int, default=2, help="Lite0 stages (after the stem) kept frozen")
     ap.add_argument("--run-name", default="events", help="runs/video/<name> and the doc block's tag")
     ap.add_argument("--reuse-set", action="store_true", help="reuse clip sets of the same size already on disk")
