@@ -4,17 +4,22 @@ caption by caption) and decoding tokens per second.
 
 Training: generated apples (alternating damaged / good, captions from the generator's ground truth), the
 captioner's defaults (frozen offline EfficientNet-Lite0 at 96 px, stride-16 tokens, 2-layer text transformer),
-ITC + ITM + LM; then --heads Medusa heads (5) on the frozen decoder, self-distilled (trained on the decoder's own
-greedy captions of the training apples, the Medusa paper's self-distillation). Test apples come from another seed.
+ITC + ITM + LM (or the captioner --model-dir holds, trained earlier by this code with the same settings); then
+--heads Medusa heads (7: the good captions are 8 tokens, so 1 base + 7 head tokens can finish one in a single
+step) on the frozen decoder, self-distilled: trained on the decoder's own greedy captions of --head-apples fresh
+apples (the Medusa paper's self-distillation; fresh apples need no labels and keep the heads from over-fitting the
+captioner's training set). Test apples come from another seed (1), calibration apples from a third (3).
+Trees: the headline tree takes nodes by their joint path frequency on the calibration apples (how often greedy
+acceptance walks through each node: keeps the heads' correlated errors, which the product of per-head accuracies
+misses) and is sized by a step-cost model measured in the run (fixed + per-token microseconds of a tree step) for
+the most expected tokens per cost; comparison rows: the most probable paths under the per-head accuracies
+(the Medusa paper's construction) at --tree-nodes sizes, and the previous setup (5 heads on the captioner's
+training apples, 6-node accuracy tree).
 Decoding speed: one image at a time (batch 1), image encoding excluded (identical for both; the image tokens'
 cross-attention keys/values, computed once per image by both decoders, are included), median of --repeats
 interleaved passes over the test set, one torch thread; wall time and the decoding thread's CPU time (the
-machine is shared: CPU time leaves out the time other jobs held the cores). Medusa trees: the most probable
-paths under the heads' top-k accuracies measured teacher-forced on the training apples
-(`choices_from_accuracies`, as the Medusa paper chooses its sparse trees), --tree-nodes sizes, the first one
-fixed before the run as the headline (6: the best of 6 / 10 / 16 in a development run on the quick model), and
-the cost prior (`default_choices`, 24 nodes).
-Quick version: `--quick` (300 training apples, 60 test, 300 + 200 steps; a few minutes on an idle machine).
+machine is shared: CPU time leaves out the time other jobs held the cores).
+Quick version: `--quick` (300 training apples, 60 test, 300 + 300 steps, 600 head apples, 200 calibration apples).
 """
 
 from __future__ import annotations
@@ -41,18 +46,26 @@ def _cpu_us(fn, repeats: int = 300) -> float:
     return statistics.median(times) * 1e6
 
 
+def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares intercept and slope of ys over xs."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
 @torch.no_grad()
-def step_costs(pipe, heads, trees, image) -> list[list[str]]:
-    """Thread-CPU cost of the parts of one decoding step at batch 1 (median microseconds): a single-token
-    forward with the cache (greedy), each tree's forward, the heads, the logits, the cache compaction after
-    acceptance, the image tokens' cross keys/values (once per image), and what recomputing those keys/values
-    in every forward (the previous code) would add per step."""
+def step_costs(pipe, heads, trees, image, chain_sizes=(2, 8, 16, 32)) -> list[list[str]]:
+    """Thread-CPU cost of the parts of one decoding step at batch 1, each in a tight loop (median microseconds):
+    a single-token forward with the cache (greedy), each tree's forward and chains of `chain_sizes` tokens, the
+    heads, the logits, the cache compaction after acceptance, the image tokens' cross keys/values (once per
+    image)."""
     from fovea.caption.vocab import BOS
+    from fovea.nn.medusa import tree_buffers
 
     cap = pipe.captioner
     text = cap.text
     memory = cap.image_tokens(pipe.preprocess(torch.from_numpy(image)[None]))
-    cache = text.new_cache(1, 64, memory)
+    cache = text.new_cache(1, 80, memory)
     text(torch.tensor([[BOS, 5, 6, 7, 8, 9]]), cache=cache)
     last = torch.zeros(text.cfg.dim)
 
@@ -60,15 +73,26 @@ def step_costs(pipe, heads, trees, image) -> list[list[str]]:
         cache.length = 6
         text(ids, cache=cache, **kw)
 
+    def tree_forward_us(tree):
+        ids, window = torch.randint(0, 4, (1, tree.size)), tree.attention_window(80)
+        return _cpu_us(lambda: forward(ids, positions=tree.depth + 6, mask=window[:, 80 - 6:]))
+
     single = _cpu_us(lambda: forward(torch.tensor([[5]])))
     rows = [["single-token forward (greedy step)", f"{single:.0f}", "1.00"]]
     for name, tree in trees:
-        ids, window = torch.randint(0, 4, (1, tree.size)), tree.attention_window(64)
-        us = _cpu_us(lambda: forward(ids, positions=tree.depth + 6, mask=window[:, 64 - 6:]))
+        us = tree_forward_us(tree)
         rows.append([f"tree forward, {tree.size} tokens ({name})", f"{us:.0f}", f"{us / single:.2f}"])
+    chain_us = []
+    for n in chain_sizes:
+        chain_us.append(tree_forward_us(tree_buffers([(0,) * d for d in range(1, n)] if n > 1 else [(0,)])))
+        rows.append([f"tree forward, chain of {n} tokens", f"{chain_us[-1]:.0f}", f"{chain_us[-1] / single:.2f}"])
+    intercept, per_token = _fit_line([float(n) for n in chain_sizes], chain_us)
+    hidden = torch.zeros(max(t.size for _, t in trees), text.cfg.dim)
     for name, fn in [("Medusa heads, packed decoding weights (decode_logits)", lambda: heads.decode_logits(last)),
                      ("Medusa heads, training forward", lambda: heads(last)),
                      ("base logits + argmax of one hidden state", lambda: text.logits(last).argmax(-1)),
+                     ("base logits + argmax at every node of the largest tree",
+                      lambda: text.logits(hidden).argmax(-1).tolist()),
                      ("cache compaction after acceptance (keep, 4-token path)",
                       lambda: (setattr(cache, "length", 12), cache.keep(6, torch.tensor([0, 1, 3, 5])))),
                      ("new cache + image cross keys/values, once per image", lambda: text.new_cache(1, 40, memory)),
@@ -76,7 +100,65 @@ def step_costs(pipe, heads, trees, image) -> list[list[str]]:
                       lambda: text.layers[0].cross.keys_values(memory))]:
         us = _cpu_us(fn)
         rows.append([name, f"{us:.0f}", f"{us / single:.2f}"])
+    rows.append([f"tree forward, chains: intercept / per token (least squares)", f"{intercept:.0f} / {per_token:.1f}",
+                 f"{intercept / single:.2f} / {per_token / single:.3f}"])
     return rows
+
+
+@torch.no_grad()
+def loop_step_costs(pipe, heads, ranked, images, sizes=(4, 8, 16, 32), passes=2):
+    """The step-cost model the headline tree is sized with, measured inside real decoding (the isolated parts
+    above miss what a step costs in the loop, where the heads' and the decoder's weights and code evict each
+    other): the images are captioned with the first n path-frequency nodes for each n in `sizes` (`passes`
+    interleaved passes); per tree, the per-caption CPU time regressed on the caption's tree steps gives the cost
+    of a step (slope) beside the per-caption part (intercept: new cache, prompt forward); the steps' costs
+    regressed on the tree's tokens give fixed + per-token microseconds. Returns (rows, fixed, per_token)."""
+    from fovea.caption.vocab import BOS, EOS
+    from fovea.nn.medusa import medusa_generate, tree_buffers
+
+    cap = pipe.captioner
+    memories = [cap.image_tokens(pipe.preprocess(torch.from_numpy(im)[None])) for im in images]
+    trees = [tree_buffers([c for c, _ in ranked[:n]]) for n in sizes]
+    timed = {n: [] for n in sizes}  # (tree steps, CPU us) per caption
+    prompt = torch.tensor([BOS])
+    for _ in range(passes):
+        for n, tree in zip(sizes, trees):
+            for memory in memories:
+                c0 = time.thread_time()
+                _, stats = medusa_generate(cap.text, heads, prompt, cap.cfg.max_caption_len, tree=tree, eos=EOS,
+                                           memory=memory)
+                timed[n].append((float(stats.steps), (time.thread_time() - c0) * 1e6))
+    rows, step_us = [], []
+    for n, tree in zip(sizes, trees):
+        steps, us = zip(*timed[n])
+        per_caption, per_step = _fit_line(list(steps), list(us)) if len(set(steps)) > 1 else (0.0, sum(us) / sum(steps))
+        step_us.append(per_step)
+        rows.append([n, tree.size, f"{statistics.fmean(steps):.2f}", f"{per_step:.0f}", f"{per_caption:.0f}"])
+    fixed, per_token = _fit_line([float(t.size) for t in trees], step_us)
+    return rows, fixed, per_token
+
+
+def _train_or_load(args, train):
+    """The captioner: trained here, or loaded from --model-dir when that folder holds one trained by this script
+    with the same apples and steps (saved there after training). Returns (pipe, info)."""
+    from fovea.caption.predictor import CaptionPredictor
+    from fovea.caption.train import CaptionTrainConfig, train_captioner
+    from fovea.engine.checkpoint import read_recipe
+
+    want = {"train_apples": len(train), "steps": args.steps, "seed": 0}
+    folder = Path(args.model_dir) if args.model_dir else None
+    if folder is not None and (folder / "recipe.json").is_file():
+        info = read_recipe(folder).info
+        if {k: info.get(k) for k in want} == want:
+            return CaptionPredictor.load(folder).pipeline.eval(), {**info, "loaded_from": str(folder)}
+        print(f"{folder} holds a captioner trained with {({k: info.get(k) for k in want})}, not {want}: training anew")
+    t0, c0 = time.perf_counter(), time.process_time()
+    pipe, history = train_captioner(train, cfg=CaptionTrainConfig(steps=args.steps))
+    info = {**want, "train_s": time.perf_counter() - t0, "train_cpu_s": time.process_time() - c0,
+            "final_losses": {k: history[-1][k] for k in ("itc", "itm", "lm")}}
+    if folder is not None:
+        CaptionPredictor.from_pipeline(pipe).save(folder, info)
+    return pipe, info
 
 
 def main() -> None:
@@ -84,45 +166,76 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=1000)
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--steps", type=int, default=1200)
-    ap.add_argument("--medusa-steps", type=int, default=600)
+    ap.add_argument("--head-apples", type=int, default=2000,
+                    help="fresh generated apples (seed 2) the heads are self-distilled on (the decoder's own captions)")
+    ap.add_argument("--calib", type=int, default=500,
+                    help="fresh apples (seed 3) the heads' accuracies and path frequencies (the trees) are measured on")
+    ap.add_argument("--cost-apples", type=int, default=200,
+                    help="calibration apples decoded to measure the step-cost model the headline tree is sized with")
+    ap.add_argument("--medusa-steps", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--heads", type=int, default=5, help="Medusa heads (the reference code's default: 5)")
-    ap.add_argument("--tree-nodes", default="6,10,16",
-                    help="sizes of the accuracy-chosen trees (comma-separated); the first is the headline row")
-    add_doc_args(ap, "caption", "300 train / 60 test apples, 300 + 200 steps")
+    ap.add_argument("--heads", type=int, default=7, help="Medusa heads (7: a good caption of 8 tokens fits one step)")
+    ap.add_argument("--tree-nodes", default="16,32",
+                    help="sizes of the comparison trees from the accuracies (comma-separated)")
+    ap.add_argument("--compare-heads", type=int, default=5,
+                    help="also train this many heads the previous way (the captioner's training apples) with its "
+                         "6-node accuracy tree, as the previous configuration's row (0: skip)")
+    ap.add_argument("--compare-steps", type=int, default=600, help="training steps of the previous-setup heads")
+    ap.add_argument("--model-dir", default=None,
+                    help="folder to save the trained captioner in, or to load it from if it holds one trained with "
+                         "the same --train and --steps (the decoding comparison does not depend on where it came from)")
+    add_doc_args(ap, "caption", "300 train / 60 test apples, 300 + 300 steps, 600 head apples, 200 calibration apples")
     args = ap.parse_args()
     if args.quick:
-        args.train, args.test, args.steps, args.medusa_steps = 300, 60, 300, 200
+        args.train, args.test, args.steps, args.medusa_steps = 300, 60, 300, 300
+        args.head_apples, args.calib, args.compare_steps, args.cost_apples = 600, 200, 200, 100
     torch.set_num_threads(1)
     run = Run(args, full_command=".venv/bin/python benchmarks/caption.py")
 
-    from fovea.caption.train import (CaptionTrainConfig, apple_caption_set, decode_captions, evaluate_captions,
-                                     medusa_head_accuracies, medusa_tree, train_captioner, train_medusa_heads)
-    from fovea.nn.medusa import default_choices, expected_tokens_per_step, tree_buffers
+    from fovea.caption.train import (apple_caption_set, decode_captions, evaluate_captions, medusa_head_accuracies,
+                                     medusa_head_logits, medusa_tree, medusa_tree_for_cost, train_medusa_heads)
+    from fovea.nn.medusa import expected_tokens_per_step, head_accuracies, head_rank_paths, path_probabilities
 
     train, test = apple_caption_set(args.train, seed=0), apple_caption_set(args.test, seed=1)
+    head_apples, calib = apple_caption_set(args.head_apples, seed=2), apple_caption_set(args.calib, seed=3)
+    pipe, info = _train_or_load(args, train)
     t0 = time.perf_counter()
-    pipe, history = train_captioner(train, cfg=CaptionTrainConfig(steps=args.steps))
-    train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    heads = train_medusa_heads(pipe, train, num_heads=args.heads, steps=args.medusa_steps)
+    heads = train_medusa_heads(pipe, head_apples, num_heads=args.heads, steps=args.medusa_steps)
     heads_s = time.perf_counter() - t0
-    accuracy = medusa_head_accuracies(pipe, heads, train, topk=8)
-    sizes = [int(n) for n in args.tree_nodes.split(",")]
-    trees = [(f"measured accuracies, {n} nodes" + (" (headline)" if i == 0 else ""), medusa_tree(accuracy, n))
-             for i, n in enumerate(sizes)]
-    trees += [("cost prior, 24 nodes", tree_buffers(default_choices(args.heads)))]
+    head_logits, labels = medusa_head_logits(pipe, heads, calib)  # teacher-forced on the calibration apples
+    accuracy = head_accuracies(head_logits, labels, 8)
+    ranked = path_probabilities(head_rank_paths(head_logits, labels, 8), 8)
     images = [s.image for s in test]
+    sizes = [int(n) for n in args.tree_nodes.split(",") if n]
+    acc_trees = [(f"accuracy tree, {n} nodes", medusa_tree(accuracy, n)) for n in sizes]
+    # the step-cost model measured by decoding calibration apples, then the headline tree sized with it
+    sizes_for_cost = (4, 8, 16, 32)
+    loop_rows, fixed_us, per_token_us = loop_step_costs(
+        pipe, heads, ranked, [s.image for s in calib[:args.cost_apples]], sizes_for_cost)
+    tree = medusa_tree_for_cost(heads, ranked, fixed_us, per_token_us, max_nodes=max(sizes_for_cost))
+    trees = [(heads, f"path-frequency tree for cost, {tree.size - 1} nodes (headline)", tree)]
+    trees += [(heads, name, t) for name, t in acc_trees]
+    old_heads = None
+    if args.compare_heads:
+        t0 = time.perf_counter()
+        old_heads = train_medusa_heads(pipe, train, num_heads=args.compare_heads, steps=args.compare_steps)
+        old_s = time.perf_counter() - t0
+        old_acc = medusa_head_accuracies(pipe, old_heads, train, topk=8)
+        trees.append((old_heads, "previous setup: heads on the captioner's training apples, their accuracies' "
+                                 "6-node tree", medusa_tree(old_acc, 6)))
     greedy_t, medusa_t = [], [[] for _ in trees]  # (wall s, CPU s) per pass
     for _ in range(args.repeats):  # interleaved, so load changes hit every decoder alike
         texts, g = decode_captions(pipe, images)
         greedy_t.append((g["decode_s"], g["decode_cpu_s"]))
         runs = []
-        for (_, tree), times in zip(trees, medusa_t):
-            runs.append(decode_captions(pipe, images, heads, tree=tree))
+        for (h, _, t), times in zip(trees, medusa_t):
+            runs.append(decode_captions(pipe, images, h, tree=t))
             times.append((runs[-1][1]["decode_s"], runs[-1][1]["decode_cpu_s"]))
+    cost_rows = step_costs(pipe, heads, [(n, t) for _, n, t in trees[:1 + len(acc_trees)]], images[0])
+    loop_table = table(["nodes (path-frequency order)", "tokens per step", "mean tree steps per caption",
+                        "CPU us per step (slope)", "CPU us per caption besides steps (intercept)"], loop_rows)
     costs = table(["part of a decoding step (batch 1, 1 thread)", "median CPU us", "vs single-token forward"],
-                  step_costs(pipe, heads, trees, images[0]))
+                  cost_rows)
     metrics = evaluate_captions(texts, test)
     g_s, g_cpu = (statistics.median(t[i] for t in greedy_t) for i in (0, 1))
     quality = table(["held-out apples", "BLEU-4", "CIDEr-D", "damaged/good right", "damage kind right",
@@ -134,27 +247,51 @@ def main() -> None:
                        for i, row in enumerate(accuracy)])
     rows = [["greedy + KV cache (baseline)", 1, f"{len(test)} / {len(test)}", g["tokens"], g["forwards"],
              f"{g['tokens'] / g['forwards']:.2f}", "1.00", f"{g_s:.3f}", f"{g['tokens'] / g_s:.0f}", "**1.00x**",
-             f"{g_cpu:.3f}", "1.00x"]]
-    for (name, tree), times, (texts_m, m) in zip(trees, medusa_t, runs):
-        m_s, m_cpu = (statistics.median(t[i] for t in times) for i in (0, 1))
-        rows.append([f"Medusa, {args.heads} heads, greedy acceptance, {name}", tree.size,
+             f"{g_cpu:.3f}", "**1.00x**"]]
+    ranked_value = dict(ranked)
+    headline = None
+    for (h, name, t), times, (texts_m, m) in zip(trees, medusa_t, runs):
+        m_s, m_cpu = (statistics.median(x[i] for x in times) for i in (0, 1))
+        expected = (f"{1 + sum(ranked_value.get(c, 0.0) for c in t.choices):.2f}" if h is heads
+                    else f"{expected_tokens_per_step(t.choices, old_acc):.2f} (acc.)")
+        rows.append([f"Medusa, {h.num_heads} heads, greedy acceptance, {name}", t.size,
                      f"{sum(a == b for a, b in zip(texts, texts_m))} / {len(test)}", m["tokens"], m["forwards"],
-                     f"{m['tokens'] / m['forwards']:.2f}", f"{expected_tokens_per_step(tree.choices, accuracy):.2f}",
-                     f"{m_s:.3f}", f"{m['tokens'] / m_s:.0f}", f"**{g_s / m_s:.2f}x**", f"{m_cpu:.3f}",
-                     f"{g_cpu / m_cpu:.2f}x"])
+                     f"{m['tokens'] / m['forwards']:.2f}", expected, f"{m_s:.3f}", f"{m['tokens'] / m_s:.0f}",
+                     f"**{g_s / m_s:.2f}x**", f"{m_cpu:.3f}", f"**{g_cpu / m_cpu:.2f}x**"])
+        headline = headline or (g_s / m_s, g_cpu / m_cpu, sum(a == b for a, b in zip(texts, texts_m)))
     speed = table(["decoding", "tokens per base forward (tree + root)", "captions equal to greedy", "tokens",
-                   "base-model forwards", "tokens / forward", "expected tokens / step (from accuracies)",
+                   "base-model forwards", "tokens / forward", "expected tokens / step (path frequencies)",
                    "median wall s", "tokens / s (wall)", "tokens/s vs greedy (wall)", "median CPU s",
                    "vs greedy (CPU)"], rows)
-    body = [f"Training: {len(train)} apples, {args.steps} steps in {train_s:.0f} s (final losses "
-            + ", ".join(f"{k} {history[-1][k]:.3f}" for k in ("itc", "itm", "lm"))
-            + f"); Medusa heads {args.medusa_steps} steps in {heads_s:.0f} s.", "", *quality, "",
-            "Medusa heads' top-k accuracies, teacher-forced on the decoder's greedy captions of the training apples "
-            "(the trees' input):", "",
-            *acc_table, "", f"Decoding, {args.repeats} interleaved passes over the {len(test)} held-out apples "
+    met = "MET" if headline[1] >= 1.8 and headline[2] == len(test) else "NOT met"
+    loss_text = ", ".join(f"{k} {v:.3f}" for k, v in info["final_losses"].items())
+    trained = (f"Training: {info['train_apples']} apples, {info['steps']} steps in {info['train_s']:.0f} s "
+               f"({info['train_cpu_s']:.0f} CPU s; final losses {loss_text})")
+    if "loaded_from" in info:
+        trained += (f", trained earlier by this script's training code with the same settings and loaded from "
+                    f"`{info['loaded_from']}` (--model-dir)")
+    body = [trained + f"; Medusa heads: {args.heads}, {args.medusa_steps} steps on the decoder's own greedy captions "
+            f"of {args.head_apples} fresh apples (seed 2) in {heads_s:.0f} s"
+            + (f"; previous-setup heads ({args.compare_heads}, {args.compare_steps} steps on the captioner's training "
+               f"apples) in {old_s:.0f} s"
+               if old_heads is not None else "") + ".", "", *quality, "",
+            f"Medusa heads' top-k accuracies, teacher-forced on the decoder's greedy captions of {args.calib} "
+            "calibration apples (seed 3; not the heads' training apples):", "",
+            *acc_table, "",
+            f"Headline tree (chosen before the test passes, on calibration apples only): nodes in the order of "
+            f"their joint path frequency on the calibration apples (`path_probabilities`), sized for the most "
+            f"expected tokens per unit of step cost (`choices_for_cost`, at most {max(sizes_for_cost)} nodes) with "
+            f"the step-cost model measured by decoding {min(args.cost_apples, len(calib))} calibration apples "
+            f"(2 interleaved passes per size): a step costs {fixed_us:.0f} + {per_token_us:.1f} CPU us per tree "
+            f"token. Chosen: {len(tree.choices)} nodes {tree.choices}.", "", *loop_table, "",
+            f"Decoding, {args.repeats} interleaved passes over the {len(test)} held-out apples "
             f"(medians; greedy wall s over the passes: min {min(t[0] for t in greedy_t):.3f}, max "
             f"{max(t[0] for t in greedy_t):.3f}; CPU s = this thread's CPU time):", "",
-            *speed, "", "Where a step's time goes (medians of 300 calls each, thread CPU time):", "", *costs, "",
+            *speed, "",
+            f"Goal >= 1.8x tokens/s on the CPU with captions equal to greedy: **{met}** (headline {headline[1]:.2f}x "
+            f"CPU, {headline[0]:.2f}x wall, {headline[2]} / {len(test)} equal).", "",
+            "Where a step's time goes, each part in a tight loop (medians of 300 calls each, thread CPU time; "
+            "in the decoding loop the same parts cost more, see the step-cost model above):", "", *costs, "",
             "Examples (held-out truth -> caption):", ""]
     body += [f"- `{s.captions[0]}` -> `{t}`" for s, t in list(zip(test, texts))[:6]]
     run.write("Captioning and Medusa decoding", body, tag="quick" if args.quick else None)

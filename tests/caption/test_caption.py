@@ -143,7 +143,8 @@ def test_self_distillation_targets_cut_each_greedy_caption_after_its_end_token()
 
 def test_medusa_captions_with_the_measured_tree_equal_greedy_captions():
     from fovea.caption.pipeline import CaptionPipeline
-    from fovea.caption.train import decode_captions, medusa_tree_for_cost, train_medusa_heads
+    from fovea.caption.train import (decode_captions, medusa_path_probabilities, medusa_tree_for_cost,
+                                     train_medusa_heads)
     from fovea.models.captioner import Captioner, CaptionerConfig
     from fovea.models.text_decoder import TextDecoderConfig
     from fovea.synth.captions import CaptionSample
@@ -157,7 +158,8 @@ def test_medusa_captions_with_the_measured_tree_equal_greedy_captions():
                           text=TextDecoderConfig(vocab_size=len(vocab), dim=32, depth=1, heads=2, max_len=40))
     pipe = CaptionPipeline(Captioner(cfg), vocab, (32, 32)).eval()  # untrained: long, arbitrary captions
     heads = train_medusa_heads(pipe, samples, num_heads=3, steps=30, lr=1e-2)
-    tree, ranked = medusa_tree_for_cost(pipe, heads, samples, step_cost_fixed=100.0, step_cost_per_token=1.0)
+    ranked = medusa_path_probabilities(pipe, heads, samples)
+    tree = medusa_tree_for_cost(heads, ranked, step_cost_fixed=100.0, step_cost_per_token=1.0)
     assert heads.choices == tree.choices and len(tree.choices) >= 1
     assert all(c[:-1] in tree.choices for c in tree.choices if len(c) > 1)
     assert [v for _, v in ranked] == sorted((v for _, v in ranked), reverse=True)

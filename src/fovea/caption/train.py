@@ -119,14 +119,15 @@ def _greedy_targets(cap: Captioner, feats: torch.Tensor, batch: int = 64) -> tup
 
 def train_medusa_heads(pipe: CaptionPipeline, samples: Sequence[CaptionSample], num_heads: int = 4,
                        steps: int = 400, batch: int = 32, lr: float = 3e-3, seed: int = 0,
-                       self_distill: bool = True) -> MedusaHeads:
+                       self_distill: bool = True, num_layers: int = 1) -> MedusaHeads:
     """Medusa-1: heads on the frozen decoder's last hidden state, head i trained on tokens shifted by 2 + i.
     self_distill (default): the targets are the decoder's own greedy captions of the training images (the
     Medusa paper's self-distillation), so the heads learn what greedy acceptance will check them against
-    (the decoder's words, not the ground truth it sometimes misses); False: the samples' first captions."""
+    (the decoder's words, not the ground truth it sometimes misses); False: the samples' first captions.
+    num_layers: residual blocks per head (the paper's default 1)."""
     cap = pipe.captioner
     torch.manual_seed(seed)
-    heads = MedusaHeads(cap.text.cfg.dim, len(pipe.vocab), num_heads)
+    heads = MedusaHeads(cap.text.cfg.dim, len(pipe.vocab), num_heads, num_layers)
     feats = _backbone_tokens(pipe, [s.image for s in samples])
     if self_distill:
         all_ids, all_pad = _greedy_targets(cap, feats)
@@ -176,19 +177,23 @@ def medusa_tree(accuracy: torch.Tensor, nodes: int) -> TreeBuffers:
     return tree_buffers(choices_from_accuracies(accuracy, nodes))
 
 
-def medusa_tree_for_cost(pipe: CaptionPipeline, heads: MedusaHeads, samples: Sequence[CaptionSample],
-                         step_cost_fixed: float, step_cost_per_token: float, topk: int = 8,
-                         max_nodes: int = 64) -> tuple[TreeBuffers, list[tuple[tuple[int, ...], float]]]:
-    """The tree that maximises expected tokens per unit of step cost for these heads: node values are the
-    measured joint path frequencies on the samples' greedy captions (`path_probabilities`, which keep the
-    heads' correlated errors), the size comes from the step-cost model fixed + per_token * tokens
-    (`choices_for_cost`). Use samples the heads were not trained on. The choice is stored on the heads
-    (`heads.choices`, the default tree of `medusa_generate`). Returns the tree and the ranked node values."""
-    head_logits, labels = medusa_head_logits(pipe, heads, samples)
-    ranked = path_probabilities(head_rank_paths(head_logits, labels, topk), topk)
-    choices = choices_for_cost(ranked, step_cost_fixed, step_cost_per_token, max_nodes)
-    heads.choices = choices
-    return tree_buffers(choices), ranked
+@torch.no_grad()
+def medusa_path_probabilities(pipe: CaptionPipeline, heads: MedusaHeads, samples: Sequence[CaptionSample],
+                              topk: int = 8) -> list[tuple[tuple[int, ...], float]]:
+    """Every tree node with how often greedy acceptance walks through it on the samples' greedy captions
+    (`path_probabilities`: joint frequencies, which keep the heads' correlated errors), most frequent first.
+    Use samples the heads were not trained on."""
+    return path_probabilities(head_rank_paths(*medusa_head_logits(pipe, heads, samples), topk), topk)
+
+
+def medusa_tree_for_cost(heads: MedusaHeads, ranked: list[tuple[tuple[int, ...], float]], step_cost_fixed: float,
+                         step_cost_per_token: float, max_nodes: int = 64) -> TreeBuffers:
+    """The tree that maximises expected tokens per unit of step cost for these heads: nodes in the order of
+    `ranked` (`medusa_path_probabilities`), sized by the step-cost model fixed + per_token * tokens
+    (`choices_for_cost`). The choice is stored on the heads (`heads.choices`, the default tree of
+    `medusa_generate`)."""
+    heads.choices = choices_for_cost(ranked, step_cost_fixed, step_cost_per_token, max_nodes)
+    return tree_buffers(heads.choices)
 
 
 @torch.no_grad()
