@@ -24,6 +24,7 @@ other omission that fits all three is the attention matmuls plus every depthwise
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -151,13 +152,14 @@ class CloAttention(nn.Module):
         weights = torch.tanh(self.act_blocks[0](q * k) * self.scale)
         return weights * v
 
-    def global_attention(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax attention of full-resolution queries over pooled keys/values: -> (B, h_g * d, H, W)."""
+    def global_attention(self, x: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """Softmax attention of full-resolution queries over pooled keys/values (`pooled` = avgpool(x), computed
+        when not given): -> (B, h_g * d, H, W)."""
+        pooled = self.avgpool(x) if pooled is None else pooled
         # the batch size is left to -1 in every reshape: an export with a dynamic batch then needs no shape ops
         h, w = x.shape[-2:]
         heads, d = self.global_heads, self.d
         q = self.global_q(x).reshape(-1, heads, d, h * w).transpose(-1, -2)
-        pooled = self.avgpool(x)
         k, v = self.global_kv(pooled).chunk(2, dim=1)  # channels [K | V]
         m = pooled.shape[-2] * pooled.shape[-1]
         k = k.reshape(-1, heads, d, m).transpose(-1, -2)
@@ -167,13 +169,34 @@ class CloAttention(nn.Module):
         out = torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1) @ v  # (B, h_g, H*W, d)
         return out.transpose(-1, -2).reshape(-1, heads * d, h, w)
 
+    def single_key_global(self, x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """The global heads when the pooled map is 1 x 1: softmax over one key is 1, so every query receives
+        that key's V: V broadcast over (H, W). The same numbers as `global_attention` without Q, K, the matmuls
+        and the softmax (at a 48-px input the pooled map of stages 1-3 is 1 x 1, at 32 px that of every stage).
+        -> (B, h_g * d, H, W)."""
+        c_g = self.global_heads * self.d
+        kv_w, kv_b = self.global_kv.weight, self.global_kv.bias
+        v = F.conv2d(pooled, kv_w[c_g:], None if kv_b is None else kv_b[c_g:])  # channels [K | V]: V only
+        return v.expand(-1, -1, x.shape[-2], x.shape[-1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = []
         if self.local_heads:
             parts.append(self.local_attention(x))
         if self.global_heads:
-            parts.append(self.global_attention(x))
+            pooled = self.avgpool(x)
+            single = pooled.shape[-2] * pooled.shape[-1] == 1  # static under tracing and export
+            parts.append(self.single_key_global(x, pooled) if single else self.global_attention(x, pooled))
         return self.proj(torch.cat(parts, 1))
+
+
+class ErfGELU(nn.Module):
+    """Exact (erf) GELU written as x * (1 + erf(x / sqrt 2)) * 0.5: nn.GELU's numbers (to 1 float32 ulp), and
+    onnxruntime fuses this order into one Gelu node, where the exporter's own x * (0.5 * (1 + erf(...))) stays
+    5 nodes (Div, Erf, Add, Mul, Mul)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (1.0 + torch.erf(x / math.sqrt(2.0))) * 0.5
 
 
 class ConvFFN(nn.Module):
@@ -182,7 +205,7 @@ class ConvFFN(nn.Module):
     def __init__(self, dim: int, hidden: int, kernel: int, stride: int, out_dim: int):
         super().__init__()
         self.fc1 = nn.Conv2d(dim, hidden, 1)
-        self.act = nn.GELU()
+        self.act = ErfGELU()
         self.dwconv = nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden)
         self.fc2 = nn.Conv2d(hidden, out_dim, 1)
 
