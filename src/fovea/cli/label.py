@@ -62,21 +62,33 @@ def run_cmd(folder, out_dir, classes, vl_model, teachers, recursive, skip_bad):
               show_default=True, help="The student's classify checkpoint folder.")
 @click.option("--student", default="cloformer_xxs", show_default=True, help="Any timm backbone name.")
 @click.option("--weights", default="random", show_default=True, help="'random', 'default' (offline package) or a file.")
-@click.option("--input-size", default=64, show_default=True, type=int, help="Side in px the student sees.")
+@click.option("--input-size", default=32, show_default=True, type=int,
+              help="Side in px the student sees (32: the benchmarked recipe, docs/benchmarks/label.md).")
 @click.option("--temperature", default=4.0, show_default=True, type=float, help="Distillation temperature T.")
 @click.option("--alpha", default=0.7, show_default=True, type=float, help="Weight of the soft (KL) term; 1-alpha on hard labels.")
-@click.option("--epochs", default=30, show_default=True, type=int, help="Maximum number of epochs.")
+@click.option("--consistency", default=1.0, show_default=True, type=float,
+              help="Weight of the two-view consistency term (0: one augmented view per image and step).")
+@click.option("--min-crop", default=0.7, show_default=True, type=float,
+              help="Smallest area fraction a random resized crop keeps.")
+@click.option("--epochs", default=40, show_default=True, type=int, help="Maximum number of epochs.")
 @click.option("--lr", default=2e-3, show_default=True, type=float, help="Learning rate (AdamW, cosine).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of split, init and order.")
-def distill_cmd(labels_csv, out_dir, student, weights, input_size, temperature, alpha, epochs, lr, seed):
-    """Train a small STUDENT classifier on LABELS_CSV (from `fovea label run`, reviewed or not)."""
-    from fovea.engine.train import TrainConfig
-    from fovea.label.distill import distill_student
+def distill_cmd(labels_csv, out_dir, student, weights, input_size, temperature, alpha, consistency, min_crop, epochs,
+                lr, seed):
+    """Train a small STUDENT classifier on LABELS_CSV (from `fovea label run`, reviewed or not).
 
-    cfg = TrainConfig(lr=lr, batch_size=32, max_epochs=epochs, schedule="cosine", warmup_epochs=1, weight_decay=0.05,
-                      seed=seed)
+    The defaults are the recipe benchmarks/label.py measures (its `kd_cons` student)."""
+    from dataclasses import replace
+
+    from fovea.errors import ConfigError
+    from fovea.label.distill import DEFAULT_AUGMENT, default_train_config, distill_student
+
+    if not 0 < min_crop <= 1:
+        raise ConfigError(f"--min-crop {min_crop} must be in (0, 1]. Fix: e.g. --min-crop 0.7.")
+    augment = replace(DEFAULT_AUGMENT, scale=(min_crop, 1.0))
     s = distill_student(labels_csv, out_dir, student=student, weights=weights, input_size=input_size,
-                        temperature=temperature, alpha=alpha, config=cfg)
+                        temperature=temperature, alpha=alpha, consistency=consistency, augment=augment,
+                        config=default_train_config(epochs, lr, seed))
     click.echo(f"student {student} at {input_size} px: val accuracy vs the labels {s['best_val_acc']:.4f} "
                f"(epoch {s['best_epoch']}, {s['train_seconds']:.0f} s). Checkpoint {out_dir}")
 
