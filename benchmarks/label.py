@@ -290,7 +290,9 @@ def main() -> None:
         (sc_torch, sw_torch), (sc_ort, sw_ort) = times[k], times[n + k]
         mark = " **(judged)**" if (name, size) == judged else ""
         rows.append([f"student `{name}`: CloFormer-XXS {size} px, {what[name]}{mark}", f"{acc_s:.1%}", f"{agree:.1%}",
-                     f"{'reused: ' if reused else ''}{summary['train_seconds']:.0f} s, best epoch "
+                     f"{'reused: ' if reused else ''}{summary['train_seconds']:.0f} s wall"
+                     + (f" / {summary['train_cpu_seconds']:.0f} s CPU" if "train_cpu_seconds" in summary else "")
+                     + f", best epoch "
                      f"{summary['best_epoch']} ({summary['best_val_acc']:.1%})",
                      f"{sc_torch:.1f} / {sw_torch:.1f}", f"{sc_ort:.2f} / {sw_ort:.2f}", runners[k][1],
                      f"{tc_torch / sc_torch:.1f}x / {tc_ort / sc_ort:.1f}x"])
@@ -304,8 +306,9 @@ def main() -> None:
     took = "(labels reused from an earlier run)" if reused_labels else f"in {t_label:.0f} s"
     body = [f"{args.unlabelled} unlabelled apples labelled by the teacher {took} (teacher labels agree with the "
             f"hidden truth on {acc_labels:.1%}). Students: {args.epochs} epochs planned each, on one thread "
-            f"(cap {args.max_train_s} s). Training column: seconds of training, the kept epoch (0-based, as `fit` "
-            f"reports it) and its validation accuracy against the teacher's labels.", ""]
+            f"(cap {args.max_train_s} s). Training column: seconds of training (wall on this loaded machine; "
+            f"CPU where recorded), the kept epoch (0-based, as `fit` reports it) and its validation accuracy "
+            f"against the teacher's labels.", ""]
     body += table(["model", f"accuracy on {len(held)} held-out apples (truth)", "agrees with the teacher",
                    "training", "torch in-process ms / image: CPU / wall", "onnxruntime ms / image: CPU / wall",
                    "ORT graph nodes", "speed-up (CPU): torch / ORT"], rows)
