@@ -143,8 +143,9 @@ def test_self_distillation_targets_cut_each_greedy_caption_after_its_end_token()
 
 def test_medusa_captions_with_the_measured_tree_equal_greedy_captions():
     from fovea.caption.pipeline import CaptionPipeline
-    from fovea.caption.train import (decode_captions, medusa_path_probabilities, medusa_tree_for_cost,
-                                     train_medusa_heads)
+    from fovea.caption.train import (decode_captions, greedy_caption_ids, medusa_path_probabilities,
+                                     medusa_tree_for_cost, train_medusa_heads)
+    from fovea.nn.medusa import frequent_openings, tree_buffers
     from fovea.models.captioner import Captioner, CaptionerConfig
     from fovea.models.text_decoder import TextDecoderConfig
     from fovea.synth.captions import CaptionSample
@@ -167,3 +168,8 @@ def test_medusa_captions_with_the_measured_tree_equal_greedy_captions():
     greedy, g = decode_captions(pipe, images)
     medusa, m = decode_captions(pipe, images, heads)  # no tree: the one the heads carry
     assert medusa == greedy and m["tokens"] == g["tokens"] and m["forwards"] <= g["forwards"]
+    ids = greedy_caption_ids(pipe, samples)
+    assert [pipe.vocab.decode(i) for i in ids] == greedy and sum(map(len, ids)) == g["tokens"]
+    opening = tree_buffers(frequent_openings(ids, 0.25))  # every caption's first tokens are drafted
+    drafted, d = decode_captions(pipe, images, heads, opening=opening)
+    assert drafted == greedy and d["forwards"] < m["forwards"]

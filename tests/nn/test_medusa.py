@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from fovea.models.text_decoder import TextDecoder, TextDecoderConfig, causal_mask, greedy_decode
 from fovea.nn.medusa import (MedusaHeads, accept_lengths, choices_for_cost, choices_from_accuracies, default_choices,
-                             expected_tokens_per_step, greedy_accepted_node, head_accuracies, head_rank_paths,
+                             expected_tokens_per_step, frequent_openings, greedy_accepted_node, head_accuracies,
+                             head_rank_paths,
                              medusa_generate, medusa_loss, node_acceptance, path_probabilities, tree_buffers)
 
 
@@ -307,3 +308,40 @@ def test_perfect_heads_accept_the_whole_path_every_step():
     got, stats = medusa_generate(model, heads, prompt, 30, tree=tree_buffers(default_choices(3, 10)))
     assert got.tolist() == tokens
     assert stats.steps == math.ceil(30 / 4)  # base token + 3 accepted head tokens per forward
+
+
+def test_frequent_openings_by_hand():
+    seqs = [[1, 2, 3], [1, 2, 4], [1, 5], [6]]
+    # prefix frequencies: (1,) 3/4, (1, 2) 2/4, then 1/4 each: (6,), (1, 5), (1, 2, 3), (1, 2, 4)
+    assert frequent_openings(seqs, 0.5) == [(1,), (1, 2)]
+    assert frequent_openings(seqs, 0.25) == [(1,), (1, 2), (6,), (1, 5), (1, 2, 3), (1, 2, 4)]
+    assert frequent_openings(seqs, 0.25, max_nodes=3) == [(1,), (1, 2), (6,)]
+    assert frequent_openings(seqs, 0.25, max_depth=1) == [(1,), (6,)]
+
+
+@pytest.mark.parametrize("seed,memory_dim", [(0, None), (2, 16)])
+def test_an_opening_drafted_in_the_prompt_forward_keeps_greedy_output(seed, memory_dim):
+    model = _model(seed, memory_dim)
+    memory = None if memory_dim is None else torch.randn(1, 9, memory_dim, dtype=torch.float64)
+    heads = MedusaHeads(32, 37, num_heads=3).double()
+    for p in heads.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    prompt = torch.randint(0, 37, (6,), generator=torch.Generator().manual_seed(seed))
+    expected = greedy_decode(model, prompt, 30, memory=memory).tolist()
+    tree = tree_buffers(default_choices(3, 10))
+    plain, plain_stats = medusa_generate(model, heads, prompt, 30, tree=tree, memory=memory)
+    w = (expected[0] + 1) % 37
+    wrong = [(w,), (w, 5), ((w + 1) % 37,)]  # never the first greedy token
+    right = [tuple(expected[:d]) for d in range(1, 6)] + [tuple(expected[:2]) + ((expected[2] + 1) % 37,)]
+    for sequences, drafted in [(wrong, 0), (wrong + right, 5)]:
+        opening = tree_buffers(sequences)
+        got, stats = medusa_generate(model, heads, prompt, 30, tree=tree, memory=memory, opening=opening)
+        assert got.tolist() == expected
+        if drafted == 0:  # nothing accepted in the prompt forward: the same steps as without an opening
+            assert stats.steps == plain_stats.steps
+        else:
+            assert stats.steps < plain_stats.steps
+    # the whole answer drafted: no step after the prompt forward
+    got, stats = medusa_generate(model, heads, prompt, 8, tree=tree, memory=memory,
+                                 opening=tree_buffers([tuple(expected[:d]) for d in range(1, 9)]))
+    assert got.tolist() == expected[:8] and stats.steps == 0

@@ -178,6 +178,13 @@ def medusa_tree(accuracy: torch.Tensor, nodes: int) -> TreeBuffers:
 
 
 @torch.no_grad()
+def greedy_caption_ids(pipe: CaptionPipeline, samples: Sequence[CaptionSample]) -> list[list[int]]:
+    """The decoder's greedy captions of the samples as token ids, each up to and including its end token."""
+    ids, pad = _greedy_targets(pipe.captioner, _backbone_tokens(pipe, [s.image for s in samples]))
+    return [row[1:][~p[1:]].tolist() for row, p in zip(ids, pad)]
+
+
+@torch.no_grad()
 def medusa_path_probabilities(pipe: CaptionPipeline, heads: MedusaHeads, samples: Sequence[CaptionSample],
                               topk: int = 8) -> list[tuple[tuple[int, ...], float]]:
     """Every tree node with how often greedy acceptance walks through it on the samples' greedy captions
@@ -198,9 +205,11 @@ def medusa_tree_for_cost(heads: MedusaHeads, ranked: list[tuple[tuple[int, ...],
 
 @torch.no_grad()
 def decode_captions(pipe: CaptionPipeline, images: Sequence[np.ndarray], heads: MedusaHeads | None = None,
-                    max_new_tokens: int | None = None, tree: TreeBuffers | None = None) -> tuple[list[str], dict]:
+                    max_new_tokens: int | None = None, tree: TreeBuffers | None = None,
+                    opening: TreeBuffers | None = None) -> tuple[list[str], dict]:
     """Caption each image with the cached greedy decoder (heads None) or Medusa (with `tree`, default the tree the
-    heads carry, `heads.choices`); returns the texts and timing: {"tokens", "decode_s" (wall), "decode_cpu_s"
+    heads carry, `heads.choices`; `opening`: token sequences drafted in the prompt forward, see
+    `medusa_generate`); returns the texts and timing: {"tokens", "decode_s" (wall), "decode_cpu_s"
     (this thread's CPU time: what the decoding cost, without the time a loaded machine left it waiting),
     "forwards"}. Image
     encoding is excluded (the same for both); the image tokens' cross-attention keys/values are included."""
@@ -215,7 +224,8 @@ def decode_captions(pipe: CaptionPipeline, images: Sequence[np.ndarray], heads: 
             ids = greedy_decode(cap.text, prompt, max_new, eos=EOS, memory=memory)
             steps = len(ids)
         else:
-            ids, stats = medusa_generate(cap.text, heads, prompt, max_new, eos=EOS, memory=memory, tree=tree)
+            ids, stats = medusa_generate(cap.text, heads, prompt, max_new, eos=EOS, memory=memory, tree=tree,
+                                         opening=opening)
             steps = stats.steps + 1
         decode_s += time.perf_counter() - t0
         decode_cpu_s += time.thread_time() - c0

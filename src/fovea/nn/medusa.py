@@ -360,11 +360,45 @@ class MedusaStats:
         return self.tokens / max(self.steps, 1)
 
 
+def frequent_openings(sequences: list[list[int]], min_frequency: float, max_nodes: int = 64, max_depth: int = 16
+                      ) -> list[tuple[int, ...]]:
+    """The token prefixes (openings) that at least `min_frequency` of the sequences start with, most frequent
+    first (ties: shorter, then lexicographic; at most max_nodes, each at most max_depth tokens): a prefix-closed
+    tree of token tuples for `medusa_generate(opening=...)`."""
+    counts: dict[tuple[int, ...], int] = {}
+    for seq in sequences:
+        for d in range(1, min(len(seq), max_depth) + 1):
+            counts[tuple(seq[:d])] = counts.get(tuple(seq[:d]), 0) + 1
+    n = max(len(sequences), 1)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))
+    return [c for c, k in ranked if k / n >= min_frequency][:max_nodes]
+
+
+@torch.no_grad()
+def _prompt_with_opening(model, prompt: torch.Tensor, opening: TreeBuffers, cache):
+    """The prompt forward with a fixed tree of opening token sequences after it (prompt-time drafting): node i
+    (token = its choice's last entry) sits at position T - 1 + depth and sees the prompt, its ancestors and
+    itself. Returns (hidden at the prompt's last token and at every node (M+1, D), argmax there as a list,
+    node tokens with a placeholder for the root)."""
+    t = len(prompt)
+    node_tokens = [c[-1] for c in opening.choices]
+    m = len(node_tokens)
+    mask = torch.zeros(t + m, t + m, dtype=torch.bool)
+    mask[:t, :t] = torch.ones(t, t, dtype=torch.bool).tril()
+    mask[t:, :t] = True
+    mask[t:, t:] = opening.mask[1:, 1:]
+    positions = torch.cat([torch.arange(t), t - 1 + opening.depth[1:]])
+    hidden, _ = model(torch.cat([prompt, torch.tensor(node_tokens, dtype=prompt.dtype)])[None], positions=positions,
+                      mask=mask, cache=cache)
+    hidden = hidden[0, t - 1:]
+    return hidden, model.logits(hidden).argmax(-1).tolist(), [-1] + node_tokens
+
+
 @torch.no_grad()
 def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tokens: int, *,
                     tree: TreeBuffers | None = None, eos: int | None = None, memory: torch.Tensor | None = None,
-                    temperature: float = 0.0, epsilon: float = 0.09, delta: float = 0.3
-                    ) -> tuple[torch.Tensor, MedusaStats]:
+                    temperature: float = 0.0, epsilon: float = 0.09, delta: float = 0.3,
+                    opening: TreeBuffers | None = None) -> tuple[torch.Tensor, MedusaStats]:
     """Decode up to `max_new_tokens` after `prompt` (T,) with the base model checking Medusa's tree.
     The base token of each step is the base model's argmax, so with temperature 0 (greedy acceptance) the
     output equals `greedy_decode`'s. Returns generated ids (N,) and the step statistics.
@@ -378,7 +412,11 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
     into the preallocated cache; both from the tree's `decode_plan`); per-node acceptance; the accepted path's
     keys/values are moved into place with one gather (`KVCache.keep`; none when the path already is in
     place). The next base token is the argmax already computed at the path's last node. Greedy acceptance
-    runs on Python lists (`greedy_accepted_node`), typical acceptance on tensors."""
+    runs on Python lists (`greedy_accepted_node`), typical acceptance on tensors.
+
+    opening: optional prompt-time draft (an extension, not part of Medusa): a tree of token sequences
+    (`tree_buffers(frequent_openings(...))`, choices = token tuples) verified greedily in the prompt forward
+    itself, so frequent openings cost no extra forward; the output is still exactly greedy's."""
     if tree is None:
         if not getattr(heads, "choices", None):
             raise ValueError("medusa_generate needs a tree: pass tree=tree_buffers(choices), with choices from the "
@@ -387,16 +425,29 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
         tree = tree_buffers(heads.choices)
     if int(tree.depth.max()) > heads.num_heads:
         raise ValueError(f"the tree is {int(tree.depth.max())} deep but there are only {heads.num_heads} Medusa heads")
-    capacity = len(prompt) + max_new_tokens + tree.size
+    capacity = len(prompt) + max_new_tokens + max(tree.size, opening.size if opening is not None else 0)
     cache = model.new_cache(1, capacity, memory)
-    hidden, _ = model(prompt[None], cache=cache)
-    last = hidden[0, -1]  # (D,)
-    base = int(model.logits(last).argmax(-1))
+    out: list[int] = []
+    steps = 0
+    if opening is None:
+        hidden, _ = model(prompt[None], cache=cache)
+        last = hidden[0, -1]  # (D,)
+        base = int(model.logits(last).argmax(-1))
+    else:
+        node_hidden, argmax, node_tokens = _prompt_with_opening(model, prompt, opening, cache)
+        end = greedy_accepted_node(node_tokens, argmax, opening.parent.tolist())
+        path = opening.node_paths[end]
+        accepted = [node_tokens[i] for i in path.tolist()[1:]]  # the root is the prompt's last token
+        if eos is not None and eos in accepted:
+            accepted = accepted[: accepted.index(eos) + 1]
+        out += accepted[:max_new_tokens]
+        if out and ((eos is not None and out[-1] == eos) or len(out) >= max_new_tokens):
+            return torch.tensor(out, dtype=torch.long), MedusaStats(steps, len(out))
+        cache.keep(len(prompt) - 1, path)
+        last, base = node_hidden[end], argmax[end]
     plan = tree.decode_plan(capacity, last.dtype)
     body, body_valid = tree.retrieve[:, 1:].clamp_min(0), tree.retrieve[:, 1:] >= 0  # (P, D)
     decode = heads.decode_logits if hasattr(heads, "decode_logits") else heads
-    out: list[int] = []
-    steps = 0
     while True:
         candidates = [base] + decode(last).topk(tree.topk, dim=-1).indices.view(-1).tolist()  # base, head 0's, ...
         token_list = [candidates[i] for i in plan.tree_index]  # (N+1,)
