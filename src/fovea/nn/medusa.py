@@ -9,7 +9,9 @@ Written from the paper. The base model is duck-typed (`fovea.models.text_decoder
 Conventions: head i (0-based) at position t predicts the token at t + 2 + i (the base model's own logits
 predict t + 1). A tree is a list of "choices": tuples of per-depth ranks, (0,) = head 0's top guess,
 (1, 0) = head 0's second guess followed by head 1's top guess. Trees come from a cost prior
-(`default_choices`) or, as in the paper, from the heads' measured top-k accuracies (`choices_from_accuracies`).
+(`default_choices`), as in the paper from the heads' measured top-k accuracies (`choices_from_accuracies`),
+or from the measured joint frequency of each path (`head_rank_paths`, `path_probabilities`), sized for the
+most expected tokens per unit of a measured step cost (`choices_for_cost`).
 Unlike the reference code, stacked residual blocks of one head do NOT share weights (the reference's
 `[ResBlock] * L` reuses one instance).
 """
