@@ -12,7 +12,7 @@ students distilled from the teacher's labels, against the teacher on held-out tr
    >= 70 % of the area. Every recipe: flips both ways, brightness/contrast +-15 %, random resized crops
    (>= 85 % of the area unless stated), AdamW lr 2e-3, cosine, batch 32, --epochs, through the engine;
    the best epoch by accuracy on 15 % of the labelled images (against the teacher's labels: no truth is
-   used). `kd@48` = recipe kd at 48 px. The recipe named by --recipe (default kd_cons, what `fovea label
+   used). `NAME@48` = that recipe at 48 px. The recipe named by --recipe (default kd_cons, what `fovea label
    distill` does by default) is judged against the targets; the other rows are its comparison. Students
    train on ONE torch thread (two OpenMP threads per process oversubscribe this loaded 2-core machine).
 4. Teacher and students on M held-out apples (seed 22) against the generator's truth.
@@ -216,7 +216,7 @@ def main() -> None:
     ap.add_argument("--held-out", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--input-size", type=int, default=32, help="student side in px (a student spec may say @px)")
-    ap.add_argument("--students", default="hard,kd,kd_cons,kd@48",
+    ap.add_argument("--students", default="hard,kd,kd_cons,kd@48,kd_cons@48",
                     help=f"comma-separated recipes {sorted(RECIPES)}, each optionally @px")
     ap.add_argument("--recipe", default="kd_cons", help="the student spec judged against the targets")
     ap.add_argument("--train-only", default=None, metavar="SPEC",
@@ -277,7 +277,7 @@ def main() -> None:
     n = len(runners)
     (tc_torch, tw_torch), (tc_ort, tw_ort) = times[0], times[n]
 
-    rows, verdict = [["teacher: zero-shot Lite0 + MiniLM (224 px)", f"{acc_t:.1%}", "", "",
+    rows, verdict = [["teacher: zero-shot Lite0 + MiniLM (224 px)", f"{acc_t:.1%}", "", "", "",
                       f"{tc_torch:.1f} / {tw_torch:.1f}", f"{tc_ort:.2f} / {tw_ort:.2f}", runners[0][1],
                       "1.0x / 1.0x"]], ""
     what = {"hard": "hard labels only", "kd": "soft KL + hard labels",
@@ -289,7 +289,8 @@ def main() -> None:
         agree = float((p_s.argmax(1) == p_t.argmax(1)).mean())
         (sc_torch, sw_torch), (sc_ort, sw_ort) = times[k], times[n + k]
         mark = " **(judged)**" if (name, size) == judged else ""
-        rows.append([f"student `{name}`: CloFormer-XXS {size} px, {what[name]}{mark}", f"{acc_s:.1%}", f"{agree:.1%}",
+        rows.append([f"student `{name}`: CloFormer-XXS {size} px, {what[name]}{mark}", f"{acc_s:.1%}",
+                     f"{100 * (acc_s - acc_t):+.1f}", f"{agree:.1%}",
                      f"{'reused: ' if reused else ''}{summary['train_seconds']:.0f} s wall"
                      + (f" / {summary['train_cpu_seconds']:.0f} s CPU" if "train_cpu_seconds" in summary else "")
                      + f", best epoch "
@@ -309,7 +310,8 @@ def main() -> None:
             f"(cap {args.max_train_s} s). Training column: seconds of training (wall on this loaded machine; "
             f"CPU where recorded), the kept epoch (0-based, as `fit` reports it) and its validation accuracy "
             f"against the teacher's labels.", ""]
-    body += table(["model", f"accuracy on {len(held)} held-out apples (truth)", "agrees with the teacher",
+    body += table(["model", f"accuracy on {len(held)} held-out apples (truth)", "points vs teacher",
+                   "agrees with the teacher",
                    "training", "torch in-process ms / image: CPU / wall", "onnxruntime ms / image: CPU / wall",
                    "ORT graph nodes", "speed-up (CPU): torch / ORT"], rows)
     body += ["", verdict, ""]
