@@ -9,6 +9,9 @@ comparable with the paper's. `--size paper` runs the paper's networks and hyper-
 --alpha-every updates); `--size small` (64x2, 10 diffusion steps, batch 64, lr 1e-3) is what a shared 2-core
 CPU allows. `--clip-grad inward` keeps the gradients of the x0 clip that point back into [-1, 1] (the official
 zero-gradient clip can leave the actor stuck at the action bound; see tests/rl/test_dacer.py's bandit).
+`--tau` and `--alpha-every` change DACER's target-critic rate and entropy/alpha period (rows are labelled with
+both). The pendulum block also evaluates hand-set linear controllers on the same episodes (no learning), to
+show what a plateau at ~100-300 means and that the environment and evaluation loop can give 1000.
 
 Every finished run is saved as JSON under --results/<block>/ at once (nothing is lost when a long job is
 stopped) and the block is rewritten from all results there, so two processes (e.g. `--algos DACER` and
@@ -97,12 +100,14 @@ def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
     recs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
     if not recs:
         return ["No finished runs yet."]
-    rows, summary = [], {}
+    rows, summary, goal = [], {}, args.stop_return
     for r in sorted(recs, key=lambda r: (r["env"], _label(r), r["seed"])):
         rate = r["steps"][-1] / r["wall_s"] if r["steps"] else float("nan")
         stopped = "" if r.get("finished", True) else f" (job stopped at {r['steps'][-1] if r['steps'] else 0})"
+        reached = [s for s, v in zip(r["steps"], r["returns"]) if goal is not None and v >= goal]
         rows.append([r["env"], _label(r), f"{r['seed']}{stopped}", " / ".join(f"{v:.0f}" for v in r["returns"]),
                      f"{r['returns'][-1]:.0f}" if r["returns"] else "-", f"{max(r['returns']):.0f}" if r["returns"] else "-",
+                     *([f"{reached[0]:,}" if reached else "not reached"] if goal is not None else []),
                      f"{r['wall_s']:.0f}", f"{rate:.1f}"])
         if r["returns"]:
             summary.setdefault((r["env"], _label(r), r["steps"][-1]), []).append(r["returns"][-1])
@@ -119,15 +124,40 @@ def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
         "sides; one gradient step per environment step on both sides.", "",
         "DACER configuration(s): " + "; ".join(f"`{c}`" for c in sorted(dacer_cfgs)) + ".", "",
         *table(["env", "algorithm", "seed", f"returns at {', '.join(map(str, max(steps_sets, key=len)))}",
-                "final", "best", "wall s", "env steps/s"], rows), "",
+                "final", "best", *([f"first eval >= {goal:g} at step"] if goal is not None else []), "wall s",
+                "env steps/s"], rows), "",
         "Mean (min-max) final return over seeds:", "",
         *table(["env", "algorithm", "steps", "seeds", "mean final", "min", "max"],
                [[e, a, s, len(v), f"{statistics.mean(v):.0f}", f"{min(v):.0f}", f"{max(v):.0f}"]
                 for (e, a, s), v in sorted(summary.items())]),
     ]
+    if "InvertedPendulum-v5" in {r["env"] for r in recs}:
+        body += ["", *_pendulum_references(args.episodes)]
     if png is not None and _plot(recs, png):
         body += ["", f"![learning curves]({png.name})"]
     return body
+
+
+def _pendulum_references(episodes: int) -> list[str]:
+    """Hand-set linear controllers a = clip(K . obs, -3, 3), obs = (cart x, pole angle, x velocity, angle
+    velocity), on the same evaluation episodes: what a return near 100-300 means (a policy that balances the
+    pole without feedback on the cart drives the cart into the end of its rail) and that the task is solvable."""
+    from fovea.rl.train import evaluate
+
+    rows = []
+    for name, k in [("pole only (no cart feedback)", (0, 10, 0, 1)), ("pole only, stiffer", (0, 20, 0, 2)),
+                    ("full state", (0.5, 10, 0.5, 1)), ("full state, stiffer", (1, 20, 1, 2))]:
+        gains = np.array(k, np.float64)
+        ends = []
+
+        def policy(o, g=gains):
+            ends.append(abs(float(o[0])))  # |cart x|; the last one of each episode is read below
+            return np.clip([g @ o], -3.0, 3.0)
+
+        ret = evaluate(policy, "InvertedPendulum-v5", episodes, seed=0)
+        rows.append([name, f"({', '.join(map(str, k))})", f"{ret:.0f}", f"{max(ends):.2f}"])
+    return ["Reference: hand-set linear controllers on the seed-0 evaluation episodes (no learning):", "",
+            *table(["controller", "K on (x, angle, x vel, angle vel)", "mean return", "max cart |x| seen"], rows)]
 
 
 def _plot(recs, path: Path) -> bool:
