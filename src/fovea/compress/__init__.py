@@ -10,8 +10,8 @@
 from fovea.compress import lora
 from fovea.compress.kernel import PackedBitConv2d, PackedBitLinear, native_available, packed_ternary_linear
 from fovea.compress.packing import pack_ternary, unpack_ternary
-from fovea.compress.ternary import (TernarizeReport, load_packed, recalibrate_batchnorm, save_packed, ternarize,
-                                   ternary_layers)
+from fovea.compress.batchnorm import recalibrate_batchnorm
+from fovea.compress.ternary import TernarizeReport, load_packed, save_packed, ternarize, ternary_layers
 
 __all__ = [
     "PackedBitConv2d",

@@ -30,8 +30,7 @@ from fovea.errors import CheckpointError
 from fovea.nn.layers import Linear2d
 from fovea.nn.ternary import BitConv2d, BitLinear, BitLinear2d, absmean_ternary
 
-__all__ = ["FORMAT", "TernarizeReport", "load_packed", "recalibrate_batchnorm", "save_packed", "ternarize",
-           "ternary_layers"]
+__all__ = ["FORMAT", "TernarizeReport", "load_packed", "save_packed", "ternarize", "ternary_layers"]
 
 FORMAT = "fovea-ternary-packed"
 LAYOUT = "hf-bitnet-dim0-2bit"  # transformers.integrations.bitnet.pack_weights
@@ -87,41 +86,6 @@ def ternarize(model: nn.Module, include=("*",), exclude=(), convs: bool = True,
             _set_child(model, name, BitConv2d.from_conv(module, quantize_activations))
             report.converted.append(name)
     return report
-
-
-def recalibrate_batchnorm(model: nn.Module, batches) -> int:
-    """Re-estimate every BatchNorm's running mean / variance with the model as it is now (no gradients).
-
-    After `ternarize` the layers' outputs no longer have the statistics the fp32 BatchNorms hold (on the
-    apple classifier the unchanged fp32 statistics gave chance accuracy, before and after QAT): run this on
-    training images after ternarizing and again after quantization-aware training. `batches` yields model
-    inputs (or dicts with "image"); each batch weighs the same (PyTorch's cumulative average, momentum
-    None), the variance is the unbiased one as in training. The model's train/eval mode and each layer's
-    momentum are restored. Returns the number of BatchNorm layers re-estimated.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns:
-        return 0
-    modes = {m: m.training for m in model.modules()}
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    seen = 0
-    try:
-        model.train()
-        with torch.no_grad():
-            for batch in batches:
-                model(batch["image"] if isinstance(batch, dict) else batch)
-                seen += 1
-    finally:
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
-        for m, mode in modes.items():
-            m.training = mode
-    if not seen:
-        raise ValueError("recalibrate_batchnorm got no batches; pass an iterable of training images")
-    return len(bns)
 
 
 def ternary_layers(model: nn.Module) -> dict[str, nn.Module]:
