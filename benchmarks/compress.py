@@ -15,6 +15,7 @@ Sections (`--section`, default all):
   (see _compress_int8.py).
 
     .venv/bin/python benchmarks/compress.py [--quick] [--section all|kernel|model|storage|attention|qat|qat_patchcore|int8|torch_int8|lora]
+        [--variants A,B,...] [--stored-only]   (qat: QAT variants, stored per variant; see _compress_train.py)
 """
 
 from __future__ import annotations
@@ -263,6 +264,9 @@ def main() -> None:
     ap.add_argument("--section", default="all",
                     choices=("all", "kernel", "model", "storage", "attention", "qat", "qat_patchcore", "int8", "torch_int8",
                              "lora"))
+    ap.add_argument("--variants", default="", help="qat section: comma-separated QAT variant letters (default all)")
+    ap.add_argument("--stored-only", action="store_true",
+                    help="qat section: leave out (and name) variants whose stored result does not exist yet")
     add_doc_args(ap, "compress", "3 kernel shapes, Lite0 storage only, N <= 2048, short training")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -282,6 +286,10 @@ def main() -> None:
             import _compress_int8
 
             getattr(_compress_int8, f"{section}_section")(run, args.quick)
+        elif section == "qat":
+            import _compress_train
+
+            _compress_train.qat_section(run, args.quick, [v for v in args.variants.split(",") if v], args.stored_only)
         else:
             import _compress_train
 
