@@ -110,7 +110,7 @@ def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
                      *([f"{reached[0]:,}" if reached else "not reached"] if goal is not None else []),
                      f"{r['wall_s']:.0f}", f"{rate:.1f}"])
         if r["returns"]:
-            summary.setdefault((r["env"], _label(r), r["steps"][-1]), []).append(r["returns"][-1])
+            summary.setdefault((r["env"], _label(r)), []).append((r["steps"][-1], r["returns"][-1]))
     dacer_cfgs = {json.dumps(r["config"], sort_keys=True) for r in recs if r["algo"] == "DACER"}
     steps_sets = sorted({tuple(r["steps"]) for r in recs})
     total_h = sum(r["wall_s"] for r in recs) / 3600
@@ -127,9 +127,10 @@ def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
                 "final", "best", *([f"first eval >= {goal:g} at step"] if goal is not None else []), "wall s",
                 "env steps/s"], rows), "",
         "Mean (min-max) final return over seeds:", "",
-        *table(["env", "algorithm", "steps", "seeds", "mean final", "min", "max"],
-               [[e, a, s, len(v), f"{statistics.mean(v):.0f}", f"{min(v):.0f}", f"{max(v):.0f}"]
-                for (e, a, s), v in sorted(summary.items())]),
+        *table(["env", "algorithm", "last eval step (min-max)", "seeds", "mean final", "min", "max"],
+               [[e, a, f"{min(s for s, _ in v):,}-{max(s for s, _ in v):,}", len(v),
+                 f"{statistics.mean(x for _, x in v):.0f}", f"{min(x for _, x in v):.0f}", f"{max(x for _, x in v):.0f}"]
+                for (e, a), v in sorted(summary.items())]),
     ]
     if "InvertedPendulum-v5" in {r["env"] for r in recs}:
         body += ["", *_pendulum_references(args.episodes)]
@@ -168,7 +169,7 @@ def _plot(recs, path: Path) -> bool:
 
     envs = sorted({r["env"] for r in recs})
     colours: dict[str, str] = {}
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs) + 4, 3.5), squeeze=False)
     for ax, env_id in zip(axes[0], envs):
         for r in recs:
             if r["env"] == env_id and r["steps"]:
@@ -177,10 +178,10 @@ def _plot(recs, path: Path) -> bool:
         ax.set_title(env_id)
         ax.set_xlabel("env steps")
         ax.set_ylabel("eval return")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, not over the curves
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return True
 
