@@ -421,22 +421,15 @@ def part_falls(run: Run, args) -> None:
     and on falls it sees only in part (the item leaves downstream or the clip ends first)."""
     import numpy as np
     import torch
-    from safetensors.torch import load_file
 
-    import fovea.models.video as V
     from fovea.synth.conveyor_events import EVENT_CLASSES, FALL_ACCEL_MM_S2, make_event_clip, write_mp4
     from fovea.video.dataset import VideoClipDataset, VideoItem
     from fovea.video.train import predict_scores
 
     assert FALL_ACCEL_MM_S2 == 600.0, "_seen_share assumes the generator's fall acceleration"
     torch.set_num_threads(1)
-    weights = RUNS / args.run_name / "tsm_lite0_events.safetensors"
-    if not weights.is_file():
-        raise SystemExit(f"{weights} is missing: train it first with --part events --run-name {args.run_name}")
     names = list(EVENT_CLASSES)
-    model = V.create_model("tsm_lite0", num_classes=len(names), num_segments=8, shift_mode="causal")
-    model.load_state_dict(load_file(str(weights)))
-    model.eval()
+    model = _trained_events_model(args.run_name, len(names))
     n = 16 if args.quick else 80
     bins = ((0.0, 1 / 3), (1 / 3, 2 / 3), (2 / 3, 1.01))
     rows, c0 = [], time.process_time()
@@ -471,23 +464,30 @@ def part_falls(run: Run, args) -> None:
     run.write("Video understanding", body, tag=f"{args.run_name}_falls")
 
 
+def _trained_events_model(run_name: str, n_classes: int):
+    """The causal TSM-Lite0 events model that `--part events --run-name RUN_NAME` trained, in eval mode."""
+    from safetensors.torch import load_file
+
+    import fovea.models.video as V
+
+    weights = RUNS / run_name / "tsm_lite0_events.safetensors"
+    if not weights.is_file():
+        raise SystemExit(f"{weights} is missing: train it first with --part events --run-name {run_name}")
+    model = V.create_model("tsm_lite0", num_classes=n_classes, num_segments=8, shift_mode="causal")
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()
+
+
 def part_nojam(run: Run, args) -> None:
     """The events model of --run-name as the jam-stopping line stage on belts with falls and roll-backs but
     no jam (the same stage settings as the events part): every stop is a false stop."""
     import torch
-    from safetensors.torch import load_file
 
-    import fovea.models.video as V
     from fovea.synth.conveyor_events import EVENT_CLASSES, event_video_conveyor
 
     torch.set_num_threads(1)
-    weights = RUNS / args.run_name / "tsm_lite0_events.safetensors"
-    if not weights.is_file():
-        raise SystemExit(f"{weights} is missing: train it first with --part events --run-name {args.run_name}")
     names = list(EVENT_CLASSES)
-    model = V.create_model("tsm_lite0", num_classes=len(names), num_segments=8, shift_mode="causal")
-    model.load_state_dict(load_file(str(weights)))
-    model.eval()
+    model = _trained_events_model(args.run_name, len(names))
     stride, window, threshold, min_frames = 2, 4, 0.6, 2        # as in part_events
     duration = 120.0 if args.quick else 600.0
     rows, c0 = [], time.process_time()
