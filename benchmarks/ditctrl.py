@@ -14,6 +14,9 @@ Multi-prompt, per pair (A, B differ in one attribute: colour, direction or objec
 Adherence: the first L - o frames read back vs A, the last L - o frames vs B (colour, object, direction all
 right). CSCV = 1 / (1 + 10 std/mean) of adjacent-frame cosine similarities of ImageNet EfficientNet-Lite0
 features (offline weights, frames resized to 224). Wins: pairs where the method's CSCV beats naive's.
+
+    .venv/bin/python benchmarks/ditctrl.py --quick   # 8 pairs, 1 sample per caption; small model in runs/ditctrl_quick
+    .venv/bin/python benchmarks/ditctrl.py           # 48 pairs, 4 samples per caption -> docs/benchmarks/ditctrl.md
 """
 
 from __future__ import annotations
@@ -102,17 +105,19 @@ def _strip(examples: list[tuple[str, str, dict[str, np.ndarray]]], path: Path, s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default=str(ROOT / "runs" / "ditctrl"))
+    ap.add_argument("--checkpoint", default=None, help="generator folder (default runs/ditctrl, --quick: runs/ditctrl_quick)")
     ap.add_argument("--pairs", type=int, default=48)
     ap.add_argument("--single-samples", type=int, default=4)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--overlap", type=int, default=4)
     ap.add_argument("--png", default=str(DOCS / "ditctrl_examples.png"))
-    add_doc_args(ap, "ditctrl", "24 prompt pairs, 1 sample per caption in the single-prompt check")
+    add_doc_args(ap, "ditctrl", "8 prompt pairs, 1 sample per caption, a small generator of its own (a few minutes)")
     args = ap.parse_args()
     if args.quick:
-        args.pairs, args.single_samples = 24, 1
+        args.pairs, args.single_samples = 8, 1
+    if args.checkpoint is None:
+        args.checkpoint = str(ROOT / "runs" / ("ditctrl_quick" if args.quick else "ditctrl"))
     torch.set_num_threads(1)
     run = Run(args, full_command=".venv/bin/python benchmarks/ditctrl.py")
 
