@@ -15,7 +15,8 @@ from fovea.classify.data import Augment, Sample
 from fovea.errors import ConfigError
 from fovea.io import write_image
 from fovea.label.distill import DistillationTask, TwoViewDataset, consistency_loss, distillation_loss
-from fovea.models.cloformer import CLOFORMER_CONFIGS, CloAttention, CloFormer, ErfGELU
+from fovea.models.cloformer import (CLOFORMER_CONFIGS, CloAttention, CloBlock, CloFormer, ErfGELU,
+                                    set_inference_rewrites)
 
 
 def test_consistency_loss_equals_symmetric_kl_closed_form():
@@ -91,10 +92,12 @@ def test_attention_with_a_single_pooled_key_equals_full_softmax_attention(side, 
 
 
 @pytest.mark.slow
-def test_student_onnx_at_32px_has_no_attention_matmuls_fuses_gelu_and_matches_torch(tmp_path):
-    """The 32-px CloFormer-XXS classifier through fovea's ONNX export and onnxruntime (level ALL): every
-    stage's global heads take the single-key path (no MatMul; the one Softmax gives the class probabilities),
-    each ConvFFN GELU is one Gelu node, and the probabilities equal the torch pipeline's."""
+@pytest.mark.parametrize("side,multi_key_blocks", [(32, 0), (48, 2)])
+def test_student_onnx_graph_after_rewrites_matches_the_plain_torch_model(tmp_path, side, multi_key_blocks):
+    """The CloFormer-XXS classifier through fovea's ONNX export and onnxruntime (level ALL): single-key global
+    heads need no Q, matmul, softmax, Expand or Concat (at 32 px every stage, at 48 px stages 1-3; stage 4's
+    two blocks keep 4 keys, one K/V Split each), Q/K/V need no Split, each ConvFFN GELU is one Gelu node, and
+    the probabilities equal the torch pipeline's with the inference rewrites off."""
     ort = pytest.importorskip("onnxruntime")
     import onnx
 
@@ -102,7 +105,7 @@ def test_student_onnx_at_32px_has_no_attention_matmuls_fuses_gelu_and_matches_to
     from fovea.engine.export import export_onnx
 
     torch.manual_seed(0)
-    recipe = ClassifierRecipe(backbone="cloformer_xxs", class_names=["good", "damaged"], input_size=(32, 32),
+    recipe = ClassifierRecipe(backbone="cloformer_xxs", class_names=["good", "damaged"], input_size=(side, side),
                               weights="random")
     pipe = build_classifier(recipe).eval()
     path = export_onnx(pipe, tmp_path / "student.onnx")
@@ -111,12 +114,14 @@ def test_student_onnx_at_32px_has_no_attention_matmuls_fuses_gelu_and_matches_to
     opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     ops = collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
-    assert ops["Softmax"] == 1 and ops["MatMul"] + ops["FusedMatMul"] == 0 and ops["Erf"] == 0
+    assert ops["Softmax"] == 1 + multi_key_blocks and ops["MatMul"] + ops["FusedMatMul"] == 2 * multi_key_blocks
+    assert ops["Expand"] == 0 and ops["Split"] == multi_key_blocks and ops["Erf"] == 0
+    assert ops["Concat"] == 1 + multi_key_blocks  # the resize's output-size Concat, then one per multi-key block
     assert ops["Gelu"] == sum(CLOFORMER_CONFIGS["cloformer_xxs"].depths)
     images = np.random.default_rng(1).integers(0, 256, (3, 90, 70, 3), dtype=np.uint8)
     with torch.no_grad():
-        expected = pipe.infer(torch.from_numpy(images)).numpy()
-    np.testing.assert_allclose(session.run(None, {"images": images})[0], expected, atol=1e-5)
+        expected = set_inference_rewrites(pipe, False).infer(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(session.run(None, {"images": images})[0], expected, atol=1e-4)
 
 
 def test_cloformer_small_input_equals_general_path_on_a_whole_model():
@@ -126,9 +131,82 @@ def test_cloformer_small_input_equals_general_path_on_a_whole_model():
     model = CloFormer(CLOFORMER_CONFIGS["cloformer_xxs"], num_classes=2).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        fast = model(x)
+        fast = model(x)  # with the inference rewrites (the default)
+        set_inference_rewrites(model, False)  # the blocks call attn.forward, patched below
         for mod in model.modules():
             if isinstance(mod, CloAttention):
                 mod.forward = (lambda m: (lambda t: _attention_reference(m, t)))(mod)
         slow = model(x)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+
+
+def test_local_qkv_as_three_conv_pairs_equals_the_chunked_conv_pair():
+    """Inference rewrite: Q, K, V from three 1x1 + depthwise conv pairs on weight slices = the training path's
+    one conv pair over [Q | K | V] and a chunk (and both = a per-channel loop over the depthwise kernel)."""
+    torch.manual_seed(5)
+    mod = CloAttention(32, 4, (3, 1), kernel=3, pool=8)
+    x = torch.randn(2, 32, 6, 7)
+    with torch.no_grad():
+        mod.eval()
+        fast = mod.local_qkv(x)
+        mod.train()
+        plain = mod.local_qkv(x)
+        y = mod.qkvs[0](x)
+        yp = torch.nn.functional.pad(y, (1, 1, 1, 1))
+        w, b = mod.convs[0].weight, mod.convs[0].bias
+        ref = torch.stack([sum(w[c, 0, u, v] * yp[:, c, u:u + 6, v:v + 7] for u in range(3) for v in range(3)) + b[c]
+                           for c in range(y.shape[1])], 1)
+    for f, p, r in zip(fast, plain, ref.chunk(3, 1)):
+        torch.testing.assert_close(f, p, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("side,pool,folded", [(12, 8, True), (6, 4, True), (3, 2, True), (1, 1, True),
+                                              (2, 1, False), (16, 4, False)])
+def test_block_with_single_key_global_heads_folded_into_the_residual_equals_the_plain_block(side, pool, folded):
+    """Inference rewrite: x + proj([local | V broadcast]) = (x + P_g (W_v pooled + b_v) + b) + P_l local, for the
+    pooled-map sizes of CloFormer-XXS at 48 px (12/8, 6/4, 3/2) and 32 px (1/1); more than one pooled key keeps
+    the plain path. Compared with the rewrites off and with explicit softmax attention."""
+    torch.manual_seed(side * 10 + pool)
+    blk = CloBlock(32, 32, 4, (2, 2), 3, pool, 5, 4, 1, 0.0).eval()
+    x = torch.randn(2, 32, side, side)
+    with torch.no_grad():
+        assert (blk.attn.single_key_split(blk.norm1(x)) is not None) == folded
+        fast = blk.forward_attention(x)
+        reference = x + _attention_reference(blk.attn, blk.norm1(x))
+        set_inference_rewrites(blk, False)
+        plain = blk.forward_attention(x)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_training_mode_does_not_use_the_inference_rewrites():
+    """Training runs the plain graph (one conv pair + chunk, V broadcast + concat): same loss path as before."""
+    torch.manual_seed(0)
+    blk = CloBlock(32, 32, 4, (2, 2), 3, 8, 5, 4, 1, 0.0).train()
+    x = torch.randn(2, 32, 8, 8)
+    calls = []
+    blk.attn.single_key_split = lambda y: calls.append(1)  # would be called by the rewritten path
+    blk.forward_attention(x)
+    assert not calls
+
+
+def test_cli_distill_defaults_are_the_library_defaults_and_the_judged_benchmark_recipe():
+    """`fovea label distill` with no options trains what benchmarks/label.py judges (`--recipe` default)."""
+    import importlib.util
+    from pathlib import Path
+
+    from fovea.cli.label import distill_cmd
+    from fovea.label.distill import DEFAULT_AUGMENT, DEFAULT_CONSISTENCY, DEFAULT_INPUT_SIZE
+
+    defaults = {p.name: p.default for p in distill_cmd.params}
+    assert defaults["input_size"] == DEFAULT_INPUT_SIZE
+    assert defaults["consistency"] == DEFAULT_CONSISTENCY and defaults["min_crop"] == DEFAULT_AUGMENT.scale[0]
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "label.py"
+    spec = importlib.util.spec_from_file_location("bench_label", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    recipe = bench.RECIPES["kd_cons"]
+    assert bench.parse_student("kd_cons@48", 32) == ("kd_cons", DEFAULT_INPUT_SIZE)
+    assert recipe["consistency"] == DEFAULT_CONSISTENCY and recipe["augment"]["scale"][0] == DEFAULT_AUGMENT.scale[0]
+    assert "--recipe" in path.read_text() and 'default="kd_cons@48"' in path.read_text()

@@ -36,7 +36,7 @@ from torch import nn
 from fovea.errors import ConfigError
 from fovea.models._staged import default_cfg, drop_path_rates, init_weights
 
-__all__ = ["CLOFORMER_CONFIGS", "CloFormer", "CloFormerConfig"]
+__all__ = ["CLOFORMER_CONFIGS", "CloFormer", "CloFormerConfig", "set_inference_rewrites"]
 
 
 @dataclass(frozen=True)
@@ -145,10 +145,28 @@ class CloAttention(nn.Module):
             self.global_kv = nn.Conv2d(dim, 2 * glob * self.d, 1, bias=qkv_bias)
             self.avgpool = nn.AvgPool2d(pool, pool) if pool != 1 else nn.Identity()
         self.proj = nn.Conv2d(dim, dim, 1, bias=qkv_bias)
+        self.inference_rewrites = True  # see `local_qkv` and `CloBlock.forward_attention`; `set_inference_rewrites`
+
+    def local_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K, V of the local heads, each (B, h_l * d, H, W): the 1x1 conv then the shared-kernel depthwise conv.
+
+        Training: one conv pair over [Q | K | V] and a chunk. Inference (`inference_rewrites`, eval mode): three
+        conv pairs on slices of the same weights, the same numbers without a Split (an operator without an NCHWc
+        kernel in onnxruntime, so level ALL wraps it in layout conversions)."""
+        if self.training or not self.inference_rewrites:
+            return self.convs[0](self.qkvs[0](x)).chunk(3, dim=1)  # channels [Q | K | V]; chunk: no reshapes
+        pw, dw, c = self.qkvs[0], self.convs[0], self.local_heads * self.d
+        out = []
+        for i in range(3):
+            part = slice(i * c, (i + 1) * c)
+            y = F.conv2d(x, pw.weight[part], None if pw.bias is None else pw.bias[part])
+            out.append(F.conv2d(y, dw.weight[part], None if dw.bias is None else dw.bias[part], dw.stride, dw.padding,
+                                dw.dilation, c))
+        return out[0], out[1], out[2]
 
     def local_attention(self, x: torch.Tensor) -> torch.Tensor:
         """AttnConv: (B, C, H, W) -> (B, h_l * d, H, W)."""
-        q, k, v = self.convs[0](self.qkvs[0](x)).chunk(3, dim=1)  # channels [Q | K | V]; chunk: no reshapes
+        q, k, v = self.local_qkv(x)
         weights = torch.tanh(self.act_blocks[0](q * k) * self.scale)
         return weights * v
 
@@ -178,6 +196,26 @@ class CloAttention(nn.Module):
         kv_w, kv_b = self.global_kv.weight, self.global_kv.bias
         v = F.conv2d(pooled, kv_w[c_g:], None if kv_b is None else kv_b[c_g:])  # channels [K | V]: V only
         return v.expand(-1, -1, x.shape[-2], x.shape[-1])
+
+    def single_key_split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The output split by the linearity of `proj` when the pooled map is 1 x 1 (and there are local heads):
+        proj([local | V broadcast]) = P_l local + (P_g V + b): -> (P_l local (B, C, H, W) without bias, the
+        per-image constant P_g (W_v pooled + b_v) + b (B, C, 1, 1), P_g W_v folded into one 1x1 conv), or None
+        when the map has more than one pooled key. The block adds the constant to its residual input (a broadcast
+        add) instead of expanding V over (H, W) and concatenating it; the same numbers up to float rounding."""
+        if not (self.local_heads and self.global_heads):
+            return None
+        pooled = self.avgpool(x)
+        if pooled.shape[-2] * pooled.shape[-1] != 1:  # static under tracing and export
+            return None
+        c_l, c_g = self.local_heads * self.d, self.global_heads * self.d
+        p_w = self.proj.weight[:, :, 0, 0]
+        v_w, v_b = self.global_kv.weight[c_g:, :, 0, 0], self.global_kv.bias
+        weight = (p_w[:, c_l:] @ v_w)[:, :, None, None]
+        bias = None if v_b is None else p_w[:, c_l:] @ v_b[c_g:]
+        if self.proj.bias is not None:
+            bias = self.proj.bias if bias is None else bias + self.proj.bias
+        return F.conv2d(self.local_attention(x), self.proj.weight[:, :c_l]), F.conv2d(pooled, weight, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = []
@@ -231,7 +269,13 @@ class CloBlock(nn.Module):
         self.mlp = ConvFFN(dim, dim * mlp_ratio, mlp_kernel, stride, out_dim)
 
     def forward_attention(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop_path(self.attn(self.norm1(x)))
+        y = self.norm1(x)
+        if not self.training and self.attn.inference_rewrites:
+            split = self.attn.single_key_split(y)
+            if split is not None:  # x + proj([local | V broadcast]) = (x + constant) + P_l local
+                local, constant = split
+                return (x + constant) + local
+        return x + self.drop_path(self.attn(y))
 
     def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.downsample(x) + self.drop_path(self.mlp(self.norm2(x)))
@@ -258,6 +302,16 @@ class CloLayer(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         return x
+
+
+def set_inference_rewrites(model: nn.Module, enabled: bool) -> nn.Module:
+    """Switch CloFormer's exact inference rewrites (eval mode only: Q/K/V as three conv pairs, single-key global
+    heads folded into the residual add) on or off in every CloAttention of `model`; returns `model`. On by
+    default; off gives the training-mode graph (for comparisons and tests)."""
+    for mod in model.modules():
+        if isinstance(mod, CloAttention):
+            mod.inference_rewrites = bool(enabled)
+    return model
 
 
 # ----------------------------------------------------------------------------------- model
