@@ -62,8 +62,8 @@ def run_cmd(folder, out_dir, classes, vl_model, teachers, recursive, skip_bad):
               show_default=True, help="The student's classify checkpoint folder.")
 @click.option("--student", default="cloformer_xxs", show_default=True, help="Any timm backbone name.")
 @click.option("--weights", default="random", show_default=True, help="'random', 'default' (offline package) or a file.")
-@click.option("--input-size", default=32, show_default=True, type=int,
-              help="Side in px the student sees (32: the benchmarked recipe, docs/benchmarks/label.md).")
+@click.option("--input-size", default=48, show_default=True, type=int,
+              help="Side in px the student sees (48: the benchmarked recipe, docs/benchmarks/label.md).")
 @click.option("--temperature", default=4.0, show_default=True, type=float, help="Distillation temperature T.")
 @click.option("--alpha", default=0.7, show_default=True, type=float, help="Weight of the soft (KL) term; 1-alpha on hard labels.")
 @click.option("--consistency", default=1.0, show_default=True, type=float,
