@@ -12,13 +12,17 @@ captioner's training set). Test apples come from another seed (1), calibration a
 Trees: the headline tree takes nodes by their joint path frequency on the calibration apples (how often greedy
 acceptance walks through each node: keeps the heads' correlated errors, which the product of per-head accuracies
 misses) and is sized by a step-cost model measured in the run (fixed + per-token microseconds of a tree step) for
-the most expected tokens per cost; comparison rows: the most probable paths under the per-head accuracies
-(the Medusa paper's construction) at --tree-nodes sizes, and the previous setup (5 heads on the captioner's
-training apples, 6-node accuracy tree).
+the most expected tokens per cost; its nodes are laid out depth first, most frequent child first, so accepting
+any prefix of the most frequent path leaves the KV cache in place (`tree_buffers(order="chain")`). Comparison
+rows: the same tree laid out by depth (the previous layout, whose accepted paths beyond depth 1 are moved in the
+cache), the most probable paths under the per-head accuracies (the Medusa paper's construction) at --tree-nodes
+sizes, and the previous setup (5 heads on the captioner's training apples, 6-node accuracy tree).
 Decoding speed: one image at a time (batch 1), image encoding excluded (identical for both; the image tokens'
 cross-attention keys/values, computed once per image by both decoders, are included), median of --repeats
 interleaved passes over the test set, one torch thread; wall time and the decoding thread's CPU time (the
-machine is shared: CPU time leaves out the time other jobs held the cores).
+machine is shared: CPU time leaves out the time other jobs held the cores). Where a step's time goes: one more
+pass with each part of a step clocked inside decoding (`medusa_generate(timings=...)`), and each part alone in
+a tight loop.
 Quick version: `--quick` (300 training apples, 60 test, 300 + 300 steps, 600 head apples, 200 calibration apples).
 """
 
@@ -138,6 +142,51 @@ def loop_step_costs(pipe, heads, ranked, images, sizes=(4, 8, 16, 32), passes=2)
     return rows, fixed, per_token
 
 
+@torch.no_grad()
+def loop_step_parts(pipe, heads, tree, images) -> list[list[str]]:
+    """Where a step's CPU time goes inside real decoding (one pass over the images): Medusa's tree steps split by
+    `medusa_generate(timings=...)`, greedy's steps by the same clock around the two parts of `greedy_decode`'s
+    loop (this function repeats that loop: logits + argmax of the last hidden state, one-token forward)."""
+    from fovea.caption.vocab import BOS, EOS
+    from fovea.nn.medusa import medusa_generate
+
+    cap = pipe.captioner
+    text, max_new, prompt = cap.text, cap.cfg.max_caption_len, torch.tensor([BOS])
+    memories = [cap.image_tokens(pipe.preprocess(torch.from_numpy(im)[None])) for im in images]
+    greedy = {"logits + argmax": 0.0, "one-token forward": 0.0}
+    greedy_steps = 0
+    for memory in memories:
+        cache = text.new_cache(1, len(prompt) + max_new, memory)
+        hidden, _ = text(prompt[None], cache=cache)
+        out = []
+        for step in range(max_new):
+            c0 = time.thread_time()
+            token = text.logits(hidden[:, -1]).argmax(-1)
+            out.append(int(token))
+            c1 = time.thread_time()
+            greedy["logits + argmax"] += c1 - c0
+            if out[-1] == EOS or step == max_new - 1:
+                break
+            hidden, _ = text(token[None], cache=cache)
+            greedy["one-token forward"] += time.thread_time() - c1
+            greedy_steps += 1
+    timings: dict[str, float] = {}
+    steps = moves = 0
+    for memory in memories:
+        _, stats = medusa_generate(text, heads, prompt, max_new, tree=tree, eos=EOS, memory=memory, timings=timings)
+        steps, moves = steps + stats.steps, moves + stats.cache_moves
+    g_total = sum(greedy.values()) / greedy_steps * 1e6
+    m_total = sum(timings.values()) / steps * 1e6
+    rows = [[f"greedy: {k}", f"{v / greedy_steps * 1e6:.0f}", f"{v / greedy_steps * 1e6 / g_total:.2f}"]
+            for k, v in greedy.items()]
+    rows.append(["greedy: step", f"{g_total:.0f}", "1.00"])
+    rows += [[f"Medusa ({tree.size} tokens): {k}" + (f" ({moves} of {steps} steps moved a path)" if k == "cache move"
+                                                    else ""),
+              f"{v / steps * 1e6:.0f}", f"{v / steps * 1e6 / g_total:.2f}"] for k, v in timings.items()]
+    rows.append([f"Medusa ({tree.size} tokens): step", f"{m_total:.0f}", f"{m_total / g_total:.2f}"])
+    return rows
+
+
 def _train_or_load(args, train):
     """The captioner: trained here, or loaded from --model-dir when that folder holds one trained by this script
     with the same apples and steps (saved there after training). Returns (pipe, info)."""
@@ -216,6 +265,8 @@ def main() -> None:
         pipe, heads, ranked, [s.image for s in calib[:args.cost_apples]], sizes_for_cost)
     tree = medusa_tree_for_cost(heads, ranked, fixed_us, per_token_us, max_nodes=max(sizes_for_cost))
     trees = [(heads, f"path-frequency tree for cost, {tree.size - 1} nodes (headline)", tree, None)]
+    trees.append((heads, "the headline tree with its nodes laid out by depth (the previous layout: an accepted path "
+                         "beyond depth 1 is moved in the cache)", tree_buffers(tree.choices, order="depth"), None))
     trees += [(heads, name, t, None) for name, t in acc_trees]
     # extension beyond Medusa: the calibration captions' frequent openings drafted in the prompt forward; a node
     # is kept when its frequency pays for its tokens: f * (cost of a step / tokens per step) > per-token cost
@@ -241,11 +292,15 @@ def main() -> None:
         for (h, _, t, o), times in zip(trees, medusa_t):
             runs.append(decode_captions(pipe, images, h, tree=t, opening=o))
             times.append((runs[-1][1]["decode_s"], runs[-1][1]["decode_cpu_s"]))
-    cost_rows = step_costs(pipe, heads, [(n, t) for _, n, t, _ in trees[:1 + len(acc_trees)]], images[0])
+    cost_rows = step_costs(pipe, heads, [(n, t) for _, n, t, o in trees[:2 + len(acc_trees)] if "layout" not in n],
+                           images[0])
+    part_rows = loop_step_parts(pipe, heads, tree, images)
     loop_table = table(["nodes (path-frequency order)", "tokens per step", "mean tree steps per caption",
                         "CPU us per step (slope)", "CPU us per caption besides steps (intercept)"], loop_rows)
     costs = table(["part of a decoding step (batch 1, 1 thread)", "median CPU us", "vs single-token forward"],
                   cost_rows)
+    parts = table(["part of a step, inside decoding (headline tree)", "mean CPU us per step", "vs greedy step"],
+                  part_rows)
     metrics = evaluate_captions(texts, test)
     g_s, g_cpu = (statistics.median(t[i] for t in greedy_t) for i in (0, 1))
     quality = table(["held-out apples", "BLEU-4", "CIDEr-D", "damaged/good right", "damage kind right",
@@ -256,7 +311,7 @@ def main() -> None:
                       [[f"{i} (t + {i + 2})", *[f"{float(a):.3f}" for a in row[:4]], f"{float(row[:4].sum()):.3f}"]
                        for i, row in enumerate(accuracy)])
     rows = [["greedy + KV cache (baseline)", 1, f"{len(test)} / {len(test)}", g["tokens"], g["forwards"],
-             f"{g['tokens'] / g['forwards']:.2f}", "1.00", f"{g_s:.3f}", f"{g['tokens'] / g_s:.0f}", "**1.00x**",
+             f"{g['tokens'] / g['forwards']:.2f}", "1.00", "-", f"{g_s:.3f}", f"{g['tokens'] / g_s:.0f}", "**1.00x**",
              f"{g_cpu:.3f}", "**1.00x**"]]
     ranked_value = dict(ranked)
     headline = None
@@ -266,15 +321,16 @@ def main() -> None:
                     else f"{expected_tokens_per_step(t.choices, old_acc):.2f} (acc.)")
         rows.append([f"Medusa, {h.num_heads} heads, greedy acceptance, {name}", t.size,
                      f"{sum(a == b for a, b in zip(texts, texts_m))} / {len(test)}", m["tokens"], m["forwards"],
-                     f"{m['tokens'] / m['forwards']:.2f}", expected, f"{m_s:.3f}", f"{m['tokens'] / m_s:.0f}",
+                     f"{m['tokens'] / m['forwards']:.2f}", expected,
+                     f"{m['cache_moves']} / {m['forwards'] - len(test)}", f"{m_s:.3f}", f"{m['tokens'] / m_s:.0f}",
                      f"**{g_s / m_s:.2f}x**", f"{m_cpu:.3f}", f"**{g_cpu / m_cpu:.2f}x**"])
         headline = headline or (g_s / m_s, g_cpu / m_cpu, sum(a == b for a, b in zip(texts, texts_m)))
         if o is not None:
             drafted = (g_s / m_s, g_cpu / m_cpu, sum(a == b for a, b in zip(texts, texts_m)))
     speed = table(["decoding", "tokens per base forward (tree + root)", "captions equal to greedy", "tokens",
                    "base-model forwards", "tokens / forward", "expected tokens / step (path frequencies)",
-                   "median wall s", "tokens / s (wall)", "tokens/s vs greedy (wall)", "median CPU s",
-                   "vs greedy (CPU)"], rows)
+                   "cache moves / tree steps", "median wall s", "tokens / s (wall)", "tokens/s vs greedy (wall)",
+                   "median CPU s", "vs greedy (CPU)"], rows)
     met = "MET" if headline[1] >= 1.8 and headline[2] == len(test) else "NOT met"
     loss_text = ", ".join(f"{k} {v:.3f}" for k, v in info["final_losses"].items())
     trained = (f"Training: {info['train_apples']} apples, {info['steps']} steps in {info['train_s']:.0f} s "
@@ -304,8 +360,10 @@ def main() -> None:
             f"CPU, {headline[0]:.2f}x wall, {headline[2]} / {len(test)} equal). With the openings drafted in the "
             f"prompt forward (an extension beyond Medusa, same heads and tree): {drafted[1]:.2f}x CPU, "
             f"{drafted[0]:.2f}x wall, {drafted[2]} / {len(test)} equal.", "",
-            "Where a step's time goes, each part in a tight loop (medians of 300 calls each, thread CPU time; "
-            "in the decoding loop the same parts cost more, see the step-cost model above):", "", *costs, "",
+            "Where a step's time goes inside decoding (one more pass over the held-out apples, thread CPU time "
+            "per part, mean per step; the clock reads themselves add about 1 us per part):", "", *parts, "",
+            "The same parts each in a tight loop (medians of 300 calls each, thread CPU time; in the decoding loop "
+            "the same parts cost more, see above):", "", *costs, "",
             "Examples (held-out truth -> caption):", ""]
     body += [f"- `{s.captions[0]}` -> `{t}`" for s, t in list(zip(test, texts))[:6]]
     run.write("Captioning and Medusa decoding", body, tag="quick" if args.quick else None)

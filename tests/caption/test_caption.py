@@ -161,7 +161,7 @@ def test_medusa_captions_with_the_measured_tree_equal_greedy_captions():
     heads = train_medusa_heads(pipe, samples, num_heads=3, steps=30, lr=1e-2)
     ranked = medusa_path_probabilities(pipe, heads, samples)
     tree = medusa_tree_for_cost(heads, ranked, step_cost_fixed=100.0, step_cost_per_token=1.0)
-    assert heads.choices == tree.choices and len(tree.choices) >= 1
+    assert set(heads.choices) == set(tree.choices) and len(tree.choices) >= 1
     assert all(c[:-1] in tree.choices for c in tree.choices if len(c) > 1)
     assert [v for _, v in ranked] == sorted((v for _, v in ranked), reverse=True)
     images = [s.image for s in samples]

@@ -17,7 +17,7 @@ from fovea.nn.medusa import (MedusaHeads, accept_lengths, choices_for_cost, choi
 
 def test_tree_buffers_of_a_hand_drawn_tree():
     # nodes: 1=(0,) 2=(1,) 3=(0,0) 4=(0,1) 5=(1,0) 6=(0,0,0); top-2 per head
-    t = tree_buffers([(0, 0, 0), (1,), (0,), (0, 1), (1, 0), (0, 0)])
+    t = tree_buffers([(0, 0, 0), (1,), (0,), (0, 1), (1, 0), (0, 0)], order="depth")
     expected = torch.zeros(7, 7, dtype=torch.bool)
     ancestors = {0: [], 1: [], 2: [], 3: [1], 4: [1], 5: [2], 6: [1, 3]}
     for node, anc in ancestors.items():
@@ -35,6 +35,29 @@ def test_tree_buffers_of_a_hand_drawn_tree():
     assert torch.equal(w[:, 3:] == 0, expected) and bool(torch.isinf(w[:, 3:][~expected]).all())
     with pytest.raises(ValueError, match="no parent"):
         tree_buffers([(0,), (1, 0)])
+    with pytest.raises(ValueError, match="order"):
+        tree_buffers([(0,)], order="bfs")
+
+
+def test_chain_order_puts_the_first_listed_path_in_consecutive_slots():
+    # listed most valuable first; depth first, first-listed child first:
+    # nodes 1=(0,) 2=(0,0) 3=(0,0,0) 4=(0,1) 5=(1,) 6=(1,0)
+    t = tree_buffers([(0,), (0, 0), (1,), (0, 1), (0, 0, 0), (1, 0)])
+    assert t.choices == [(0,), (0, 0), (0, 0, 0), (0, 1), (1,), (1, 0)]
+    assert t.depth.tolist() == [0, 1, 2, 3, 2, 1, 2]
+    assert t.parent.tolist() == [0, 0, 1, 2, 1, 0, 5]
+    assert t.tree_indices.tolist() == [0, 1, 3, 5, 4, 2, 3]  # 1 + topk * (depth - 1) + rank, topk 2
+    expected = torch.zeros(7, 7, dtype=torch.bool)
+    ancestors = {0: [], 1: [], 2: [1], 3: [1, 2], 4: [1], 5: [], 6: [5]}
+    for node, anc in ancestors.items():
+        for j in [0, node, *anc]:
+            expected[node, j] = True
+    assert torch.equal(t.mask, expected)
+    assert [p.tolist() for p in t.node_paths] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 4], [0, 5], [0, 5, 6]]
+    # accepting any prefix of the first-listed path needs no cache move
+    assert t.decode_plan(capacity=8).in_place == [True, True, True, True, False, False, False]
+    depth_first = tree_buffers([(0,), (0, 0), (1,), (0, 1), (0, 0, 0), (1, 0)], order="depth")
+    assert depth_first.decode_plan(capacity=8).in_place == [True, True, False, False, False, False, False]
 
 
 def test_default_choices_are_prefix_closed_and_cheapest_first():
@@ -87,9 +110,28 @@ def test_batched_heads_equal_a_head_by_head_loop():
     assert torch.allclose(heads(h).reshape(3, 8, 9), _slow_heads(heads, h.reshape(8, 6)), atol=1e-12)
     one = h[0, 0]
     assert torch.allclose(heads.decode_logits(one), _slow_heads(heads, one[None])[:, 0], atol=1e-12)
+    assert heads.decode_topk(one, 4) == _slow_heads(heads, one[None])[:, 0].topk(4).indices.reshape(-1).tolist()
+    two = _slow_heads(heads, one[None])[:2, 0].topk(2).indices.reshape(-1).tolist()
+    assert heads.decode_topk(one, 2, num_heads=2) == two  # only the first heads, as a shallow tree needs
+    assert torch.allclose(heads.decode_logits(one, num_heads=1), _slow_heads(heads, one[None])[:1, 0], atol=1e-12)
     with torch.no_grad():  # an in-place weight update must reach the packed decoding weights
         heads.out_weight.mul_(2.0)
+        heads.res_weight[1].mul_(-1.0)
     assert torch.allclose(heads.decode_logits(one), _slow_heads(heads, one[None])[:, 0], atol=1e-12)
+    assert heads.decode_topk(one, 4) == _slow_heads(heads, one[None])[:, 0].topk(4).indices.reshape(-1).tolist()
+
+
+def test_decode_topk_lists_every_heads_best_tokens_in_order():
+    torch.manual_seed(3)
+    heads = MedusaHeads(16, 40, num_heads=5).double().eval()
+    for p in heads.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    for _ in range(5):
+        h = torch.randn(16, dtype=torch.float64) * 3
+        slow = _slow_heads(heads, h[None])[:, 0]
+        got = torch.tensor(heads.decode_topk(h, 3)).view(5, 3)
+        for k in range(5):  # head k's 3 best tokens, best first, against a full sort of the slow logits
+            assert got[k].tolist() == slow[k].argsort(descending=True)[:3].tolist()
 
 
 def test_tree_from_accuracies_takes_the_most_probable_paths():
@@ -164,7 +206,9 @@ def test_choices_for_cost_maximise_tokens_per_cost():
 
 def test_node_acceptance_agrees_with_path_acceptance():
     torch.manual_seed(1)
-    tree = tree_buffers(default_choices(3, 12, max_rank=3))
+    # random tokens can repeat among siblings (never in decoding, where siblings are one head's different ranks);
+    # then several paths tie and the walk and the path argmax pick the first in node order: depth order here
+    tree = tree_buffers(default_choices(3, 12, max_rank=3), order="depth")
     v = 5
     for temperature in (0.0, 1.0):
         logits = torch.randn(tree.size, v) * 3
@@ -257,8 +301,9 @@ def test_cross_attention_keys_values_cached_once_equal_the_uncached_forward():
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-12)
 
 
-@pytest.mark.parametrize("seed,memory_dim", [(0, None), (1, 16), (2, 16)])
-def test_greedy_medusa_reproduces_plain_greedy_decoding(seed, memory_dim):
+@pytest.mark.parametrize("seed,memory_dim,order", [(0, None, "chain"), (1, 16, "chain"), (2, 16, "chain"),
+                                                   (1, 16, "depth")])
+def test_greedy_medusa_reproduces_plain_greedy_decoding(seed, memory_dim, order):
     model = _model(seed, memory_dim)
     memory = None if memory_dim is None else torch.randn(1, 9, memory_dim, dtype=torch.float64)
     heads = MedusaHeads(32, 37, num_heads=3).double()
@@ -266,7 +311,8 @@ def test_greedy_medusa_reproduces_plain_greedy_decoding(seed, memory_dim):
         torch.nn.init.normal_(p, std=0.5)
     prompt = torch.randint(0, 37, (6,), generator=torch.Generator().manual_seed(seed))
     expected = greedy_decode(model, prompt, 40, memory=memory)
-    got, stats = medusa_generate(model, heads, prompt, 40, tree=tree_buffers(default_choices(3, 16)), memory=memory)
+    tree = tree_buffers(default_choices(3, 16), order=order)
+    got, stats = medusa_generate(model, heads, prompt, 40, tree=tree, memory=memory)
     assert got.tolist() == expected.tolist()
     assert stats.tokens == 40 and stats.steps <= 40
     # typical acceptance with an unreachable threshold accepts no head token: greedy again, one token per step
@@ -305,9 +351,16 @@ def test_perfect_heads_accept_the_whole_path_every_step():
         hidden, _ = model(torch.tensor([[tokens[-1]]]), cache=cache)
         hiddens.append(hidden[0, -1])
     heads = _OracleHeads(torch.stack(hiddens), tokens, 37, num_heads=3)
-    got, stats = medusa_generate(model, heads, prompt, 30, tree=tree_buffers(default_choices(3, 10)))
+    timings: dict[str, float] = {}
+    got, stats = medusa_generate(model, heads, prompt, 30, tree=tree_buffers(default_choices(3, 10)), timings=timings)
     assert got.tolist() == tokens
     assert stats.steps == math.ceil(30 / 4)  # base token + 3 accepted head tokens per forward
+    # the rank-0 path is always accepted: in place in a chain-ordered tree, moved in a depth-ordered one
+    assert stats.cache_moves == 0
+    assert set(timings) == {"candidates", "tree forward", "acceptance", "cache move"}
+    assert all(v >= 0.0 for v in timings.values()) and timings["tree forward"] > 0.0
+    got, stats = medusa_generate(model, heads, prompt, 30, tree=tree_buffers(default_choices(3, 10), order="depth"))
+    assert got.tolist() == tokens and stats.cache_moves == stats.steps - 1  # every step but the last
 
 
 def test_frequent_openings_by_hand():

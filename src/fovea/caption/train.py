@@ -206,16 +206,18 @@ def medusa_tree_for_cost(heads: MedusaHeads, ranked: list[tuple[tuple[int, ...],
 @torch.no_grad()
 def decode_captions(pipe: CaptionPipeline, images: Sequence[np.ndarray], heads: MedusaHeads | None = None,
                     max_new_tokens: int | None = None, tree: TreeBuffers | None = None,
-                    opening: TreeBuffers | None = None) -> tuple[list[str], dict]:
+                    opening: TreeBuffers | None = None, timings: dict[str, float] | None = None
+                    ) -> tuple[list[str], dict]:
     """Caption each image with the cached greedy decoder (heads None) or Medusa (with `tree`, default the tree the
     heads carry, `heads.choices`; `opening`: token sequences drafted in the prompt forward, see
     `medusa_generate`); returns the texts and timing: {"tokens", "decode_s" (wall), "decode_cpu_s"
     (this thread's CPU time: what the decoding cost, without the time a loaded machine left it waiting),
-    "forwards"}. Image
-    encoding is excluded (the same for both); the image tokens' cross-attention keys/values are included."""
+    "forwards", "cache_moves" (Medusa steps whose accepted path was moved in the KV cache)}. Image encoding is
+    excluded (the same for both); the image tokens' cross-attention keys/values are included. timings: a dict
+    that receives Medusa's CPU seconds per part of its tree steps (see `medusa_generate`)."""
     cap = pipe.captioner
     max_new = max_new_tokens or cap.cfg.max_caption_len
-    texts, tokens, forwards, decode_s, decode_cpu_s = [], 0, 0, 0.0, 0.0
+    texts, tokens, forwards, moves, decode_s, decode_cpu_s = [], 0, 0, 0, 0.0, 0.0
     prompt = torch.tensor([BOS])
     for img in images:
         memory = cap.image_tokens(pipe.preprocess(torch.from_numpy(img)[None]))
@@ -225,14 +227,15 @@ def decode_captions(pipe: CaptionPipeline, images: Sequence[np.ndarray], heads: 
             steps = len(ids)
         else:
             ids, stats = medusa_generate(cap.text, heads, prompt, max_new, eos=EOS, memory=memory, tree=tree,
-                                         opening=opening)
-            steps = stats.steps + 1
+                                         opening=opening, timings=timings)
+            steps, moves = stats.steps + 1, moves + stats.cache_moves
         decode_s += time.perf_counter() - t0
         decode_cpu_s += time.thread_time() - c0
         tokens += len(ids)
         forwards += steps
         texts.append(pipe.vocab.decode(ids.tolist()))
-    return texts, {"tokens": tokens, "decode_s": decode_s, "decode_cpu_s": decode_cpu_s, "forwards": forwards}
+    return texts, {"tokens": tokens, "decode_s": decode_s, "decode_cpu_s": decode_cpu_s, "forwards": forwards,
+                   "cache_moves": moves}
 
 
 def evaluate_captions(texts: Sequence[str], samples: Sequence[CaptionSample]) -> dict[str, float]:

@@ -13,13 +13,16 @@ predict t + 1). A tree is a list of "choices": tuples of per-depth ranks, (0,) =
 or from the measured joint frequency of each path (`head_rank_paths`, `path_probabilities`), sized for the
 most expected tokens per unit of a measured step cost (`choices_for_cost`).
 Unlike the reference code, stacked residual blocks of one head do NOT share weights (the reference's
-`[ResBlock] * L` reuses one instance).
+`[ResBlock] * L` reuses one instance), and tree nodes are laid out depth-first with the most valuable child
+first (`tree_buffers(order="chain")`), so accepting any prefix of the most probable path needs no KV-cache move.
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import torch
 import torch.nn.functional as F
@@ -45,10 +48,11 @@ class MedusaHeads(nn.Module):
         self.choices: list[tuple[int, ...]] | None = None  # the tree measured best for these heads, if known
 
     @torch.no_grad()
-    def decode_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
         """Inference-only forward for one hidden state (D,) -> (num_heads, vocab), on weights packed once
         (first block as one (K*D, D) matrix, projections pre-transposed (K, D, V) and contiguous): about half
-        the per-call cost of `forward` at decoding sizes. Same values as forward(hidden)."""
+        the per-call cost of `forward` at decoding sizes. Same values as forward(hidden). num_heads: only the
+        first n heads (a tree n deep needs no deeper head); default all."""
         params = (self.res_weight, self.res_bias, self.out_weight)
         key = tuple((p.data_ptr(), p._version) for p in params)  # any in-place update (optimizer, load) re-packs
         if getattr(self, "_packed_key", None) != key:
@@ -59,11 +63,21 @@ class MedusaHeads(nn.Module):
                             self.out_weight.transpose(1, 2).contiguous())
             self._packed_key = key
         w0, b0, rest, out = self._packed
-        x = hidden + F.silu(F.linear(hidden, w0, b0).view(self.num_heads, self.dim))  # (K, D)
-        x = x[:, None]  # (K, 1, D)
+        n = self.num_heads if num_heads is None else min(num_heads, self.num_heads)
+        if n < self.num_heads:  # leading slices of packed (contiguous) weights: views, no copy
+            w0, b0, rest, out = w0[: n * self.dim], b0[: n * self.dim], [(w[:n], b[:n]) for w, b in rest], out[:n]
+        x = hidden + F.silu(F.linear(hidden, w0, b0).view(n, self.dim))  # (n, D)
+        x = x[:, None]  # (n, 1, D)
         for w, b in rest:
             x = x + F.silu(torch.baddbmm(b, x, w))
         return torch.bmm(x, out)[:, 0]
+
+    @torch.no_grad()
+    def decode_topk(self, hidden: torch.Tensor, k: int, num_heads: int | None = None) -> list[int]:
+        """The k best tokens of each of the first num_heads heads (default all) for one hidden state (D,) as one
+        list, head-major (head 0's k best, best first, then head 1's, ...): a decoding step's candidates, from
+        `decode_logits`."""
+        return self.decode_logits(hidden, num_heads).topk(k, dim=-1).indices.view(-1).tolist()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         lead, d, k = hidden.shape[:-1], self.dim, self.num_heads
@@ -110,7 +124,8 @@ class TreeBuffers:
     tree_indices (N+1,): where each node's token sits in [base token, top-k of head 0, top-k of head 1, ...].
     retrieve (P, D+1): node indices of each root-to-leaf path, padded with -1. parent (N+1,): each node's
     parent (the root's is itself). topk: candidates per head. node_paths: per node, the node indices from the
-    root to it (a (depth+1,) tensor), so an accepted path needs no tensor building during decoding."""
+    root to it (a (depth+1,) tensor), so an accepted path needs no tensor building during decoding.
+    choices: the nodes' rank tuples in node order (node i + 1 = choices[i]); every parent precedes its children."""
 
     mask: torch.Tensor
     depth: torch.Tensor
@@ -150,13 +165,33 @@ class TreeBuffers:
         return window
 
 
-def tree_buffers(choices: list[tuple[int, ...]]) -> TreeBuffers:
-    """Build the buffers of a tree from its choices (every prefix of a choice must be a choice too)."""
-    choices = sorted({tuple(c) for c in choices}, key=lambda c: (len(c), c))
-    index = {c: i + 1 for i, c in enumerate(choices)}
-    for c in choices:
-        if len(c) > 1 and c[:-1] not in index:
+def tree_buffers(choices: list[tuple[int, ...]], order: str = "chain") -> TreeBuffers:
+    """Build the buffers of a tree from its choices (every prefix of a choice must be a choice too).
+
+    order: how the nodes are laid out (node i + 1 = the i-th choice; the tree step writes node i's keys/values
+    at cache slot past + i). "chain" (default): depth first, siblings in the order `choices` lists them, so
+    with choices listed most valuable first (as `path_probabilities`, `choices_for_cost`,
+    `choices_from_accuracies` and `default_choices` list them) the most probable path sits in slots 1, 2, ...,
+    d and accepting any prefix of it needs no KV-cache move. "depth": by depth, then by ranks."""
+    unique = list(dict.fromkeys(tuple(c) for c in choices))
+    known = set(unique)
+    for c in unique:
+        if len(c) > 1 and c[:-1] not in known:
             raise ValueError(f"tree choice {c} has no parent {c[:-1]}: every prefix of a path must be in the tree")
+    if order == "depth":
+        choices = sorted(unique, key=lambda c: (len(c), c))
+    elif order == "chain":
+        children: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+        for c in unique:
+            children.setdefault(c[:-1], []).append(c)
+        choices, stack = [], list(reversed(children.get((), [])))
+        while stack:  # depth-first preorder, first-listed child first
+            c = stack.pop()
+            choices.append(c)
+            stack.extend(reversed(children.get(c, [])))
+    else:
+        raise ValueError(f"tree order {order!r}: use 'chain' or 'depth'")
+    index = {c: i + 1 for i, c in enumerate(choices)}
     n = len(choices) + 1
     topk = max(c[-1] for c in choices) + 1
     mask = torch.eye(n, dtype=torch.bool)
@@ -337,9 +372,9 @@ def node_acceptance(tokens: torch.Tensor, logits: torch.Tensor, parent: torch.Te
 def greedy_accepted_node(tokens: list[int], argmax: list[int], parent: list[int]) -> int:
     """Greedy acceptance walked over the tree once: node i is accepted if its parent is and its token is the
     base model's argmax at the parent. Siblings carry different tokens, so the accepted nodes form one chain
-    from the root; returns its last node (0 if no head token is accepted). Nodes must be ordered by depth
-    (as `tree_buffers` orders them). Plain Python on lists: a few microseconds for a small tree, where the
-    same on tensors costs several operator calls."""
+    from the root; returns its last node (0 if no head token is accepted). Every parent must precede its
+    children (as in both of `tree_buffers`' orders). Plain Python on lists: a few microseconds for a small
+    tree, where the same on tensors costs several operator calls."""
     accepted = [True] + [False] * (len(tokens) - 1)
     end = 0
     for i in range(1, len(tokens)):
@@ -352,14 +387,20 @@ def greedy_accepted_node(tokens: list[int], argmax: list[int], parent: list[int]
 
 @dataclass
 class MedusaStats:
-    """steps: base-model forwards after the prompt; tokens: generated; mean accepted tokens per step."""
+    """steps: base-model forwards after the prompt; tokens: generated; cache_moves: steps whose accepted path had
+    to be moved into place in the KV cache (`KVCache.keep`); mean accepted tokens per step."""
 
     steps: int
     tokens: int
+    cache_moves: int = 0
 
     @property
     def tokens_per_step(self) -> float:
         return self.tokens / max(self.steps, 1)
+
+
+def _no_clock() -> float:
+    return 0.0
 
 
 def frequent_openings(sequences: list[list[int]], min_frequency: float, max_nodes: int = 64, max_depth: int = 16
@@ -400,7 +441,8 @@ def _prompt_with_opening(model, prompt: torch.Tensor, opening: TreeBuffers, cach
 def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tokens: int, *,
                     tree: TreeBuffers | None = None, eos: int | None = None, memory: torch.Tensor | None = None,
                     temperature: float = 0.0, epsilon: float = 0.09, delta: float = 0.3,
-                    opening: TreeBuffers | None = None) -> tuple[torch.Tensor, MedusaStats]:
+                    opening: TreeBuffers | None = None, timings: dict[str, float] | None = None
+                    ) -> tuple[torch.Tensor, MedusaStats]:
     """Decode up to `max_new_tokens` after `prompt` (T,) with the base model checking Medusa's tree.
     The base token of each step is the base model's argmax, so with temperature 0 (greedy acceptance) the
     output equals `greedy_decode`'s. Returns generated ids (N,) and the step statistics.
@@ -409,22 +451,31 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
     these heads, e.g. by `fovea.caption.train.train_medusa_heads`); a tree is required otherwise, since the
     best tree depends on how often each head is right (`path_probabilities`, `choices_for_cost`).
 
-    Per step: the heads' top-k guesses at the last accepted token fill the tree (on Python lists); one base
-    forward over the tree (positions past + depth, additive tree mask beside the cache, keys/values written
-    into the preallocated cache; both from the tree's `decode_plan`); per-node acceptance; the accepted path's
-    keys/values are moved into place with one gather (`KVCache.keep`; none when the path already is in
-    place). The next base token is the argmax already computed at the path's last node. Greedy acceptance
-    runs on Python lists (`greedy_accepted_node`), typical acceptance on tensors.
+    Per step: the top-k guesses at the last accepted token of the heads the tree reaches
+    (`MedusaHeads.decode_topk`) fill the tree (on Python lists); one base forward over the tree (positions
+    past + depth, additive tree mask beside the cache, keys/values written into the preallocated cache; both
+    from the tree's `decode_plan`); per-node acceptance; the accepted path's keys/values are moved into place
+    with one gather (`KVCache.keep`; none when the path already is in place, as any prefix of the most
+    probable path is in a "chain"-ordered tree). The next base token is the argmax already computed at the
+    path's last node. Greedy acceptance runs on Python lists (`greedy_accepted_node`), typical acceptance on
+    tensors.
 
     opening: optional prompt-time draft (an extension, not part of Medusa): a tree of token sequences
     (`tree_buffers(frequent_openings(...))`, choices = token tuples) verified greedily in the prompt forward
-    itself, so frequent openings cost no extra forward; the output is still exactly greedy's."""
+    itself, so frequent openings cost no extra forward; the output is still exactly greedy's.
+
+    timings: a dict that receives (adds) this thread's CPU seconds per part of the tree steps: "candidates"
+    (heads, top-k, the tree's tokens), "tree forward", "acceptance" (logits, argmax, acceptance walk), "cache
+    move" (`KVCache.keep` after acceptance); None (default): no clock is read."""
     if tree is None:
         if not getattr(heads, "choices", None):
             raise ValueError("medusa_generate needs a tree: pass tree=tree_buffers(choices), with choices from the "
                              "heads' measured accuracies (path_probabilities + choices_for_cost, or "
                              "choices_from_accuracies), or set heads.choices")
-        tree = tree_buffers(heads.choices)
+        key = tuple(heads.choices)
+        if getattr(heads, "_choices_tree", (None,))[0] != key:  # built once per tree, not once per call
+            heads._choices_tree = (key, tree_buffers(heads.choices))
+        tree = heads._choices_tree[1]
     if int(tree.depth.max()) > heads.num_heads:
         raise ValueError(f"the tree is {int(tree.depth.max())} deep but there are only {heads.num_heads} Medusa heads")
     capacity = len(prompt) + max_new_tokens + max(tree.size, opening.size if opening is not None else 0)
@@ -449,21 +500,33 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
         last, base = node_hidden[end], argmax[end]
     plan = tree.decode_plan(capacity, last.dtype)
     body, body_valid = tree.retrieve[:, 1:].clamp_min(0), tree.retrieve[:, 1:] >= 0  # (P, D)
-    decode = heads.decode_logits if hasattr(heads, "decode_logits") else heads
+    depth = int(tree.depth.max())  # heads deeper than the tree are not run
+    if hasattr(heads, "decode_topk"):
+        def guesses(hidden, k):
+            return heads.decode_topk(hidden, k, depth)
+    else:  # any module hidden (D,) -> logits (K, V)
+        def guesses(hidden, k):
+            return heads(hidden)[:depth].topk(k, dim=-1).indices.reshape(-1).tolist()
+    pick = itemgetter(*plan.tree_index)
+    clock = time.thread_time if timings is not None else _no_clock
+    spent = [0.0, 0.0, 0.0, 0.0]  # candidates, forward, acceptance, cache (thread CPU s; only with timings)
+    moves = 0
     while True:
-        candidates = [base] + decode(last).topk(tree.topk, dim=-1).indices.view(-1).tolist()  # base, head 0's, ...
-        token_list = [candidates[i] for i in plan.tree_index]  # (N+1,)
-        tokens = torch.tensor(token_list)
+        t0 = clock()
+        token_list = list(pick([base] + guesses(last, tree.topk)))  # (N+1,) from [base, head 0's top-k, ...]
+        tokens = torch.tensor([token_list])
         past = cache.length
-        node_hidden, _ = model(tokens[None], positions=plan.positions[past], mask=plan.masks[past], cache=cache)
+        t1 = clock()
+        node_hidden, _ = model(tokens, positions=plan.positions[past], mask=plan.masks[past], cache=cache)
         node_hidden = node_hidden[0]
         steps += 1
+        t2 = clock()
         node_logits = model.logits(node_hidden)  # (N+1, V)
         argmax = node_logits.argmax(-1).tolist()
         if temperature == 0.0:
             end = greedy_accepted_node(token_list, argmax, plan.parent)
         else:
-            ok = node_acceptance(tokens, node_logits, tree.parent, temperature=temperature, epsilon=epsilon,
+            ok = node_acceptance(tokens[0], node_logits, tree.parent, temperature=temperature, epsilon=epsilon,
                                  delta=delta)
             lengths = (ok[body] & body_valid).cumprod(dim=1).sum(dim=1)  # (P,)
             best = int(lengths.argmax())
@@ -472,11 +535,20 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
         if eos is not None and eos in accepted:
             accepted = accepted[: accepted.index(eos) + 1]
         out += accepted[: max_new_tokens - len(out)]
+        t3 = clock()
+        spent[0] += t1 - t0
+        spent[1] += t2 - t1
+        spent[2] += t3 - t2
         if (eos is not None and out[-1] == eos) or len(out) >= max_new_tokens:
             break
         if plan.in_place[end]:
             cache.length = past + len(plan.paths[end])
         else:
             cache.keep(past, tree.node_paths[end])
+            moves += 1
         last, base = node_hidden[end], argmax[end]
-    return torch.tensor(out, dtype=torch.long), MedusaStats(steps, len(out))
+        spent[3] += clock() - t3
+    if timings is not None:
+        for name, value in zip(("candidates", "tree forward", "acceptance", "cache move"), spent):
+            timings[name] = timings.get(name, 0.0) + value
+    return torch.tensor(out, dtype=torch.long), MedusaStats(steps, len(out), moves)
