@@ -23,6 +23,7 @@ Quick version: `--quick` (InvertedPendulum-v5, seed 0, 3,000 steps, small networ
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -62,9 +63,12 @@ def _label(rec) -> str:
 
 
 def _run_all(args, out_dir: Path, write) -> None:
-    from fovea.rl.train import train_dacer, train_sac
+    """Every (seed, env, algo) of this invocation without a saved result, advanced in lockstep (one evaluation
+    period each in turn), so a deadline or a stopped job leaves all of them at the same step."""
+    from fovea.rl.train import DACERRun, SACRun, train_lockstep
 
-    for seed in args.seeds:  # seed-major: a stopped job leaves whole seeds behind
+    runs, paths = [], {}
+    for seed in args.seeds:
         for env_id in args.envs:
             for algo in args.algos:
                 tag = ""
@@ -76,62 +80,110 @@ def _run_all(args, out_dir: Path, write) -> None:
                     print(f"have {path}, skipped (--overwrite reruns)", flush=True)
                     continue
                 if algo == "DACER":
-                    cfg = _config(args, env_id)
-                    extra = {"config": asdict(cfg)}
+                    run = DACERRun(env_id, args.steps, seed, _config(args, env_id), args.warmup)
+                    run.config = asdict(run.agent.cfg)
                 else:
-                    extra = {"config": "stable-baselines3 SAC defaults (2x256 ReLU, lr 3e-4, batch 256, auto alpha)"}
+                    run = SACRun(env_id, args.steps, seed, args.warmup)
+                    run.config = "stable-baselines3 SAC defaults (2x256 ReLU, lr 3e-4, batch 256, auto alpha)"
+                runs.append(run)
+                paths[id(run)] = path
+    command = " ".join(sys.argv)
 
-                def save(c, done: bool = False) -> None:  # after every evaluation: a stopped job keeps its curve
-                    rec = {"algo": algo, "env": env_id, "seed": seed, "steps": c.steps, "returns": c.returns,
-                           "wall_s": c.wall_s, "load_end": os.getloadavg()[0], "finished": done, **extra}
-                    path.write_text(json.dumps(rec))
+    def save(run, finished: bool = False) -> None:  # after every evaluation: a stopped job keeps its curve
+        c = run.curve
+        rec = {"algo": c.algo, "env": c.env_id, "seed": c.seed, "steps": c.steps, "returns": c.returns,
+               "wall_s": c.wall_s, "cpu_s": c.cpu_s, "load_end": os.getloadavg()[0], "finished": finished,
+               "planned_steps": args.steps, "warmup": args.warmup, "eval_every": args.eval_every,
+               "episodes": args.episodes, "command": command, "config": run.config}
+        paths[id(run)].write_text(json.dumps(rec))
 
-                if algo == "DACER":
-                    _, c = train_dacer(env_id, args.steps, seed, cfg, args.warmup, args.eval_every, args.episodes,
-                                       log=print, stop_return=args.stop_return, on_eval=save)
-                else:
-                    c = train_sac(env_id, args.steps, seed, args.warmup, args.eval_every, args.episodes, log=print,
-                                  stop_return=args.stop_return, on_eval=save)
-                save(c, done=True)
-                write()
+    deadline = None
+    if args.deadline:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        hh, mm = map(int, args.deadline.split(":"))
+        deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+        if deadline < now:
+            deadline += datetime.timedelta(days=1)
+    if runs:
+        train_lockstep(runs, args.steps, args.eval_every, args.episodes, log=print, stop_return=args.stop_return,
+                       on_eval=save, deadline=deadline)
+        for run in runs:
+            done = run.step >= args.steps or (args.stop_return is not None and run.curve.returns
+                                              and run.curve.returns[-1] >= args.stop_return)
+            save(run, finished=bool(done))
+    write()
 
 
 def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
     recs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
+    recs = [r for r in recs if r["steps"]]
     if not recs:
-        return ["No finished runs yet."]
+        return ["No evaluated runs yet."]
     rows, summary, goal = [], {}, args.stop_return
     for r in sorted(recs, key=lambda r: (r["env"], _label(r), r["seed"])):
-        rate = r["steps"][-1] / r["wall_s"] if r["steps"] else float("nan")
-        stopped = "" if r.get("finished", True) else f" (job stopped at {r['steps'][-1] if r['steps'] else 0})"
+        cpu = r.get("cpu_s")
+        stopped = "" if r.get("finished", True) else f" (stopped at {r['steps'][-1]:,})"
         reached = [s for s, v in zip(r["steps"], r["returns"]) if goal is not None and v >= goal]
         rows.append([r["env"], _label(r), f"{r['seed']}{stopped}", " / ".join(f"{v:.0f}" for v in r["returns"]),
-                     f"{r['returns'][-1]:.0f}" if r["returns"] else "-", f"{max(r['returns']):.0f}" if r["returns"] else "-",
+                     f"{r['returns'][-1]:.0f}", f"{max(r['returns']):.0f}",
                      *([f"{reached[0]:,}" if reached else "not reached"] if goal is not None else []),
-                     f"{r['wall_s']:.0f}", f"{rate:.1f}"])
-        if r["returns"]:
-            summary.setdefault((r["env"], _label(r)), []).append((r["steps"][-1], r["returns"][-1]))
+                     f"{cpu:.0f}" if cpu is not None else "-", f"{r['wall_s']:.0f}",
+                     f"{r['steps'][-1] / cpu:.1f}" if cpu else "-"])
+        summary.setdefault((r["env"], _label(r)), []).append(r)
     dacer_cfgs = {json.dumps(r["config"], sort_keys=True) for r in recs if r["algo"] == "DACER"}
     steps_sets = sorted({tuple(r["steps"]) for r in recs})
-    total_h = sum(r["wall_s"] for r in recs) / 3600
+    cpu_h = sum(r.get("cpu_s", float("nan")) for r in recs) / 3600
+    wall_h = sum(r["wall_s"] for r in recs) / 3600
+    commands = sorted({r["command"] for r in recs if "command" in r})
+    stopped = [r for r in recs if not r.get("finished", True)]
+    planned = ", ".join(f"{n:,}" for n in sorted({r.get("planned_steps", r["steps"][-1]) for r in recs}))
     body = [
-        f"**Budget**: {max(r['steps'][-1] for r in recs if r['steps']):,} environment steps per run at most, "
-        f"{len(recs)} runs, {total_h:.1f} h of wall time in all (shared 2-core CPU, 1 thread per run, load shown "
-        f"below and per run). This is **far below the paper's {PAPER_STEPS} steps** per curve: the returns "
-        "show the first stretch of learning only and say nothing about the methods' final performance.", "",
-        f"Evaluation every {args.eval_every} env steps ({args.episodes} seeded episodes, deterministic: DACER "
-        f"without the exploration noise, SAC with its mean action); random warm-up {args.warmup} steps on both "
-        "sides; one gradient step per environment step on both sides.", "",
+        f"**Budget**: {max(r['steps'][-1] for r in recs):,} environment steps per run at most "
+        f"(planned: {planned}), "
+        f"{len(recs)} runs, {cpu_h:.1f} CPU h and {wall_h:.1f} h of wall time in all, counted per run while it "
+        f"worked (shared 2-core CPU, 1 thread per run, several runs per process in lockstep, load shown below). "
+        f"This is **far below the paper's {PAPER_STEPS} steps** per curve: the returns show the first stretch of "
+        "learning only and say nothing about the methods' final performance.", "",
+    ]
+    if stopped:
+        body += [f"**{len(stopped)} run(s) stopped before their planned steps** (a `--deadline` or a stopped job; "
+                 "marked in the seed column): the summary compares returns at the last step every run of an "
+                 "environment reached.", ""]
+    if commands:
+        body += ["Runs made by:", "", *[f"    .venv/bin/python {c}" for c in commands], ""]
+    def values(key: str, default) -> str:  # what the runs recorded (older records: this invocation's value)
+        return " / ".join(f"{v:,}" for v in sorted({r.get(key, default) for r in recs}))
+
+    body += [
+        f"Evaluation every {values('eval_every', args.eval_every)} env steps ({values('episodes', args.episodes)} "
+        "seeded episodes, deterministic: DACER without the exploration noise, SAC with its mean action, after the "
+        f"gradient step of that env step); random warm-up {values('warmup', args.warmup)} steps on both sides; one "
+        "gradient step per environment step on both sides.", "",
         "DACER configuration(s): " + "; ".join(f"`{c}`" for c in sorted(dacer_cfgs)) + ".", "",
         *table(["env", "algorithm", "seed", f"returns at {', '.join(map(str, max(steps_sets, key=len)))}",
-                "final", "best", *([f"first eval >= {goal:g} at step"] if goal is not None else []), "wall s",
-                "env steps/s"], rows), "",
-        "Mean (min-max) final return over seeds:", "",
-        *table(["env", "algorithm", "last eval step (min-max)", "seeds", "mean final", "min", "max"],
-               [[e, a, f"{min(s for s, _ in v):,}-{max(s for s, _ in v):,}", len(v),
-                 f"{statistics.mean(x for _, x in v):.0f}", f"{min(x for _, x in v):.0f}", f"{max(x for _, x in v):.0f}"]
-                for (e, a), v in sorted(summary.items())]),
+                "final", "best", *([f"first eval >= {goal:g} at step"] if goal is not None else []), "CPU s",
+                "wall s", "env steps per CPU s"], rows), "",
     ]
+    if goal is None:  # equal budgets: returns at the last step every run of the environment reached
+        common = {e: min(r["steps"][-1] for r in recs if r["env"] == e) for e in {r["env"] for r in recs}}
+        srows = []
+        for (e, a), rs in sorted(summary.items()):
+            vals = [r["returns"][r["steps"].index(common[e])] for r in rs if common[e] in r["steps"]]
+            srows.append([e, a, f"{common[e]:,}", len(vals), f"{statistics.mean(vals):.0f} +- "
+                          f"{statistics.stdev(vals) if len(vals) > 1 else float('nan'):.0f}",
+                          f"{min(vals):.0f}", f"{max(vals):.0f}",
+                          f"{sum(r.get('cpu_s', float('nan')) for r in rs) / len(rs):.0f}",
+                          f"{sum(r['wall_s'] for r in rs) / len(rs):.0f}"])
+        body += ["Evaluation return at the same step for every run (mean +- sample std over seeds):", "",
+                 *table(["env", "algorithm", "step", "seeds", "return mean +- std", "min", "max",
+                         "CPU s per run (mean)", "wall s per run (mean)"], srows)]
+    else:
+        body += ["Mean (min-max) final return over seeds:", "",
+                 *table(["env", "algorithm", "last eval step (min-max)", "seeds", "mean final", "min", "max"],
+                        [[e, a, f"{min(r['steps'][-1] for r in rs):,}-{max(r['steps'][-1] for r in rs):,}", len(rs),
+                          f"{statistics.mean(r['returns'][-1] for r in rs):.0f}",
+                          f"{min(r['returns'][-1] for r in rs):.0f}", f"{max(r['returns'][-1] for r in rs):.0f}"]
+                         for (e, a), rs in sorted(summary.items())])]
     if "InvertedPendulum-v5" in {r["env"] for r in recs}:
         body += ["", *_pendulum_references(args.episodes)]
     if png is not None and _plot(recs, png):
@@ -162,6 +214,8 @@ def _pendulum_references(episodes: int) -> list[str]:
 
 
 def _plot(recs, path: Path) -> bool:
+    """One panel per environment: thin lines single seeds, thick lines the mean over seeds (where every seed has
+    an evaluation); one legend beside the panels (colours are the same in every panel)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,16 +223,28 @@ def _plot(recs, path: Path) -> bool:
 
     envs = sorted({r["env"] for r in recs})
     colours: dict[str, str] = {}
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs) + 4, 3.5), squeeze=False)
+    legend: dict[str, object] = {}
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.5), squeeze=False)
     for ax, env_id in zip(axes[0], envs):
+        groups: dict[str, list] = {}
         for r in recs:
             if r["env"] == env_id and r["steps"]:
-                ax.plot(r["steps"], r["returns"], marker=".", label=f"{_label(r)} s{r['seed']}",
-                        color=colours.setdefault(_label(r), f"C{len(colours)}"), alpha=0.8)
+                groups.setdefault(_label(r), []).append(r)
+        for label, rs in groups.items():
+            colour = colours.setdefault(label, f"C{len(colours)}")
+            for r in rs:
+                (line,) = ax.plot(r["steps"], r["returns"], marker=".", lw=0.8, color=colour,
+                                  alpha=0.45 if len(rs) > 1 else 0.9)
+            if len(rs) > 1:
+                common = sorted(set.intersection(*(set(r["steps"]) for r in rs)))
+                mean = [statistics.mean(r["returns"][r["steps"].index(s)] for r in rs) for s in common]
+                (line,) = ax.plot(common, mean, lw=2.2, color=colour)
+            legend.setdefault(f"{label} ({'mean of ' + str(len(rs)) + ' seeds' if len(rs) > 1 else 'seed ' + str(rs[0]['seed'])})", line)
         ax.set_title(env_id)
         ax.set_xlabel("env steps")
         ax.set_ylabel("eval return")
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, not over the curves
+    fig.legend(list(legend.values()), list(legend), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.95),
+               title="thin lines: single seeds", title_fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90, bbox_inches="tight")
@@ -261,6 +327,8 @@ def main() -> None:
     ap.add_argument("--block", default="curves", help="name of the doc block and results folder")
     ap.add_argument("--results", default=str(ROOT / "runs" / "dacer"), help="folder of per-run JSON results")
     ap.add_argument("--overwrite", action="store_true", help="rerun runs whose JSON exists")
+    ap.add_argument("--deadline", default=None, metavar="HH:MM",
+                    help="UTC time: no new evaluation period starts unless the last one still fits before it")
     ap.add_argument("--collect-only", action="store_true", help="rewrite the block from the saved results")
     ap.add_argument("--profile", action="store_true", help="time one env step + update (block 'speed')")
     add_doc_args(ap, "dacer", "InvertedPendulum-v5, seed 0, 3,000 steps, --size small (block 'quick')")

@@ -1,10 +1,17 @@
 """Training loops on gymnasium environments: DACER (one update per environment step after a random
 warm-up), SAC from stable-baselines3 as the baseline, both evaluated at the same environment steps with
-the same deterministic evaluation (no exploration noise, fixed evaluation seeds)."""
+the same deterministic evaluation (no exploration noise, fixed evaluation seeds).
+
+A run (`DACERRun`, `SACRun`) advances in chunks of environment steps and keeps its own global random states
+(torch, numpy, random) and clocks, so several runs can share one process in lockstep (`train_lockstep`) and
+give the same curves as each run alone."""
 
 from __future__ import annotations
 
+import datetime
+import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,7 +23,8 @@ from fovea.rl.dacer import DACER, DACERConfig
 
 @dataclass
 class Curve:
-    """Evaluation points: env steps and mean undiscounted return over the evaluation episodes."""
+    """Evaluation points: env steps and mean undiscounted return over the evaluation episodes; the run's own
+    wall and process-CPU seconds (training + evaluation, counted only while this run was active)."""
 
     algo: str
     env_id: str
@@ -24,6 +32,7 @@ class Curve:
     steps: list[int] = field(default_factory=list)
     returns: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    cpu_s: float = 0.0
 
 
 class Replay:
@@ -84,74 +93,176 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: 
     return float(np.mean(total))
 
 
+class _Run:
+    """What DACERRun and SACRun share: the run's global random states, swapped in while it works; its clocks;
+    its curve. Subclasses set self.curve and implement _advance(n) and _policy() (obs -> action, env units)."""
+
+    curve: Curve
+
+    def __init__(self) -> None:
+        self.step = 0
+        self._rng_states: tuple | None = None
+
+    @contextmanager
+    def _active(self):
+        """Swap in this run's torch / numpy / random global states (saved on the way out) and clock the work."""
+        outside = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+        if self._rng_states is not None:
+            torch.set_rng_state(self._rng_states[0])
+            np.random.set_state(self._rng_states[1])
+            random.setstate(self._rng_states[2])
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.curve.wall_s += time.perf_counter() - t0
+            self.curve.cpu_s += time.process_time() - c0
+            self._rng_states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+            torch.set_rng_state(outside[0])
+            np.random.set_state(outside[1])
+            random.setstate(outside[2])
+
+    def advance(self, n: int) -> None:
+        """n more environment steps (each followed by its gradient step once past the warm-up)."""
+        with self._active():
+            self._advance(n)
+
+    def evaluate(self, episodes: int) -> float:
+        """Deterministic evaluation now (the curve's seed picks the episodes); appended to the curve."""
+        with self._active():
+            ret = evaluate(self._policy(), self.curve.env_id, episodes, self.curve.seed)
+        self.curve.steps.append(self.step)
+        self.curve.returns.append(ret)
+        return ret
+
+    def _advance(self, n: int) -> None:
+        raise NotImplementedError
+
+    def _policy(self) -> Callable[[np.ndarray], np.ndarray]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return ""
+
+
+class DACERRun(_Run):
+    """DACER on one env: `warmup` uniform random steps, then one update per env step (entropy + alpha every
+    alpha_every updates inside DACER.update)."""
+
+    def __init__(self, env_id: str, total_steps: int, seed: int = 0, cfg: DACERConfig | None = None,
+                 warmup: int = 5000, buffer: int = 1_000_000):
+        import gymnasium as gym
+
+        super().__init__()
+        self.curve = Curve("DACER", env_id, seed)
+        self.warmup = warmup
+        with self._active():
+            torch.manual_seed(seed)
+            self.rng = np.random.default_rng(seed)
+            self.env = gym.make(env_id)
+            obs_dim, self.act_dim = self.env.observation_space.shape[0], self.env.action_space.shape[0]
+            self.agent = DACER(obs_dim, self.act_dim, cfg)
+            self.replay = Replay(obs_dim, self.act_dim, min(buffer, total_steps))
+            self.to_env = _scale(self.env)
+            self.obs, _ = self.env.reset(seed=seed)
+            self.env.action_space.seed(seed)
+
+    def _advance(self, n: int) -> None:
+        for _ in range(n):
+            self.step += 1
+            a = (self.rng.uniform(-1, 1, self.act_dim).astype(np.float32) if self.step <= self.warmup
+                 else self.agent.act(self.obs))
+            self.obs, _ = env_step(self.env, self.obs, a, self.to_env, self.replay)
+            if self.step > self.warmup:
+                self.agent.update(self.replay.sample(self.agent.cfg.batch_size, self.rng))
+
+    def _policy(self):
+        return lambda o: self.to_env(self.agent.act(o, explore=False))
+
+    def describe(self) -> str:
+        return f", alpha {self.agent.log_alpha.exp().item():.3f}, entropy {self.agent.entropy:.2f}"
+
+
+class SACRun(_Run):
+    """stable-baselines3 SAC with its defaults (2x256 ReLU, lr 3e-4, batch 256, auto entropy), `warmup` random
+    steps (learning_starts), one gradient step per env step; replay capacity min(1e6, total_steps), which
+    changes nothing while the buffer never wraps. Evaluation uses the mean action."""
+
+    def __init__(self, env_id: str, total_steps: int, seed: int = 0, warmup: int = 5000):
+        import gymnasium as gym
+        from stable_baselines3 import SAC
+
+        super().__init__()
+        self.curve = Curve("SAC", env_id, seed)
+        with self._active():
+            self.model = SAC("MlpPolicy", gym.make(env_id), learning_starts=warmup, seed=seed, device="cpu",
+                             verbose=0, buffer_size=min(1_000_000, max(total_steps, 1)))
+
+    def _advance(self, n: int) -> None:
+        # the first call resets the env; later calls continue the same episode and step count
+        self.model.learn(total_timesteps=n, reset_num_timesteps=self.step == 0)
+        self.step = self.model.num_timesteps
+
+    def _policy(self):
+        return lambda o: self.model.predict(o, deterministic=True)[0]
+
+
+def train_lockstep(runs: list[_Run], total_steps: int, eval_every: int, eval_episodes: int,
+                   log: Callable[[str], None] | None = None, stop_return: float | None = None,
+                   on_eval: Callable[[_Run], None] | None = None,
+                   deadline: datetime.datetime | None = None) -> bool:
+    """Advance every run eval_every env steps in turn, evaluate each, on_eval(run); repeat to total_steps. A
+    run stops early once an evaluation reaches stop_return. With a deadline (aware UTC datetime) no new round
+    starts unless the previous round's wall time still fits before it, so all runs stop at the same step.
+    Returns True if every run finished (total_steps or stop_return), False if the deadline stopped them."""
+    if eval_every < 1 or total_steps < 1:
+        raise ValueError(f"train_lockstep: eval_every ({eval_every}) and total_steps ({total_steps}) must be >= 1")
+    active, last_round_s = list(runs), 0.0
+    while active:
+        if deadline is not None:
+            now = datetime.datetime.now(datetime.timezone.utc)
+            if now + datetime.timedelta(seconds=last_round_s) > deadline:
+                if log:
+                    log(f"deadline {deadline:%H:%M} UTC: stopped at step {active[0].step} (a round takes {last_round_s:.0f} s)")
+                return False
+        t0 = time.perf_counter()
+        for run in list(active):
+            before = run.step
+            run.advance(min(eval_every, total_steps - run.step))
+            if run.step <= before:
+                raise RuntimeError(f"{type(run).__name__} {run.curve.env_id} seed {run.curve.seed} did not advance "
+                                   f"from step {before}: a bug in its _advance")
+            ret = run.evaluate(eval_episodes)
+            c = run.curve
+            if log:
+                log(f"{c.algo} {c.env_id} seed {c.seed} step {run.step}: return {ret:.1f}{run.describe()}, "
+                    f"{c.cpu_s:.0f} CPU s, {c.wall_s:.0f} s")
+            if on_eval:
+                on_eval(run)
+            if run.step >= total_steps or (stop_return is not None and ret >= stop_return):
+                active.remove(run)
+        last_round_s = time.perf_counter() - t0
+    return True
+
+
 def train_dacer(env_id: str, total_steps: int, seed: int = 0, cfg: DACERConfig | None = None, warmup: int = 5000,
                 eval_every: int = 5000, eval_episodes: int = 5, buffer: int = 1_000_000,
                 log: Callable[[str], None] | None = None, stop_return: float | None = None,
                 on_eval: Callable[[Curve], None] | None = None) -> tuple[DACER, Curve]:
     """Train DACER for total_steps env steps (one update per step after `warmup` random ones); evaluate every
     eval_every steps (on_eval(curve so far) after each); stop early once an evaluation reaches stop_return."""
-    import gymnasium as gym
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    env = gym.make(env_id)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    agent = DACER(obs_dim, act_dim, cfg)
-    replay = Replay(obs_dim, act_dim, min(buffer, total_steps))
-    to_env = _scale(env)
-    curve = Curve("DACER", env_id, seed)
-    t0 = time.perf_counter()
-    obs, _ = env.reset(seed=seed)
-    env.action_space.seed(seed)
-    for step in range(1, total_steps + 1):
-        a = rng.uniform(-1, 1, act_dim).astype(np.float32) if step <= warmup else agent.act(obs)
-        obs, _ = env_step(env, obs, a, to_env, replay)
-        if step > warmup:
-            agent.update(replay.sample(agent.cfg.batch_size, rng))  # entropy + alpha every alpha_every inside
-        if step % eval_every == 0:
-            ret = evaluate(lambda o: to_env(agent.act(o, explore=False)), env_id, eval_episodes, seed)
-            curve.steps.append(step)
-            curve.returns.append(ret)
-            if log:
-                log(f"DACER {env_id} seed {seed} step {step}: return {ret:.1f}, alpha {agent.log_alpha.exp().item():.3f}, "
-                    f"entropy {agent.entropy:.2f}, {time.perf_counter() - t0:.0f} s")
-            if on_eval:
-                curve.wall_s = time.perf_counter() - t0
-                on_eval(curve)
-            if stop_return is not None and ret >= stop_return:
-                break
-    curve.wall_s = time.perf_counter() - t0
-    return agent, curve
+    run = DACERRun(env_id, total_steps, seed, cfg, warmup, buffer)
+    train_lockstep([run], total_steps, eval_every, eval_episodes, log, stop_return,
+                   (lambda r: on_eval(r.curve)) if on_eval else None)
+    return run.agent, run.curve
 
 
 def train_sac(env_id: str, total_steps: int, seed: int = 0, warmup: int = 5000, eval_every: int = 5000,
               eval_episodes: int = 5, log: Callable[[str], None] | None = None,
               stop_return: float | None = None, on_eval: Callable[[Curve], None] | None = None) -> Curve:
-    """stable-baselines3 SAC with its defaults (lr 3e-4, batch 256, auto entropy), same warm-up and evaluation."""
-    import gymnasium as gym
-    from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    curve = Curve("SAC (stable-baselines3)", env_id, seed)
-    t0 = time.perf_counter()
-
-    class _Eval(BaseCallback):
-        def _on_step(self) -> bool:
-            if self.num_timesteps % eval_every == 0:
-                ret = evaluate(lambda o: self.model.predict(o, deterministic=True)[0], env_id, eval_episodes, seed)
-                curve.steps.append(self.num_timesteps)
-                curve.returns.append(ret)
-                if log:
-                    log(f"SAC {env_id} seed {seed} step {self.num_timesteps}: return {ret:.1f}, "
-                        f"{time.perf_counter() - t0:.0f} s")
-                if on_eval:
-                    curve.wall_s = time.perf_counter() - t0
-                    on_eval(curve)
-                if stop_return is not None and ret >= stop_return:
-                    return False
-            return True
-
-    model = SAC("MlpPolicy", gym.make(env_id), learning_starts=warmup, seed=seed, device="cpu", verbose=0)
-    model.learn(total_timesteps=total_steps, callback=_Eval())
-    curve.wall_s = time.perf_counter() - t0
-    return curve
+    """stable-baselines3 SAC with its defaults (lr 3e-4, batch 256, auto entropy), same warm-up and evaluation
+    (after the gradient step of the evaluation's env step, as for DACER)."""
+    run = SACRun(env_id, total_steps, seed, warmup)
+    train_lockstep([run], total_steps, eval_every, eval_episodes, log, stop_return,
+                   (lambda r: on_eval(r.curve)) if on_eval else None)
+    return run.curve
