@@ -15,7 +15,8 @@ Adherence: the first L - o frames read back vs A, the last L - o frames vs B (co
 right). CSCV = 1 / (1 + 10 std/mean) of adjacent-frame cosine similarities of ImageNet EfficientNet-Lite0
 features (offline weights, frames resized to 224). Wins: pairs where the method's CSCV beats naive's.
 
-    .venv/bin/python benchmarks/ditctrl.py --quick   # 8 pairs, 1 sample per caption; small model in runs/ditctrl_quick
+    .venv/bin/python benchmarks/ditctrl.py --quick   # 8 pairs, 1 sample per caption; small model in runs/ditctrl_quick;
+                                                     # its own block (ditctrl.py:quick) and ditctrl_examples_quick.png
     .venv/bin/python benchmarks/ditctrl.py           # 48 pairs, 4 samples per caption -> docs/benchmarks/ditctrl.md
 """
 
@@ -111,11 +112,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--overlap", type=int, default=4)
-    ap.add_argument("--png", default=str(DOCS / "ditctrl_examples.png"))
+    ap.add_argument("--png", default=None,
+                    help="example strip (default docs/benchmarks/ditctrl_examples.png, --quick: ditctrl_examples_quick.png)")
     add_doc_args(ap, "ditctrl", "8 prompt pairs, 1 sample per caption, a small generator of its own (a few minutes)")
     args = ap.parse_args()
     if args.quick:
         args.pairs, args.single_samples = 8, 1
+    if args.png is None:  # a quick run never replaces the full run's picture (nor its block: tag "quick" below)
+        args.png = str(DOCS / ("ditctrl_examples_quick.png" if args.quick else "ditctrl_examples.png"))
     if args.checkpoint is None:
         args.checkpoint = str(ROOT / "runs" / ("ditctrl_quick" if args.quick else "ditctrl"))
     torch.set_num_threads(1)
@@ -216,7 +220,7 @@ def main() -> None:
         f"Examples (rows: naive-trim, then ditctrl, per pair): `{png_name}`"
         + "".join(f"; {a!r} -> {b!r}" for a, b, _ in examples) + ".",
     ]
-    run.write("DiTCtrl multi-prompt video generation", body)
+    run.write("DiTCtrl multi-prompt video generation", body, tag="quick" if args.quick else None)
 
 
 if __name__ == "__main__":
