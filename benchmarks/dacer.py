@@ -88,11 +88,12 @@ def _run_all(args, out_dir: Path, write) -> None:
                 runs.append(run)
                 paths[id(run)] = path
     command = " ".join(sys.argv)
+    load_start = os.getloadavg()[0]
 
     def save(run, finished: bool = False) -> None:  # after every evaluation: a stopped job keeps its curve
         c = run.curve
         rec = {"algo": c.algo, "env": c.env_id, "seed": c.seed, "steps": c.steps, "returns": c.returns,
-               "wall_s": c.wall_s, "cpu_s": c.cpu_s, "load_end": os.getloadavg()[0], "finished": finished,
+               "wall_s": c.wall_s, "cpu_s": c.cpu_s, "load_start": load_start, "load_end": os.getloadavg()[0], "finished": finished,
                "planned_steps": args.steps, "warmup": args.warmup, "eval_every": args.eval_every,
                "episodes": args.episodes, "command": command, "config": run.config}
         paths[id(run)].write_text(json.dumps(rec))
@@ -128,7 +129,8 @@ def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
                      f"{r['returns'][-1]:.0f}", f"{max(r['returns']):.0f}",
                      *([f"{reached[0]:,}" if reached else "not reached"] if goal is not None else []),
                      f"{cpu:.0f}" if cpu is not None else "-", f"{r['wall_s']:.0f}",
-                     f"{r['steps'][-1] / cpu:.1f}" if cpu else "-"])
+                     f"{r['steps'][-1] / cpu:.1f}" if cpu else "-",
+                     f"{r['load_start']:.1f} / {r['load_end']:.1f}" if "load_start" in r else f"- / {r['load_end']:.1f}"])
         summary.setdefault((r["env"], _label(r)), []).append(r)
     dacer_cfgs = {json.dumps(r["config"], sort_keys=True) for r in recs if r["algo"] == "DACER"}
     steps_sets = sorted({tuple(r["steps"]) for r in recs})
@@ -162,7 +164,7 @@ def _doc_body(args, out_dir: Path, png: Path | None) -> list[str]:
         "DACER configuration(s): " + "; ".join(f"`{c}`" for c in sorted(dacer_cfgs)) + ".", "",
         *table(["env", "algorithm", "seed", f"returns at {', '.join(map(str, max(steps_sets, key=len)))}",
                 "final", "best", *([f"first eval >= {goal:g} at step"] if goal is not None else []), "CPU s",
-                "wall s", "env steps per CPU s"], rows), "",
+                "wall s", "env steps per CPU s", "load (1 min) start / end"], rows), "",
     ]
     if goal is None:  # equal budgets: returns at the last step every run of the environment reached
         common = {e: min(r["steps"][-1] for r in recs if r["env"] == e) for e in {r["env"] for r in recs}}
