@@ -224,6 +224,7 @@ def main() -> None:
     ap.add_argument("--medusa-steps", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--heads", type=int, default=7, help="Medusa heads (7: a good caption of 8 tokens fits one step)")
+    ap.add_argument("--max-nodes", type=int, default=48, help="largest headline tree considered")
     ap.add_argument("--tree-nodes", default="16,32",
                     help="sizes of the comparison trees from the accuracies (comma-separated)")
     ap.add_argument("--compare-heads", type=int, default=5,
@@ -260,7 +261,7 @@ def main() -> None:
     sizes = [int(n) for n in args.tree_nodes.split(",") if n]
     acc_trees = [(f"accuracy tree, {n} nodes", medusa_tree(accuracy, n)) for n in sizes]
     # the step-cost model measured by decoding calibration apples, then the headline tree sized with it
-    sizes_for_cost = (4, 8, 16, 32)
+    sizes_for_cost = tuple(n for n in (4, 8, 16, 32, 48) if n <= args.max_nodes)
     loop_rows, fixed_us, per_token_us = loop_step_costs(
         pipe, heads, ranked, [s.image for s in calib[:args.cost_apples]], sizes_for_cost)
     tree = medusa_tree_for_cost(heads, ranked, fixed_us, per_token_us, max_nodes=max(sizes_for_cost))

@@ -23,6 +23,7 @@ import heapq
 import time
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,37 +48,59 @@ class MedusaHeads(nn.Module):
         self.out_weight = nn.Parameter(torch.empty(num_heads, vocab_size, dim).uniform_(-bound, bound))
         self.choices: list[tuple[int, ...]] | None = None  # the tree measured best for these heads, if known
 
-    @torch.no_grad()
-    def decode_logits(self, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
-        """Inference-only forward for one hidden state (D,) -> (num_heads, vocab), on weights packed once
-        (first block as one (K*D, D) matrix, projections pre-transposed (K, D, V) and contiguous): about half
-        the per-call cost of `forward` at decoding sizes. Same values as forward(hidden). num_heads: only the
-        first n heads (a tree n deep needs no deeper head); default all."""
+    def _decoding_weights(self, num_heads: int | None = None) -> tuple:
+        """The weights packed for decoding (first block as one (K*D, D) matrix, projections pre-transposed
+        (K, D, V) and contiguous), packed again after any in-place update (optimizer step, load), cut to the
+        first num_heads heads (leading slices of contiguous weights: views, no copy)."""
         params = (self.res_weight, self.res_bias, self.out_weight)
-        key = tuple((p.data_ptr(), p._version) for p in params)  # any in-place update (optimizer, load) re-packs
+        key = tuple((p.data_ptr(), p._version) for p in params)
         if getattr(self, "_packed_key", None) != key:
             k, d = self.num_heads, self.dim
-            self._packed = (self.res_weight[0].reshape(k * d, d).clone(), self.res_bias[0].reshape(k * d).clone(),
-                            [(w.transpose(1, 2).contiguous(), b[:, None].clone())
-                             for w, b in zip(self.res_weight[1:], self.res_bias[1:])],
-                            self.out_weight.transpose(1, 2).contiguous())
+            with torch.no_grad():
+                self._packed = (self.res_weight[0].reshape(k * d, d).clone(),
+                                self.res_bias[0].reshape(k * d).clone(),
+                                [(w.transpose(1, 2).contiguous(), b[:, None].clone())
+                                 for w, b in zip(self.res_weight[1:], self.res_bias[1:])],
+                                self.out_weight.transpose(1, 2).contiguous())
             self._packed_key = key
         w0, b0, rest, out = self._packed
         n = self.num_heads if num_heads is None else min(num_heads, self.num_heads)
-        if n < self.num_heads:  # leading slices of packed (contiguous) weights: views, no copy
+        if n < self.num_heads:
             w0, b0, rest, out = w0[: n * self.dim], b0[: n * self.dim], [(w[:n], b[:n]) for w, b in rest], out[:n]
-        x = hidden + F.silu(F.linear(hidden, w0, b0).view(n, self.dim))  # (n, D)
+        return n, w0, b0, rest, out
+
+    @staticmethod
+    def _decode(weights: tuple, hidden: torch.Tensor) -> torch.Tensor:
+        n, w0, b0, rest, out = weights
+        x = hidden + F.silu(F.linear(hidden, w0, b0).view(n, -1))  # (n, D)
         x = x[:, None]  # (n, 1, D)
         for w, b in rest:
             x = x + F.silu(torch.baddbmm(b, x, w))
         return torch.bmm(x, out)[:, 0]
 
     @torch.no_grad()
+    def decode_logits(self, hidden: torch.Tensor, num_heads: int | None = None) -> torch.Tensor:
+        """Inference-only forward for one hidden state (D,) -> (num_heads, vocab) on weights packed once: about
+        half the per-call cost of `forward` at decoding sizes. Same values as forward(hidden). num_heads: only
+        the first n heads (a tree n deep needs no deeper head); default all."""
+        return self._decode(self._decoding_weights(num_heads), hidden)
+
+    def candidates(self, k: int, num_heads: int | None = None) -> Callable[[torch.Tensor], list[int]]:
+        """The per-step candidate function of one decoding call: hidden (D,) -> the k best tokens of each of the
+        first num_heads heads (default all) as one list, head-major (head 0's k best, best first, then head
+        1's, ...). The packed weights are fetched (and checked for updates) once here, not at every step.
+        Call the function under torch.no_grad()."""
+        weights = self._decoding_weights(num_heads)
+        decode = self._decode
+
+        def topk(hidden: torch.Tensor) -> list[int]:
+            return decode(weights, hidden).topk(k, dim=-1).indices.view(-1).tolist()
+        return topk
+
+    @torch.no_grad()
     def decode_topk(self, hidden: torch.Tensor, k: int, num_heads: int | None = None) -> list[int]:
-        """The k best tokens of each of the first num_heads heads (default all) for one hidden state (D,) as one
-        list, head-major (head 0's k best, best first, then head 1's, ...): a decoding step's candidates, from
-        `decode_logits`."""
-        return self.decode_logits(hidden, num_heads).topk(k, dim=-1).indices.view(-1).tolist()
+        """`candidates(k, num_heads)(hidden)` for a single call."""
+        return self.candidates(k, num_heads)(hidden)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         lead, d, k = hidden.shape[:-1], self.dim, self.num_heads
@@ -452,7 +475,7 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
     best tree depends on how often each head is right (`path_probabilities`, `choices_for_cost`).
 
     Per step: the top-k guesses at the last accepted token of the heads the tree reaches
-    (`MedusaHeads.decode_topk`) fill the tree (on Python lists); one base forward over the tree (positions
+    (`MedusaHeads.candidates`) fill the tree (on Python lists); one base forward over the tree (positions
     past + depth, additive tree mask beside the cache, keys/values written into the preallocated cache; both
     from the tree's `decode_plan`); per-node acceptance; the accepted path's keys/values are moved into place
     with one gather (`KVCache.keep`; none when the path already is in place, as any prefix of the most
@@ -500,20 +523,19 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
         last, base = node_hidden[end], argmax[end]
     plan = tree.decode_plan(capacity, last.dtype)
     body, body_valid = tree.retrieve[:, 1:].clamp_min(0), tree.retrieve[:, 1:] >= 0  # (P, D)
-    depth = int(tree.depth.max())  # heads deeper than the tree are not run
-    if hasattr(heads, "decode_topk"):
-        def guesses(hidden, k):
-            return heads.decode_topk(hidden, k, depth)
+    depth, topk = int(tree.depth.max()), tree.topk  # heads deeper than the tree are not run
+    if hasattr(heads, "candidates"):
+        guesses = heads.candidates(topk, depth)
     else:  # any module hidden (D,) -> logits (K, V)
-        def guesses(hidden, k):
-            return heads(hidden)[:depth].topk(k, dim=-1).indices.reshape(-1).tolist()
+        def guesses(hidden):
+            return heads(hidden)[:depth].topk(topk, dim=-1).indices.reshape(-1).tolist()
     pick = itemgetter(*plan.tree_index)
     clock = time.thread_time if timings is not None else _no_clock
     spent = [0.0, 0.0, 0.0, 0.0]  # candidates, forward, acceptance, cache (thread CPU s; only with timings)
     moves = 0
     while True:
         t0 = clock()
-        token_list = list(pick([base] + guesses(last, tree.topk)))  # (N+1,) from [base, head 0's top-k, ...]
+        token_list = list(pick([base] + guesses(last)))  # (N+1,) from [base, head 0's top-k, ...]
         tokens = torch.tensor([token_list])
         past = cache.length
         t1 = clock()
