@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=1000, help="captioner training apples (as benchmarks/caption.py)")
     ap.add_argument("--steps", type=int, default=1200, help="captioner training steps (as benchmarks/caption.py)")
     ap.add_argument("--model-dir", default=None, help="the captioner folder of benchmarks/caption.py --model-dir")
-    ap.add_argument("--configs", default="7:1000:2000,9:1000:2000,11:1000:2000,9:2000:4000",
+    ap.add_argument("--configs", default="7:1000:2000,9:1000:2000,11:1000:2000,7:2000:4000,11:2000:4000",
                     help="heads:steps:apples per configuration (apples: fresh apples, seed 2, distilled from)")
     ap.add_argument("--calib", type=int, default=500, help="calibration apples (seed 3) for the trees")
     ap.add_argument("--cost-apples", type=int, default=100, help="calibration apples decoded for the step-cost model")
