@@ -23,10 +23,11 @@ def _slow_knn(x: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[np.ndarray, 
 
 @pytest.mark.parametrize("k", [1, 3, 9])
 @pytest.mark.parametrize("tiles", [(7, 13), (256, 2048)])
-def test_equals_slow_loop_on_random_features(k, tiles):
+@pytest.mark.parametrize("method", ["gemm", "auto"])
+def test_equals_slow_loop_on_random_features(k, tiles, method):
     g = torch.Generator().manual_seed(k)
     bank, x = torch.rand(300, 20, generator=g) * 4, torch.rand(45, 20, generator=g) * 4
-    index = BankIndex(bank, query_tile=tiles[0], bank_tile=tiles[1])
+    index = BankIndex(bank, query_tile=tiles[0], bank_tile=tiles[1], method=method)
     d, i = index.search(x, k)
     ref_d, ref_i = _slow_knn(x, bank, k)
     assert np.array_equal(i.numpy(), ref_i)
@@ -89,3 +90,67 @@ def test_patchcore_traced_graph_scores_like_eager():
         traced_scores, traced_maps = traced(x)
     torch.testing.assert_close(traced_scores, eager_scores, rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(traced_maps, eager_maps, rtol=1e-3, atol=1e-3)
+
+
+# ------------------------------------------------------------------ low-rank bound + native kernel (k = 1)
+def _float64_nn(x: torch.Tensor, bank: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised float64 brute force with direct differences; np.argmin keeps the lowest index on ties."""
+    xs, bs = x.double().numpy(), bank.double().numpy()
+    d2 = np.stack([((bs - row) ** 2).sum(1) for row in xs])
+    i = d2.argmin(1)
+    return np.sqrt(d2[np.arange(len(xs)), i]), i
+
+
+@pytest.mark.parametrize("rank", [1, 4, 20])
+def test_lowrank_equals_slow_loop_on_random_features(rank):
+    g = torch.Generator().manual_seed(rank)
+    bank, x = torch.rand(300, 20, generator=g) * 4, torch.rand(70, 20, generator=g) * 4
+    index = BankIndex(bank, method="lowrank", rank=rank)
+    d, i = index.search(x, 1)
+    ref_d, ref_i = _slow_knn(x, bank, 1)
+    assert np.array_equal(i.numpy(), ref_i)
+    np.testing.assert_allclose(d.double().numpy(), ref_d, rtol=1e-6, atol=1e-7)
+    assert index.exact_evaluations >= x.shape[0]
+
+
+def test_lowrank_on_structured_features_prunes_and_stays_exact():
+    """CNN-like features (a decaying spectrum plus noise, far from the origin): the same neighbours as
+    float64 brute force, with exact distances for a small share of (query, bank row) pairs."""
+    g = torch.Generator().manual_seed(7)
+    basis = torch.randn(12, 152, generator=g) * torch.logspace(1, -0.5, 12)[:, None]
+    bank = torch.randn(3000, 12, generator=g) @ basis + 0.05 * torch.randn(3000, 152, generator=g) + 40.0
+    x = torch.cat([torch.randn(200, 12, generator=g) @ basis + 0.05 * torch.randn(200, 152, generator=g) + 40.0,
+                   bank[:50] + 1e-4 * torch.randn(50, 152, generator=g),    # near-copies of bank rows
+                   40.0 + 30.0 * torch.randn(20, 152, generator=g)])          # far from everything
+    index = BankIndex(bank)                                                   # auto: low-rank (k = 1)
+    d, i = index.search(x, 1)
+    ref_d, ref_i = _float64_nn(x, bank)
+    assert np.array_equal(i[:, 0].numpy(), ref_i)
+    np.testing.assert_allclose(d[:, 0].double().numpy(), ref_d, rtol=1e-6, atol=1e-6)
+    assert index.exact_evaluations < 0.05 * x.shape[0] * bank.shape[0]
+    strict = BankIndex(bank, defer_cap=1)                                     # most rows take the GEMM instead
+    d1, i1 = strict.search(x, 1)
+    assert strict.deferred_rows > 0 and np.array_equal(i1[:, 0].numpy(), ref_i)
+    np.testing.assert_allclose(d1[:, 0].double().numpy(), ref_d, rtol=1e-5, atol=1e-3)
+    gemm_d, gemm_i = BankIndex(bank, method="gemm").search(x, 1)   # float32 direct sums: close, not as exact
+    assert np.array_equal(gemm_i.numpy(), i.numpy())
+    np.testing.assert_allclose(index.min_distance(x).numpy(), gemm_d[:, 0].numpy(), atol=1e-3)
+
+
+def test_lowrank_cancellation_ties_and_bad_input():
+    g = torch.Generator().manual_seed(0)
+    axis = torch.zeros(16)
+    axis[0] = 3000.0
+    bank = torch.cat([axis + 0.05 * torch.randn(200, 16, generator=g), -axis + 0.05 * torch.randn(200, 16, generator=g)])
+    bank[150] = bank[20]                                                       # duplicate: lower index wins
+    x = torch.cat([axis + 0.05 * torch.randn(80, 16, generator=g), bank[20:21], bank[7:8]])
+    d, i = BankIndex(bank, method="lowrank", rank=3).search(x, 1)
+    ref_d, ref_i = _slow_knn(x, bank, 1)
+    assert np.array_equal(i.numpy(), ref_i) and int(i[-2, 0]) == 20 and float(d[-1, 0]) == 0.0
+    np.testing.assert_allclose(d.double().numpy(), ref_d, rtol=1e-5, atol=1e-6)
+    bad = x.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        BankIndex(bank, method="lowrank").search(bad, 1)
+    with pytest.raises(ConfigError, match="method"):
+        BankIndex(bank, method="faiss")

@@ -21,12 +21,22 @@ The expanded form loses precision by cancellation when |x| and |b| are large com
 
 The result equals a slow float64 loop's (indices, distances to float32 rounding); ties are ordered
 by bank index.
+
+k = 1 (PatchCore's patch scores) takes a faster exact path when the C kernel builds (`method="auto"`):
+the bank's top-r principal axes P (r = 32) give the lower bound |P(x - b)|^2 + (|rest x| - |rest b|)^2
+<= |x - b|^2 with r + 1 multiply-adds per pair instead of D; the kernel evaluates it in registers
+(never storing the (N, M) matrix), seeds each query with its raster neighbours' nearest rows, and
+computes exact float64 distances only for bank rows whose bound (less its rounding bound) can still
+win. A query left with more than M / 4 candidates falls back to the GEMM path above. On real
+PatchCore features this is ~1.9x faster than the GEMM at 2.5k and 10k bank rows
+(benchmarks/anomaly_knn.py).
 """
 
 from __future__ import annotations
 
 import torch
 
+from fovea.anomaly import _knn_native
 from fovea.errors import ConfigError, DataError
 
 _U32 = float(torch.finfo(torch.float32).eps) / 2  # unit roundoff of float32
@@ -39,11 +49,21 @@ class BankIndex:
     min_distance(x (N, D)) -> (N,) distance to the nearest bank row.
     """
 
-    def __init__(self, bank: torch.Tensor, query_tile: int = 1024, bank_tile: int = 512, extra: int = 3):
+    def __init__(self, bank: torch.Tensor, query_tile: int = 1024, bank_tile: int = 512, extra: int = 3,
+                 method: str = "auto", rank: int = 32, defer_cap: int | None = None):
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ConfigError(f"BankIndex needs a non-empty (M, D) memory bank, got shape {tuple(bank.shape)}; "
                               "fit the model on at least one normal image first")
+        if method not in ("auto", "lowrank", "gemm"):
+            raise ConfigError(f"BankIndex method must be 'auto', 'lowrank' or 'gemm', got {method!r}")
         bank = bank.detach().float()
+        self.original = bank.contiguous()
+        self.method = method
+        self.rank = max(1, min(int(rank), bank.shape[1]))
+        self._lowrank: dict | None = None
+        self.defer_cap = defer_cap  # low-rank: candidates past which a query takes the GEMM (None: M / 4)
+        self.exact_evaluations = 0  # exact distances the low-rank path computed (statistics for benchmarks)
+        self.deferred_rows = 0      # low-rank rows with too many candidates, searched by the GEMM instead
         self.mean = bank.double().mean(0).float()
         self.bank = (bank - self.mean).contiguous()                 # (M, D), centred
         self.sq = self.bank.pow(2).sum(1)                            # (M,)
@@ -67,6 +87,8 @@ class BankIndex:
             raise DataError(f"k-NN queries must be (N, {dim}) to match the memory bank, got shape "
                             f"{tuple(x.shape)}; use features of the backbone and layers the bank was built with")
         k = max(1, min(int(k), m))
+        if k == 1 and self._use_lowrank(x.shape[0]):
+            return self._search_lowrank(x.detach().float())
         xc = (x.detach().float() - self.mean).contiguous()
         out_d = torch.empty(xc.shape[0], k)
         out_i = torch.empty(xc.shape[0], k, dtype=torch.long)
@@ -75,6 +97,68 @@ class BankIndex:
             d, i = self._search_tile(q, k)
             out_d[start:start + q.shape[0]], out_i[start:start + q.shape[0]] = d, i
         return out_d, out_i
+
+    # --- low-rank bound + native row kernel (k = 1) ------------------------------------------------
+    def _use_lowrank(self, n_queries: int) -> bool:
+        if self.method == "gemm":
+            return False
+        try:
+            _knn_native.load()
+        except (RuntimeError, OSError) as exc:
+            if self.method == "lowrank":
+                raise RuntimeError(f"BankIndex(method='lowrank') needs its C kernel: {exc}. "
+                                   "Fix: install a C compiler (gcc) or use method='gemm'") from exc
+            return False
+        return True
+
+    def _lowrank_state(self) -> dict:
+        """Principal axes of the centred bank (float64) and the bank's low-rank coordinates plus the
+        norm of its remainder, as float32 rows [z_1..z_r, |rest|] with their squared norms."""
+        if self._lowrank is None:
+            mean = self.original.double().mean(0)
+            bc = self.original.double() - mean
+            _, vecs = torch.linalg.eigh(bc.T @ bc)
+            axes = vecs[:, -self.rank:].flip(1).contiguous()             # (D, r), largest variance first
+            aug = self._augment(bc, axes)
+            panels, panel_sq = _knn_native.pack_panels(aug)
+            self._lowrank = {"mean": mean, "axes": axes, "panels": panels, "panel_sq": panel_sq,
+                             "aug_max": float(aug.double().norm(dim=1).max())}
+        return self._lowrank
+
+    @staticmethod
+    def _augment(centred: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+        """(n, D) float64 centred rows -> (n, r + 1) float32 [coordinates on the axes, norm of the rest]."""
+        z = centred @ axes
+        rest = (centred - z @ axes.T).norm(dim=1, keepdim=True)
+        return torch.cat([z, rest], 1).float().contiguous()
+
+    def _search_lowrank(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact 1-NN: |P(q - b)|^2 + (|rest q| - |rest b|)^2 <= |q - b|^2 (P: the bank's top-r principal
+        axes, orthonormal) is evaluated in registers by the C kernel (r + 1 multiply-adds per pair instead
+        of D), which computes exact distances only where that bound can still win."""
+        st = self._lowrank_state()
+        m = self.bank.shape[0]
+        x = x.contiguous()
+        q = self._augment(x.double() - st["mean"], st["axes"])          # (n, r + 1) float32
+        qd = q.double()
+        qsq = qd.pow(2).sum(1)
+        # rounding bound: the GEMM's expanded form (gamma_{r+1} per dot product, two roundings of the
+        # sums) and the float32 rounding of both coordinate vectors, doubled for margin
+        eps = (2.0 * (self.rank + 1) + 12.0) * _U32 * (qd.norm(dim=1) + st["aug_max"]).pow(2)
+        # past m / 4 candidates (a few GEMM rows' worth of exact distances) a query takes the GEMM instead
+        idx, d2, evals, deferred = _knn_native.lbnn(q, st["panels"], st["panel_sq"], m, qsq, eps, x, self.original,
+                                                    cap=max(16, m // 4) if self.defer_cap is None else self.defer_cap)
+        self.exact_evaluations += evals
+        dist = d2.sqrt().float()[:, None]
+        idx = idx[:, None]
+        if deferred.numel():
+            rows = deferred
+            self.deferred_rows += int(rows.numel())
+            xc = (x[rows] - self.mean).contiguous()
+            for s in range(0, rows.numel(), self.query_tile):
+                part = rows[s:s + self.query_tile]
+                dist[part], idx[part] = self._search_tile(xc[s:s + self.query_tile], 1)
+        return dist, idx
 
     def _candidates(self, q: torch.Tensor, kc: int) -> tuple[torch.Tensor, torch.Tensor]:
         """q (n, D) -> the kc smallest expanded values |b|^2 - 2 q.b per row (n, kc) and their indices."""

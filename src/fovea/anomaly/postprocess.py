@@ -279,15 +279,27 @@ def boxes_from_mask(mask, anomaly_map, *, min_area: int = 0, connectivity: int =
         return empty
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     labels, n = ndimage.label(m, structure=structure)
-    idx = np.arange(1, n + 1)
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    scores = np.asarray(ndimage.maximum(a, labels, idx), np.float32).reshape(-1)
     slices = ndimage.find_objects(labels)
+    scores = _component_max(a, labels, slices)
     boxes = np.array([[sl[1].start, sl[0].start, sl[1].stop, sl[0].stop] for sl in slices], np.float32)
     keep = areas >= min_area
     boxes, scores = boxes[keep], scores[keep]
     order = np.argsort(-scores, kind="stable")
     return MaskBoxes(boxes[order].reshape(-1, 4), scores[order], int((~keep).sum()))
+
+
+def _component_max(a: np.ndarray, labels: np.ndarray, slices: list) -> np.ndarray:
+    """Max of `a` over each labelled component (labels 1..n), searched inside its bounding box.
+
+    Same values as `ndimage.maximum(a, labels, 1..n)`, which sorts every pixel of the image
+    (~8 ms for a 256 px map, most of a defective image's post-processing); a box scan costs the
+    component's box area.
+    """
+    out = np.empty(len(slices), np.float32)
+    for i, sl in enumerate(slices):
+        out[i] = a[sl][labels[sl] == i + 1].max()
+    return out
 
 
 # ------------------------------------------------------------------------- results
