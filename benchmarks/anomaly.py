@@ -228,12 +228,28 @@ def _rss_mb() -> float:
 
 
 # ----------------------------------------------------------------------------- running jobs
+RSS_LIMIT_MB = 16_000  # a job whose process grows past this is stopped (the machine has 24 GiB)
+
+
+def _child_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def run_job(side: str, job: dict, work: Path, anomalib_py: Path | None, resume: bool = False,
-            timeout_s: float | None = None) -> dict:
+            timeout_s: float | None = None, mmap_threshold: int | None = None) -> dict:
     """Run one side's job in a fresh process; returns its result JSON plus load averages.
 
     resume: reuse a finished job of an earlier (interrupted) run when its job file is identical.
     timeout_s: stop the job after that many seconds and return {"timed_out": True, ...} instead.
+    The job is also stopped when its process passes RSS_LIMIT_MB ({"timed_out": True,
+    "stop_reason": "rss"}). mmap_threshold: set glibc's MALLOC_MMAP_THRESHOLD_ (bytes) for the job;
+    None (default) leaves glibc's own dynamic threshold, as users run.
     """
     tag = f"{job['name']}_{job['model']}_{side}"
     job = dict(job, out_json=str(work / f"{tag}.json"), out_npz=str(work / f"{tag}.npz"),
@@ -250,24 +266,46 @@ def run_job(side: str, job: dict, work: Path, anomalib_py: Path | None, resume: 
         return res
     job_file.write_text(text)
     threads = str(job["threads"])
-    # MALLOC_MMAP_THRESHOLD_: without a fixed threshold, glibc served Anomalib's per-step 15 MB
-    # k-center-greedy temporaries from a fragmenting heap and the process grew ~12 MB per coreset step
-    # (18 GB on the brick texture before we stopped it). Both sides get the same environment.
+    # Earlier runs set MALLOC_MMAP_THRESHOLD_=1048576 for both sides (an Anomalib brick run once grew
+    # ~12 MB per coreset step with glibc's dynamic threshold). Measured on 2026-12-05: with the default
+    # allocator Anomalib's brick jobs stayed at 1.2 GB (24 images) and 1.4 GB (100), while the fixed
+    # threshold made every large tensor a fresh mmap and Anomalib's 24-image fit 4.5x slower (56 s vs
+    # 12.5 s, 30 s of system time). Default now: glibc's own settings; the RSS watchdog below stops
+    # a job that grows instead.
     env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-               PYTHONWARNINGS="ignore", FOVEA_OFFLINE="1", HF_HUB_OFFLINE="1", MALLOC_MMAP_THRESHOLD_="1048576")
+               PYTHONWARNINGS="ignore", FOVEA_OFFLINE="1", HF_HUB_OFFLINE="1")
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if mmap_threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(int(mmap_threshold))
     if side == "fovea":
         cmd = [sys.executable, str(Path(__file__).resolve()), "--fovea-job", str(job_file)]
     else:
         cmd = [str(anomalib_py), str(CHILD), str(job_file)]
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
+    stop_reason = None
+    peak_seen = 0.0
     with open(work / f"{tag}.log", "w") as log:
-        try:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(work), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return {"side": side, "model": job["model"], "dataset": job["name"], "timed_out": True,
-                    "timeout_s": timeout_s, "process_s": time.perf_counter() - t0, "load_start": load0,
-                    "load_end": os.getloadavg()[0]}
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(work))
+        while True:
+            try:
+                proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                peak_seen = max(peak_seen, _child_rss_mb(proc.pid))
+                if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+                    stop_reason = "time"
+                elif peak_seen > RSS_LIMIT_MB:
+                    stop_reason = "rss"
+                if stop_reason:
+                    proc.kill()
+                    proc.wait()
+                    break
+    if stop_reason:
+        return {"side": side, "model": job["model"], "dataset": job["name"], "timed_out": True,
+                "stop_reason": stop_reason, "peak_rss_seen_mb": peak_seen,
+                "timeout_s": timeout_s, "process_s": time.perf_counter() - t0, "load_start": load0,
+                "load_end": os.getloadavg()[0]}
     if proc.returncode != 0:
         tail = (work / f"{tag}.log").read_text()[-3000:]
         raise SystemExit(f"{side} job {tag} failed (exit {proc.returncode}); log {work / f'{tag}.log'}:\n{tail}")
@@ -522,11 +560,9 @@ runs made back to back). Per-job logs, JSON and the raw score/map arrays are wri
   per data set, model and implementation; includes the interpreter and imports: Anomalib's process
   holds Lightning and its other imports).
 - Order: for each data set and model the two implementations run back to back, alternating which
-  goes first. Both run with `MALLOC_MMAP_THRESHOLD_=1048576`: with glibc's default dynamic
-  threshold, Anomalib's k-center-greedy (a fresh 15 MB `features - center` tensor per step) grew
-  its process by ~12 MB per step on the brick texture (18 GB before we stopped it); a fixed
-  threshold keeps it at ~1 GB. fovea's greedy step is a matrix-vector product and does not allocate
-  per-point differences.
+  goes first. Both run with glibc's default allocator settings (runs before 2026-12-05 set
+  `MALLOC_MMAP_THRESHOLD_=1048576` for both sides, which made Anomalib's 24-image fit 4.5x slower);
+  a job whose process passes {RSS_LIMIT_MB:,} MB is stopped and reported.
 - fovea's fit time split (median over data sets): {fit_split_text(rows)}.
 
 ## Goals (issue 2, part 11)

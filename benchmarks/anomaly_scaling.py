@@ -91,7 +91,7 @@ def run(args) -> list[dict]:
     import datetime
 
     out = Path(args.out).resolve()
-    sizes = [int(v) for v in args.sizes.split(",")]
+    sizes = [int(v) for v in args.sizes.split(",") if v]
     fovea_only = [int(v) for v in args.fovea_only_sizes.split(",") if v]
     need_anomalib = args.side != "fovea" and not args.skip_anomalib
     anomalib_py = A.anomalib_python(install=not args.no_install) if need_anomalib else None
@@ -124,6 +124,8 @@ def run(args) -> list[dict]:
                 work = out / "jobs" / f"n{n}"
                 work.mkdir(parents=True, exist_ok=True)
                 job = make_job(name, model, sub, split_dir, weights, refs[model], args)
+                if n in fovea_only and n not in sizes:
+                    job["threads"] = args.fovea_only_threads
                 for side in sides_for(n, k, sizes, args.side, anomalib_py):
                     if side == "anomalib" and (name, model) in stopped:
                         rows.append({"side": side, "model": model, "dataset": name, "n_train": n, "kind": kind,
@@ -178,8 +180,15 @@ def cell(r: dict | None, key: str, fmt: str, limit_min: int) -> str:
     if r.get("timed_out"):
         if key != "fit_s":
             return "-"
-        return f"> {limit_min} min" + (" (not run: a smaller size was)" if r.get("skipped_after_timeout") else "")
+        if r.get("stop_reason") == "rss":
+            return f"stopped: RSS > {A.RSS_LIMIT_MB:,} MB"
+        return f"> {_limit_min(r, limit_min)} min" + (" (not run: a smaller size was)" if r.get("skipped_after_timeout") else "")
     return format(r[key], fmt)
+
+
+def _limit_min(r: dict, default_min: int) -> int:
+    """The time limit a stopped Anomalib job ran under (its own, when recorded), in minutes."""
+    return int(round(r["timeout_s"] / 60)) if r.get("timeout_s") else default_min
 
 
 def load_cell(r: dict | None) -> str:
@@ -193,7 +202,8 @@ def report(rows: list[dict], limit_min: int) -> list[str]:
     for ds, model, n in keys:
         f, a = index.get((ds, model, n, "fovea")), index.get((ds, model, n, "anomalib"))
         speed = (f"{a['fit_s'] / f['fit_s']:.1f}x" if f and a and not a.get("timed_out") else
-                 (f"> {60 * limit_min / f['fit_s']:.0f}x" if f and a else "-"))
+                 (f"> {60 * _limit_min(a, limit_min) / f['fit_s']:.0f}x" if f and a and a.get("stop_reason") != "rss"
+                  else "-"))
         lat = f"{f['p50_ms'] / a['p50_ms']:.2f}" if f and a and not a.get("timed_out") else "-"
         fit_cpu = " / ".join(f"{r['fit_cpu_s']:.1f}" if r and r.get("fit_cpu_s") else "-" for r in (f, a))
         cpu = "-"
@@ -212,6 +222,12 @@ def report(rows: list[dict], limit_min: int) -> list[str]:
     return table(["data set", "model", "train images", "fit s fovea", "fit s Anomalib", "fit speed-up", "fit CPU s fovea / Anomalib",
                   "predict p50 / p95 ms fovea", "Anomalib", "p50 fovea / Anomalib", "predict CPU p50 ms fovea / Anomalib (ratio)", "peak RSS MB fovea / Anomalib",
                   "image AUROC fovea / Anomalib", "pixel AUROC", "AUPRO", "load at job start fovea / Anomalib"], body)
+
+
+def _thread_counts(rows: list[dict]) -> dict[str, str]:
+    """'<side> n=<images>' -> torch threads the job reported (only where it differs from 1)."""
+    return {f"{r['side']} {r['dataset']} {r['model']} n={r['n_train']}": str(r["threads"]) for r in rows
+            if r.get("threads") not in (None, 1)}
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -245,6 +261,10 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="*", default=["one_up", "brick"])
     ap.add_argument("--models", nargs="*", default=list(A.MODELS), choices=list(A.MODELS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fovea-only-threads", type=int, default=2,
+                    help="torch threads of the fovea-alone sizes (the issue's '400 images in < 2 min on 2 cores')")
+    ap.add_argument("--merge-from", nargs="*", default=[],
+                    help="more OUT folders whose rows join the table (e.g. one invocation per data set)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--anomalib-timeout-min", type=int, default=30)
     ap.add_argument("--out", default=str(A.ROOT / "runs" / "bench_anomaly_scaling"))
@@ -269,17 +289,22 @@ def main() -> None:
     else:
         run(args)
         rows = load_rows(Path(args.out).resolve())
+    for extra in args.merge_from:
+        rows += load_rows(Path(extra))
     body = report(rows, args.anomalib_timeout_min)
     if args.report_only:
         body = [f"**Rendered from `{args.out}/scaling_results*.json`** with --report-only: the rows measured so far "
                 "(a run may still be going or have stopped); load figures are per job.", ""] + body
     body += ["", *side_summary(rows)]
+    body += [f"- Threads per job: {args.threads} for the sizes both sides run; fovea alone "
+             f"({args.fovea_only_sizes or 'none'}): {args.fovea_only_threads} (rows' thread counts: "
+             + ", ".join(f"{k}: {v}" for k, v in sorted(_thread_counts(rows).items())) + ")."]
     png = (Path(args.doc).parent if args.doc != "-" else Path(args.out)) / "anomaly_scaling.png"
     plot(rows, png)
     body += ["", f"![fit and predict time against training images (log-log)]({png.name})", "",
              f"Test set per data set: {TEST_GOOD} good + {TEST_BAD} defective images, half of them the validation "
              "split (thresholds), the other half scored. fit s = the whole fit call (backbone, features, coreset or "
-             "Gaussians, validation pass); peak RSS of the job's process. One torch thread per side. Predict CPU = "
+             "Gaussians, validation pass); peak RSS of the job's process. Predict CPU = "
              "process CPU time per image (p50): on a shared machine wall latency mostly measures the share of a "
              "core a job got, CPU time the work it did."]
     run_info.write(f"Anomaly detection by training-set size: fovea vs Anomalib {A.ANOMALIB_VERSION}", body)
