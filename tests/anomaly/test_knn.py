@@ -154,3 +154,20 @@ def test_lowrank_cancellation_ties_and_bad_input():
         BankIndex(bank, method="lowrank").search(bad, 1)
     with pytest.raises(ConfigError, match="method"):
         BankIndex(bank, method="faiss")
+
+
+def test_lowrank_threads_split_queries_and_agree():
+    """With 2 torch threads the kernel runs two query ranges side by side; results equal 1 thread's."""
+    g = torch.Generator().manual_seed(11)
+    bank, x = torch.randn(700, 24, generator=g), torch.randn(600, 24, generator=g)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        d1, i1 = BankIndex(bank).search(x, 1)
+        torch.set_num_threads(2)
+        d2, i2 = BankIndex(bank, defer_cap=2).search(x, 1)     # deferred rows of both ranges too
+    finally:
+        torch.set_num_threads(old)
+    ref_d, ref_i = _float64_nn(x, bank)
+    assert np.array_equal(i1[:, 0].numpy(), ref_i) and np.array_equal(i2[:, 0].numpy(), ref_i)
+    np.testing.assert_allclose(d2[:, 0].double().numpy(), ref_d, rtol=1e-5, atol=1e-5)

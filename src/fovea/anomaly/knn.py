@@ -146,8 +146,22 @@ class BankIndex:
         # sums) and the float32 rounding of both coordinate vectors, doubled for margin
         eps = (2.0 * (self.rank + 1) + 12.0) * _U32 * (qd.norm(dim=1) + st["aug_max"]).pow(2)
         # past m / 4 candidates (a few GEMM rows' worth of exact distances) a query takes the GEMM instead
-        idx, d2, evals, deferred = _knn_native.lbnn(q, st["panels"], st["panel_sq"], m, qsq, eps, x, self.original,
-                                                    cap=max(16, m // 4) if self.defer_cap is None else self.defer_cap)
+        cap = max(16, m // 4) if self.defer_cap is None else self.defer_cap
+
+        def part(a: int, b: int):
+            return _knn_native.lbnn(q[a:b], st["panels"], st["panel_sq"], m, qsq[a:b], eps[a:b], x[a:b],
+                                    self.original, cap)
+
+        workers = min(torch.get_num_threads(), x.shape[0] // 256)
+        if workers > 1:   # the kernel releases the GIL (ctypes): contiguous query ranges run side by side
+            bounds = [round(i * x.shape[0] / workers) for i in range(workers + 1)]
+            parts = list(_pool(workers).map(part, bounds[:-1], bounds[1:]))
+            idx = torch.cat([p[0] for p in parts])
+            d2 = torch.cat([p[1] for p in parts])
+            evals = sum(p[2] for p in parts)
+            deferred = torch.cat([p[3] + a for p, a in zip(parts, bounds)])
+        else:
+            idx, d2, evals, deferred = part(0, x.shape[0])
         self.exact_evaluations += evals
         dist = d2.sqrt().float()[:, None]
         idx = idx[:, None]
@@ -246,6 +260,18 @@ class BankIndex:
             d, i = _sort_by_distance_then_index(_direct_sq(q[r:r + 1], self.bank, cand), cand)
             out_d[r], out_i[r] = d[0, :k], i[0, :k]
         return out_d, out_i
+
+
+_POOLS: dict[int, "ThreadPoolExecutor"] = {}
+
+
+def _pool(workers: int):
+    """A process-wide thread pool per worker count (threads are idle, blocked, between searches)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fovea-knn")
+    return _POOLS[workers]
 
 
 def _direct_sq(q: torch.Tensor, bank: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
