@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--dev", type=int, default=200, help="development apples (seed 4) decoding is timed on")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-nodes", type=int, default=48, help="largest tree considered")
+    ap.add_argument("--tag", default=None, help="name of this run's block in the doc (several sweeps side by side)")
     add_doc_args(ap, "caption", "captioner of caption.py --quick, configurations 7:300:600 and 9:300:600, "
                                 "40 dev apples, 200 calibration apples")
     args = ap.parse_args()
@@ -81,8 +82,9 @@ def main() -> None:
         tree = medusa_tree_for_cost(heads, ranked, fixed, per_token, max_nodes=args.max_nodes)
         expected = 1 + sum(dict(ranked).get(c, 0.0) for c in tree.choices)
         prepared.append((k, steps, apples, heads, tree, train_cpu, accuracy, expected, fixed, per_token))
-        print(f"heads {k}, {steps} steps, {apples} apples: {train_cpu:.0f} CPU s, tree {tree.size - 1} nodes",
-              flush=True)
+        print(f"heads {k}, {steps} steps, {apples} apples: {train_cpu:.0f} CPU s, tree {tree.size - 1} nodes, "
+              f"expected {expected:.2f} tokens per step, step cost {fixed:.0f} + {per_token:.1f} us per token, "
+              f"{expected / (fixed + per_token * tree.size) * 1e3:.3f} tokens per ms of steps", flush=True)
     greedy_cpu, medusa_cpu = [], [[] for _ in prepared]
     for _ in range(args.repeats):
         texts, g = decode_captions(pipe, images)
@@ -112,7 +114,7 @@ def main() -> None:
                     "rank-0 accuracy per head (calibration apples)", "step cost model (CPU us: fixed + per token)",
                     "tree nodes", "expected tokens / step", "base-model forwards", "tree steps per caption",
                     "captions equal to greedy", "median CPU s", "vs greedy (CPU)"], rows)]
-    run.write("Captioning and Medusa decoding", body, tag="quick" if args.quick else None)
+    run.write("Captioning and Medusa decoding", body, tag=args.tag or ("quick" if args.quick else None))
 
 
 if __name__ == "__main__":
