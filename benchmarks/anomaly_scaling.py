@@ -137,7 +137,7 @@ def run(args) -> list[dict]:
                         A.materialise_split(sub, split_dir)
                     print(f"[{time.perf_counter() - t_start:6.0f}s] {name} {model} n={n} {side} ...", flush=True)
                     started = datetime.datetime.now(datetime.timezone.utc).isoformat()
-                    res = A.run_job(side, job, work, anomalib_py, args.resume,
+                    res = A.run_job_fair(side, job, work, anomalib_py, args.resume,
                                     timeout_s=60 * args.anomalib_timeout_min if side == "anomalib" else None)
                     res.update(kind=kind, n_train=n, started_utc=started,
                                ended_utc=datetime.datetime.now(datetime.timezone.utc).isoformat())
@@ -296,6 +296,8 @@ def main() -> None:
         body = [f"**Rendered from `{args.out}/scaling_results*.json`** with --report-only: the rows measured so far "
                 "(a run may still be going or have stopped); load figures are per job.", ""] + body
     body += ["", *side_summary(rows)]
+    body += [f"- Jobs rerun with MALLOC_MMAP_THRESHOLD_={A.MMAP_THRESHOLD} after outgrowing glibc's default allocator "
+             f"(> {A.RSS_LIMIT_MB:,} MB or killed for memory): {A.retry_text(rows)}."]
     body += [f"- Threads per job: {args.threads} for the sizes both sides run; fovea alone "
              f"({args.fovea_only_sizes or 'none'}): {args.fovea_only_threads} (rows' thread counts: "
              + ", ".join(f"{k}: {v}" for k, v in sorted(_thread_counts(rows).items())) + ")."]
