@@ -41,7 +41,16 @@ METHODS = ("naive", "naive-trim", "blend", "ditctrl", "ditctrl-mask", "frozen")
 def _load_or_train(path: Path, quick: bool):
     from fovea.gen.train import GenTrainConfig, load_generator, train_generator
 
-    if not (path / "generator.json").is_file():
+    meta = path / "generator.json"
+    if meta.is_file():  # a training stopped midway leaves a checkpoint of fewer DiT steps than it planned
+        info = json.loads(meta.read_text())
+        done, planned = info.get("dit_steps_done", 0), info.get("train", {}).get("dit_steps", 0)
+        if done < planned:  # the quick generator is cheap: train it again; a full one is used as it is (shown)
+            print(f"{path} holds an unfinished training ({done} of {planned} DiT steps): "
+                  + ("training again" if quick else "used as it is"), flush=True)
+            if quick:
+                meta.unlink()
+    if not meta.is_file():
         cfg = GenTrainConfig(clips=1000, ae_steps=300, dit_steps=600) if quick else GenTrainConfig()
         print(f"no checkpoint in {path}: training one ({cfg})", flush=True)
         train_generator(path, cfg, log=lambda s: print(s, flush=True))
