@@ -171,3 +171,14 @@ def test_lowrank_threads_split_queries_and_agree():
     ref_d, ref_i = _float64_nn(x, bank)
     assert np.array_equal(i1[:, 0].numpy(), ref_i) and np.array_equal(i2[:, 0].numpy(), ref_i)
     np.testing.assert_allclose(d2[:, 0].double().numpy(), ref_d, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m", [1, 2, 17, 33])
+def test_lowrank_tiny_banks_and_full_rank(m):
+    """Banks smaller than one panel pair (padding rows must never win) and rank >= D (no remainder)."""
+    g = torch.Generator().manual_seed(m)
+    bank, x = torch.randn(m, 5, generator=g), torch.randn(9, 5, generator=g)
+    d, i = BankIndex(bank, method="lowrank").search(x, 1)
+    ref_d, ref_i = _float64_nn(x, bank)
+    assert np.array_equal(i[:, 0].numpy(), ref_i)
+    np.testing.assert_allclose(d[:, 0].double().numpy(), ref_d, rtol=1e-6, atol=1e-6)
