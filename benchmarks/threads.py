@@ -3,11 +3,12 @@
 A PatchCore model (offline EfficientNet-Lite0, 256 px) is fitted once on generated bricks images
 and saved; each configuration then runs in a fresh process (OpenMP reads its settings when it
 loads) that opens the checkpoint with `fovea.load_predictor` and times `predict_one` on the same
-images. Configurations: torch threads 1 or 2; OpenMP wait policy as torch ships it (unset: libgomp's
-threads spin a while before they sleep; the worker imports torch before fovea) or
-`OMP_WAIT_POLICY=PASSIVE` (they sleep at once; what `import fovea` sets when it comes first); no
-other load, or one busy Python process (`while True: pass`) taking a core. The baseline of each
-row is 1 thread under the same load and policy, measured in the same run.
+images. Configurations: torch threads 1 or 2; the OpenMP wait setting, given to each process in
+its environment (the worker imports torch first): unset (libgomp's threads spin ~300,000 rounds
+before they sleep), `OMP_WAIT_POLICY=PASSIVE` (they sleep at once) or a short spin
+(`GOMP_SPINCOUNT=N`); the row marked "fovea default" is what `import fovea` sets when it comes
+before torch. No other load, or one busy Python process (`while True: pass`) taking a core. The
+baseline of each row is 1 thread under the same load and setting, measured in the same run.
 Quick version: `--quick` (8 training images, 2 rounds; a few minutes).
 """
 
@@ -26,8 +27,7 @@ from _doc import Run, add_doc_args, table  # noqa: E402
 
 WORKER = r"""
 import json, sys, time
-if sys.argv[4] == "torch-first":
-    import torch  # OpenMP loads with torch's own policy; fovea's PASSIVE default comes too late
+import torch  # first: OpenMP reads the environment this process was given, not fovea's default
 import fovea
 import numpy as np, torch
 from fovea.synth.bricks import render_bricks_scene
@@ -58,12 +58,23 @@ def fit_model(out: Path, n_train: int) -> Path:
     return out / "run" / "model"
 
 
-def measure(model: Path, threads: int, passive: bool, busy: bool, rounds: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    order = "fovea-first" if passive else "torch-first"  # `import fovea` first sets PASSIVE
+POLICIES = {"unset": {}, "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "spin 10k": {"GOMP_SPINCOUNT": "10000"}, "spin 100k": {"GOMP_SPINCOUNT": "100000"}}
+
+
+def policy_label(name: str) -> str:
+    import fovea
+
+    mark = " (fovea default)" if POLICIES[name] == fovea.OPENMP_DEFAULTS else ""
+    return {"unset": "unset (libgomp: spin 300k, then sleep)"}.get(name, name) + mark
+
+
+def measure(model: Path, threads: int, policy: str, busy: bool, rounds: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
+    env.update(POLICIES[policy])
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
-        out = subprocess.run([sys.executable, "-c", WORKER, str(model), str(threads), str(rounds), order],
+        out = subprocess.run([sys.executable, "-c", WORKER, str(model), str(threads), str(rounds)],
                              env=env, capture_output=True, text=True, check=True)
     finally:
         if hog is not None:
@@ -85,15 +96,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = fit_model(Path(tmp), args.train)
         for busy in (False, True):
-            for passive in (False, True):
-                one = measure(model, 1, passive, busy, args.rounds)
-                two = measure(model, 2, passive, busy, args.rounds)
+            for policy in POLICIES:
+                one = measure(model, 1, policy, busy, args.rounds)
+                two = measure(model, 2, policy, busy, args.rounds)
                 for n, r in ((1, one), (2, two)):
-                    rows.append(["one busy process added" if busy else "none added",
-                                 "PASSIVE (fovea default)" if passive else "unset (torch default: spin, then sleep)",
+                    rows.append(["one busy process added" if busy else "none added", policy_label(policy),
                                  n, f"{r['p50']:.1f}", f"{r['p95']:.1f}", f"{r['p50'] / one['p50']:.2f}"])
                     print(rows[-1], flush=True)
-    body = table(["other load", "OpenMP wait policy", "threads", "p50 ms", "p95 ms",
+    body = table(["other load", "OpenMP wait setting", "threads", "p50 ms", "p95 ms",
                   "p50 vs 1 thread (same load, policy)"], rows)
     body += ["", f"PatchCore predict_one at 256 px, {args.rounds} x 8 images after 3 warm-up calls, each row a "
              "fresh process; the busy process is a pure-Python loop started before and stopped after the row."]

@@ -5,10 +5,11 @@ of any task (anomaly, classify, segment) and returns that task's Predictor. It i
 first use, so `import fovea` stays cheap.
 
 Importing fovea before torch makes OpenMP threads sleep while they wait (`OMP_WAIT_POLICY=PASSIVE`,
-unless the environment already sets a policy). A trade-off, measured by benchmarks/threads.py
-(docs/benchmarks/threads.md): beside one busy process, torch's spinning default made 2 threads
-slower than 1 (on a heavily loaded machine many times slower) and PASSIVE keeps 2 threads level
-with 1; on an idle machine PASSIVE gives up the second thread's gain. Set OMP_WAIT_POLICY yourself
+unless the environment already sets OMP_WAIT_POLICY or GOMP_SPINCOUNT). A trade-off, measured by
+benchmarks/threads.py (docs/benchmarks/threads.md): beside one busy process, spinning threads
+(libgomp's default, or even a 1,000-round spin) made 2 threads 1.2-2.2x slower than 1, PASSIVE
+about 1.1x; on an idle machine a short spin (GOMP_SPINCOUNT=10000) makes 2 threads 0.65x of 1
+where PASSIVE gives up the second thread's gain. Set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself
 (or import torch first) to choose otherwise; `fovea --threads N` sets the thread count.
 """
 
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# what `import fovea` sets when the environment sets neither (benchmarks/threads.py marks this row)
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ.update(OPENMP_DEFAULTS)
 
 __version__ = "0.1.0"
 __all__ = ["load_predictor"]
