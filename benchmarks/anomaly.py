@@ -220,26 +220,20 @@ def fovea_worker(job_path: str) -> None:
     Path(job["out_json"]).write_text(json.dumps(result, indent=1))
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-# ----------------------------------------------------------------------------- running jobs
-RSS_LIMIT_MB = 10_000  # a job whose process grows past this is stopped (the machine has 24 GiB)
-MMAP_THRESHOLD = 1_048_576  # the allocator setting a job that outgrew RSS_LIMIT_MB is rerun with
-
-
-def _child_rss_mb(pid: int) -> float:
+def _rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process in MB (this one by default); NaN when it cannot be read (gone)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return float("nan")
+
+
+# ----------------------------------------------------------------------------- running jobs
+RSS_LIMIT_MB = 10_000  # a job whose process grows past this is stopped (the machine has 24 GiB)
+MMAP_THRESHOLD = 1_048_576  # the allocator setting a job that outgrew RSS_LIMIT_MB is rerun with
 
 
 def run_job(side: str, job: dict, work: Path, anomalib_py: Path | None, resume: bool = False,
@@ -293,7 +287,9 @@ def run_job(side: str, job: dict, work: Path, anomalib_py: Path | None, resume: 
                 proc.wait(timeout=0.25)
                 break
             except subprocess.TimeoutExpired:
-                peak_seen = max(peak_seen, _child_rss_mb(proc.pid))
+                rss = _rss_mb(proc.pid)
+                if rss == rss:  # not NaN: the process was still there
+                    peak_seen = max(peak_seen, rss)
                 if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
                     stop_reason = "time"
                 elif peak_seen > RSS_LIMIT_MB:

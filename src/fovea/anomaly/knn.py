@@ -28,8 +28,8 @@ the bank's top-r principal axes P (r = 32) give the lower bound |P(x - b)|^2 + (
 (never storing the (N, M) matrix), seeds each query with its raster neighbours' nearest rows, and
 computes exact float64 distances only for bank rows whose bound (less its rounding bound) can still
 win. A query left with more than M / 4 candidates falls back to the GEMM path above. On real
-PatchCore features this is ~1.9x faster than the GEMM at 2.5k and 10k bank rows
-(benchmarks/anomaly_knn.py).
+PatchCore features this takes 1.9x (2k bank rows) to 2.8x (41k) less CPU than the GEMM path
+(benchmarks/knn.py, docs/benchmarks/knn.md).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import torch
 
 from fovea.anomaly import _knn_native
 from fovea.errors import ConfigError, DataError
+from fovea.nn._cbuild import thread_pool
 
 _U32 = float(torch.finfo(torch.float32).eps) / 2  # unit roundoff of float32
 
@@ -87,7 +88,7 @@ class BankIndex:
             raise DataError(f"k-NN queries must be (N, {dim}) to match the memory bank, got shape "
                             f"{tuple(x.shape)}; use features of the backbone and layers the bank was built with")
         k = max(1, min(int(k), m))
-        if k == 1 and self._use_lowrank(x.shape[0]):
+        if k == 1 and self._use_lowrank():
             return self._search_lowrank(x.detach().float())
         xc = (x.detach().float() - self.mean).contiguous()
         out_d = torch.empty(xc.shape[0], k)
@@ -99,7 +100,7 @@ class BankIndex:
         return out_d, out_i
 
     # --- low-rank bound + native row kernel (k = 1) ------------------------------------------------
-    def _use_lowrank(self, n_queries: int) -> bool:
+    def _use_lowrank(self) -> bool:
         if self.method == "gemm":
             return False
         try:
@@ -142,7 +143,7 @@ class BankIndex:
         q = self._augment(x.double() - st["mean"], st["axes"])          # (n, r + 1) float32
         qd = q.double()
         qsq = qd.pow(2).sum(1)
-        # rounding bound: the GEMM's expanded form (gamma_{r+1} per dot product, two roundings of the
+        # rounding bound: the kernel's expanded form (gamma_{r+1} per dot product, two roundings of the
         # sums) and the float32 rounding of both coordinate vectors, doubled for margin
         eps = (2.0 * (self.rank + 1) + 12.0) * _U32 * (qd.norm(dim=1) + st["aug_max"]).pow(2)
         # past m / 4 candidates (a few GEMM rows' worth of exact distances) a query takes the GEMM instead
@@ -155,7 +156,7 @@ class BankIndex:
         workers = min(torch.get_num_threads(), x.shape[0] // 256)
         if workers > 1:   # the kernel releases the GIL (ctypes): contiguous query ranges run side by side
             bounds = [round(i * x.shape[0] / workers) for i in range(workers + 1)]
-            parts = list(_pool(workers).map(part, bounds[:-1], bounds[1:]))
+            parts = list(thread_pool("knn", workers).map(part, bounds[:-1], bounds[1:]))
             idx = torch.cat([p[0] for p in parts])
             d2 = torch.cat([p[1] for p in parts])
             evals = sum(p[2] for p in parts)
@@ -166,12 +167,11 @@ class BankIndex:
         dist = d2.sqrt().float()[:, None]
         idx = idx[:, None]
         if deferred.numel():
-            rows = deferred
-            self.deferred_rows += int(rows.numel())
-            xc = (x[rows] - self.mean).contiguous()
-            for s in range(0, rows.numel(), self.query_tile):
-                part = rows[s:s + self.query_tile]
-                dist[part], idx[part] = self._search_tile(xc[s:s + self.query_tile], 1)
+            self.deferred_rows += int(deferred.numel())
+            xc = (x[deferred] - self.mean).contiguous()
+            for s in range(0, deferred.numel(), self.query_tile):
+                rows = deferred[s:s + self.query_tile]
+                dist[rows], idx[rows] = self._search_tile(xc[s:s + self.query_tile], 1)
         return dist, idx
 
     def _candidates(self, q: torch.Tensor, kc: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -260,18 +260,6 @@ class BankIndex:
             d, i = _sort_by_distance_then_index(_direct_sq(q[r:r + 1], self.bank, cand), cand)
             out_d[r], out_i[r] = d[0, :k], i[0, :k]
         return out_d, out_i
-
-
-_POOLS: dict[int, "ThreadPoolExecutor"] = {}
-
-
-def _pool(workers: int):
-    """A process-wide thread pool per worker count (threads are idle, blocked, between searches)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if workers not in _POOLS:
-        _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fovea-knn")
-    return _POOLS[workers]
 
 
 def _direct_sq(q: torch.Tensor, bank: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from fovea.errors import ConfigError, HardwareError
-from fovea.nn._cbuild import build_shared, compiler as _compiler  # noqa: F401  (tests call _compiler)
+from fovea.nn._cbuild import build_shared, thread_pool, compiler as _compiler  # noqa: F401  (tests call _compiler)
 
 C_SOURCE = r"""/* fovea packed ternary GEMM: int32 acc[m, i*R + r] = sum_k w[i*R + r, k] * x[m, k]. */
 #include <math.h>
@@ -351,8 +351,6 @@ FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC", "-std=
 FALLBACK_FLAGS = ["-O3", "-ffp-contract=off", "-shared", "-fPIC", "-std=c99"]
 
 _LIB = None
-_POOL: ThreadPoolExecutor | None = None
-_POOL_PID = None
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
 
@@ -469,11 +467,7 @@ def ternary_gemm_int32(packed: torch.Tensor, x_codes: torch.Tensor, lib=None) ->
 
 
 def _pool(parts: int) -> ThreadPoolExecutor:
-    global _POOL, _POOL_PID
-    if _POOL is None or _POOL._max_workers < parts or _POOL_PID != os.getpid():
-        _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="fovea-ternary")
-        _POOL_PID = os.getpid()
-    return _POOL
+    return thread_pool("ternary", parts)
 
 
 def ternary_linear(x: torch.Tensor, packed: torch.Tensor, scale: float, out_features: int,

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 
@@ -69,3 +70,17 @@ def build_shared(source: str, name: str, flag_sets: Sequence[Sequence[str]], cac
                 return out
             errors.append(f"{cc} {' '.join(flags)}: {proc.stderr.strip()[-400:]}")
     raise RuntimeError(f"compiling the {name} kernel failed: " + " | ".join(errors))
+
+
+_POOLS: dict[str, tuple[int, ThreadPoolExecutor]] = {}
+
+
+def thread_pool(name: str, workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of at least `workers` threads for one kernel family (ctypes calls release the
+    GIL, so kernel calls on disjoint ranges run side by side). A pool inherited through fork() has no
+    threads: the child gets a new one."""
+    pid, pool = _POOLS.get(name, (None, None))
+    if pool is None or pid != os.getpid() or pool._max_workers < workers:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"fovea-{name}")
+        _POOLS[name] = (os.getpid(), pool)
+    return pool

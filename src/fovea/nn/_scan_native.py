@@ -16,13 +16,11 @@ built with -ffast-math so expf/log1pf vectorise through the C library's vector m
 from __future__ import annotations
 
 import ctypes
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from fovea.nn._cbuild import build_shared, compiler as _compiler  # noqa: F401  (tests call _compiler)
+from fovea.nn._cbuild import build_shared, thread_pool, compiler as _compiler  # noqa: F401  (tests call _compiler)
 
 C_SOURCE = r"""/* fovea selective scan: native CPU kernel (fp32), loaded through ctypes by _scan_native.py.
  *
@@ -314,8 +312,6 @@ FLAGS = ["-O3", "-ffast-math", "-march=native", "-shared", "-fPIC", "-std=c99"]
 FALLBACK_FLAGS = ["-O3", "-ffast-math", "-shared", "-fPIC", "-std=c99"]
 
 _LIB = None
-_POOL = None
-_POOL_PID = None  # a pool inherited through fork() has no threads: recreate it in the child
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
 
@@ -340,16 +336,13 @@ def load():
 
 def _run(fn, total: int, args) -> None:
     """Call fn(*args, start, stop) over [0, total) split across the thread pool."""
-    global _POOL, _POOL_PID
     parts = max(1, min(total, torch.get_num_threads()))
     bounds = [total * i // parts for i in range(parts + 1)]
     if parts == 1:
         codes = [fn(*args, 0, total)]
     else:
-        if _POOL is None or _POOL._max_workers < parts or _POOL_PID != os.getpid():
-            _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="fovea-scan")
-            _POOL_PID = os.getpid()
-        futures = [_POOL.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(parts)]
+        pool = thread_pool("scan", parts)
+        futures = [pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(parts)]
         codes = [f.result() for f in futures]
     if any(codes):
         raise MemoryError("fovea scan kernel: out of memory for its scratch buffers")
