@@ -134,6 +134,35 @@ def test_decode_topk_lists_every_heads_best_tokens_in_order():
             assert got[k].tolist() == slow[k].argsort(descending=True)[:3].tolist()
 
 
+def test_one_candidates_function_reused_over_steps_gives_each_hidden_states_best_tokens():
+    # the per-call candidates function writes into buffers it keeps: each call must still answer for its own
+    # hidden state (against a full sort of the slow head-by-head logits), also with two residual blocks
+    torch.manual_seed(4)
+    for layers in (1, 2):
+        heads = MedusaHeads(16, 40, num_heads=4, num_layers=layers).double().eval()
+        for p in heads.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        with torch.no_grad():
+            guesses = heads.candidates(3, num_heads=3)
+            hs = torch.randn(6, 16, dtype=torch.float64) * 3
+            got = [guesses(h) for h in hs]  # all calls first, then the checks: no call may change an earlier list
+        for h, g in zip(hs, got):
+            slow = _slow_heads(heads, h[None])[:3, 0]
+            assert g == [t for k in range(3) for t in slow[k].argsort(descending=True)[:3].tolist()]
+
+
+def test_decode_plan_masks_are_contiguous_copies_of_the_window():
+    t = tree_buffers([(0,), (0, 0), (1,)])
+    plan = t.decode_plan(capacity=6)
+    window = t.attention_window(6)
+    for past in (0, 3, 5, 3):
+        m = plan.mask(past)
+        assert m.is_contiguous() and m.shape == (4, past + 4)
+        assert torch.equal(m, window[:, 6 - past:])
+        assert plan.mask(past) is m  # made once per cache length
+    assert plan.max_depth == 2
+
+
 def test_tree_from_accuracies_takes_the_most_probable_paths():
     acc = torch.tensor([[0.6, 0.2, 0.05], [0.5, 0.3, 0.0]])
     # path probabilities: (0,) .6, (0,0) .3, (1,) .2, (0,1) .18, (1,0) .1, (1,1) .06, (2,) .05, (2,0) .025

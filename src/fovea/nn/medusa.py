@@ -89,12 +89,30 @@ class MedusaHeads(nn.Module):
         """The per-step candidate function of one decoding call: hidden (D,) -> the k best tokens of each of the
         first num_heads heads (default all) as one list, head-major (head 0's k best, best first, then head
         1's, ...). The packed weights are fetched (and checked for updates) once here, not at every step.
-        Call the function under torch.no_grad()."""
-        weights = self._decoding_weights(num_heads)
-        decode = self._decode
+        Call the function under torch.no_grad().
+
+        A step runs five operators on buffers allocated here, once per call: the first block of every head as
+        one addmm into a (1, n*D) buffer, SiLU and the residual in place, one bmm into the (n, 1, V) logits
+        buffer, one topk into its (n, k) output (deeper residual blocks, if any, add one baddbmm each). Same
+        values as `decode_logits` (the same matrix products; a residual sum's order does not change it)."""
+        n, w0, b0, rest, out = self._decoding_weights(num_heads)
+        d = self.dim
+        w0t = w0.t()  # (D, n*D): addmm reads the transposed view as it is, no copy
+        first = w0.new_empty(1, n * d)
+        x = first.view(n, 1, d)
+        logits = out.new_empty(n, 1, out.shape[-1])
+        flat = logits.view(n, -1)
+        values, indices = out.new_empty(n, k), torch.empty(n, k, dtype=torch.long)
 
         def topk(hidden: torch.Tensor) -> list[int]:
-            return decode(weights, hidden).topk(k, dim=-1).indices.view(-1).tolist()
+            torch.addmm(b0, hidden.reshape(1, d), w0t, out=first)
+            F.silu(first, inplace=True)
+            y = x.add_(hidden)
+            for w, b in rest:
+                y = y + F.silu(torch.baddbmm(b, y, w))
+            torch.bmm(y, out, out=logits)
+            torch.topk(flat, k, dim=-1, out=(values, indices))
+            return indices.view(-1).tolist()
         return topk
 
     @torch.no_grad()
@@ -127,17 +145,31 @@ def medusa_loss(head_logits: torch.Tensor, labels: torch.Tensor, ignore_index: i
 
 @dataclass
 class DecodePlan:
-    """A tree's per-step constants as lists (see `TreeBuffers.decode_plan`): positions[past] (N+1,) and
-    masks[past] (N+1, past + N+1) for a step after `past` cached tokens; tree_index / parent / paths (node
-    indices root to node) per node; in_place[node]: its path is 0, 1, ..., d, so accepting it needs no
-    cache gather (the path's keys/values are already where they belong)."""
+    """A tree's per-step constants (see `TreeBuffers.decode_plan`): positions[past] (N+1,) and mask(past)
+    (N+1, past + N+1) for a step after `past` cached tokens; tree_index / parent / paths (node indices root to
+    node) per node as lists; in_place[node]: its path is 0, 1, ..., d, so accepting it needs no cache gather
+    (the path's keys/values are already where they belong); max_depth: the deepest node's depth."""
 
     positions: list[torch.Tensor]
-    masks: list[torch.Tensor]
+    window: torch.Tensor
     tree_index: list[int]
     parent: list[int]
     paths: list[list[int]]
     in_place: list[bool]
+    max_depth: int
+    _masks: list = field(default_factory=list, repr=False, compare=False)
+
+    def mask(self, past: int) -> torch.Tensor:
+        """The additive tree-step mask after `past` cached tokens (N+1, past + N+1), contiguous (the attention
+        reads a strided view more slowly), made on first use and kept (a mask per cache length the
+        decoding reaches, not per step)."""
+        masks = self._masks
+        if not masks:
+            masks.extend([None] * (self.window.shape[1] - self.window.shape[0]))  # one per cache length < capacity
+        m = masks[past]
+        if m is None:
+            m = masks[past] = self.window[:, len(masks) - past:].contiguous()
+        return m
 
 
 @dataclass
@@ -168,16 +200,16 @@ class TreeBuffers:
     def decode_plan(self, capacity: int, dtype: torch.dtype = torch.float32) -> "DecodePlan":
         """Everything a decoding step needs that depends only on the tree and the cache capacity, built once
         per (capacity, dtype) and kept: per number of cached tokens the positions and the mask of the tree
-        step (views, no tensor built during decoding), and the tree as Python lists."""
+        step (made once each, no tensor built during decoding), and the tree as Python lists."""
         key = (capacity, dtype)
         if key not in self._plans:
             window = self.attention_window(capacity, dtype)
             positions = torch.arange(capacity)[:, None] + self.depth  # row `past` = the tree's positions
             paths = [p.tolist() for p in self.node_paths]
             self._plans[key] = DecodePlan(
-                positions=list(positions.unbind(0)), masks=[window[:, capacity - past:] for past in range(capacity)],
-                tree_index=self.tree_indices.tolist(), parent=self.parent.tolist(), paths=paths,
-                in_place=[p == list(range(len(p))) for p in paths])
+                positions=list(positions.unbind(0)), window=window, tree_index=self.tree_indices.tolist(),
+                parent=self.parent.tolist(), paths=paths, in_place=[p == list(range(len(p))) for p in paths],
+                max_depth=max(len(p) for p in paths) - 1)
         return self._plans[key]
 
     def attention_window(self, capacity: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -499,8 +531,9 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
         if getattr(heads, "_choices_tree", (None,))[0] != key:  # built once per tree, not once per call
             heads._choices_tree = (key, tree_buffers(heads.choices))
         tree = heads._choices_tree[1]
-    if int(tree.depth.max()) > heads.num_heads:
-        raise ValueError(f"the tree is {int(tree.depth.max())} deep but there are only {heads.num_heads} Medusa heads")
+    depth, topk = max(len(c) for c in tree.choices), tree.topk  # heads deeper than the tree are not run
+    if depth > heads.num_heads:
+        raise ValueError(f"the tree is {depth} deep but there are only {heads.num_heads} Medusa heads")
     capacity = len(prompt) + max_new_tokens + max(tree.size, opening.size if opening is not None else 0)
     cache = model.new_cache(1, capacity, memory)
     out: list[int] = []
@@ -522,8 +555,8 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
         cache.keep(len(prompt) - 1, path)
         last, base = node_hidden[end], argmax[end]
     plan = tree.decode_plan(capacity, last.dtype)
-    body, body_valid = tree.retrieve[:, 1:].clamp_min(0), tree.retrieve[:, 1:] >= 0  # (P, D)
-    depth, topk = int(tree.depth.max()), tree.topk  # heads deeper than the tree are not run
+    if temperature != 0.0:
+        body, body_valid = tree.retrieve[:, 1:].clamp_min(0), tree.retrieve[:, 1:] >= 0  # (P, D)
     if hasattr(heads, "candidates"):
         guesses = heads.candidates(topk, depth)
     else:  # any module hidden (D,) -> logits (K, V)
@@ -539,7 +572,7 @@ def medusa_generate(model, heads: MedusaHeads, prompt: torch.Tensor, max_new_tok
         tokens = torch.tensor([token_list])
         past = cache.length
         t1 = clock()
-        node_hidden, _ = model(tokens, positions=plan.positions[past], mask=plan.masks[past], cache=cache)
+        node_hidden, _ = model(tokens, positions=plan.positions[past], mask=plan.mask(past), cache=cache)
         node_hidden = node_hidden[0]
         steps += 1
         t2 = clock()
