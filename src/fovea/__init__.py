@@ -5,12 +5,14 @@ of any task (anomaly, classify, segment) and returns that task's Predictor. It i
 first use, so `import fovea` stays cheap.
 
 Importing fovea before torch makes OpenMP threads sleep while they wait (`OMP_WAIT_POLICY=PASSIVE`,
-unless the environment already sets OMP_WAIT_POLICY or GOMP_SPINCOUNT). A trade-off, measured by
-benchmarks/threads.py (docs/benchmarks/threads.md): beside one busy process, spinning threads
-(libgomp's default, or even a 1,000-round spin) made 2 threads 1.2-2.2x slower than 1, PASSIVE
-about 1.1x; on an idle machine a short spin (GOMP_SPINCOUNT=10000) makes 2 threads 0.65x of 1
-where PASSIVE gives up the second thread's gain. Set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself
-(or import torch first) to choose otherwise; `fovea --threads N` sets the thread count.
+unless the environment already sets OMP_WAIT_POLICY or GOMP_SPINCOUNT), and every predict uses only
+the cores other processes leave free, up to the thread count (`fovea.engine.threads`; adaptive by
+default, `FOVEA_THREAD_POLICY=fixed` or `fovea --thread-policy fixed` turns it off). Measured by
+benchmarks/threads.py (docs/benchmarks/threads.md): beside one busy process, 2 fixed threads are
+slower than 1 under every wait setting (PASSIVE least), and the adaptive policy drops to 1 thread;
+on an idle machine a short spin (GOMP_SPINCOUNT=10000) makes 2 threads about 0.7x of 1 where
+PASSIVE gives up the second thread's gain. Set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself (or
+import torch first) to choose otherwise; `fovea --threads N` sets the thread count (the cap).
 """
 
 from __future__ import annotations

@@ -39,3 +39,15 @@ def test_threads_option_refuses_zero():
 
     res = CliRunner().invoke(cli, ["--threads", "0", "synth", "--help"])
     assert res.exit_code != 0 and "--threads" in res.output
+
+
+def test_thread_policy_and_cap_reach_the_predict_governor():
+    code = ("import sys; from fovea.cli.main import main; rc = main(sys.argv[1:]); "
+            "from fovea.engine.threads import governor; g = governor(); print(rc, g.adaptive, g.cap)")
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "FOVEA_THREADS", "FOVEA_THREAD_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code, "--threads", "3", "--thread-policy", "fixed", "synth", "--help"],
+                         env=base, capture_output=True, text=True, check=True).stdout.split()
+    assert out[-3:] == ["0", "False", "3"]
+    out = subprocess.run([sys.executable, "-c", code, "synth", "--help"], env=base, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[-3:] == ["0", "True", "None"]  # adaptive by default; the cap is read from torch at the first batch

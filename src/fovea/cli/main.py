@@ -63,18 +63,26 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fovea")
 @click.option("--threads", type=click.IntRange(min=1), default=None, envvar="FOVEA_THREADS",
-              help="CPU threads for every command (default: torch's choice, one per core; env FOVEA_THREADS).")
-def cli(threads: int | None) -> None:
+              help="CPU threads for every command, at most (default: torch's choice, one per core; env FOVEA_THREADS).")
+@click.option("--thread-policy", type=click.Choice(["adaptive", "fixed"]), default=None, envvar="FOVEA_THREAD_POLICY",
+              help="adaptive (default): predict uses only the cores other processes leave free, up to --threads; "
+                   "fixed: always --threads (env FOVEA_THREAD_POLICY).")
+def cli(threads: int | None, thread_policy: str | None) -> None:
     """fovea: computer-vision inspection from a camera or a folder of images to a decision."""
+    if thread_policy is not None:
+        os.environ["FOVEA_THREAD_POLICY"] = thread_policy
     if threads is not None:
         set_threads(threads)
 
 
 def set_threads(n: int) -> None:
-    """Use n intra-op threads: through OMP_NUM_THREADS if torch is not loaded yet, else directly."""
-    os.environ["OMP_NUM_THREADS"] = str(n)
+    """Use at most n intra-op threads: through OMP_NUM_THREADS and FOVEA_THREADS (the predict governor's cap,
+    `fovea.engine.threads`) if torch is not loaded yet, else directly."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["FOVEA_THREADS"] = str(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
+    if "fovea.engine.threads" in sys.modules:
+        sys.modules["fovea.engine.threads"].set_policy(cap=n)
 
 
 def main(argv: list[str] | None = None) -> int:

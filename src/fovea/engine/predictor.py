@@ -27,6 +27,7 @@ from fovea.engine.export import FORMATS, ONNX_META, TORCHSCRIPT_META, export
 from fovea.engine.pipeline import InferenceGraph, TaskPipeline
 from fovea.engine.runtime import onnx_session
 from fovea.engine.tasks import get_task
+from fovea.engine.threads import govern
 from fovea.errors import CheckpointError, DataError, ExportError
 
 Runtime = Callable[[np.ndarray], tuple[np.ndarray, ...]]
@@ -37,6 +38,7 @@ def torch_runtime(module: torch.nn.Module) -> Runtime:
     """An in-process or TorchScript module as a runtime (outputs always a tuple of float arrays)."""
 
     def run(images: np.ndarray) -> tuple[np.ndarray, ...]:
+        govern()  # threads = free cores, at most the cap (fovea.engine.threads)
         with torch.inference_mode():
             out = module(torch.from_numpy(images))
         out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
