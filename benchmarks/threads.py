@@ -3,7 +3,8 @@
 A PatchCore model (offline EfficientNet-Lite0, 256 px) is fitted once on generated bricks images
 and saved; each configuration then runs in a fresh process (OpenMP reads its settings when it
 loads) that opens the checkpoint with `fovea.load_predictor` and times `predict_one` on the same
-images. Configurations: torch threads 1 or 2; the OpenMP wait setting, given to each process in
+images. Configurations: torch threads 1 or 2 (with 2: thread policy fixed, or adaptive: fovea's predict governor
+uses only the free cores, `fovea.engine.threads`); the OpenMP wait setting, given to each process in
 its environment (the worker imports torch first): unset (libgomp's threads spin ~300,000 rounds
 before they sleep), `OMP_WAIT_POLICY=PASSIVE` (they sleep at once) or a short spin
 (`GOMP_SPINCOUNT=N`); the row marked "fovea default" is what `import fovea` sets when it comes
@@ -40,8 +41,10 @@ lat = []
 for r in range(int(sys.argv[3])):
     for im in imgs:
         t = time.perf_counter(); pred.predict_one(im); lat.append((time.perf_counter() - t) * 1e3)
+from fovea.engine.threads import governor
+g = governor()
 print(json.dumps({"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
-                  "threads": torch.get_num_threads()}))
+                  "threads": torch.get_num_threads(), "changes": len(g.decisions)}))
 """
 
 
@@ -69,9 +72,10 @@ def policy_label(name: str) -> str:
     return {"unset": "unset (libgomp: spin 300k, then sleep)"}.get(name, name) + mark
 
 
-def measure(model: Path, threads: int, policy: str, busy: bool, rounds: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
-    env.update(POLICIES[policy])
+def measure(model: Path, threads: int, policy: str, busy: bool, rounds: int, thread_policy: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "FOVEA_THREADS")}
+    env.update(POLICIES[policy], FOVEA_THREAD_POLICY=thread_policy)
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
         out = subprocess.run([sys.executable, "-c", WORKER, str(model), str(threads), str(rounds)],
@@ -97,16 +101,23 @@ def main() -> None:
         model = fit_model(Path(tmp), args.train)
         for busy in (False, True):
             for policy in POLICIES:
-                one = measure(model, 1, policy, busy, args.rounds)
-                two = measure(model, 2, policy, busy, args.rounds)
-                for n, r in ((1, one), (2, two)):
-                    rows.append(["one busy process added" if busy else "none added", policy_label(policy),
-                                 n, f"{r['p50']:.1f}", f"{r['p95']:.1f}", f"{r['p50'] / one['p50']:.2f}"])
-                    print(rows[-1], flush=True)
-    body = table(["other load", "OpenMP wait setting", "threads", "p50 ms", "p95 ms",
-                  "p50 vs 1 thread (same load, policy)"], rows)
+                one = measure(model, 1, policy, busy, args.rounds, "fixed")
+                for tp in ("fixed", "adaptive"):
+                    two = measure(model, 2, policy, busy, args.rounds, tp)
+                    for n, r in ((1, one), (2, two))[0 if tp == "fixed" else 1:]:
+                        label = "-" if n == 1 else tp + (" (fovea default)" if tp == "adaptive" else "")
+                        rows.append(["one busy process added" if busy else "none added", policy_label(policy),
+                                     n, label, r["threads"], r["changes"], f"{r['p50']:.1f}", f"{r['p95']:.1f}",
+                                     f"{r['p50'] / one['p50']:.2f}"])
+                        print(rows[-1], flush=True)
+    body = table(["other load", "OpenMP wait setting", "threads (cap)", "thread policy",
+                  "threads at the end", "count changes", "p50 ms", "p95 ms",
+                  "p50 vs 1 thread (same load, wait setting)"], rows)
     body += ["", f"PatchCore predict_one at 256 px, {args.rounds} x 8 images after 3 warm-up calls, each row a "
-             "fresh process; the busy process is a pure-Python loop started before and stopped after the row."]
+             "fresh process; the busy process is a pure-Python loop started before and stopped after the row. "
+             "Thread policy (`FOVEA_THREAD_POLICY`): fixed = torch's count always; adaptive = `fovea.engine.threads` "
+             "sets the count before each batch to the cores the other processes left free over the last >= 0.1 s "
+             "(from /proc/stat), at most the cap; 'count changes' = how often it changed it in the process."]
     run.write("Threads on a shared machine: predict with 1 and 2 threads", body)
 
 
