@@ -74,7 +74,10 @@ class PredictorActor:
 
         import fovea
 
+        from fovea.engine.threads import set_policy
+
         torch.set_num_threads(max(1, threads))
+        set_policy(cap=max(1, threads))  # the predict governor's cap, whichever thread Ray calls predict from
         self.predictor = fovea.load_predictor(model)
 
     def __call__(self, batch: dict) -> dict:
