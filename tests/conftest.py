@@ -7,6 +7,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # as `import fovea` does for users (it comes too late here, after torch): OpenMP threads sleep while
 # waiting instead of spinning against whatever else runs on the machine (benchmarks/threads.py)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# the predict thread governor would change the thread count with whatever else runs, and float sums with it;
+# tests want the same numbers every run (tests/engine/test_thread_governor.py tests the adaptive policy itself)
+os.environ.setdefault("FOVEA_THREAD_POLICY", "fixed")
 
 import torch  # noqa: E402
 
