@@ -151,6 +151,29 @@ def test_one_candidates_function_reused_over_steps_gives_each_hidden_states_best
             assert g == [t for k in range(3) for t in slow[k].argsort(descending=True)[:3].tolist()]
 
 
+def test_candidates_function_is_kept_until_the_weights_change_and_per_thread():
+    import threading
+
+    torch.manual_seed(6)
+    heads = MedusaHeads(8, 12, num_heads=3).double().eval()
+    for p in heads.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    h = torch.randn(8, dtype=torch.float64)
+    with torch.no_grad():
+        first = heads.candidates(2, 3)
+        assert heads.candidates(2, 3) is first and heads.candidates(2, 2) is not first
+        other = []
+        worker = threading.Thread(target=lambda: other.append(heads.candidates(2, 3)))
+        worker.start()
+        worker.join()
+        assert other[0] is not first  # another thread gets its own buffers
+        heads.out_weight.mul_(-1.0)  # an in-place update: a new function on the repacked weights
+        again = heads.candidates(2, 3)
+        assert again is not first
+        slow = _slow_heads(heads, h[None])[:, 0]
+        assert again(h) == [t for k in range(3) for t in slow[k].argsort(descending=True)[:2].tolist()]
+
+
 def test_decode_plan_masks_are_contiguous_copies_of_the_window():
     t = tree_buffers([(0,), (0, 0), (1,)])
     plan = t.decode_plan(capacity=6)

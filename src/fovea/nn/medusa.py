@@ -20,6 +20,7 @@ first (`tree_buffers(order="chain")`), so accepting any prefix of the most proba
 from __future__ import annotations
 
 import heapq
+import threading
 import time
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -86,16 +87,29 @@ class MedusaHeads(nn.Module):
         return self._decode(self._decoding_weights(num_heads), hidden)
 
     def candidates(self, k: int, num_heads: int | None = None) -> Callable[[torch.Tensor], list[int]]:
-        """The per-step candidate function of one decoding call: hidden (D,) -> the k best tokens of each of the
+        """The per-step candidate function of a decoding call: hidden (D,) -> the k best tokens of each of the
         first num_heads heads (default all) as one list, head-major (head 0's k best, best first, then head
-        1's, ...). The packed weights are fetched (and checked for updates) once here, not at every step.
-        Call the function under torch.no_grad().
+        1's, ...). Call it under torch.no_grad().
 
-        A step runs five operators on buffers allocated here, once per call: the first block of every head as
-        one addmm into a (1, n*D) buffer, SiLU and the residual in place, one bmm into the (n, 1, V) logits
-        buffer, one topk into its (n, k) output (deeper residual blocks, if any, add one baddbmm each). Same
-        values as `decode_logits` (the same matrix products; a residual sum's order does not change it)."""
-        n, w0, b0, rest, out = self._decoding_weights(num_heads)
+        A step runs five operators on buffers the function owns: the first block of every head as one addmm
+        into a (1, n*D) buffer, SiLU and the residual in place, one bmm into the (n, 1, V) logits buffer, one
+        topk into its (n, k) output (deeper residual blocks, if any, add one baddbmm each). Same values as
+        `decode_logits` (the same matrix products; a residual sum's order does not change it). The function is
+        kept per (thread, k, n) and handed to later decoding calls until the weights change (an optimizer step
+        or a load repacks them and a new function is built): a caption's setup is one check, not five
+        allocations. Per thread, so two threads decoding with the same heads never share buffers."""
+        self._decoding_weights()  # repacks if the weights changed since the last call
+        n = self.num_heads if num_heads is None else min(num_heads, self.num_heads)
+        key = (threading.get_ident(), k, n)
+        kept = self.__dict__.setdefault("_candidate_fns", {})
+        hit = kept.get(key)
+        if hit is None or hit[0] is not self._packed_key:
+            hit = kept[key] = (self._packed_key, self._candidate_fn(k, self._decoding_weights(n)))
+        return hit[1]
+
+    def _candidate_fn(self, k: int, weights: tuple) -> Callable[[torch.Tensor], list[int]]:
+        """The function `candidates` hands out, on its own buffers (see there)."""
+        n, w0, b0, rest, out = weights
         d = self.dim
         w0t = w0.t()  # (D, n*D): addmm reads the transposed view as it is, no copy
         first = w0.new_empty(1, n * d)
