@@ -93,6 +93,27 @@ def distill_cmd(labels_csv, out_dir, student, weights, input_size, temperature, 
                f"(epoch {s['best_epoch']}, {s['train_seconds']:.0f} s). Checkpoint {out_dir}")
 
 
+@label.command("export")
+@click.argument("student_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the files (default: STUDENT_DIR/export).")
+@click.option("--name", default="student", show_default=True, help="File stem.")
+def export_cmd(student_dir, out_dir, name):
+    """Fast exact ONNX export of a CloFormer STUDENT_DIR (from `fovea label distill`).
+
+    Writes NAME.onnx (export fusions and folded norm affines: portable, the same numbers as the checkpoint) and
+    NAME.cpu.onnx (onnxruntime's level-ALL graph for THIS CPU with the norms on its NCHWc layout; load it with
+    graph optimisation disabled). The checkpoint is not changed."""
+    from fovea.classify.predictor import load_predictor
+    from fovea.label.export import fused_student_export, nchwc_layer_norm_model
+
+    out_dir = out_dir or student_dir / "export"
+    path = fused_student_export(load_predictor(student_dir), out_dir, name)
+    cpu, moved, diff = nchwc_layer_norm_model(path)
+    click.echo(f"wrote {path} and {cpu} ({moved} norms on the NCHWc layout, max |difference| vs onnxruntime "
+               f"level ALL on random images {diff:.1e})")
+
+
 @click.group("vl", context_settings={"help_option_names": ["-h", "--help"]})
 def vl() -> None:
     """Vision-language: train the two-tower model used by zero-shot classification and labelling."""

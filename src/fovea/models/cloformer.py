@@ -36,7 +36,8 @@ from torch import nn
 from fovea.errors import ConfigError
 from fovea.models._staged import default_cfg, drop_path_rates, init_weights
 
-__all__ = ["CLOFORMER_CONFIGS", "CloFormer", "CloFormerConfig", "set_inference_rewrites"]
+__all__ = ["CLOFORMER_CONFIGS", "CloFormer", "CloFormerConfig", "fold_norm_affines", "set_export_fusions",
+           "set_inference_rewrites"]
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,12 @@ class GroupNorm1(nn.GroupNorm):
 
     def __init__(self, dim: int):
         super().__init__(1, dim)
+        self.affine_folded = False  # set by `fold_norm_affines`: the affine lives in the next layer's weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape[1:]
+        if self.affine_folded:
+            return F.layer_norm(x, shape, None, None, self.eps)
         return F.layer_norm(x, shape, self.weight[:, None, None].expand(shape),
                             self.bias[:, None, None].expand(shape), self.eps)
 
@@ -119,6 +123,20 @@ class AttnMap(nn.Module):
         return self.act_block(x)
 
 
+def cropped_same_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
+    """Stride-1 'same' convolution (odd kernel k, padding k // 2) with the kernel cropped to the map: on an n-pixel
+    side only the offsets -(n - 1) .. n - 1 ever meet the input, the others meet zero padding, so a kernel wider
+    than 2n - 1 is cropped to its central 2n - 1 taps and the padding to n - 1: the same numbers with fewer
+    weights and taps (CloFormer-XXS at 48 px: stage 4's 9 x 9 and 5 x 5 depthwise kernels on 2 x 2 maps become
+    3 x 3, stage 3's 7 x 7 on 3 x 3 maps 5 x 5). The map size is static under tracing and export."""
+    kh, kw = weight.shape[-2:]
+    h, w = x.shape[-2:]
+    ch, cw = max(0, (kh - (2 * h - 1)) // 2), max(0, (kw - (2 * w - 1)) // 2)
+    if ch or cw:
+        weight = weight[..., ch:kh - ch, cw:kw - cw]
+    return F.conv2d(x, weight, bias, 1, (kh // 2 - ch, kw // 2 - cw), 1, groups)
+
+
 class CloAttention(nn.Module):
     """Local AttnConv heads and global pooled-K/V heads, concatenated, then a 1x1 projection.
 
@@ -146,6 +164,7 @@ class CloAttention(nn.Module):
             self.avgpool = nn.AvgPool2d(pool, pool) if pool != 1 else nn.Identity()
         self.proj = nn.Conv2d(dim, dim, 1, bias=qkv_bias)
         self.inference_rewrites = True  # see `local_qkv` and `CloBlock.forward_attention`; `set_inference_rewrites`
+        self.export_fusions = False  # see `set_export_fusions`
 
     def local_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Q, K, V of the local heads, each (B, h_l * d, H, W): the 1x1 conv then the shared-kernel depthwise conv.
@@ -160,8 +179,11 @@ class CloAttention(nn.Module):
         for i in range(3):
             part = slice(i * c, (i + 1) * c)
             y = F.conv2d(x, pw.weight[part], None if pw.bias is None else pw.bias[part])
-            out.append(F.conv2d(y, dw.weight[part], None if dw.bias is None else dw.bias[part], dw.stride, dw.padding,
-                                dw.dilation, c))
+            dw_b = None if dw.bias is None else dw.bias[part]
+            if self.export_fusions:
+                out.append(cropped_same_conv(y, dw.weight[part], dw_b, c))
+            else:
+                out.append(F.conv2d(y, dw.weight[part], dw_b, dw.stride, dw.padding, dw.dilation, c))
         return out[0], out[1], out[2]
 
     def local_attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,8 +199,14 @@ class CloAttention(nn.Module):
         # the batch size is left to -1 in every reshape: an export with a dynamic batch then needs no shape ops
         h, w = x.shape[-2:]
         heads, d = self.global_heads, self.d
-        q = self.global_q(x).reshape(-1, heads, d, h * w).transpose(-1, -2)
-        k, v = self.global_kv(pooled).chunk(2, dim=1)  # channels [K | V]
+        if self.export_fusions and not self.training and self.pool == 1:  # Q, K, V all read x: one conv, one split
+            weight = torch.cat([self.global_q.weight, self.global_kv.weight])
+            bias = None if self.global_q.bias is None else torch.cat([self.global_q.bias, self.global_kv.bias])
+            q, k, v = F.conv2d(x, weight, bias).chunk(3, dim=1)  # channels [Q | K | V]
+            q = q.reshape(-1, heads, d, h * w).transpose(-1, -2)
+        else:
+            q = self.global_q(x).reshape(-1, heads, d, h * w).transpose(-1, -2)
+            k, v = self.global_kv(pooled).chunk(2, dim=1)  # channels [K | V]
         m = pooled.shape[-2] * pooled.shape[-1]
         k = k.reshape(-1, heads, d, m).transpose(-1, -2)
         v = v.reshape(-1, heads, d, m).transpose(-1, -2)
@@ -246,9 +274,16 @@ class ConvFFN(nn.Module):
         self.act = ErfGELU()
         self.dwconv = nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden)
         self.fc2 = nn.Conv2d(hidden, out_dim, 1)
+        self.export_fusions = False  # see `set_export_fusions`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dwconv(self.act(self.fc1(x))))
+        y = self.act(self.fc1(x))
+        dw = self.dwconv
+        if self.export_fusions and not self.training and dw.stride == (1, 1):
+            y = cropped_same_conv(y, dw.weight, dw.bias, dw.groups)
+        else:
+            y = dw(y)
+        return self.fc2(y)
 
 
 class CloBlock(nn.Module):
@@ -311,6 +346,59 @@ def set_inference_rewrites(model: nn.Module, enabled: bool) -> nn.Module:
     for mod in model.modules():
         if isinstance(mod, CloAttention):
             mod.inference_rewrites = bool(enabled)
+    return model
+
+
+def set_export_fusions(model: nn.Module, enabled: bool) -> nn.Module:
+    """Switch CloFormer's exact export fusions (eval mode only; off by default, weights untouched) in every
+    CloAttention / ConvFFN of `model`; returns `model`. On: stride-1 depthwise kernels wider than the map are
+    cropped (`cropped_same_conv`), and where the global heads pool by 1 (stage 4) Q, K and V come from one 1x1
+    conv over the concatenated weights and one split instead of two convs. Combine with `fold_norm_affines` on
+    a copy for the export path of `fovea.label.export`."""
+    for mod in model.modules():
+        if isinstance(mod, (CloAttention, ConvFFN)):
+            mod.export_fusions = bool(enabled)
+    return model
+
+
+def _fold_affine_into_conv(conv: nn.Conv2d, gamma: torch.Tensor, beta: torch.Tensor) -> None:
+    """conv(gamma * n + beta) = conv'(n) for a 1x1 conv: W' = W diag(gamma), b' = b + W beta (in place)."""
+    w = conv.weight
+    if w.shape[-2:] != (1, 1) or conv.groups != 1:
+        raise ConfigError(f"fold_norm_affines: a per-channel affine folds only into a dense 1x1 conv, got {conv}.")
+    b = conv.bias if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+    new_b = b + w[:, :, 0, 0] @ beta
+    conv.weight.copy_(w * gamma[None, :, None, None])
+    if conv.bias is None:
+        conv.bias = nn.Parameter(new_b)
+    else:
+        conv.bias.copy_(new_b)
+
+
+@torch.no_grad()
+def fold_norm_affines(model: nn.Module) -> nn.Module:
+    """Fold the per-channel affine of every GroupNorm1 that feeds only 1x1 convs (through linear ops) into those
+    convs' weights, in place; returns `model`. Blocks: norm1 -> local Q/K/V conv, global Q conv, average pool ->
+    global K/V conv (pooling is linear and per channel, so pool(g n + b) = g pool(n) + b); norm2 -> ConvFFN fc1;
+    the head norm -> mean -> Linear. The norms then run without an affine (one LayerNormalization with no
+    scale/bias work). The patch-embedding norm feeds the residual stream and keeps its affine. Only for an
+    inference copy: the parameter counts stay, the numbers equal the unfolded model's up to float rounding."""
+    for mod in model.modules():
+        if isinstance(mod, CloBlock):
+            g1, b1 = mod.norm1.weight.detach().clone(), mod.norm1.bias.detach().clone()
+            attn = mod.attn
+            convs = list(attn.qkvs) + ([attn.global_q, attn.global_kv] if attn.global_heads else [])
+            for conv in convs:
+                _fold_affine_into_conv(conv, g1, b1)
+            mod.norm1.affine_folded = True
+            _fold_affine_into_conv(mod.mlp.fc1, mod.norm2.weight.detach().clone(), mod.norm2.bias.detach().clone())
+            mod.norm2.affine_folded = True
+        elif isinstance(mod, CloFormer) and isinstance(mod.head, nn.Linear) and isinstance(mod.norm, GroupNorm1) \
+                and mod.global_pool == "avg":
+            g, b = mod.norm.weight.detach().clone(), mod.norm.bias.detach().clone()
+            mod.head.bias.copy_(mod.head.bias + mod.head.weight @ b)
+            mod.head.weight.copy_(mod.head.weight * g[None, :])
+            mod.norm.affine_folded = True
     return model
 
 
