@@ -11,9 +11,8 @@ the unrewritten model, torch against onnxruntime):
    convolutions' channel block is the CPU's vector width: 16 floats with AVX-512, 8 with AVX2), with every
    CloFormer norm moved onto the blocked layout: level ALL wraps each LayerNormalization over (C, H, W) in a
    ReorderOutput / ReorderInput pair (the norm has no NCHWc kernel), but a norm over all of C, H, W is the same
-   whatever the order of the elements, so it runs on the blocked buffer as it is (Reshape to (N, C*H*W),
-   LayerNormalization over the last axis with scale and bias permuted to the blocked order, Reshape back) and
-   the pair is dropped. The block size is not read from the CPU: the rewrite is built for 16 and 8 and kept only
+   whatever the order of the elements, so it runs on the blocked buffer as it is (the same LayerNormalization
+   over axes 1.., its scale and bias permuted to the blocked order) and the pair is dropped. The block size is not read from the CPU: the rewrite is built for 16 and 8 and kept only
    if its outputs equal level ALL's on random images; none equal -> the level-ALL graph unchanged. The file
    is like onnxruntime's own offline-optimised models: for the CPU it was built on; load it with
    optimisation disabled (`ort_session`). A model without such norms (the teacher) is unchanged by step 2.
@@ -95,22 +94,21 @@ def rewrite_nchwc_layer_norms(model, block: int) -> int:
             continue
         c, h, w = scale.shape
 
-        def blocked(a: np.ndarray) -> np.ndarray:  # (C, H, W) -> the NCHWc order (C / b, H, W, b), flattened
-            return np.ascontiguousarray(a.reshape(c // block, block, h, w).transpose(0, 2, 3, 1).reshape(1, -1))
+        def blocked(a: np.ndarray) -> np.ndarray:  # (C, H, W) in the NCHWc order (C / b, H, W, b), relabelled (C, H, W)
+            return np.ascontiguousarray(a.reshape(c // block, block, h, w).transpose(0, 2, 3, 1).reshape(c, h, w))
 
         tag = f"fovea_nchwc_ln_{moved}"
-        g.initializer.extend([numpy_helper.from_array(blocked(scale), f"{tag}_scale"),
-                              numpy_helper.from_array(np.array([0, -1], np.int64), f"{tag}_flat"),
-                              numpy_helper.from_array(np.array([0, c, h, w], np.int64), f"{tag}_shape")])
-        ln_in = [f"{tag}_x", f"{tag}_scale"]
+        g.initializer.append(numpy_helper.from_array(blocked(scale), f"{tag}_scale"))
+        ln_in = [src.input[0], f"{tag}_scale"]
         if has_bias:
             g.initializer.append(numpy_helper.from_array(blocked(numpy_helper.to_array(inits[n.input[2]])),
                                                          f"{tag}_bias"))
             ln_in.append(f"{tag}_bias")
         eps = _attr(n, "epsilon", 1e-5)
-        new = [helper.make_node("Reshape", [src.input[0], f"{tag}_flat"], [f"{tag}_x"], name=f"{tag}_flatten"),
-               helper.make_node("LayerNormalization", ln_in, [f"{tag}_y"], name=f"{tag}_norm", axis=-1, epsilon=eps),
-               helper.make_node("Reshape", [f"{tag}_y", f"{tag}_shape"], [f"{tag}_blocked"], name=f"{tag}_unflatten")]
+        # the blocked buffer of one image is C*H*W contiguous floats, as the NCHW one: a norm over axes 1.. reads
+        # it as it is, with scale / bias in the same (blocked) order
+        new = [helper.make_node("LayerNormalization", ln_in, [f"{tag}_blocked"], name=f"{tag}_norm", axis=1,
+                                epsilon=eps)]
         plain_consumers = False
         for cons in consumers[n.output[0]]:
             if cons.op_type == "ReorderInput" and not _attr(cons, "channels_last", 0) and cons.output[0] not in outputs:
