@@ -19,12 +19,13 @@ students distilled from the teacher's labels, against the teacher on held-out tr
    first used by this version of the script) against the generator's truth. The accuracy target is judged on
    the fresh set: no recipe or size choice has seen it.
 5. Latency per image, batch 1, one thread, every model in the same runtime: (a) torch in-process (the
-   classify predictors; the teacher as a zero-shot predictor), (b) onnxruntime: the teacher's export (opset 18,
-   dynamo; `ZeroShotGraph`: image tower + fixed class matrix) at graph optimisation ALL (batch norm folded, NCHWc
-   convolutions; the fastest level, see the options table) and as that level-ALL graph saved for this CPU and
-   loaded as it is; every student as its fast exact export (`fovea.label.export`, `fovea label export`: CloFormer's
-   export fusions and folded norm affines, then this CPU's level-ALL graph with the norms on the NCHWc layout,
-   loaded as it is; the same checkpoint and numbers). `intra_op_num_threads=1`. The ORT speed-up is taken
+   classify predictors; the teacher as a zero-shot predictor), (b) onnxruntime, `intra_op_num_threads=1`: the
+   teacher's export (opset 18, dynamo; `ZeroShotGraph`: image tower + fixed class matrix) at graph optimisation
+   ALL (batch norm folded, NCHWc convolutions; the fastest level, see the options table), and with the exact
+   graph steps that apply to it (input resized before the layout transpose, its level-ALL graph saved for this
+   CPU and loaded as it is); every student as its fast exact export (`fovea.label.export`, `fovea label
+   export`: CloFormer's export fusions and folded norm affines, resize first, this CPU's level-ALL graph with
+   the norms on the NCHWc layout, loaded as it is; the same checkpoint and numbers). The ORT speed-up is taken
    against the teacher's faster option. Two protocols, both in the same run over the same images:
    "interleaved" times the models round-robin image by image (every call starts with caches holding the other
    models' weights and activations: a cold-cache figure), "warm" gives each model a block of 10 images after one
@@ -37,7 +38,7 @@ students distilled from the teacher's labels, against the teacher on held-out tr
    spinning off; the student's session-7 export), the judged student quantised to int8 (static QDQ, per-channel
    weights, convolutions only, calibrated on 64 unlabelled images; not exact: its accuracy on both held-out
    sets measured through onnxruntime). The judged student's export one exact step at a time (no rewrites,
-   session-7 inference rewrites, export fusions, folded affines, NCHWc norms) with each file's largest
+   session-7 inference rewrites, export fusions, folded affines, resize first, NCHWc norms) with each file's largest
    probability difference against the checkpoint in torch. Kernel time by operator type
    (`SessionOptions.enable_profiling`), the judged student before / after the fast export and the teacher.
 Students can be trained in separate processes first (`--train-only NAME`, the same recipe and folders)
@@ -327,7 +328,7 @@ def main() -> None:
     run = Run(args, full_command=".venv/bin/python benchmarks/label.py")
     from fovea.classify.predictor import load_predictor
     from fovea.io import read_image
-    from fovea.label.export import fused_student_export, nchwc_layer_norm_model
+    from fovea.label.export import fast_student_export, nchwc_layer_norm_model, resize_first_model
     from fovea.models.vl.two_tower import load_two_tower
     from fovea.vl.pretrained import trained_two_tower
     from fovea.vl.zeroshot import zero_shot_predictor
@@ -345,13 +346,13 @@ def main() -> None:
     acc_t, acc_t_fresh = float((p_t.argmax(1) == y).mean()), float((p_t_fresh.argmax(1) == y_fresh).mean())
     students = {spec: load_predictor(student_dir(*spec)) for spec in specs}
     onnx_t = export_teacher_onnx(vl_model, work / "onnx" / "teacher.onnx")
-    onnx_t_cpu = nchwc_layer_norm_model(onnx_t)[0]  # the teacher's level-ALL graph for this CPU (no norm to move)
-    # every student through the fast exact export (fovea.label.export): fused + folded, norms on the NCHWc layout
-    onnx_fused = {spec: fused_student_export(st, work / "onnx", f"student_{spec[0]}_{spec[1]}px_fused")
-                  for spec, st in students.items()}
-    onnx_fast = {spec: nchwc_layer_norm_model(path) for spec, path in onnx_fused.items()}
+    # the teacher gets the exact graph steps that apply to it: resize first, this CPU's level-ALL graph (no norms)
+    onnx_t_cpu = nchwc_layer_norm_model(resize_first_model(onnx_t, onnx_t.with_suffix(".resize_first.onnx")))[0]
+    # every student through the fast exact export (fovea.label.export): fused + folded, resize first, NCHWc norms
+    onnx_fast = {spec: fast_student_export(st, work / "onnx", f"student_{spec[0]}_{spec[1]}px_fast")
+                 for spec, st in students.items()}
     runners = ([ort_runner(onnx_t), ort_runner(onnx_t_cpu, "DISABLE_ALL")]
-               + [ort_runner(onnx_fast[spec][0], "DISABLE_ALL") for spec in specs])
+               + [ort_runner(onnx_fast[spec][1], "DISABLE_ALL") for spec in specs])
     torch_fns = [lambda im: teacher.predict_probs([im])] + [
         (lambda s: (lambda im: s.predict_probs([im])))(st) for st in students.values()]
     fns = torch_fns + [r for r, _ in runners]
@@ -382,7 +383,7 @@ def main() -> None:
             gap, gap_fresh = 100 * (acc_s - acc_t), 100 * (acc_s_fresh - acc_t_fresh)
             judged_k = k
     rows_at = [(names[0] + ", ORT level ALL", 0, 0),
-               (names[0] + ", ORT: its level-ALL graph saved for this CPU, loaded as it is", None, 1)]
+               (names[0] + ", ORT: resize first, its level-ALL graph saved for this CPU, loaded as it is", None, 1)]
     rows_at += [(label + ", ORT: fast exact export", k, k + 1) for k, label in enumerate(names) if k]
     for label, kt, ko in rows_at:
         (oci, owi), (ocw, oww) = inter[n + ko], warm[n + ko]
@@ -418,9 +419,10 @@ def main() -> None:
                    "agrees with the teacher (both sets)", "training"], acc_rows)
     body += ["", f"Per image, batch 1, one thread, median over {args.repeats} images; each cell `interleaved / warm` "
              "(see the script's docstring: interleaved = round-robin image by image, caches cold; warm = blocks of "
-             "10 per model). onnxruntime: the teacher at level ALL and as its level-ALL graph saved for this CPU; "
-             "every student as its fast exact export (`fovea.label.export`: export fusions, folded norm affines, "
-             "norms on the NCHWc layout; this CPU's graph, loaded as it is). ORT speed-up: against the teacher's "
+             "10 per model). onnxruntime: the teacher at level ALL and with the exact graph steps that apply to it "
+             "(resize before the layout transpose, its level-ALL graph saved for this CPU, loaded as it is); every "
+             "student as its fast exact export (`fovea.label.export`: export fusions, folded norm affines, resize "
+             "first, norms on the NCHWc layout; this CPU's graph, loaded as it is). ORT speed-up: against the teacher's "
              "faster option in each protocol. The student's torch columns are the unchanged checkpoint.", ""]
     body += table(["model", "torch CPU ms", "torch wall ms", "onnxruntime CPU ms", "onnxruntime wall ms",
                    "ORT graph nodes", "speed-up ORT (CPU) vs the teacher's best: warm / interleaved",
@@ -430,13 +432,12 @@ def main() -> None:
                                           name=f"student_{judged[0]}_{judged[1]}px")["onnx"]  # as in session 7
     body += options_table(args, vl_model, onnx_t, onnx_judged, student_dir(*judged), judged, held, fresh, y,
                           y_fresh, work)
-    body += ["", *export_steps_table(args, students[judged], onnx_t, onnx_judged, onnx_fused[judged],
-                                     onnx_fast[judged], held, work)]
+    body += ["", *export_steps_table(args, students[judged], onnx_t, onnx_judged, onnx_fast[judged], held, work)]
     prof_rows = []
     reps = min(args.repeats, 50)
     prof_t = ort_profile(onnx_t, held, reps)
     prof_before = ort_profile(onnx_judged, held, reps)
-    prof_after = ort_profile(onnx_fast[judged][0], held, reps, "DISABLE_ALL")
+    prof_after = ort_profile(onnx_fast[judged][1], held, reps, "DISABLE_ALL")
     for op in list(dict.fromkeys(list(prof_before) + list(prof_after) + list(prof_t))):
         cells = []
         for prof in (prof_before, prof_after, prof_t):
@@ -454,8 +455,7 @@ def main() -> None:
     run.write("Auto-labelling and distillation: fovea label -> CloFormer-XXS student", body)
 
 
-def export_steps_table(args, student, onnx_t: Path, onnx_judged: Path, folded: Path, fast_export, held,
-                       work: Path) -> list[str]:
+def export_steps_table(args, student, onnx_t: Path, onnx_judged: Path, fast_export, held, work: Path) -> list[str]:
     """The judged student's export, one exact step at a time, timed among themselves with the teacher (level ALL):
     each file's onnxruntime CPU time, node count and largest probability difference against the unchanged
     checkpoint in torch with every rewrite off -> markdown lines."""
@@ -474,13 +474,15 @@ def export_steps_table(args, student, onnx_t: Path, onnx_judged: Path, folded: P
     stem = onnx_judged.stem
     plain = export_with(f"{stem}_no_rewrites", lambda p: set_inference_rewrites(p, False))
     fusions = export_with(f"{stem}_fusions", lambda p: set_export_fusions(p, True))
-    fast, moved, _ = fast_export
+    resize_first, fast, moved = fast_export
+    folded = resize_first.with_suffix(".fused.onnx")  # fast_student_export's first file: fusions + folded affines
     session7_cpu = nchwc_layer_norm_model(onnx_judged, onnx_judged.with_suffix(".session7.cpu.onnx"))[0]
     steps = [("no inference rewrites (the training graph), level ALL", plain, "ALL"),
              ("session 7: + inference rewrites (three Q/K/V conv pairs, single-key heads folded), level ALL",
               onnx_judged, "ALL"),
              ("+ export fusions (depthwise kernels cropped to the map, one stage-4 Q/K/V conv), level ALL", fusions, "ALL"),
              ("+ norm affines folded into the 1x1 convs they feed, level ALL", folded, "ALL"),
+             ("+ resize before the layout transpose (portable file), level ALL", resize_first, "ALL"),
              (f"+ norms on the NCHWc layout ({moved} moved; this CPU's level-ALL graph, loaded as it is): the fast "
               "exact export", fast, "DISABLE_ALL"),
              ("control: the session-7 export with the same NCHWc norms and loading", session7_cpu, "DISABLE_ALL")]

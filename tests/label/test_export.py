@@ -150,23 +150,75 @@ def test_norm_on_the_nchwc_layout_equals_level_all_and_only_the_right_block_size
     assert np.abs(bad - ref).max() > 1e-2
 
 
+def _resize_graph(path, out_side: int):
+    """fovea's export preamble: uint8 (N, H, W, 3) -> Transpose -> Cast -> Resize (antialiased bilinear, sizes =
+    Concat(Shape(x)[0:2], [side, side])) -> Sub 10 -> output; H and W dynamic."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Cast", ["nchw"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("Shape", ["x"], ["nc"], start=0, end=2),
+             helper.make_node("Constant", [], ["hw"], value=numpy_helper.from_array(np.array([out_side] * 2, np.int64))),
+             helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["x", "", "", "sizes"], ["r"], mode="linear", antialias=1,
+                              coordinate_transformation_mode="half_pixel", exclude_outside=1),
+             helper.make_node("Sub", ["r", "ten"], ["out"])]
+    graph = helper.make_graph(nodes, "pre", [helper.make_tensor_value_info("images", TensorProto.UINT8,
+                                                                           ["N", "H", "W", 3])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array(10.0, np.float32), "ten")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("out_side", [48, 224])
+def test_resize_before_the_layout_transpose_equals_the_original_and_torch(tmp_path, out_side):
+    """Down (128 -> 48) and up (-> 224), square and not: the rewritten preamble (cast, resize over axes 1 and 2,
+    transpose) equals the original graph and torch's antialiased bilinear resize; a graph without the pattern is
+    left as it is."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from fovea.label.export import ort_session, resize_before_transpose, resize_first_model
+
+    src = _resize_graph(tmp_path / "pre.onnx", out_side)
+    out = resize_first_model(src, tmp_path / "pre_first.onnx")
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops == ["Cast", "Resize", "Transpose", "Sub"]
+    a, b = ort_session(src), ort_session(out)
+    for h, w in [(128, 128), (90, 70)]:
+        im = np.random.default_rng(h).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+        got = b.run(None, {"images": im})[0]
+        np.testing.assert_allclose(got, a.run(None, {"images": im})[0], atol=1e-5)
+        ref = F.interpolate(torch.from_numpy(im).permute(0, 3, 1, 2).float(), size=(out_side, out_side),
+                            mode="bilinear", align_corners=False, antialias=True) - 10
+        np.testing.assert_allclose(got, ref.numpy(), atol=5e-3)  # pixel values 0-255: 2e-5 of the range
+    tiny = onnx.load(str(_tiny_norm_graph(tmp_path / "tiny.onnx")))
+    assert not resize_before_transpose(tiny)
+
+
 @pytest.mark.slow
 def test_fast_student_export_through_onnxruntime_equals_the_plain_torch_model(tmp_path):
-    """The CloFormer-XXS classifier at 48 px (random weights and norm affines) through `fused_student_export`
-    and `nchwc_layer_norm_model`: probabilities equal the torch pipeline with every rewrite off (atol 1e-4),
+    """The CloFormer-XXS classifier at 48 px (random weights and norm affines) through `fast_student_export`
+    (fusions and folded affines, resize first, NCHWc norms): probabilities equal the torch pipeline with every rewrite off (atol 1e-4),
     the norms moved onto the NCHWc layout where onnxruntime uses one, and the predictor is unchanged."""
     pytest.importorskip("onnxruntime")
+    import onnx
+
     from fovea.classify.model import ClassifierRecipe, ClassifierPipeline
     from fovea.classify.predictor import ClassifierPredictor
-    from fovea.label.export import fused_student_export, nchwc_layer_norm_model, ort_session
+    from fovea.label.export import fast_student_export, ort_session
 
     recipe = ClassifierRecipe(backbone="cloformer_xxs", class_names=["good", "damaged"], input_size=(48, 48),
                               weights="random")
     pipe = ClassifierPipeline(_random_student(48).to(memory_format=torch.channels_last), recipe).eval()
     predictor = ClassifierPredictor.from_pipeline(pipe)
-    path = fused_student_export(predictor, tmp_path, "student")
+    path, out, moved = fast_student_export(predictor, tmp_path, "student")
     assert predictor.pipeline is pipe and not any(getattr(m, "export_fusions", False) for m in pipe.modules())
-    out, moved, _ = nchwc_layer_norm_model(path)
+    assert [n.op_type for n in onnx.load(str(path)).graph.node[:3]] == ["Cast", "Resize", "Transpose"]
     images = np.random.default_rng(1).integers(0, 256, (3, 90, 70, 3), dtype=np.uint8)
     with torch.no_grad():
         expected = set_inference_rewrites(copy.deepcopy(pipe), False).infer(torch.from_numpy(images)).numpy()
