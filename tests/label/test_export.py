@@ -240,3 +240,27 @@ def test_fast_export_refuses_files_and_other_backbones(tmp_path):
         pipeline = type("P", (), {"network": torch.nn.Linear(2, 2), "eval": lambda self: self})()
     with pytest.raises(ExportError, match="not a CloFormer"):
         fused_student_export(NotCloFormer(), tmp_path, "x")
+
+
+@pytest.mark.slow
+def test_cli_label_export_writes_both_files_with_the_checkpoint_numbers(tmp_path):
+    """`fovea label export STUDENT_DIR` on a saved 32-px CloFormer student: NAME.onnx and NAME.cpu.onnx answer as
+    the checkpoint does in torch."""
+    pytest.importorskip("onnxruntime")
+    from click.testing import CliRunner
+
+    from fovea.classify.model import ClassifierPipeline, ClassifierRecipe, save_classifier
+    from fovea.classify.predictor import load_predictor
+    from fovea.cli.label import label
+    from fovea.label.export import ort_session
+
+    recipe = ClassifierRecipe(backbone="cloformer_xxs", class_names=["good", "damaged"], input_size=(32, 32),
+                              weights="random")
+    save_classifier(ClassifierPipeline(_random_student(32), recipe), recipe, tmp_path / "student")
+    result = CliRunner().invoke(label, ["export", str(tmp_path / "student"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    images = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    expected = load_predictor(tmp_path / "student").predict_probs(list(images))
+    for name, level in (("student.onnx", "ALL"), ("student.cpu.onnx", "DISABLE_ALL")):
+        got = ort_session(tmp_path / "out" / name, level).run(None, {"images": images})[0]
+        np.testing.assert_allclose(got, expected, atol=1e-4)
