@@ -88,16 +88,11 @@ class MedusaHeads(nn.Module):
 
     def candidates(self, k: int, num_heads: int | None = None) -> Callable[[torch.Tensor], list[int]]:
         """The per-step candidate function of a decoding call: hidden (D,) -> the k best tokens of each of the
-        first num_heads heads (default all) as one list, head-major (head 0's k best, best first, then head
-        1's, ...). Call it under torch.no_grad().
-
-        A step runs five operators on buffers the function owns: the first block of every head as one addmm
-        into a (1, n*D) buffer, SiLU and the residual in place, one bmm into the (n, 1, V) logits buffer, one
-        topk into its (n, k) output (deeper residual blocks, if any, add one baddbmm each). Same values as
-        `decode_logits` (the same matrix products; a residual sum's order does not change it). The function is
-        kept per (thread, k, n) and handed to later decoding calls until the weights change (an optimizer step
-        or a load repacks them and a new function is built): a caption's setup is one check, not five
-        allocations. Per thread, so two threads decoding with the same heads never share buffers."""
+        first num_heads heads (default all) as one list, head-major (head 0's k best, best first, ...); call it
+        under torch.no_grad(). Five operators per call on buffers it owns (addmm of every head's first block,
+        SiLU and residual in place, bmm, topk; one baddbmm per deeper block); same values as `decode_logits`.
+        Kept per (thread, k, n) until the weights change (an update or load repacks them): a caption's setup is
+        one check, and two threads never share buffers."""
         self._decoding_weights()  # repacks if the weights changed since the last call
         n = self.num_heads if num_heads is None else min(num_heads, self.num_heads)
         key = (threading.get_ident(), k, n)
@@ -174,9 +169,8 @@ class DecodePlan:
     _masks: list = field(default_factory=list, repr=False, compare=False)
 
     def mask(self, past: int) -> torch.Tensor:
-        """The additive tree-step mask after `past` cached tokens (N+1, past + N+1), contiguous (the attention
-        reads a strided view more slowly), made on first use and kept (a mask per cache length the
-        decoding reaches, not per step)."""
+        """The additive tree-step mask after `past` cached tokens (N+1, past + N+1), contiguous (attention reads
+        a strided view more slowly), made on first use per cache length and kept."""
         masks = self._masks
         if not masks:
             masks.extend([None] * (self.window.shape[1] - self.window.shape[0]))  # one per cache length < capacity
