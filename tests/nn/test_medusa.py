@@ -172,6 +172,11 @@ def test_candidates_function_is_kept_until_the_weights_change_and_per_thread():
         assert again is not first
         slow = _slow_heads(heads, h[None])[:, 0]
         assert again(h) == [t for k in range(3) for t in slow[k].argsort(descending=True)[:2].tolist()]
+    import pickle  # the kept closures do not stop the module from being pickled
+
+    copy = pickle.loads(pickle.dumps(heads))
+    with torch.no_grad():
+        assert copy.decode_topk(h, 2) == again(h)
 
 
 def test_decode_plan_masks_are_contiguous_copies_of_the_window():

@@ -129,6 +129,12 @@ class MedusaHeads(nn.Module):
         """`candidates(k, num_heads)(hidden)` for a single call."""
         return self.candidates(k, num_heads)(hidden)
 
+    def __getstate__(self):
+        """Pickling (copy, torch.save of the module) leaves out the kept candidate functions (closures)."""
+        state = self.__dict__.copy()
+        state.pop("_candidate_fns", None)
+        return state
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         lead, d, k = hidden.shape[:-1], self.dim, self.num_heads
         h = hidden.reshape(-1, d)  # (N, D)
