@@ -29,6 +29,8 @@ Quick version: `--quick` (300 training apples, 60 test, 300 + 300 steps, 600 hea
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import statistics
 import sys
 import time
@@ -253,6 +255,9 @@ def main() -> None:
     ap.add_argument("--model-dir", default=None,
                     help="folder to save the trained captioner in, or to load it from if it holds one trained with "
                          "the same --train and --steps (the decoding comparison does not depend on where it came from)")
+    ap.add_argument("--runs-log", default=None,
+                    help="JSON-lines file: this run's headline is appended, and the block gets a table of every run "
+                         "in the file (same command, separate processes) with the median as the verdict")
     add_doc_args(ap, "caption", "300 train / 60 test apples, 300 + 300 steps, 600 head apples, 200 calibration apples")
     args = ap.parse_args()
     if args.quick:
@@ -352,6 +357,27 @@ def main() -> None:
                    "cache moves / tree steps", "median wall s", "tokens / s (wall)", "tokens/s vs greedy (wall)",
                    "median CPU s", "vs greedy (CPU)"], rows)
     met = "MET" if headline[1] >= 1.8 and headline[2] == len(test) else "NOT met"
+    runs_rows, runs_verdict = [], []
+    if args.runs_log:  # one line per full run; the verdict over runs is the median of their CPU headlines
+        log = Path(args.runs_log)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        rec = {"utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+               "cpu_x": round(headline[1], 4), "wall_x": round(headline[0], 4), "equal": headline[2],
+               "captions": len(test), "tree_nodes": tree.size - 1, "quick": bool(args.quick),
+               "command": " ".join(sys.argv[1:])}
+        with log.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        recs = [r for r in recs if r["quick"] == bool(args.quick)]
+        runs_rows = [[i + 1, r["utc"], r["tree_nodes"], f"{r['equal']} / {r['captions']}", f"{r['wall_x']:.2f}x",
+                      f"{r['cpu_x']:.2f}x"] for i, r in enumerate(recs)]
+        med = statistics.median(r["cpu_x"] for r in recs)
+        all_equal = all(r["equal"] == r["captions"] for r in recs)
+        runs_verdict = [f"Over the {len(recs)} run(s) in `{log.name}` (each a separate process of this command): "
+                        f"median {med:.2f}x CPU (min {min(r['cpu_x'] for r in recs):.2f}x, max "
+                        f"{max(r['cpu_x'] for r in recs):.2f}x), every caption equal to greedy in every run: "
+                        f"{'yes' if all_equal else 'NO'}. Goal >= 1.8x by the median over runs: "
+                        f"**{'MET' if med >= 1.8 and all_equal else 'NOT met'}**."]
     loss_text = ", ".join(f"{k} {v:.3f}" for k, v in info["final_losses"].items())
     trained = (f"Training: {info['train_apples']} apples, {info['steps']} steps in {info['train_s']:.0f} s "
                f"({info['train_cpu_s']:.0f} CPU s; final losses {loss_text})")
@@ -380,6 +406,9 @@ def main() -> None:
             f"CPU, {headline[0]:.2f}x wall, {headline[2]} / {len(test)} equal). With the openings drafted in the "
             f"prompt forward (an extension beyond Medusa, same heads and tree): {drafted[1]:.2f}x CPU, "
             f"{drafted[0]:.2f}x wall, {drafted[2]} / {len(test)} equal.", "",
+            *(["Headline of every run of this command logged with `--runs-log` (this run last):", "",
+               *table(["run", "UTC", "tree nodes", "captions equal to greedy", "vs greedy (wall)",
+                       "vs greedy (CPU)"], runs_rows), "", *runs_verdict, ""] if runs_rows else []),
             "Where a step's time goes inside decoding (one more pass over the held-out apples, each encoded right "
             "before its caption as in the timed passes; thread CPU time per part, mean per step, and the last two "
             "rows per caption; the clock reads themselves add about 1 us per part):", "", *parts, "",
