@@ -8,8 +8,8 @@ processes took on this process's allowed CPUs since the last look (from `/proc/s
 process's own CPU time) and sets torch's thread count to the free cores, never above the cap (the
 `--threads` option, `FOVEA_THREADS`, or torch's thread count at the first call).
 
-- Looks at most every `interval` s (the decision needs a window: /proc/stat counts in 10 ms ticks),
-  so a batch pays ~1 us almost always and ~40 us once per window.
+- Looks at most every `interval` s (the decision needs a window: /proc/stat counts in 10 ms ticks);
+  between looks a batch pays a clock read and a lock, and a look reads /proc/stat once.
 - Hysteresis: the count moves only when the free cores are 0.15 past the rounding point, so noise
   around a half-busy core does not flap it.
 - Every other process counts, whatever its priority (a nice-19 job makes fovea give way too).
