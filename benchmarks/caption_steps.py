@@ -9,6 +9,8 @@ frequency on calibration apples (seed 3), the first --nodes of them (no test app
 Decoding is timed on the held-out apples of `benchmarks/caption.py` (seed 1): batch 1, one torch thread, image
 encoding excluded, this thread's CPU time. The earlier version is read with `git show <commit>:src/fovea/nn/medusa.py`
 and imported as its own module; both versions decode with the same model and heads objects.
+Quick version: `--quick` (a few minutes): trains the quick captioner and heads of `benchmarks/caption.py --quick`
+in the run (no --model-dir / --heads-file needed), 40 held-out apples, one pass.
 """
 
 from __future__ import annotations
@@ -60,10 +62,12 @@ def _pass(text, decode, memories, prompt, max_new, eos) -> tuple[float, int, dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", required=True, help="the captioner folder of benchmarks/caption.py --model-dir")
+    ap.add_argument("--model-dir", default=None,
+                    help="the captioner folder of benchmarks/caption.py --model-dir (default: train one here)")
     ap.add_argument("--train", type=int, default=1000, help="captioner training apples (as benchmarks/caption.py)")
     ap.add_argument("--steps", type=int, default=1200, help="captioner training steps (as benchmarks/caption.py)")
-    ap.add_argument("--heads-file", required=True, help="safetensors file of the Medusa heads (written by --prepare)")
+    ap.add_argument("--heads-file", default=None,
+                    help="safetensors file of the Medusa heads (written by --prepare; default: train them in this run)")
     ap.add_argument("--prepare", action="store_true", help="train the heads, save them to --heads-file and stop")
     ap.add_argument("--heads", type=int, default=7)
     ap.add_argument("--medusa-steps", type=int, default=1000)
@@ -72,11 +76,14 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=9, help="tree nodes (path-frequency order)")
     ap.add_argument("--test", type=int, default=200, help="held-out apples (seed 1) decoded")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--baseline", required=True, help="git commit whose fovea.nn.medusa is the 'before' row")
-    add_doc_args(ap, "caption", "40 held-out apples, 1 pass")
+    ap.add_argument("--baseline", default="93afd2f",
+                    help="git commit whose fovea.nn.medusa is the 'before' row (default: the session-7 code)")
+    add_doc_args(ap, "caption", "captioner and heads as benchmarks/caption.py --quick, trained here unless given; "
+                                "200 calibration and 40 held-out apples, 1 pass")
     args = ap.parse_args()
     if args.quick:
-        args.test, args.repeats = 40, 1
+        args.test, args.repeats, args.calib = 40, 1, 200
+        args.train, args.steps, args.medusa_steps, args.head_apples = 300, 300, 300, 600
     torch.set_num_threads(1)
 
     from safetensors.torch import load_file, save_file
@@ -89,13 +96,18 @@ def main() -> None:
 
     pipe, info = _train_or_load(args, apple_caption_set(args.train, seed=0))
     cap = pipe.captioner
-    if args.prepare:
+    if args.prepare and args.heads_file is None:
+        ap.error("--prepare needs --heads-file (where to save the heads)")
+    if args.prepare or args.heads_file is None:
         heads = train_medusa_heads(pipe, apple_caption_set(args.head_apples, seed=2), num_heads=args.heads,
                                    steps=args.medusa_steps)
-        save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, args.heads_file)
-        print(f"saved {args.heads} heads to {args.heads_file}")
-        return
-    state = load_file(args.heads_file)
+        state = {k: v.contiguous() for k, v in heads.state_dict().items()}
+        if args.prepare:
+            save_file(state, args.heads_file)
+            print(f"saved {args.heads} heads to {args.heads_file}")
+            return
+    else:
+        state = load_file(args.heads_file)
     heads = MedusaHeads(cap.text.cfg.dim, len(pipe.vocab), state["res_weight"].shape[1], state["res_weight"].shape[0])
     heads.load_state_dict(state)
     heads.eval()
@@ -143,7 +155,9 @@ def main() -> None:
             part_rows.append([name, *[f"{parts[k] * 1e6 / steps:.0f}" for k in
                                       ("candidates", "tree forward", "acceptance", "cache move")],
                               f"{sum(parts.values()) * 1e6 / steps:.0f}"])
-    body = [f"Captioner loaded from `{info.get('loaded_from', '-')}`; {heads.num_heads} heads from `{args.heads_file}` "
+    body = [f"Captioner {('loaded from `' + info['loaded_from'] + '`') if 'loaded_from' in info else 'trained in this run'}"
+            f" ({args.train} apples, {args.steps} steps); {heads.num_heads} heads "
+            f"{'from `' + args.heads_file + '`' if args.heads_file else 'trained in this run'} "
             f"(`--prepare`: {args.medusa_steps} steps on {args.head_apples} fresh apples, seed 2); tree: the first "
             f"{args.nodes} nodes by path frequency on {args.calib} calibration apples (seed 3): {choices}. Decoding "
             f"{len(memories)} held-out apples (seed 1), {args.repeats} interleaved passes per decoder, medians of this "
