@@ -113,13 +113,18 @@ def resize_before_transpose(model) -> bool:
     if any(n is tr or n is cast for n in kept):  # the NCHW float image is read elsewhere too: leave the graph
         g.initializer.pop()
         return False
-    del g.node[:]
-    g.node.extend(kept)
-    used = {i for n in g.node for i in n.input}
-    inits = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(inits)
+    _set_nodes(g, kept)
     return True
+
+
+def _set_nodes(g, nodes) -> None:
+    """Make `nodes` the graph's nodes and drop the initializers no node reads any more."""
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in g.node for i in n.input}
+    kept = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
 
 
 def resize_first_model(onnx_path: str | Path, out_path: str | Path, check_sides=((128, 128), (90, 70)),
@@ -226,12 +231,7 @@ def rewrite_nchwc_layer_norms(model, block: int) -> int:
             nodes += replace[id(n)]
         elif id(n) not in remove:
             nodes.append(n)
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    kept = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(kept)
+    _set_nodes(g, nodes)
     return moved
 
 
