@@ -108,3 +108,13 @@ def test_a_busy_process_on_one_of_two_cpus_takes_a_thread_away():
         hog.kill()
         hog.wait()
         torch.set_num_threads(before)
+
+
+def test_a_bad_threads_variable_is_an_error(monkeypatch):
+    monkeypatch.setattr(T, "_GOVERNOR", None)
+    monkeypatch.delenv(T.POLICY_ENV, raising=False)
+    monkeypatch.setenv("FOVEA_THREADS", "two")
+    with pytest.raises(ConfigError, match="FOVEA_THREADS='two'.*whole number"):
+        T.governor()
+    monkeypatch.setenv("FOVEA_THREADS", "3")
+    assert T.governor().cap == 3

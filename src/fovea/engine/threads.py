@@ -145,9 +145,11 @@ def governor() -> Governor:
         policy = os.environ.get(POLICY_ENV, "adaptive").strip().lower()
         if policy not in ("adaptive", "fixed"):
             raise ConfigError(f"{POLICY_ENV}={policy!r} is not a thread policy. Fix: 'adaptive' (default) or 'fixed'.")
-        cap = os.environ.get("FOVEA_THREADS")
-        _GOVERNOR = Governor(cap=int(cap) if cap and cap.isdigit() and int(cap) > 0 else None,
-                             adaptive=policy == "adaptive")
+        cap = os.environ.get("FOVEA_THREADS", "").strip()
+        if cap and not (cap.isdigit() and int(cap) > 0):
+            raise ConfigError(f"FOVEA_THREADS={cap!r} is not a thread count. Fix: a whole number of 1 or more, "
+                              "or unset it (torch's count).")
+        _GOVERNOR = Governor(cap=int(cap) if cap else None, adaptive=policy == "adaptive")
     return _GOVERNOR
 
 
