@@ -17,6 +17,12 @@ any prefix of the most frequent path leaves the KV cache in place (`tree_buffers
 rows: the same tree laid out by depth (the previous layout, whose accepted paths beyond depth 1 are moved in the
 cache), the most probable paths under the per-head accuracies (the Medusa paper's construction) at --tree-nodes
 sizes, and the previous setup (5 heads on the captioner's training apples, 6-node accuracy tree).
+Medusa-2 (the headline since session 9): copies of the decoder and of the Medusa-1 heads trained jointly
+(`train_medusa2`: self-distillation KL to the original decoder on its own greedy captions of --joint-apples
+apples of the heads' seed, plus 0.2 x the heads' loss, head i weighted 0.8 ** i), then measured like Medusa-1 on
+the calibration apples (the same step-cost model: it depends on the decoder's shape, not its weights), its speed
+against greedy decoding of the same tuned decoder (the baseline it must equal), and its quality against the
+original decoder's on the held-out apples.
 Decoding speed: one image at a time (batch 1), image encoding excluded (identical for both; the image tokens'
 cross-attention keys/values, computed once per image by both decoders, are included), median of --repeats
 interleaved passes over the test set, one torch thread; wall time and the decoding thread's CPU time (the
@@ -255,6 +261,9 @@ def main() -> None:
     ap.add_argument("--model-dir", default=None,
                     help="folder to save the trained captioner in, or to load it from if it holds one trained with "
                          "the same --train and --steps (the decoding comparison does not depend on where it came from)")
+    ap.add_argument("--joint-apples", type=int, default=4000,
+                    help="apples (seed 2: the head apples and more) the Medusa-2 joint training self-distils on")
+    ap.add_argument("--joint-steps", type=int, default=1000, help="Medusa-2 joint training steps")
     ap.add_argument("--runs-log", default=None,
                     help="JSON-lines file: this run's headline is appended, and the block gets a table of every run "
                          "in the file (same command, separate processes) with the median as the verdict")
@@ -263,12 +272,13 @@ def main() -> None:
     if args.quick:
         args.train, args.test, args.steps, args.medusa_steps = 300, 60, 300, 300
         args.head_apples, args.calib, args.compare_steps, args.cost_apples = 600, 200, 200, 100
+        args.joint_apples, args.joint_steps = 1200, 300
     torch.set_num_threads(1)
     run = Run(args, full_command=".venv/bin/python benchmarks/caption.py")
 
     from fovea.caption.train import (apple_caption_set, decode_captions, evaluate_captions, greedy_caption_ids,
                                      medusa_head_accuracies, medusa_head_logits, medusa_tree, medusa_tree_for_cost,
-                                     train_medusa_heads)
+                                     train_medusa2, train_medusa_heads)
     from fovea.nn.medusa import (expected_tokens_per_step, frequent_openings, head_accuracies, head_rank_paths,
                                  path_probabilities, tree_buffers)
 
@@ -309,7 +319,15 @@ def main() -> None:
         old_acc = medusa_head_accuracies(pipe, old_heads, train, topk=8)
         trees.append((old_heads, "previous setup: heads on the captioner's training apples, their accuracies' "
                                  "6-node tree", medusa_tree(old_acc, 6), None))
-    greedy_t, medusa_t = [], [[] for _ in trees]  # (wall s, CPU s) per pass
+    # Medusa-2: copies of the decoder and heads trained jointly; measured on the calibration apples like Medusa-1
+    t0 = time.perf_counter()
+    pipe2, heads2 = train_medusa2(pipe, apple_caption_set(args.joint_apples, seed=2), heads, steps=args.joint_steps)
+    joint_s = time.perf_counter() - t0
+    head_logits2, labels2 = medusa_head_logits(pipe2, heads2, calib)
+    accuracy2 = head_accuracies(head_logits2, labels2, 8)
+    ranked2 = path_probabilities(head_rank_paths(head_logits2, labels2, 8), 8)
+    tree2 = medusa_tree_for_cost(heads2, ranked2, fixed_us, per_token_us, max_nodes=max(sizes_for_cost))
+    greedy_t, medusa_t, greedy2_t, medusa2_t = [], [[] for _ in trees], [], []  # (wall s, CPU s) per pass
     for _ in range(args.repeats):  # interleaved, so load changes hit every decoder alike
         texts, g = decode_captions(pipe, images)
         greedy_t.append((g["decode_s"], g["decode_cpu_s"]))
@@ -317,29 +335,41 @@ def main() -> None:
         for (h, _, t, o), times in zip(trees, medusa_t):
             runs.append(decode_captions(pipe, images, h, tree=t, opening=o))
             times.append((runs[-1][1]["decode_s"], runs[-1][1]["decode_cpu_s"]))
+        texts2, g2 = decode_captions(pipe2, images)
+        greedy2_t.append((g2["decode_s"], g2["decode_cpu_s"]))
+        texts_m2, m2 = decode_captions(pipe2, images, heads2, tree=tree2)
+        medusa2_t.append((m2["decode_s"], m2["decode_cpu_s"]))
     cost_rows = step_costs(pipe, heads, [(n, t) for _, n, t, o in trees[:2 + len(acc_trees)] if "layout" not in n],
                            images[0])
-    part_rows = loop_step_parts(pipe, heads, tree, images)
+    part_rows = loop_step_parts(pipe2, heads2, tree2, images)
     loop_table = table(["nodes (path-frequency order)", "tokens per step", "mean tree steps per caption",
                         "CPU us per step (slope)", "CPU us per caption besides steps (intercept)"], loop_rows)
     costs = table(["part of a decoding step (batch 1, 1 thread)", "median CPU us", "vs single-token forward"],
                   cost_rows)
     parts = table(["part of a step, inside decoding (headline tree)", "mean CPU us per step", "vs greedy step"],
                   part_rows)
-    metrics = evaluate_captions(texts, test)
+    metrics, metrics2 = evaluate_captions(texts, test), evaluate_captions(texts2, test)
     g_s, g_cpu = (statistics.median(t[i] for t in greedy_t) for i in (0, 1))
-    quality = table(["held-out apples", "BLEU-4", "CIDEr-D", "damaged/good right", "damage kind right",
-                     "position right", "size right"],
-                    [[len(test), f"{metrics['bleu4']:.3f}", f"{metrics['cider_d']:.2f}", f"{metrics['acc_damaged']:.3f}",
-                      f"{metrics['acc_kind']:.3f}", f"{metrics['acc_position']:.3f}", f"{metrics['acc_size']:.3f}"]])
-    acc_table = table(["head (predicts t + k)", *[f"rank {r}" for r in range(4)], "top-4"],
-                      [[f"{i} (t + {i + 2})", *[f"{float(a):.3f}" for a in row[:4]], f"{float(row[:4].sum()):.3f}"]
-                       for i, row in enumerate(accuracy)])
+    g2_s, g2_cpu = (statistics.median(t[i] for t in greedy2_t) for i in (0, 1))
+    m2_s, m2_cpu = (statistics.median(t[i] for t in medusa2_t) for i in (0, 1))
+    quality_ok = metrics2["cider_d"] >= metrics["cider_d"] - 0.05
+    quality = table(["decoder (greedy captions of the held-out apples)", "apples", "BLEU-4", "CIDEr-D",
+                     "damaged/good right", "damage kind right", "position right", "size right"],
+                    [[name, len(test), f"{q['bleu4']:.3f}", f"{q['cider_d']:.2f}", f"{q['acc_damaged']:.3f}",
+                      f"{q['acc_kind']:.3f}", f"{q['acc_position']:.3f}", f"{q['acc_size']:.3f}"]
+                     for name, q in [("trained captioner (Medusa-1 and greedy baseline)", metrics),
+                                     (f"Medusa-2 tuned copy ({sum(a == b for a, b in zip(texts, texts2))} / "
+                                      f"{len(test)} captions the same as the original's)", metrics2)]])
+    acc_table = table(["head (predicts t + k)", *[f"Medusa-1 rank {r}" for r in range(4)], "Medusa-1 top-4",
+                       "Medusa-2 rank 0", "Medusa-2 rank 1", "Medusa-2 top-4"],
+                      [[f"{i} (t + {i + 2})", *[f"{float(a):.3f}" for a in row[:4]], f"{float(row[:4].sum()):.3f}",
+                        f"{float(row2[0]):.3f}", f"{float(row2[1]):.3f}", f"{float(row2[:4].sum()):.3f}"]
+                       for i, (row, row2) in enumerate(zip(accuracy, accuracy2))])
     rows = [["greedy + KV cache (baseline)", 1, f"{len(test)} / {len(test)}", g["tokens"], g["forwards"],
              f"{g['tokens'] / g['forwards']:.2f}", "1.00", "-", f"{g_s:.3f}", f"{g['tokens'] / g_s:.0f}", "**1.00x**",
              f"{g_cpu:.3f}", "**1.00x**"]]
     ranked_value = dict(ranked)
-    headline = None
+    medusa1 = None
     for (h, name, t, o), times, (texts_m, m) in zip(trees, medusa_t, runs):
         m_s, m_cpu = (statistics.median(x[i] for x in times) for i in (0, 1))
         expected = (f"{1 + sum(ranked_value.get(c, 0.0) for c in t.choices):.2f}" if h is heads
@@ -349,35 +379,54 @@ def main() -> None:
                      f"{m['tokens'] / m['forwards']:.2f}", expected,
                      f"{m['cache_moves']} / {m['forwards'] - len(test)}", f"{m_s:.3f}", f"{m['tokens'] / m_s:.0f}",
                      f"**{g_s / m_s:.2f}x**", f"{m_cpu:.3f}", f"**{g_cpu / m_cpu:.2f}x**"])
-        headline = headline or (g_s / m_s, g_cpu / m_cpu, sum(a == b for a, b in zip(texts, texts_m)))
+        medusa1 = medusa1 or (g_s / m_s, g_cpu / m_cpu, sum(a == b for a, b in zip(texts, texts_m)))
         if o is not None:
             drafted = (g_s / m_s, g_cpu / m_cpu, sum(a == b for a, b in zip(texts, texts_m)))
+    equal2 = sum(a == b for a, b in zip(texts2, texts_m2))
+    rows.append(["greedy + KV cache, Medusa-2 tuned decoder (the baseline of the row below; its CPU time vs the "
+                 f"original greedy: {g_cpu / g2_cpu:.2f}x)", 1, f"{sum(a == b for a, b in zip(texts, texts2))} / "
+                 f"{len(test)} (to the original)", g2["tokens"], g2["forwards"], f"{g2['tokens'] / g2['forwards']:.2f}",
+                 "1.00", "-", f"{g2_s:.3f}", f"{g2['tokens'] / g2_s:.0f}", "**1.00x**", f"{g2_cpu:.3f}", "**1.00x**"])
+    rows.append([f"Medusa-2 (headline): {heads2.num_heads} heads trained jointly with the decoder, greedy acceptance, "
+                 f"path-frequency tree for cost, {tree2.size - 1} nodes", tree2.size,
+                 f"{equal2} / {len(test)} (to the tuned greedy)", m2["tokens"], m2["forwards"],
+                 f"{m2['tokens'] / m2['forwards']:.2f}",
+                 f"{1 + sum(dict(ranked2).get(c, 0.0) for c in tree2.choices):.2f}",
+                 f"{m2['cache_moves']} / {m2['forwards'] - len(test)}", f"{m2_s:.3f}", f"{m2['tokens'] / m2_s:.0f}",
+                 f"**{g2_s / m2_s:.2f}x**", f"{m2_cpu:.3f}", f"**{g2_cpu / m2_cpu:.2f}x**"])
+    headline = (g2_s / m2_s, g2_cpu / m2_cpu, equal2)
     speed = table(["decoding", "tokens per base forward (tree + root)", "captions equal to greedy", "tokens",
                    "base-model forwards", "tokens / forward", "expected tokens / step (path frequencies)",
                    "cache moves / tree steps", "median wall s", "tokens / s (wall)", "tokens/s vs greedy (wall)",
                    "median CPU s", "vs greedy (CPU)"], rows)
-    met = "MET" if headline[1] >= 1.8 and headline[2] == len(test) else "NOT met"
+    met = "MET" if headline[1] >= 1.8 and headline[2] == len(test) and quality_ok else "NOT met"
     runs_rows, runs_verdict = [], []
     if args.runs_log:  # one line per full run; the verdict over runs is the median of their CPU headlines
         log = Path(args.runs_log)
         log.parent.mkdir(parents=True, exist_ok=True)
         rec = {"utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                "cpu_x": round(headline[1], 4), "wall_x": round(headline[0], 4), "equal": headline[2],
-               "captions": len(test), "tree_nodes": tree.size - 1, "quick": bool(args.quick),
+               "captions": len(test), "tree_nodes": tree2.size - 1, "quick": bool(args.quick),
+               "medusa1_cpu_x": round(medusa1[1], 4), "medusa1_equal": medusa1[2],
+               "cider_d": round(metrics["cider_d"], 4), "cider_d_tuned": round(metrics2["cider_d"], 4),
                "command": " ".join(sys.argv[1:])}
         with log.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
         recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         recs = [r for r in recs if r["quick"] == bool(args.quick)]
         runs_rows = [[i + 1, r["utc"], r["tree_nodes"], f"{r['equal']} / {r['captions']}", f"{r['wall_x']:.2f}x",
-                      f"{r['cpu_x']:.2f}x"] for i, r in enumerate(recs)]
+                      f"{r['cpu_x']:.2f}x", f"{r['cider_d']:.2f} -> {r['cider_d_tuned']:.2f}",
+                      f"{r['medusa1_cpu_x']:.2f}x"] for i, r in enumerate(recs)]
         med = statistics.median(r["cpu_x"] for r in recs)
-        all_equal = all(r["equal"] == r["captions"] for r in recs)
+        all_equal = all(r["equal"] == r["captions"] and r["medusa1_equal"] == r["captions"] for r in recs)
+        all_quality = all(r["cider_d_tuned"] >= r["cider_d"] - 0.05 for r in recs)
         runs_verdict = [f"Over the {len(recs)} run(s) in `{log.name}` (each a separate process of this command): "
                         f"median {med:.2f}x CPU (min {min(r['cpu_x'] for r in recs):.2f}x, max "
                         f"{max(r['cpu_x'] for r in recs):.2f}x), every caption equal to greedy in every run: "
-                        f"{'yes' if all_equal else 'NO'}. Goal >= 1.8x by the median over runs: "
-                        f"**{'MET' if med >= 1.8 and all_equal else 'NOT met'}**."]
+                        f"{'yes' if all_equal else 'NO'}, tuned CIDEr-D within 0.05 of the original's or above in "
+                        f"every run: {'yes' if all_quality else 'NO'}; Medusa-1 median "
+                        f"{statistics.median(r['medusa1_cpu_x'] for r in recs):.2f}x. Goal >= 1.8x by the median over "
+                        f"runs: **{'MET' if med >= 1.8 and all_equal and all_quality else 'NOT met'}**."]
     loss_text = ", ".join(f"{k} {v:.3f}" for k, v in info["final_losses"].items())
     trained = (f"Training: {info['train_apples']} apples, {info['steps']} steps in {info['train_s']:.0f} s "
                f"({info['train_cpu_s']:.0f} CPU s; final losses {loss_text})")
@@ -385,33 +434,44 @@ def main() -> None:
         trained += (f", trained earlier by this script's training code with the same settings and loaded from "
                     f"`{info['loaded_from']}` (--model-dir)")
     body = [trained + f"; Medusa heads: {args.heads}, {args.medusa_steps} steps on the decoder's own greedy captions "
-            f"of {args.head_apples} fresh apples (seed 2) in {heads_s:.0f} s"
+            f"of {args.head_apples} fresh apples (seed 2) in {heads_s:.0f} s; Medusa-2: copies of the decoder and "
+            f"those heads trained jointly for {args.joint_steps} steps on {args.joint_apples} apples of seed 2 in "
+            f"{joint_s:.0f} s"
             + (f"; previous-setup heads ({args.compare_heads}, {args.compare_steps} steps on the captioner's training "
                f"apples) in {old_s:.0f} s"
                if old_heads is not None else "") + ".", "", *quality, "",
-            f"Medusa heads' top-k accuracies, teacher-forced on the decoder's greedy captions of {args.calib} "
-            "calibration apples (seed 3; not the heads' training apples):", "",
+            f"Medusa heads' top-k accuracies, teacher-forced on their decoder's greedy captions of {args.calib} "
+            "calibration apples (seed 3; not the heads' training apples); Medusa-2: the tuned heads on the tuned "
+            "decoder:", "",
             *acc_table, "",
-            f"Headline tree (chosen before the test passes, on calibration apples only): nodes in the order of "
+            f"Trees (chosen before the test passes, on calibration apples only): nodes in the order of "
             f"their joint path frequency on the calibration apples (`path_probabilities`), sized for the most "
             f"expected tokens per unit of step cost (`choices_for_cost`, at most {max(sizes_for_cost)} nodes) with "
             f"the step-cost model measured by decoding {min(args.cost_apples, len(calib))} calibration apples "
             f"(2 interleaved passes per size): a step costs {fixed_us:.0f} + {per_token_us:.1f} CPU us per tree "
-            f"token. Chosen: {len(tree.choices)} nodes {tree.choices}.", "", *loop_table, "",
+            f"token. Chosen for the Medusa-1 heads: {len(tree.choices)} nodes {tree.choices}; for the Medusa-2 "
+            f"heads (their own path frequencies, the same cost model): {len(tree2.choices)} nodes {tree2.choices}.",
+            "", *loop_table, "",
             f"Decoding, {args.repeats} interleaved passes over the {len(test)} held-out apples "
             f"(medians; greedy wall s over the passes: min {min(t[0] for t in greedy_t):.3f}, max "
             f"{max(t[0] for t in greedy_t):.3f}; CPU s = this thread's CPU time):", "",
             *speed, "",
-            f"Goal >= 1.8x tokens/s on the CPU with captions equal to greedy: **{met}** (headline {headline[1]:.2f}x "
-            f"CPU, {headline[0]:.2f}x wall, {headline[2]} / {len(test)} equal). With the openings drafted in the "
-            f"prompt forward (an extension beyond Medusa, same heads and tree): {drafted[1]:.2f}x CPU, "
-            f"{drafted[0]:.2f}x wall, {drafted[2]} / {len(test)} equal.", "",
+            f"Goal >= 1.8x tokens/s on the CPU with captions equal to greedy (and, for Medusa-2, the tuned decoder's "
+            f"CIDEr-D at most 0.05 below the original's: {metrics2['cider_d']:.2f} vs {metrics['cider_d']:.2f}, "
+            f"{'yes' if quality_ok else 'NO'}): **{met}** (headline, Medusa-2 vs greedy of the same tuned decoder: "
+            f"{headline[1]:.2f}x CPU, {headline[0]:.2f}x wall, {headline[2]} / {len(test)} equal; against the "
+            f"original decoder's greedy: {g_cpu / m2_cpu:.2f}x CPU). Medusa-1 (heads on the frozen decoder, the "
+            f"first Medusa row): {medusa1[1]:.2f}x CPU, {medusa1[0]:.2f}x wall, {medusa1[2]} / {len(test)} equal. "
+            f"With the openings drafted in the prompt forward (an extension beyond Medusa, Medusa-1 heads and tree): "
+            f"{drafted[1]:.2f}x CPU, {drafted[0]:.2f}x wall, {drafted[2]} / {len(test)} equal.", "",
             *(["Headline of every run of this command logged with `--runs-log` (this run last):", "",
                *table(["run", "UTC", "tree nodes", "captions equal to greedy", "vs greedy (wall)",
-                       "vs greedy (CPU)"], runs_rows), "", *runs_verdict, ""] if runs_rows else []),
-            "Where a step's time goes inside decoding (one more pass over the held-out apples, each encoded right "
-            "before its caption as in the timed passes; thread CPU time per part, mean per step, and the last two "
-            "rows per caption; the clock reads themselves add about 1 us per part):", "", *parts, "",
+                       "vs greedy (CPU)", "CIDEr-D original -> tuned", "Medusa-1 vs greedy (CPU)"], runs_rows), "",
+               *runs_verdict, ""] if runs_rows else []),
+            "Where a step's time goes inside Medusa-2 decoding (the headline; one more pass over the held-out "
+            "apples, each encoded right before its caption as in the timed passes; thread CPU time per part, mean "
+            "per step, and the last two rows per caption; the clock reads themselves add about 1 us per part):", "",
+            *parts, "",
             "The same parts each in a tight loop (medians of 300 calls each, thread CPU time; in the decoding loop "
             "the same parts cost more, see above):", "", *costs, "",
             "Examples (held-out truth -> caption):", ""]

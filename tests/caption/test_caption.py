@@ -173,3 +173,66 @@ def test_medusa_captions_with_the_measured_tree_equal_greedy_captions():
     opening = tree_buffers(frequent_openings(ids, 0.25))  # every caption's first tokens are drafted
     drafted, d = decode_captions(pipe, images, heads, opening=opening)
     assert drafted == greedy and d["forwards"] < m["forwards"]
+
+
+def _trained_tiny_pipeline(texts: list[str], steps: int = 150):
+    """A tiny captioner trained on one image per text (each a flat colour): it learns to say each text."""
+    from fovea.caption.train import CaptionTrainConfig, train_captioner
+    from fovea.models.captioner import CaptionerConfig
+    from fovea.models.text_decoder import TextDecoderConfig
+    from fovea.synth.captions import CaptionSample
+
+    rng = np.random.default_rng(0)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+    samples = [CaptionSample((np.array(c, np.uint8) + rng.integers(0, 10, (32, 32, 3))).astype(np.uint8), [t, t])
+               for c, t in zip(colours, texts)]
+    cfg = CaptionerConfig(backbone="test_efficientnet", weights="random", embed_dim=16, max_caption_len=10,
+                          text=TextDecoderConfig(dim=32, depth=1, heads=2, max_len=24))
+    pipe, _ = train_captioner(samples, cfg, CaptionTrainConfig(steps=steps, batch=4, lr=1e-2, input_size=32))
+    return pipe, samples
+
+
+def test_medusa2_tunes_copies_keeps_the_captions_and_its_decoder_helps_the_heads():
+    """Joint training on copies: the originals are untouched, the frozen parts stay equal, the tuned decoder still
+    says its captions (self-distillation), its heads end with a lower loss than heads trained as long on the
+    frozen decoder (decoder_lr 0: the same loop without the decoder's part), and Medusa on the tuned pair equals
+    the tuned decoder's greedy captions."""
+    from fovea.caption.train import (_backbone_tokens, _greedy_targets, decode_captions, train_medusa2,
+                                     train_medusa_heads)
+    from fovea.nn.medusa import medusa_loss, tree_buffers
+
+    texts = ["a photo of a red square", "a photo of a green square, small", "a photo of a blue disc",
+             "a photo of a yellow disc at the top"]
+    pipe, samples = _trained_tiny_pipeline(texts)
+    images = [s.image for s in samples]
+    assert decode_captions(pipe, images)[0] == texts
+    torch.manual_seed(0)
+    heads = train_medusa_heads(pipe, samples, num_heads=4, steps=20, lr=1e-2)
+    before = {k: v.clone() for k, v in pipe.captioner.state_dict().items()}
+    heads_before = {k: v.clone() for k, v in heads.state_dict().items()}
+
+    def heads_loss(p, h):
+        cap = p.captioner
+        feats = _backbone_tokens(p, images)
+        ids, pad = _greedy_targets(cap, feats)
+        with torch.no_grad():
+            hidden, _ = cap.text(ids, memory=cap.image_proj(feats))
+            return float(medusa_loss(h(hidden), ids.masked_fill(pad, -100)))
+
+    kw = dict(steps=60, batch=4, lr=1e-2, head_weight=1.0, decay=1.0)
+    tuned, tuned_heads = train_medusa2(pipe, samples, heads, decoder_lr=3e-3, **kw)
+    frozen, frozen_heads = train_medusa2(pipe, samples, heads, decoder_lr=0.0, **kw)
+    assert all(torch.equal(v, before[k]) for k, v in pipe.captioner.state_dict().items())  # the original: untouched
+    assert all(torch.equal(v, heads_before[k]) for k, v in heads.state_dict().items())
+    after = tuned.captioner.state_dict()
+    assert not torch.equal(after["text.layers.0.mlp.0.weight"], before["text.layers.0.mlp.0.weight"])
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith(("backbone.", "image_proj.")))
+    assert all(torch.equal(v, before[k]) for k, v in frozen.captioner.state_dict().items())
+    assert heads_loss(tuned, tuned_heads) < heads_loss(frozen, frozen_heads) < heads_loss(pipe, heads)
+    greedy = decode_captions(tuned, images)[0]
+    assert greedy == texts  # self-distillation kept what the decoder says
+    tree = tree_buffers([(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)])
+    medusa, m = decode_captions(tuned, images, tuned_heads, tree=tree)
+    assert medusa == greedy and m["forwards"] < sum(len(t.split()) + 1 for t in texts)
+    with pytest.raises(ValueError, match="steps >= 1"):
+        train_medusa2(pipe, samples, heads, steps=0)

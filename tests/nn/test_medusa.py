@@ -73,12 +73,14 @@ def test_medusa_loss_equals_a_slow_loop():
     k, b, t, v = 3, 2, 7, 11
     logits = torch.randn(k, b, t, v)
     labels = torch.randint(0, v, (b, t))
-    total = 0.0
+    total, decayed = 0.0, 0.0
     for i in range(k):
         terms = [F.cross_entropy(logits[i, bb, tt][None], labels[bb, tt + 2 + i][None])
                  for bb in range(b) for tt in range(t - 2 - i)]
         total += torch.stack(terms).mean()
+        decayed += 0.8 ** i * torch.stack(terms).mean()
     assert torch.allclose(medusa_loss(logits, labels), total, atol=1e-6)
+    assert torch.allclose(medusa_loss(logits, labels, decay=0.8), decayed, atol=1e-6)  # Medusa-2's head weights
 
 
 def _slow_heads(heads: MedusaHeads, h: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Training the captioner with BLIP's objectives (ITC + ITM with hard negatives + LM) on generated apple
-captions, then Medusa heads on the frozen decoder; evaluation with BLEU-4, CIDEr-D and read-back attributes.
+captions, then Medusa heads on the frozen decoder (Medusa-1) or trained jointly with it (Medusa-2); evaluation
+with BLEU-4, CIDEr-D and read-back attributes.
 
 The image backbone is frozen by default (its ImageNet features are computed once per image): on a 2-core CPU
 that makes a training run minutes instead of hours; the projection of its tokens is trained. The decoder is
@@ -145,6 +146,57 @@ def train_medusa_heads(pipe: CaptionPipeline, samples: Sequence[CaptionSample], 
         loss.backward()
         opt.step()
     return heads.eval()
+
+
+def train_medusa2(pipe: CaptionPipeline, samples: Sequence[CaptionSample], heads: MedusaHeads, steps: int = 1000,
+                  batch: int = 32, decoder_lr: float = 3e-4, lr: float = 3e-3, head_weight: float = 0.2,
+                  decay: float = 0.8, seed: int = 0) -> tuple[CaptionPipeline, MedusaHeads]:
+    """Medusa-2: the text decoder fine-tuned jointly with its heads; returns new (pipeline, heads), and `pipe` and
+    `heads` are left as they were. Start from Medusa-1 heads (`train_medusa_heads`): the paper's warm-up, so the
+    heads' first, large gradients do not disturb the decoder.
+
+    Why: a frozen decoder's hidden state before a word carries little of the image facts its later words need
+    (whether the apple is damaged is read from the image at that word, not before), so heads on it cannot guess
+    them; joint training teaches the decoder to carry them earlier. Loss per batch of the samples' images: the
+    self-distillation KL from the original decoder's next-token distribution to the tuned one's, on the original's
+    own greedy captions (so the tuned decoder keeps saying what the original said; no ground truth is used), plus
+    head_weight * `medusa_loss` (head i weighted decay ** i) on the same captions. Only the text decoder
+    (decoder_lr) and the heads (lr) are trained; the backbone and the image projection stay frozen and in eval mode.
+    The text transformer is shared with the captioner's contrastive and matching modes (BLIP), which this does not
+    train: use the original pipeline for image-text retrieval. Greedy captions of the tuned decoder can differ from
+    the original's where the original was close to a tie; measure the tuned pipeline's quality
+    (`evaluate_captions`) before deploying it."""
+    import copy
+
+    if steps < 1 or batch < 1:
+        raise ValueError(f"train_medusa2 needs steps >= 1 and batch >= 1, got steps={steps}, batch={batch}")
+    torch.manual_seed(seed)
+    tuned, tuned_heads = copy.deepcopy(pipe).eval(), copy.deepcopy(heads)
+    cap = tuned.captioner
+    feats = _backbone_tokens(tuned, [s.image for s in samples])
+    ids_all, pad_all = _greedy_targets(cap, feats)
+    with torch.no_grad():
+        memory_all = cap.image_proj(feats)
+        teacher = torch.cat([torch.log_softmax(cap.lm_logits(ids_all[i:i + 256], memory_all[i:i + 256]), -1)
+                             for i in range(0, len(ids_all), 256)])
+    labels_all = ids_all.masked_fill(pad_all, -100)
+    opt = torch.optim.AdamW([{"params": list(cap.text.parameters()), "lr": decoder_lr},
+                             {"params": list(tuned_heads.parameters()), "lr": lr}])
+    gen = torch.Generator().manual_seed(seed)
+    cap.text.train()
+    tuned_heads.train()
+    for _ in range(steps):
+        idx = torch.randperm(len(samples), generator=gen)[:batch]
+        hidden, _ = cap.text(ids_all[idx], memory=memory_all[idx])
+        logp, target = torch.log_softmax(cap.text.logits(hidden), -1), teacher[idx]
+        kl = (target.exp() * (target - logp)).sum(-1)[~pad_all[idx]].mean()
+        loss = kl + head_weight * medusa_loss(tuned_heads(hidden), labels_all[idx], decay=decay)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    cap.text.eval()
+    tuned_heads.choices = None  # the tree measured for the old heads does not describe these
+    return tuned, tuned_heads.eval()
 
 
 @torch.no_grad()

@@ -145,16 +145,19 @@ class MedusaHeads(nn.Module):
         return torch.bmm(x, self.out_weight.transpose(1, 2)).view(k, *lead, -1)
 
 
-def medusa_loss(head_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """Sum over heads of cross-entropy, head i's logits at t against labels[t + 2 + i].
-    head_logits (K, B, T, V); labels (B, T) = the input ids (or ignore_index where no loss is wanted)."""
+def medusa_loss(head_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100,
+                decay: float = 1.0) -> torch.Tensor:
+    """Sum over heads of cross-entropy, head i's logits at t against labels[t + 2 + i], head i weighted decay ** i
+    (1: the unweighted sum of Medusa-1; Medusa-2 uses a decay, e.g. 0.8, so the far heads' harder targets pull the
+    jointly trained decoder less). head_logits (K, B, T, V); labels (B, T) = the input ids (or ignore_index where
+    no loss is wanted)."""
     total = head_logits.new_zeros(())
     for i, logits in enumerate(head_logits):
         shift = 2 + i
         if logits.shape[1] <= shift:
             continue
-        total = total + F.cross_entropy(logits[:, :-shift].reshape(-1, logits.shape[-1]),
-                                        labels[:, shift:].reshape(-1), ignore_index=ignore_index)
+        total = total + decay ** i * F.cross_entropy(logits[:, :-shift].reshape(-1, logits.shape[-1]),
+                                                     labels[:, shift:].reshape(-1), ignore_index=ignore_index)
     return total
 
 
