@@ -199,7 +199,8 @@ def test_medusa2_tunes_copies_keeps_the_captions_and_its_decoder_helps_the_heads
     the tuned decoder's greedy captions."""
     from fovea.caption.train import (_backbone_tokens, _greedy_targets, decode_captions, train_medusa2,
                                      train_medusa_heads)
-    from fovea.nn.medusa import medusa_loss, tree_buffers
+    from fovea.errors import DataError
+    from fovea.nn.medusa import MedusaHeads, medusa_loss, tree_buffers
 
     texts = ["a photo of a red square", "a photo of a green square, small", "a photo of a blue disc",
              "a photo of a yellow disc at the top"]
@@ -236,3 +237,7 @@ def test_medusa2_tunes_copies_keeps_the_captions_and_its_decoder_helps_the_heads
     assert medusa == greedy and m["forwards"] < sum(len(t.split()) + 1 for t in texts)
     with pytest.raises(ValueError, match="steps >= 1"):
         train_medusa2(pipe, samples, heads, steps=0)
+    with pytest.raises(DataError, match="no samples"):
+        train_medusa2(pipe, [], heads)
+    with pytest.raises(ValueError, match="heads trained for this pipeline"):
+        train_medusa2(pipe, samples, MedusaHeads(16, len(pipe.vocab)))

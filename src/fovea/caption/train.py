@@ -9,6 +9,7 @@ taught each image's full inspection caption (the first phrasing); ITC and ITM se
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -166,10 +167,16 @@ def train_medusa2(pipe: CaptionPipeline, samples: Sequence[CaptionSample], heads
     train: use the original pipeline for image-text retrieval. Greedy captions of the tuned decoder can differ from
     the original's where the original was close to a tie; measure the tuned pipeline's quality
     (`evaluate_captions`) before deploying it."""
-    import copy
-
     if steps < 1 or batch < 1:
         raise ValueError(f"train_medusa2 needs steps >= 1 and batch >= 1, got steps={steps}, batch={batch}")
+    if not samples:
+        raise DataError("train_medusa2 got no samples: it self-distils on the decoder's captions of their images. "
+                        "Fix: pass images like the ones you will caption (their captions are not used).")
+    text_cfg = pipe.captioner.text.cfg
+    if (heads.dim, heads.out_weight.shape[1]) != (text_cfg.dim, text_cfg.vocab_size):
+        raise ValueError(f"the heads read {heads.dim}-wide states into {heads.out_weight.shape[1]} tokens, the decoder "
+                         f"has {text_cfg.dim} and {text_cfg.vocab_size}: pass the heads trained for this pipeline "
+                         "(train_medusa_heads(pipe, ...))")
     torch.manual_seed(seed)
     tuned, tuned_heads = copy.deepcopy(pipe).eval(), copy.deepcopy(heads)
     cap = tuned.captioner
