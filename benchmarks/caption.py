@@ -214,6 +214,21 @@ def loop_step_parts(pipe, heads, tree, images) -> list[list[str]]:
     return rows
 
 
+CIDER_MARGIN = 0.05  # Medusa-2's quality criterion: the tuned decoder's CIDEr-D at most this far below
+
+
+def _quality_kept(cider_d: float, cider_d_tuned: float) -> bool:
+    return cider_d_tuned >= cider_d - CIDER_MARGIN
+
+
+def add_captioner_args(ap: argparse.ArgumentParser) -> None:
+    """The arguments `_train_or_load` reads, for the scripts that reuse benchmarks/caption.py's captioner."""
+    ap.add_argument("--model-dir", default=None,
+                    help="the captioner folder of benchmarks/caption.py --model-dir (default: train one here)")
+    ap.add_argument("--train", type=int, default=1000, help="captioner training apples (as benchmarks/caption.py)")
+    ap.add_argument("--steps", type=int, default=1200, help="captioner training steps (as benchmarks/caption.py)")
+
+
 def _train_or_load(args, train):
     """The captioner: trained here, or loaded from --model-dir when that folder holds one trained by this script
     with the same apples and steps (saved there after training). Returns (pipe, info)."""
@@ -352,7 +367,7 @@ def main() -> None:
     g_s, g_cpu = (statistics.median(t[i] for t in greedy_t) for i in (0, 1))
     g2_s, g2_cpu = (statistics.median(t[i] for t in greedy2_t) for i in (0, 1))
     m2_s, m2_cpu = (statistics.median(t[i] for t in medusa2_t) for i in (0, 1))
-    quality_ok = metrics2["cider_d"] >= metrics["cider_d"] - 0.05
+    quality_ok = _quality_kept(metrics["cider_d"], metrics2["cider_d"])
     quality = table(["decoder (greedy captions of the held-out apples)", "apples", "BLEU-4", "CIDEr-D",
                      "damaged/good right", "damage kind right", "position right", "size right"],
                     [[name, len(test), f"{q['bleu4']:.3f}", f"{q['cider_d']:.2f}", f"{q['acc_damaged']:.3f}",
@@ -419,12 +434,12 @@ def main() -> None:
                       f"{r['medusa1_cpu_x']:.2f}x"] for i, r in enumerate(recs)]
         med = statistics.median(r["cpu_x"] for r in recs)
         all_equal = all(r["equal"] == r["captions"] and r["medusa1_equal"] == r["captions"] for r in recs)
-        all_quality = all(r["cider_d_tuned"] >= r["cider_d"] - 0.05 for r in recs)
+        all_quality = all(_quality_kept(r["cider_d"], r["cider_d_tuned"]) for r in recs)
         runs_verdict = [f"Over the {len(recs)} run(s) in `{log.name}` (each a separate process of this command): "
                         f"median {med:.2f}x CPU (min {min(r['cpu_x'] for r in recs):.2f}x, max "
                         f"{max(r['cpu_x'] for r in recs):.2f}x), every caption equal to greedy in every run: "
-                        f"{'yes' if all_equal else 'NO'}, tuned CIDEr-D within 0.05 of the original's or above in "
-                        f"every run: {'yes' if all_quality else 'NO'}; Medusa-1 median "
+                        f"{'yes' if all_equal else 'NO'}, tuned CIDEr-D within {CIDER_MARGIN} of the original's or "
+                        f"above in every run: {'yes' if all_quality else 'NO'}; Medusa-1 median "
                         f"{statistics.median(r['medusa1_cpu_x'] for r in recs):.2f}x. Goal >= 1.8x by the median over "
                         f"runs: **{'MET' if med >= 1.8 and all_equal and all_quality else 'NOT met'}**."]
     loss_text = ", ".join(f"{k} {v:.3f}" for k, v in info["final_losses"].items())
@@ -457,7 +472,8 @@ def main() -> None:
             f"{max(t[0] for t in greedy_t):.3f}; CPU s = this thread's CPU time):", "",
             *speed, "",
             f"Goal >= 1.8x tokens/s on the CPU with captions equal to greedy (and, for Medusa-2, the tuned decoder's "
-            f"CIDEr-D at most 0.05 below the original's: {metrics2['cider_d']:.2f} vs {metrics['cider_d']:.2f}, "
+            f"CIDEr-D at most {CIDER_MARGIN} below the original's: {metrics2['cider_d']:.2f} vs "
+            f"{metrics['cider_d']:.2f}, "
             f"{'yes' if quality_ok else 'NO'}): **{met}** (headline, Medusa-2 vs greedy of the same tuned decoder: "
             f"{headline[1]:.2f}x CPU, {headline[0]:.2f}x wall, {headline[2]} / {len(test)} equal; against the "
             f"original decoder's greedy: {g_cpu / m2_cpu:.2f}x CPU). Medusa-1 (heads on the frozen decoder, the "

@@ -25,15 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import Run, add_doc_args, table  # noqa: E402
-from caption import _train_or_load  # noqa: E402
+from caption import _train_or_load, add_captioner_args  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", default=None,
-                    help="the captioner folder of benchmarks/caption.py --model-dir (default: train one here)")
-    ap.add_argument("--train", type=int, default=1000, help="captioner training apples (as benchmarks/caption.py)")
-    ap.add_argument("--steps", type=int, default=1200, help="captioner training steps (as benchmarks/caption.py)")
+    add_captioner_args(ap)
     ap.add_argument("--heads", type=int, default=7)
     ap.add_argument("--medusa-steps", type=int, default=1000)
     ap.add_argument("--head-apples", type=int, default=2000)

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import ROOT, Run, add_doc_args, table  # noqa: E402
-from caption import _train_or_load  # noqa: E402
+from caption import _train_or_load, add_captioner_args  # noqa: E402
 
 
 def _medusa_at(commit: str):
@@ -62,10 +62,7 @@ def _pass(text, decode, memories, prompt, max_new, eos) -> tuple[float, int, dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", default=None,
-                    help="the captioner folder of benchmarks/caption.py --model-dir (default: train one here)")
-    ap.add_argument("--train", type=int, default=1000, help="captioner training apples (as benchmarks/caption.py)")
-    ap.add_argument("--steps", type=int, default=1200, help="captioner training steps (as benchmarks/caption.py)")
+    add_captioner_args(ap)
     ap.add_argument("--heads-file", default=None,
                     help="safetensors file of the Medusa heads (written by --prepare; default: train them in this run)")
     ap.add_argument("--prepare", action="store_true", help="train the heads, save them to --heads-file and stop")
@@ -113,7 +110,8 @@ def main() -> None:
     heads.eval()
     ranked = medusa_path_probabilities(pipe, heads, apple_caption_set(args.calib, seed=3))
     choices = [c for c, _ in ranked[:args.nodes]]
-    run = Run(args, full_command=".venv/bin/python benchmarks/caption_steps.py --model-dir DIR --heads-file FILE --baseline COMMIT")
+    run = Run(args, full_command=".venv/bin/python benchmarks/caption_steps.py --model-dir DIR --heads-file FILE "
+                                 "--baseline COMMIT")
     old = _medusa_at(args.baseline)
     old_heads = old.MedusaHeads(cap.text.cfg.dim, len(pipe.vocab), heads.num_heads, state["res_weight"].shape[0])
     old_heads.load_state_dict(state)

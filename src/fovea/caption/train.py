@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fovea.caption.metrics import attribute_accuracy, bleu4, cider_d
 from fovea.caption.objectives import itc_loss, itm_batch, lm_loss
@@ -195,8 +196,8 @@ def train_medusa2(pipe: CaptionPipeline, samples: Sequence[CaptionSample], heads
     for _ in range(steps):
         idx = torch.randperm(len(samples), generator=gen)[:batch]
         hidden, _ = cap.text(ids_all[idx], memory=memory_all[idx])
-        logp, target = torch.log_softmax(cap.text.logits(hidden), -1), teacher[idx]
-        kl = (target.exp() * (target - logp)).sum(-1)[~pad_all[idx]].mean()
+        logp = torch.log_softmax(cap.text.logits(hidden), -1)
+        kl = F.kl_div(logp, teacher[idx], reduction="none", log_target=True).sum(-1)[~pad_all[idx]].mean()
         loss = kl + head_weight * medusa_loss(tuned_heads(hidden), labels_all[idx], decay=decay)
         opt.zero_grad()
         loss.backward()
